@@ -1,0 +1,1 @@
+"""One module per check. Checks never import each other; they read each other's typed facts."""

@@ -1,0 +1,61 @@
+"""Header sanity: the RFC 5322 basics that legitimate mail software gets right."""
+
+from __future__ import annotations
+
+import email.policy
+from email.errors import HeaderParseError
+
+from gateway.model import CheckResult, Phase, Symbol, Transaction
+from gateway.pipeline.check import Check
+
+ADDRESS_HEADERS = ("From", "Sender", "Reply-To", "To", "Cc")
+_header_factory = email.policy.default.header_factory
+
+
+def address_problem(name: str, value: str) -> str | None:
+    """Why an address header is malformed, or None when it parses into real addresses."""
+    try:
+        header = _header_factory(name, value)
+    except (HeaderParseError, IndexError, ValueError) as exc:
+        return f"unparseable: {exc}"
+    addresses = getattr(header, "addresses", ())
+    if header.defects:
+        return "; ".join(str(d) for d in header.defects)[:200]
+    if name in ("From", "Sender") and not addresses:
+        return "no address"
+    for address in addresses:
+        if not address.username or not address.domain or "." not in address.domain:
+            return f"not a full address: {address.addr_spec!r}"
+    return None
+
+
+class HeadersCheck(Check):
+    name = "headers"
+    phase = Phase.DATA
+    symbols = frozenset({
+        "HDR_MISSING_FROM",
+        "HDR_MULTIPLE_FROM",
+        "HDR_MISSING_DATE",
+        "HDR_MISSING_MESSAGE_ID",
+        "HDR_MALFORMED_ADDRESS",
+    })
+
+    async def run(self, tx: Transaction) -> CheckResult:
+        msg = tx.message
+        found: list[Symbol] = []
+        froms = msg.get_all("From") or []
+        if not froms:
+            found.append(Symbol("HDR_MISSING_FROM", "no From header"))
+        elif len(froms) > 1:
+            found.append(Symbol("HDR_MULTIPLE_FROM", f"{len(froms)} From headers"))
+        if msg.get("Date") is None:
+            found.append(Symbol("HDR_MISSING_DATE", "no Date header"))
+        if msg.get("Message-ID") is None:
+            found.append(Symbol("HDR_MISSING_MESSAGE_ID", "no Message-ID header"))
+        for name in ADDRESS_HEADERS:
+            for value in msg.get_all(name) or []:
+                problem = address_problem(name, str(value))
+                if problem is not None:
+                    found.append(Symbol("HDR_MALFORMED_ADDRESS", f"{name}: {problem}"))
+                    break
+        return self.result(*found)

@@ -1,0 +1,328 @@
+"""Typed, frozen settings loaded from TOML. Unknown keys are errors; every default lives here.
+
+Each section is a frozen dataclass; `load_config` walks the dataclasses, checks every value's
+type and collects one line per problem, so `gateway check-config` can print them all at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from gateway.errors import ConfigError
+from gateway.model import OnError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_RULES_DIR = PROJECT_ROOT / "rules"
+SHIPPED_MODEL = PROJECT_ROOT / "models" / "classifier.skops"
+
+
+def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]:port' or a bare IPv6 address -> (host, port)."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+        return host, port
+    if value.count(":") == 1:
+        host, port_text = value.split(":")
+        return host, int(port_text)
+    return value, default_port
+
+
+def _valid_hostport(value: str) -> str | None:
+    try:
+        host, port = parse_hostport(value, 25)
+    except ValueError:
+        return f"{value!r} is not host or host:port"
+    if not host or not 0 <= port <= 65535:
+        return f"{value!r} is not host or host:port"
+    return None
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen: str = "127.0.0.1:2525"
+    hostname: str = "mx.gateway.test"
+    workers: int = 1  # processes sharing the listen port (SO_REUSEPORT)
+    banner: str = "ESMTP ready"
+    max_message_bytes: int = 25 * 1024 * 1024
+    max_line_bytes: int = 8192  # RFC 5321 says 1000; real mail exceeds it, so a safe wider bound
+    max_recipients: int = 100
+    max_connections: int = 500
+    max_connections_per_ip: int = 20
+    idle_timeout_s: float = 300.0  # RFC 5321 4.5.3.2: at least 5 minutes between commands
+    session_timeout_s: float = 1800.0
+    max_bad_commands: int = 10
+    bare_lf: Literal["reject", "normalize"] = "reject"
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def validate(self, problems: list[str], path: str) -> None:
+        if err := _valid_hostport(self.listen):
+            problems.append(f"{path}.listen: {err}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            problems.append(f"{path}: tls_cert and tls_key must be set together")
+        for name in ("tls_cert", "tls_key"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                problems.append(f"{path}.{name}: no such file {value!r}")
+        _positive(self, problems, path, "workers", "max_message_bytes", "max_recipients",
+                  "max_connections", "max_connections_per_ip", "idle_timeout_s",
+                  "session_timeout_s", "max_bad_commands")
+        if self.max_line_bytes < 1000:
+            problems.append(f"{path}.max_line_bytes: must be at least 1000 (RFC 5321 4.5.3.1.6)")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    host: str = "127.0.0.1"
+    port: int = 2526
+    domains: tuple[str, ...] = ()
+    tls: Literal["opportunistic", "required", "none"] = "opportunistic"
+    tls_verify: bool = False  # internal servers often use self-signed certificates
+    timeout_s: float = 60.0
+    connections: int = 4  # delivery workers, each with one reusable connection
+
+    def validate(self, problems: list[str], path: str) -> None:
+        if not self.domains:
+            problems.append(f"{path}.domains: at least one recipient domain is required")
+        for domain in self.domains:
+            if not domain or "@" in domain or domain.startswith(".") or " " in domain:
+                problems.append(f"{path}.domains: {domain!r} is not a domain name")
+        if not 1 <= self.port <= 65535:
+            problems.append(f"{path}.port: {self.port} is not a TCP port")
+        _positive(self, problems, path, "timeout_s", "connections")
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    retry_initial_s: float = 60.0
+    retry_max_s: float = 3600.0
+    lifetime_s: float = 5 * 24 * 3600.0
+    min_free_bytes: int = 100 * 1024 * 1024  # below this, new mail gets 452 4.3.1
+    scan_interval_s: float = 5.0
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "retry_initial_s", "retry_max_s", "lifetime_s",
+                  "scan_interval_s")
+        if self.retry_max_s < self.retry_initial_s:
+            problems.append(f"{path}.retry_max_s: must be >= retry_initial_s")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    dir: str = "var"
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    nameservers: tuple[str, ...] = ()  # empty: the system's resolv.conf
+    timeout_s: float = 2.0
+    lifetime_s: float = 5.0
+    cache_entries: int = 10000
+
+    def validate(self, problems: list[str], path: str) -> None:
+        for ns in self.nameservers:
+            host, _ = parse_hostport(ns, 53) if not _valid_hostport(ns) else ("", 0)
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                problems.append(f"{path}.nameservers: {ns!r} is not an IP address or IP:port")
+        _positive(self, problems, path, "timeout_s", "lifetime_s")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    deadline_s: float = 60.0  # all DATA checks of one message together
+    rules_dir: str = ""  # default: the directory of the config file, else the shipped rules/
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "deadline_s")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Settings every check has."""
+
+    enabled: bool = True
+    timeout_s: float = 10.0
+    on_error: OnError = OnError.IGNORE
+
+
+@dataclass(frozen=True)
+class HeadersCheckConfig(CheckConfig):
+    pass
+
+
+@dataclass(frozen=True)
+class GtubeCheckConfig(CheckConfig):
+    pass
+
+
+@dataclass(frozen=True)
+class ChecksConfig:
+    headers: HeadersCheckConfig = field(default_factory=HeadersCheckConfig)
+    gtube: GtubeCheckConfig = field(default_factory=GtubeCheckConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    relay: RelayConfig = field(default_factory=lambda: RelayConfig(domains=("example.test",)))
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    source: str = ""  # the file this was loaded from, "" for defaults
+
+    @property
+    def storage_dir(self) -> Path:
+        return Path(self.storage.dir)
+
+    @property
+    def rules_dir(self) -> Path:
+        if self.pipeline.rules_dir:
+            return Path(self.pipeline.rules_dir)
+        if self.source:
+            return Path(self.source).resolve().parent
+        return SHIPPED_RULES_DIR
+
+
+def _positive(obj: object, problems: list[str], path: str, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            problems.append(f"{path}.{name}: must be greater than 0")
+
+
+T = TypeVar("T")
+
+
+def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    """Check `value` against the annotation `tp`; return the converted value or None on error."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a table, got {type(value).__name__}")
+            return None
+        return _build(tp, value, path, problems)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            problems.append(f"{path}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+            return None
+        return value
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in tp)
+            problems.append(f"{path}: {value!r} is not one of {allowed}")
+            return None
+    if origin in (tuple, list):
+        args = get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{path}: expected a list, got {type(value).__name__}")
+            return None
+        item_type = args[0]
+        items = [_convert(item_type, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return tuple(items)
+    if origin is dict:
+        key_type, value_type = get_args(tp)
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a table, got {type(value).__name__}")
+            return None
+        return {k: _convert(value_type, v, f"{path}.{k}", problems) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(options[0], value, path, problems)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{path}: expected a number, got {value!r}")
+            return None
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{path}: expected an integer, got {value!r}")
+            return None
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{path}: expected true or false, got {value!r}")
+            return None
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{path}: expected a string, got {value!r}")
+            return None
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")
+
+
+def _build(cls: type[T], data: dict[str, Any], path: str, problems: list[str]) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    for key in data:
+        if key not in fields:
+            where = f"{path}.{key}" if path else key
+            known = ", ".join(sorted(fields))
+            problems.append(f"{where}: unknown key (known here: {known})")
+    kwargs: dict[str, Any] = {}
+    before = len(problems)
+    for name in fields:
+        if name in data:
+            where = f"{path}.{name}" if path else name
+            kwargs[name] = _convert(hints[name], data[name], where, problems)
+    if len(problems) > before:
+        # Build with defaults so validation of other sections can still run.
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:  # a None slipped through from a failed conversion
+        problems.append(f"{path}: {exc}")
+        obj = cls()
+    validate = getattr(obj, "validate", None)
+    if validate is not None and len(problems) == before:
+        validate(problems, path)
+    return obj
+
+
+def config_from_dict(data: dict[str, Any], source: str = "") -> Config:
+    problems: list[str] = []
+    config = _build(Config, data, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(config, source=source)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate a TOML file; None gives the embedded defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    return config_from_dict(data, source=str(path))

@@ -1,0 +1,45 @@
+"""One exception tree. Third-party errors are mapped to these at the module that calls them."""
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration (TOML or rules) is invalid. `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class CheckError(GatewayError):
+    """A check could not reach a decision (its dependency failed, it timed out, ...)."""
+
+
+class DnsError(GatewayError):
+    """A DNS lookup failed in a way that is not an answer (timeout, SERVFAIL, refused)."""
+
+
+class DnsTimeout(DnsError):
+    """No answer within the configured lifetime."""
+
+
+class ScannerError(GatewayError):
+    """The virus scanner is down, timed out or answered garbage."""
+
+
+class SpoolError(GatewayError):
+    """The durable spool could not store a message (disk full, permissions)."""
+
+
+class SpoolFull(SpoolError):
+    """Not enough free space to accept a message safely."""
+
+
+class ModelError(GatewayError):
+    """The classifier artefact is missing, unsafe or does not match this code."""
+
+
+class QuarantineError(GatewayError):
+    """The quarantine store failed (missing, locked, corrupt entry)."""

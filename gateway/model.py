@@ -1,0 +1,174 @@
+"""The typed vocabulary shared by every layer: phases, symbols, results, transactions, verdicts."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from functools import cached_property
+from types import MappingProxyType
+from typing import Mapping
+
+
+class Phase(IntEnum):
+    """SMTP phases in the order they happen; a check runs in exactly one of them."""
+
+    CONNECT = 1
+    HELO = 2
+    MAIL = 3
+    RCPT = 4
+    DATA = 5
+
+
+class Action(StrEnum):
+    """What happens to a message. Declared from mildest to strongest (see `severity`)."""
+
+    ACCEPT = "accept"
+    QUARANTINE = "quarantine"
+    TEMPFAIL = "tempfail"
+    REJECT = "reject"
+
+    @property
+    def severity(self) -> int:
+        # A known-bad message is rejected even if another check could not decide;
+        # an undecidable one is deferred rather than quarantined on partial evidence.
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.ACCEPT: 0, Action.QUARANTINE: 1, Action.TEMPFAIL: 2, Action.REJECT: 3}
+
+
+class OnError(StrEnum):
+    """What a check's failure means: fail open (`ignore`) or defer the message (`tempfail`)."""
+
+    IGNORE = "ignore"
+    TEMPFAIL = "tempfail"
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """A named finding of a check. `multiplier` in [0, 1] scales the configured score."""
+
+    name: str
+    reason: str = ""
+    multiplier: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one check found. `facts` carries typed data other checks may read (e.g. SpfFacts)."""
+
+    check: str
+    symbols: tuple[Symbol, ...] = ()
+    facts: object | None = None
+    elapsed_s: float = 0.0
+    error: str | None = None
+
+
+def new_id() -> str:
+    """Sortable, unique transaction id: time in ms + random, base32-ish lower hex."""
+    return f"{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
+
+
+@dataclass(slots=True)
+class Connection:
+    """One SMTP session's client facts; filled in as the session proceeds."""
+
+    id: str
+    client_ip: str
+    client_port: int = 0
+    client_name: str = ""
+    helo: str = ""
+    tls: bool = False
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The SMTP envelope of one transaction."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    mail_options: tuple[str, ...] = ()
+    smtputf8: bool = False
+
+
+class Transaction:
+    """What checks see of one message: connection, envelope, raw bytes and earlier results.
+
+    Read-only for checks. The raw message is parsed at most once, on first use.
+    """
+
+    def __init__(
+        self,
+        id: str,
+        connection: Connection,
+        envelope: Envelope,
+        raw: bytes = b"",
+        results: Mapping[str, CheckResult] | None = None,
+    ) -> None:
+        self.id = id
+        self.connection = connection
+        self.envelope = envelope
+        self.raw = raw
+        self._results: dict[str, CheckResult] = dict(results or {})
+
+    @property
+    def results(self) -> Mapping[str, CheckResult]:
+        return MappingProxyType(self._results)
+
+    def facts(self, check: str) -> object | None:
+        """Typed facts another check produced, or None if it did not run or failed."""
+        result = self._results.get(check)
+        return result.facts if result is not None else None
+
+    def with_results(self, results: Mapping[str, CheckResult]) -> Transaction:
+        """A copy that also knows `results` (the runner's way to add results; checks never call it)."""
+        merged = {**self._results, **results}
+        return Transaction(self.id, self.connection, self.envelope, self.raw, merged)
+
+    def with_envelope(self, envelope: Envelope) -> Transaction:
+        return Transaction(self.id, self.connection, envelope, self.raw, self._results)
+
+    def with_raw(self, raw: bytes) -> Transaction:
+        return Transaction(self.id, self.connection, self.envelope, raw, self._results)
+
+    @cached_property
+    def message(self) -> email.message.Message:
+        """The parsed message (compat32: tolerant of broken mail, never raises on headers)."""
+        return email.message_from_bytes(self.raw, policy=email.policy.compat32)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredSymbol:
+    """A symbol after scoring: its configured weight times its multiplier."""
+
+    name: str
+    score: float
+    reason: str
+    check: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision for one message and everything needed to explain it."""
+
+    action: Action
+    score: float
+    quarantine_at: float
+    reject_at: float
+    symbols: tuple[ScoredSymbol, ...]
+    reason: str
+    forced_by: ScoredSymbol | None = None
+    reply: str | None = None  # a configured SMTP reply for a forced action, if any
+
+    @property
+    def is_spam(self) -> bool:
+        return self.action in (Action.QUARANTINE, Action.REJECT)
+
+    def symbol_names(self) -> list[str]:
+        return [s.name for s in self.symbols]

@@ -1,0 +1,43 @@
+"""The check protocol: what every check in `gateway/checks/` provides."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
+
+
+class Check(ABC):
+    """One check. It returns a CheckResult; it never decides the action, never mutates `tx`.
+
+    Subclasses set the class attributes; `timeout_s` and `on_error` usually come from config.
+    A check that raises or times out is turned by the runner into a result carrying
+    `error_symbol`, so a failure is visible and scored (0 by default), never silent.
+    """
+
+    name: ClassVar[str]
+    phase: ClassVar[Phase]
+    symbols: ClassVar[frozenset[str]]
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, timeout_s: float = 10.0, on_error: OnError = OnError.IGNORE) -> None:
+        self.timeout_s = timeout_s
+        self.on_error = on_error
+
+    @property
+    def error_symbol(self) -> str:
+        return f"{self.name.upper()}_ERROR"
+
+    def all_symbols(self) -> frozenset[str]:
+        return self.symbols | {self.error_symbol}
+
+    @abstractmethod
+    async def run(self, tx: Transaction) -> CheckResult:
+        """Examine `tx` and report symbols (with reasons) and typed facts."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most checks hold nothing
+        """Release clients the check holds."""
+
+    def result(self, *symbols: Symbol, facts: object | None = None) -> CheckResult:
+        return CheckResult(check=self.name, symbols=tuple(symbols), facts=facts)

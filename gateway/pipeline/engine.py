@@ -1,0 +1,69 @@
+"""The pipeline as the SMTP layer and `gateway scan` see it: run a phase, get a verdict."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.model import Action, Phase, Transaction, Verdict
+from gateway.pipeline.check import Check
+from gateway.pipeline.runner import PhaseRunner
+from gateway.pipeline.scoring import Policy, decide
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    tx: Transaction
+    verdict: Verdict
+
+    @property
+    def stop(self) -> bool:
+        """True when the session must refuse now (reject or tempfail)."""
+        return self.verdict.action in (Action.REJECT, Action.TEMPFAIL)
+
+
+class Pipeline:
+    def __init__(self, checks: Sequence[Check], policy: Policy, deadline_s: float) -> None:
+        emitted = {c.name: c.all_symbols() for c in checks}
+        policy = policy.restricted_to(emitted)
+        policy.check_symbols(emitted)
+        self.checks = list(checks)
+        self.runner = PhaseRunner(checks)
+        self.policy = policy
+        self.deadline_s = deadline_s
+        self._on_error = {c.name: c.on_error for c in checks}
+        self._emitted = emitted
+
+    def replace_policy(self, policy: Policy) -> None:
+        """Swap in reloaded scores/actions (SIGHUP); raises ConfigError and keeps the old ones."""
+        policy = policy.restricted_to(self._emitted)
+        policy.check_symbols(self._emitted)
+        self.policy = policy
+
+    async def run_phase(self, phase: Phase, tx: Transaction, final: bool = False) -> PhaseOutcome:
+        """Run one phase's checks and decide on everything known so far.
+
+        `final=True` (DATA) applies score thresholds and forced quarantine too.
+        """
+        deadline = time.monotonic() + self.deadline_s
+        if self.runner.has_checks(phase):
+            tx = await self.runner.run(phase, tx, deadline)
+        verdict = decide(
+            self.policy,
+            tx.results.values(),
+            self._on_error,
+            recipients=tx.envelope.rcpt_tos,
+            final=final,
+        )
+        return PhaseOutcome(tx, verdict)
+
+    async def run_message(self, tx: Transaction) -> PhaseOutcome:
+        """Everything `gateway scan` needs: every phase in order, the last one final."""
+        outcome = PhaseOutcome(tx, decide(self.policy, (), self._on_error, final=False))
+        for phase in Phase:
+            outcome = await self.run_phase(phase, outcome.tx, final=phase == Phase.DATA)
+        return outcome
+
+    async def close(self) -> None:
+        await self.runner.close()

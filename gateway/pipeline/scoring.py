@@ -1,0 +1,279 @@
+"""Scoring: pure functions from check results to a Verdict, and the policy they read.
+
+The policy comes from `rules/scores.toml` (symbol weights, groups with caps) and
+`rules/actions.toml` (thresholds, forced actions with optional SMTP replies).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.model import Action, CheckResult, OnError, ScoredSymbol, Verdict
+
+SCORES_FILE = "scores.toml"
+ACTIONS_FILE = "actions.toml"
+
+
+@dataclass(frozen=True)
+class SymbolPolicy:
+    score: float
+    description: str = ""
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class ForcedAction:
+    action: Action
+    reply: str | None = None  # "554 5.7.0 text {reason}" or None for the default reply
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    quarantine: float
+    reject: float
+
+
+@dataclass(frozen=True)
+class Policy:
+    symbols: Mapping[str, SymbolPolicy]
+    group_caps: Mapping[str, float]
+    thresholds: Thresholds
+    forced: Mapping[str, ForcedAction]
+    domain_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+
+    def thresholds_for(self, recipients: Iterable[str]) -> Thresholds:
+        """The strictest thresholds among the recipients' domains (a domain may need its own)."""
+        chosen = self.thresholds
+        for rcpt in recipients:
+            domain = rcpt.rpartition("@")[2].lower()
+            own = self.domain_thresholds.get(domain)
+            if own is not None:
+                chosen = Thresholds(
+                    min(chosen.quarantine, own.quarantine), min(chosen.reject, own.reject)
+                )
+        return chosen
+
+    def check_symbols(self, emitted: Mapping[str, frozenset[str]]) -> None:
+        """Startup check: every symbol a check can emit is scored, every scored symbol exists."""
+        problems = []
+        known: set[str] = set()
+        for check, names in sorted(emitted.items()):
+            known |= names
+            problems += [
+                f"{SCORES_FILE}: symbol {n} (emitted by check {check}) has no score"
+                for n in sorted(names - set(self.symbols))
+            ]
+        problems += [
+            f"{SCORES_FILE}: symbol {n} is scored but no enabled check emits it"
+            for n in sorted(set(self.symbols) - known)
+        ]
+        problems += [
+            f"{ACTIONS_FILE}: forced action for {n}, which no enabled check emits"
+            for n in sorted(set(self.forced) - known)
+        ]
+        if problems:
+            raise ConfigError(problems)
+
+    def restricted_to(self, emitted: Mapping[str, frozenset[str]]) -> Policy:
+        """The policy without symbols of checks that are disabled in this configuration."""
+        known = set().union(*emitted.values()) if emitted else set()
+        return Policy(
+            symbols={k: v for k, v in self.symbols.items() if k in known},
+            group_caps=self.group_caps,
+            thresholds=self.thresholds,
+            forced={k: v for k, v in self.forced.items() if k in known},
+            domain_thresholds=self.domain_thresholds,
+        )
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        problems.append(f"{path}: no such file")
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{path}: invalid TOML: {exc}")
+    except OSError as exc:
+        problems.append(f"{path}: cannot read: {exc.strerror}")
+    return {}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _thresholds(table: Any, where: str, problems: list[str]) -> Thresholds | None:
+    if not isinstance(table, dict) or set(table) - {"quarantine", "reject"}:
+        problems.append(f"{where}: expected a table with quarantine and reject")
+        return None
+    quarantine, reject = table.get("quarantine"), table.get("reject")
+    if not _number(quarantine) or not _number(reject):
+        problems.append(f"{where}: quarantine and reject must both be numbers")
+        return None
+    if quarantine > reject:
+        problems.append(f"{where}: quarantine ({quarantine}) must not exceed reject ({reject})")
+        return None
+    return Thresholds(float(quarantine), float(reject))
+
+
+def _parse_scores(data: dict[str, Any], problems: list[str]) -> tuple[dict[str, SymbolPolicy], dict[str, float]]:
+    symbols: dict[str, SymbolPolicy] = {}
+    caps: dict[str, float] = {}
+    for key in set(data) - {"symbol", "group"}:
+        problems.append(f"{SCORES_FILE}: unknown table {key!r} (known: symbol, group)")
+    for name, table in data.get("group", {}).items():
+        if not isinstance(table, dict) or set(table) - {"max_score", "description"}:
+            problems.append(f"{SCORES_FILE}: group.{name}: keys are max_score, description")
+        elif not _number(table.get("max_score")):
+            problems.append(f"{SCORES_FILE}: group.{name}.max_score must be a number")
+        else:
+            caps[name] = float(table["max_score"])
+    for name, table in data.get("symbol", {}).items():
+        where = f"{SCORES_FILE}: symbol.{name}"
+        if not name.isupper() or not name.replace("_", "").isalnum():
+            problems.append(f"{where}: symbol names are UPPER_SNAKE")
+        if not isinstance(table, dict):
+            problems.append(f"{where}: expected a table with score")
+            continue
+        unknown = set(table) - {"score", "description", "group"}
+        if unknown:
+            problems.append(f"{where}: unknown keys {sorted(unknown)}")
+        if not _number(table.get("score")):
+            problems.append(f"{where}.score must be a number")
+            continue
+        group = table.get("group", "")
+        if group and group not in caps:
+            problems.append(f"{where}.group: {group!r} is not defined under [group]")
+        symbols[name] = SymbolPolicy(float(table["score"]), str(table.get("description", "")), group)
+    return symbols, caps
+
+
+def _parse_actions(data: dict[str, Any], problems: list[str]) -> tuple[Thresholds | None, dict[str, ForcedAction], dict[str, Thresholds]]:
+    for key in set(data) - {"thresholds", "forced", "domain"}:
+        problems.append(f"{ACTIONS_FILE}: unknown table {key!r} (known: thresholds, forced, domain)")
+    thresholds = _thresholds(data.get("thresholds"), f"{ACTIONS_FILE}: thresholds", problems)
+    forced: dict[str, ForcedAction] = {}
+    for name, value in data.get("forced", {}).items():
+        where = f"{ACTIONS_FILE}: forced.{name}"
+        table = {"action": value} if isinstance(value, str) else value
+        if not isinstance(table, dict) or set(table) - {"action", "reply"}:
+            problems.append(f"{where}: expected an action name or a table with action, reply")
+            continue
+        try:
+            action = Action(table.get("action"))
+        except ValueError:
+            action = Action.ACCEPT
+        if action == Action.ACCEPT:  # allowing is done by negative scores, never by force
+            problems.append(f"{where}: action must be one of quarantine, tempfail, reject")
+            continue
+        reply = table.get("reply")
+        if reply is not None and not _valid_reply(reply, action):
+            problems.append(f"{where}.reply: must start with a 5xx (reject) or 4xx (tempfail) "
+                            f"code and an enhanced status code, e.g. '554 5.7.0 text'")
+            continue
+        forced[name] = ForcedAction(action, reply)
+    domains: dict[str, Thresholds] = {}
+    for domain, table in data.get("domain", {}).items():
+        parsed = _thresholds(table, f"{ACTIONS_FILE}: domain.{domain}", problems)
+        if parsed is not None:
+            domains[domain.lower()] = parsed
+    return thresholds, forced, domains
+
+
+def _valid_reply(reply: Any, action: Action) -> bool:
+    if not isinstance(reply, str):
+        return False
+    parts = reply.split(" ", 2)
+    if len(parts) < 3 or not parts[0].isdigit() or len(parts[0]) != 3:
+        return False
+    first = {"reject": "5", "tempfail": "4"}.get(action.value)
+    return first is not None and parts[0][0] == first and parts[1].startswith(first + ".")
+
+
+def load_policy(rules_dir: Path) -> Policy:
+    problems: list[str] = []
+    symbols, caps = _parse_scores(_read_toml(rules_dir / SCORES_FILE, problems), problems)
+    thresholds, forced, domains = _parse_actions(
+        _read_toml(rules_dir / ACTIONS_FILE, problems), problems
+    )
+    if problems or thresholds is None:
+        raise ConfigError(problems or [f"{ACTIONS_FILE}: thresholds missing"])
+    return Policy(symbols, caps, thresholds, forced, domains)
+
+
+def score_symbols(policy: Policy, results: Iterable[CheckResult]) -> list[ScoredSymbol]:
+    """Weight every symbol; apply group caps (positive and negative) in order of appearance."""
+    scored: list[ScoredSymbol] = []
+    group_totals: dict[str, float] = {}
+    for result in results:
+        for symbol in result.symbols:
+            rule = policy.symbols.get(symbol.name)
+            weight = rule.score if rule else 0.0
+            score = weight * max(0.0, min(1.0, symbol.multiplier))
+            if rule and rule.group:
+                cap = policy.group_caps[rule.group]
+                before = group_totals.get(rule.group, 0.0)
+                after = max(-abs(cap), min(abs(cap), before + score))
+                score = after - before
+                group_totals[rule.group] = after
+            scored.append(ScoredSymbol(symbol.name, round(score, 4), symbol.reason, result.check))
+    return scored
+
+
+def decide(
+    policy: Policy,
+    results: Iterable[CheckResult],
+    on_error: Mapping[str, OnError],
+    recipients: Iterable[str] = (),
+    final: bool = True,
+) -> Verdict:
+    """The verdict for the results so far.
+
+    Before DATA (`final=False`) only forced reject/tempfail and check failures with
+    `on_error=tempfail` act; scores and forced quarantine are applied once the message is known.
+    """
+    results = list(results)
+    scored = score_symbols(policy, results)
+    total = round(sum(s.score for s in scored), 4)
+    limits = policy.thresholds_for(recipients)
+
+    action, reason, forced_by, reply = Action.ACCEPT, "score below thresholds", None, None
+    if final:
+        if total >= limits.reject:
+            action, reason = Action.REJECT, f"score {total:g} >= reject threshold {limits.reject:g}"
+        elif total >= limits.quarantine:
+            action = Action.QUARANTINE
+            reason = f"score {total:g} >= quarantine threshold {limits.quarantine:g}"
+
+    for result in results:
+        if result.error is not None and on_error.get(result.check) == OnError.TEMPFAIL:
+            if Action.TEMPFAIL.severity > action.severity:
+                action, reason, forced_by, reply = (
+                    Action.TEMPFAIL, f"check {result.check} failed: {result.error}", None, None,
+                )
+
+    for symbol in scored:
+        rule = policy.forced.get(symbol.name)
+        if rule is None or (not final and rule.action == Action.QUARANTINE):
+            continue
+        if rule.action.severity > action.severity:
+            action, forced_by = rule.action, symbol
+            reason = f"{symbol.name} forces {rule.action.value}"
+            reply = rule.reply.replace("{reason}", symbol.reason) if rule.reply else None
+
+    return Verdict(
+        action=action,
+        score=total,
+        quarantine_at=limits.quarantine,
+        reject_at=limits.reject,
+        symbols=tuple(scored),
+        reason=reason,
+        forced_by=forced_by,
+        reply=reply,
+    )
