@@ -109,17 +109,29 @@ class QueueConfig:
     lifetime_s: float = 5 * 24 * 3600.0
     min_free_bytes: int = 100 * 1024 * 1024  # below this, new mail gets 452 4.3.1
     scan_interval_s: float = 5.0
+    delay_warning_s: float = 0.0  # DSN "delayed" to the sender after this long; 0 = never
 
     def validate(self, problems: list[str], path: str) -> None:
         _positive(self, problems, path, "retry_initial_s", "retry_max_s", "lifetime_s",
                   "scan_interval_s")
         if self.retry_max_s < self.retry_initial_s:
             problems.append(f"{path}.retry_max_s: must be >= retry_initial_s")
+        if not 0 <= self.delay_warning_s < self.lifetime_s:
+            problems.append(f"{path}.delay_warning_s: must be 0 (off) or less than lifetime_s")
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     dir: str = "var"
+
+
+@dataclass(frozen=True)
+class QuarantineConfig:
+    retention_days: float = 30.0  # held messages and their files are removed after this
+    expire_interval_s: float = 3600.0  # how often `serve` runs the expiry
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "retention_days", "expire_interval_s")
 
 
 @dataclass(frozen=True)
@@ -173,9 +185,153 @@ class GtubeCheckConfig(CheckConfig):
 
 
 @dataclass(frozen=True)
+class AntivirusCheckConfig(CheckConfig):
+    # Off unless configured: with no clamd every message would get 451 (gateway.example.toml
+    # turns it on).
+    enabled: bool = False
+    address: str = "tcp://127.0.0.1:3310"  # or an absolute unix socket path
+    timeout_s: float = 30.0  # a large message takes clamd a while
+    on_error: OnError = OnError.TEMPFAIL  # a scanner failure is never a silent pass
+    max_scan_bytes: int = 25 * 1024 * 1024  # larger messages get AV_OVERSIZE (see actions.toml)
+
+    def validate(self, problems: list[str], path: str) -> None:
+        if self.address.startswith("tcp://"):
+            if err := _valid_hostport(self.address.removeprefix("tcp://")):
+                problems.append(f"{path}.address: {err}")
+        elif not self.address.startswith("/"):
+            problems.append(
+                f"{path}.address: {self.address!r} is neither tcp://host:port "
+                "nor an absolute unix socket path"
+            )
+        _positive(self, problems, path, "timeout_s", "max_scan_bytes")
+
+
+@dataclass(frozen=True)
+class AttachmentsCheckConfig(CheckConfig):
+    on_error: OnError = OnError.TEMPFAIL  # an uninspected attachment is never a silent pass
+    max_parts: int = 500  # MIME parts inspected per message
+    max_decoded_bytes: int = 64 * 1024 * 1024  # base64/QP decoded per message, all parts
+    max_archive_depth: int = 3  # zip inside zip inside zip
+    max_archive_entries: int = 1000  # per archive, read from the central directory
+    max_nested_archive_bytes: int = 10 * 1024 * 1024  # inflated to list an archive in an archive
+    max_compression_ratio: float = 100.0  # above it (and above 1 MiB inflated): a zip bomb
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "timeout_s", "max_parts", "max_decoded_bytes",
+                  "max_archive_depth", "max_archive_entries", "max_nested_archive_bytes",
+                  "max_compression_ratio")
+        if self.max_archive_entries >= 0xFFFF:
+            problems.append(f"{path}.max_archive_entries: must be below 65535")
+
+
+@dataclass(frozen=True)
+class SpfCheckConfig(CheckConfig):
+    # RFC 7208 4.6.4: bound the DNS time of one evaluation; past it the result is temperror.
+    # Below timeout_s so that the check reports SPF_TEMPERROR itself instead of timing out.
+    dns_time_s: float = 8.0
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "timeout_s", "dns_time_s")
+        if self.dns_time_s >= self.timeout_s:
+            problems.append(f"{path}.dns_time_s: must be below timeout_s")
+
+
+@dataclass(frozen=True)
+class DkimCheckConfig(CheckConfig):
+    min_rsa_bits: int = 1024  # RFC 8301: shorter RSA keys are not accepted
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "timeout_s", "min_rsa_bits")
+
+
+@dataclass(frozen=True)
+class ArcCheckConfig(CheckConfig):
+    pass
+
+
+@dataclass(frozen=True)
+class DmarcCheckConfig(CheckConfig):
+    # ARC sealers (d= of ARC-Seal) whose recorded dmarc=pass we accept when forwarding broke
+    # SPF and DKIM (RFC 8617 7.2.1: a local policy override, reported as such).
+    trusted_arc_sealers: tuple[str, ...] = ()
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "timeout_s")
+        for sealer in self.trusted_arc_sealers:
+            if not sealer or "@" in sealer or " " in sealer or sealer.startswith("."):
+                problems.append(f"{path}.trusted_arc_sealers: {sealer!r} is not a domain name")
+
+
+@dataclass(frozen=True)
+class RulesCheckConfig(CheckConfig):
+    files: tuple[str, ...] = ("headers.toml", "body.toml")  # rule sets, in the rules directory
+    max_header_chars: int = 4096  # of each decoded header value matched
+    max_body_chars: int = 256 * 1024  # of decoded body text matched
+
+    def validate(self, problems: list[str], path: str) -> None:
+        if not self.files:
+            problems.append(f"{path}.files: at least one rule file (or disable the check)")
+        _positive(self, problems, path, "timeout_s", "max_header_chars", "max_body_chars")
+
+
+@dataclass(frozen=True)
+class ListsCheckConfig(CheckConfig):
+    file: str = "lists.toml"  # allow and block lists, in the rules directory
+
+
+@dataclass(frozen=True)
+class DnsListCheckConfig(CheckConfig):
+    """Settings shared by the checks that query DNS lists (zones in rules/dnsbl.toml)."""
+
+    timeout_s: float = 5.0
+    zones_file: str = "dnsbl.toml"
+    failures_before_pause: int = 3  # failures in a row (timeouts, errors) that pause a zone
+    pause_s: float = 300.0
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "timeout_s", "failures_before_pause", "pause_s")
+
+
+@dataclass(frozen=True)
+class DnsblCheckConfig(DnsListCheckConfig):
+    # Addresses no public list knows; also keeps internal addresses out of outside queries.
+    skip_networks: tuple[str, ...] = (
+        "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+        "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10",
+    )
+
+    def validate(self, problems: list[str], path: str) -> None:
+        super().validate(problems, path)
+        for network in self.skip_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                problems.append(f"{path}.skip_networks: {network!r} is not an IP network")
+
+
+@dataclass(frozen=True)
+class UriblCheckConfig(DnsListCheckConfig):
+    max_domains: int = 20  # distinct domains looked up per message (URLs, sender, From)
+
+    def validate(self, problems: list[str], path: str) -> None:
+        super().validate(problems, path)
+        _positive(self, problems, path, "max_domains")
+
+
+@dataclass(frozen=True)
 class ChecksConfig:
     headers: HeadersCheckConfig = field(default_factory=HeadersCheckConfig)
     gtube: GtubeCheckConfig = field(default_factory=GtubeCheckConfig)
+    antivirus: AntivirusCheckConfig = field(default_factory=AntivirusCheckConfig)
+    attachments: AttachmentsCheckConfig = field(default_factory=AttachmentsCheckConfig)
+    spf: SpfCheckConfig = field(default_factory=SpfCheckConfig)
+    dkim: DkimCheckConfig = field(default_factory=DkimCheckConfig)
+    arc: ArcCheckConfig = field(default_factory=ArcCheckConfig)
+    dmarc: DmarcCheckConfig = field(default_factory=DmarcCheckConfig)
+    rules: RulesCheckConfig = field(default_factory=RulesCheckConfig)
+    lists: ListsCheckConfig = field(default_factory=ListsCheckConfig)
+    dnsbl: DnsblCheckConfig = field(default_factory=DnsblCheckConfig)
+    uribl: UriblCheckConfig = field(default_factory=UriblCheckConfig)
 
 
 @dataclass(frozen=True)
@@ -184,6 +340,7 @@ class Config:
     relay: RelayConfig = field(default_factory=lambda: RelayConfig(domains=("example.test",)))
     queue: QueueConfig = field(default_factory=QueueConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     log: LogConfig = field(default_factory=LogConfig)

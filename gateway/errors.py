@@ -43,3 +43,15 @@ class ModelError(GatewayError):
 
 class QuarantineError(GatewayError):
     """The quarantine store failed (missing, locked, corrupt entry)."""
+
+
+class QuarantineNotFound(QuarantineError):
+    """No quarantined message has this id (never held, already deleted or expired)."""
+
+
+class QuarantineCorrupt(QuarantineError):
+    """A quarantine entry exists but its index row or message file is damaged or missing."""
+
+
+class QuarantineMissing(QuarantineError):
+    """There is no quarantine store where the configuration says (nothing held yet, wrong dir)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from functools import cached_property
 from types import MappingProxyType
-from typing import Mapping
+from typing import Literal, Mapping
 
 
 class Phase(IntEnum):
@@ -83,6 +83,7 @@ class Connection:
     client_port: int = 0
     client_name: str = ""
     helo: str = ""
+    esmtp: bool = False  # greeted with EHLO rather than HELO
     tls: bool = False
     started_at: float = field(default_factory=time.time)
 
@@ -172,3 +173,70 @@ class Verdict:
 
     def symbol_names(self) -> list[str]:
         return [s.name for s in self.symbols]
+
+
+# --- Typed facts of the email-authentication checks (SPF, DKIM, ARC, DMARC) ------------------
+
+SpfResult = Literal["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"]
+DkimResult = Literal["pass", "fail", "neutral", "temperror", "permerror"]
+ArcResult = Literal["none", "pass", "fail"]
+DmarcResult = Literal["pass", "fail", "none", "temperror", "permerror"]
+DmarcPolicy = Literal["none", "quarantine", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class SpfFacts:
+    """RFC 7208 result for one identity: the envelope sender, or HELO when the sender is null."""
+
+    result: SpfResult
+    identity: Literal["mailfrom", "helo"]
+    domain: str  # the domain that was checked (sender's domain or the HELO name)
+    client_ip: str
+    explanation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSignatureFacts:
+    """One DKIM-Signature header and what verifying it gave (RFC 6376)."""
+
+    domain: str  # d=
+    selector: str  # s=
+    algorithm: str  # a=
+    result: DkimResult
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DkimFacts:
+    """Every DKIM-Signature of the message, in header order."""
+
+    signatures: tuple[DkimSignatureFacts, ...] = ()
+
+    def domains_with(self, result: DkimResult) -> tuple[str, ...]:
+        return tuple(s.domain for s in self.signatures if s.result == result)
+
+
+@dataclass(frozen=True, slots=True)
+class ArcFacts:
+    """The ARC chain (RFC 8617): its validation and, per instance, who sealed it and the DMARC
+    result that sealer recorded in its ARC-Authentication-Results (for trusted-sealer overrides)."""
+
+    result: ArcResult
+    instances: int = 0
+    sealers: tuple[str, ...] = ()  # d= of ARC-Seal i=1..n
+    sealer_dmarc: tuple[str, ...] = ()  # dmarc= claimed in ARC-Authentication-Results i=1..n
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcFacts:
+    """RFC 7489 evaluation for the RFC5322.From domain."""
+
+    result: DmarcResult
+    from_domain: str
+    policy: DmarcPolicy = "none"  # p= (or sp= for a subdomain) of the record that applied
+    disposition: DmarcPolicy = "none"  # what we apply after pct= and overrides
+    spf_aligned: bool = False
+    dkim_aligned: bool = False
+    record_domain: str = ""  # where the record was found (From domain or organisational)
+    override: str = ""  # why the policy was not applied (e.g. trusted ARC sealer), if so

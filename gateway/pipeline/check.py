@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import ClassVar
 
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
+from gateway.pipeline.scoring import SymbolPolicy
 
 
 class Check(ABC):
@@ -31,6 +33,11 @@ class Check(ABC):
 
     def all_symbols(self) -> frozenset[str]:
         return self.symbols | {self.error_symbol}
+
+    def own_scores(self) -> Mapping[str, SymbolPolicy]:
+        """Weights the check's own data files give its symbols (rule sets carry a score per
+        rule); rules/scores.toml overrides them. Most checks are scored in scores.toml only."""
+        return {}
 
     @abstractmethod
     async def run(self, tx: Transaction) -> CheckResult:

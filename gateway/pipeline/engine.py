@@ -25,21 +25,29 @@ class PhaseOutcome:
 
 class Pipeline:
     def __init__(self, checks: Sequence[Check], policy: Policy, deadline_s: float) -> None:
-        emitted = {c.name: c.all_symbols() for c in checks}
-        policy = policy.restricted_to(emitted)
-        policy.check_symbols(emitted)
         self.checks = list(checks)
         self.runner = PhaseRunner(checks)
-        self.policy = policy
+        self.policy = self._complete(policy)
         self.deadline_s = deadline_s
         self._on_error = {c.name: c.on_error for c in checks}
-        self._emitted = emitted
+
+    def _complete(self, policy: Policy) -> Policy:
+        """`policy` plus the checks' own rule scores, limited to and covering what they emit.
+
+        Asked anew on every swap: a reloaded rule set may emit other symbols than before.
+        """
+        emitted = {c.name: c.all_symbols() for c in self.checks}
+        own = {name: rule for c in self.checks for name, rule in c.own_scores().items()}
+        policy = policy.with_defaults(own).restricted_to(emitted)
+        policy.check_symbols(emitted)
+        return policy
 
     def replace_policy(self, policy: Policy) -> None:
-        """Swap in reloaded scores/actions (SIGHUP); raises ConfigError and keeps the old ones."""
-        policy = policy.restricted_to(self._emitted)
-        policy.check_symbols(self._emitted)
-        self.policy = policy
+        """Swap in reloaded scores/actions (SIGHUP); raises ConfigError and keeps the old ones.
+
+        Reload rule sets first (`reload()` of the checks that have it), then call this.
+        """
+        self.policy = self._complete(policy)
 
     async def run_phase(self, phase: Phase, tx: Transaction, final: bool = False) -> PhaseOutcome:
         """Run one phase's checks and decide on everything known so far.

@@ -9,15 +9,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.checks.antivirus import AntivirusCheck
+from gateway.checks.archive import ArchiveLimits
+from gateway.checks.attachments import AttachmentLimits, AttachmentsCheck
+from gateway.checks.filetypes import RULES_FILE as ATTACHMENT_RULES_FILE
+from gateway.checks.filetypes import load_type_rules
 from gateway.checks.gtube import GtubeCheck
 from gateway.checks.headers import HeadersCheck
+from gateway.checks.dnsbl import DnsblCheck
+from gateway.checks.lists import ListsCheck
+from gateway.checks.rules import RulesCheck
+from gateway.checks.uribl import UriblCheck
 from gateway.config import Config
+from gateway.dnslists import load_zones
+from gateway.errors import ConfigError
+from gateway.net.clamd import ClamdClient, parse_address
+from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check
 
 
 @dataclass
 class Services:
     """Shared I/O clients the checks use; built once per process by the composition root."""
+
+    resolver: Resolver | None = None  # the one DNS client (gateway.net.dns)
 
 
 def _headers(config: Config, services: Services) -> Check | None:
@@ -30,9 +45,72 @@ def _gtube(config: Config, services: Services) -> Check | None:
     return GtubeCheck(c.timeout_s, c.on_error) if c.enabled else None
 
 
+def _antivirus(config: Config, services: Services) -> Check | None:
+    c = config.checks.antivirus
+    if not c.enabled:
+        return None
+    client = ClamdClient(parse_address(c.address), c.timeout_s)
+    return AntivirusCheck(client, c.max_scan_bytes, c.on_error)
+
+
+def _attachments(config: Config, services: Services) -> Check | None:
+    c = config.checks.attachments
+    if not c.enabled:
+        return None
+    rules = load_type_rules(config.rules_dir / ATTACHMENT_RULES_FILE)
+    archive = ArchiveLimits(
+        c.max_archive_depth, c.max_nested_archive_bytes, c.max_compression_ratio
+    )
+    limits = AttachmentLimits(c.max_parts, c.max_decoded_bytes, c.max_archive_entries, archive)
+    return AttachmentsCheck(rules, limits, c.timeout_s, c.on_error)
+
+
+def _rules(config: Config, services: Services) -> Check | None:
+    c = config.checks.rules
+    if not c.enabled:
+        return None
+    paths = [config.rules_dir / name for name in c.files]
+    return RulesCheck(paths, c.timeout_s, c.on_error, c.max_header_chars, c.max_body_chars)
+
+
+def _lists(config: Config, services: Services) -> Check | None:
+    c = config.checks.lists
+    return ListsCheck(config.rules_dir / c.file, c.timeout_s, c.on_error) if c.enabled else None
+
+
+def _resolver_for(check: str, services: Services) -> Resolver:
+    if services.resolver is None:
+        raise ConfigError([f"checks.{check}: DNS lists are enabled but no resolver was built"])
+    return services.resolver
+
+
+def _dnsbl(config: Config, services: Services) -> Check | None:
+    c = config.checks.dnsbl
+    zones = load_zones(config.rules_dir / c.zones_file, "ip") if c.enabled else []
+    if not zones:  # every list is off by default: nothing to query
+        return None
+    return DnsblCheck(zones, _resolver_for("dnsbl", services), c.timeout_s, c.on_error,
+                      c.skip_networks, c.failures_before_pause, c.pause_s)
+
+
+def _uribl(config: Config, services: Services) -> Check | None:
+    c = config.checks.uribl
+    zones = load_zones(config.rules_dir / c.zones_file, "domain") if c.enabled else []
+    if not zones:
+        return None
+    return UriblCheck(zones, _resolver_for("uribl", services), c.timeout_s, c.on_error,
+                      c.max_domains, c.failures_before_pause, c.pause_s)
+
+
 _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _headers,
     _gtube,
+    _dnsbl,
+    _lists,
+    _rules,
+    _uribl,
+    _antivirus,
+    _attachments,
 )
 
 

@@ -6,6 +6,7 @@ The policy comes from `rules/scores.toml` (symbol weights, groups with caps) and
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,10 @@ class Policy:
         ]
         if problems:
             raise ConfigError(problems)
+
+    def with_defaults(self, scores: Mapping[str, SymbolPolicy]) -> Policy:
+        """This policy plus weights for symbols it does not score itself (from rule files)."""
+        return dataclasses.replace(self, symbols={**scores, **self.symbols})
 
     def restricted_to(self, emitted: Mapping[str, frozenset[str]]) -> Policy:
         """The policy without symbols of checks that are disabled in this configuration."""

@@ -1,0 +1,47 @@
+# Everything a developer or admin runs. `make run` and `make test` are all a new user needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= rules/gateway.example.toml
+CORPUS ?= ../shared/corpus/spamassassin-public
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-deps run test lint bench train clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests need (clamd for the antivirus tests); needs root, does nothing
+# when they are already there.
+system-deps:
+	sh .ci/install-clamav.sh
+
+# The gateway on 127.0.0.1:2525 relaying to a local test sink on 127.0.0.1:2526 that files
+# mail into var/sink/new. Ctrl-C stops both.
+run: install
+	mkdir -p var
+	@bash -c 'set -m; $(VENV)/bin/gateway sink --listen 127.0.0.1:2526 --maildir var/sink & sink=$$!; \
+	  trap "kill $$sink 2>/dev/null; wait $$sink 2>/dev/null" EXIT; \
+	  $(VENV)/bin/gateway serve --config $(CONFIG)'
+
+test: install system-deps
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+lint: install
+	$(VENV)/bin/ruff check gateway training tests benchmarks
+	$(VENV)/bin/mypy gateway
+
+bench: install system-deps
+	$(PY) benchmarks/run_all.py
+
+# Retrain the classifier: CORPUS may name several directories (space-separated).
+train: install
+	$(PY) -m training $(foreach c,$(CORPUS),--corpus $(c)) --feedback var/feedback
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,145 @@
+"""Zip archives listed, never extracted: names from the central directory, within hard bounds.
+
+Only an archive inside an archive is inflated (to list it), and only within the shared byte
+budget, so no zip bomb (huge ratio, many entries, deep nesting) can stall the gateway.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+ZIP_MAGIC = b"PK\x03\x04"
+_EOCD_MAGIC = b"PK\x05\x06"
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
+_EOCD_SEARCH_BYTES = _EOCD.size + 0xFFFF  # the record plus the longest archive comment
+_MIN_CENTRAL_ENTRY_BYTES = 46
+_BOMB_MIN_BYTES = 1024 * 1024  # small files compress well legitimately (text, zeros)
+
+
+class Problem(StrEnum):
+    BOMB = "bomb"  # compression ratio beyond reason
+    LIMIT = "limit"  # depth, entry or byte budget reached: listing incomplete
+    ENCRYPTED = "encrypted"
+    BROKEN = "broken"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    problem: Problem
+    path: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Budget:
+    """What one message may still cost: inflated/decoded bytes and archive entries listed."""
+
+    bytes_left: int
+    entries_left: int
+
+    def take_bytes(self, count: int) -> bool:
+        if count > self.bytes_left:
+            return False
+        self.bytes_left -= count
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveLimits:
+    max_depth: int
+    max_nested_bytes: int
+    max_ratio: float
+
+
+@dataclass(slots=True)
+class Listing:
+    names: list[str] = field(default_factory=list)  # full paths: "a.zip/b.zip/evil.exe"
+    findings: list[Finding] = field(default_factory=list)
+
+
+def is_zip(data: bytes, name: str) -> bool:
+    return data[:4] == ZIP_MAGIC or name.lower().endswith(".zip")
+
+
+def list_zip(data: bytes, path: str, limits: ArchiveLimits, budget: Budget) -> Listing:
+    """Every entry name in `data` (a zip called `path`) and in zips nested within it."""
+    listing = Listing()
+    _list(data, path, 1, limits, budget, listing)
+    return listing
+
+
+def _list(
+    data: bytes, path: str, depth: int, limits: ArchiveLimits, budget: Budget, out: Listing
+) -> None:
+    declared = _declared_entries(data)
+    if declared is None:
+        out.findings.append(Finding(Problem.BROKEN, path, "no zip central directory"))
+        return
+    if declared > budget.entries_left:
+        out.findings.append(Finding(Problem.LIMIT, path, f"about {declared} entries"))
+        return
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError, struct.error) as exc:
+        out.findings.append(Finding(Problem.BROKEN, path, str(exc)[:100]))
+        return
+    with archive:
+        entries = archive.infolist()
+        budget.entries_left -= len(entries)
+        for entry in entries:
+            _entry(archive, entry, f"{path}/{entry.filename}", depth, limits, budget, out)
+
+
+def _entry(
+    archive: zipfile.ZipFile,
+    entry: zipfile.ZipInfo,
+    path: str,
+    depth: int,
+    limits: ArchiveLimits,
+    budget: Budget,
+    out: Listing,
+) -> None:
+    out.names.append(path)
+    ratio = entry.file_size / max(entry.compress_size, 1)
+    if entry.file_size > _BOMB_MIN_BYTES and ratio > limits.max_ratio:
+        detail = f"ratio {ratio:.0f} ({entry.compress_size} -> {entry.file_size} bytes)"
+        out.findings.append(Finding(Problem.BOMB, path, detail))
+        return
+    if entry.flag_bits & 0x1:
+        out.findings.append(Finding(Problem.ENCRYPTED, path, "encrypted entry"))
+        return
+    if not entry.filename.lower().endswith(".zip"):
+        return
+    if depth >= limits.max_depth:
+        out.findings.append(Finding(Problem.LIMIT, path, f"nested deeper than {depth}"))
+        return
+    if entry.file_size > limits.max_nested_bytes or not budget.take_bytes(entry.file_size):
+        out.findings.append(Finding(Problem.LIMIT, path, f"{entry.file_size} bytes to inflate"))
+        return
+    try:
+        with archive.open(entry) as handle:
+            inner = handle.read(entry.file_size)  # the reader stops at the declared size too
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, ValueError) as exc:
+        out.findings.append(Finding(Problem.BROKEN, path, str(exc)[:100]))
+        return
+    _list(inner, path, depth + 1, limits, budget, out)
+
+
+def _declared_entries(data: bytes) -> int | None:
+    """An upper bound on the entry count, read before zipfile parses (and pays for) them all."""
+    start = data.rfind(_EOCD_MAGIC, max(0, len(data) - _EOCD_SEARCH_BYTES))
+    if start < 0 or len(data) - start < _EOCD.size:
+        return None
+    fields = _EOCD.unpack_from(data, start)
+    total_entries, directory_bytes = fields[4], fields[5]
+    if total_entries != 0xFFFF:
+        return int(total_entries)
+    # Zip64: the real count is elsewhere; the directory's size bounds it as well.
+    if directory_bytes != 0xFFFFFFFF:
+        return int(directory_bytes) // _MIN_CENTRAL_ENTRY_BYTES
+    return len(data) // _MIN_CENTRAL_ENTRY_BYTES

@@ -1,0 +1,152 @@
+"""Attachment policy: blocked file types by name and content, also inside zip archives.
+
+Every part of the MIME tree is looked at (within `max_parts`); decoding shares one byte budget
+per message, and archives are listed, never extracted (gateway.checks.archive).
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import email.message
+from dataclasses import dataclass
+
+from gateway.checks.archive import ArchiveLimits, Budget, Problem, is_zip, list_zip
+from gateway.checks.filetypes import TYPE_SYMBOLS, TypeRules
+from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
+from gateway.pipeline.check import Check
+
+_ARCHIVE_SYMBOLS = {
+    Problem.BOMB: "ATTACH_ARCHIVE_BOMB",
+    Problem.LIMIT: "ATTACH_LIMIT",
+    Problem.ENCRYPTED: "ATTACH_ARCHIVE_ENCRYPTED",
+    Problem.BROKEN: "ATTACH_ARCHIVE_BROKEN",
+}
+_MAX_REASON_CHARS = 200  # reasons end up in SMTP replies and log lines
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentLimits:
+    max_parts: int
+    max_decoded_bytes: int
+    max_archive_entries: int
+    archive: ArchiveLimits
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    name: str  # file name, or "part N" when it has none
+    data: bytes
+
+
+class AttachmentsCheck(Check):
+    name = "attachments"
+    phase = Phase.DATA
+    symbols = frozenset({*TYPE_SYMBOLS.values(), *_ARCHIVE_SYMBOLS.values()})
+
+    def __init__(
+        self,
+        rules: TypeRules,
+        limits: AttachmentLimits,
+        timeout_s: float = 10.0,
+        on_error: OnError = OnError.TEMPFAIL,
+    ) -> None:
+        super().__init__(timeout_s, on_error)
+        self.rules = rules
+        self.limits = limits
+
+    @property
+    def error_symbol(self) -> str:
+        return "ATTACH_ERROR"  # the ATTACH_ prefix of this check's symbols
+
+    async def run(self, tx: Transaction) -> CheckResult:
+        found = _Findings()
+        budget = Budget(self.limits.max_decoded_bytes, self.limits.max_archive_entries)
+        for part in _attachments(tx, self.limits.max_parts, budget, found):
+            self._inspect(part, budget, found)
+        return self.result(*found.symbols())
+
+    def _inspect(self, part: Part, budget: Budget, found: _Findings) -> None:
+        for match in self.rules.by_name(part.name) + self.rules.by_content(part.data):
+            found.add(match.symbol, part.name, match.how)
+        if not is_zip(part.data, part.name):
+            return
+        listing = list_zip(part.data, part.name, self.limits.archive, budget)
+        macro = self.rules.ooxml_macro()
+        for path in listing.names:
+            for match in self.rules.by_name(path):
+                found.add(match.symbol, path, match.how)
+            if macro is not None and path.lower().endswith("/vbaproject.bin"):
+                found.add(macro.symbol, path, macro.how)
+        for finding in listing.findings:
+            found.add(_ARCHIVE_SYMBOLS[finding.problem], finding.path, finding.detail)
+
+
+class _Findings:
+    """One symbol per name: the first file that triggered it, and how many more did."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, str] = {}
+        self._more: dict[str, int] = {}
+
+    def add(self, symbol: str, path: str, how: str) -> None:
+        if symbol in self._first:
+            self._more[symbol] = self._more.get(symbol, 0) + 1
+        else:
+            self._first[symbol] = f"file={_printable(path)} {how}"
+
+    def symbols(self) -> list[Symbol]:
+        found = []
+        for name, reason in self._first.items():
+            more = self._more.get(name)
+            text = f"{reason} (+{more} more)" if more else reason
+            found.append(Symbol(name, text[:_MAX_REASON_CHARS]))
+        return found
+
+
+def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findings) -> list[Part]:
+    """Decoded leaf parts worth inspecting; limits reached become ATTACH_LIMIT findings."""
+    try:
+        root = tx.message
+    except RecursionError:  # the parser recurses per nesting level
+        found.add("ATTACH_LIMIT", "message", "MIME nesting too deep to parse")
+        return []
+    parts: list[Part] = []
+    stack: list[email.message.Message] = [root]
+    seen = 0
+    while stack:
+        msg = stack.pop()
+        seen += 1
+        if seen > max_parts:
+            found.add("ATTACH_LIMIT", "message", f"more than {max_parts} MIME parts")
+            break
+        payload = msg.get_payload()
+        if isinstance(payload, list):
+            stack.extend(reversed([p for p in payload if isinstance(p, email.message.Message)]))
+            continue
+        name = _filename(msg)
+        if not name and msg.get_content_maintype() == "text":
+            continue  # the message text itself, not an attachment
+        encoded = payload if isinstance(payload, str) else ""
+        # No transfer encoding makes data larger: the encoded length bounds the decoded one.
+        if not budget.take_bytes(len(encoded)):
+            found.add("ATTACH_LIMIT", name or f"part {seen}", "decode budget exhausted")
+            continue
+        data = msg.get_payload(decode=True)
+        parts.append(Part(name or f"part {seen}", data if isinstance(data, bytes) else b""))
+    return parts
+
+
+def _filename(msg: email.message.Message) -> str:
+    """The part's file name with RFC 2047 encoded words decoded (senders hide .exe in them)."""
+    raw = msg.get_filename()
+    if not raw:
+        return ""
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw)))
+    except (email.errors.HeaderParseError, UnicodeError, LookupError):
+        return raw
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)

@@ -1,0 +1,204 @@
+"""Allow and block lists (rules/lists.toml): client IP/CIDR, envelope sender, From domain,
+recipient.
+
+    [allow]                    # and the same four keys under [block]
+    client_ips = ["192.0.2.0/24", "2001:db8::1"]
+    senders = ["news@example.org", "partner.example"]  # an address, or a domain (+ subdomains)
+    from_domains = ["example.org"]                     # the From header's domain (+ subdomains)
+    recipients = ["abuse@example.test"]                # an address, or a domain
+
+A match is only a symbol (LIST_ALLOW_* scored negative, LIST_BLOCK_* positive in
+rules/scores.toml): an allowed sender is still rejected when a forced action says so (a
+virus, GTUBE), and nothing here bypasses the relay gate. Sender and From can be forged, so
+prefer allowing client IPs, or keep allow scores moderate.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import logging
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.content import decode_header_value
+from gateway.errors import ConfigError
+from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
+from gateway.pipeline.check import Check
+
+log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_KEYS = ("client_ips", "senders", "from_domains", "recipients")
+_SYMBOL_PART = {
+    "client_ips": "CLIENT_IP",
+    "senders": "SENDER",
+    "from_domains": "FROM",
+    "recipients": "RCPT",
+}
+
+
+@dataclass(frozen=True)
+class AddressList:
+    """Addresses matched exactly, domains matched with their subdomains; all lower-case."""
+
+    addresses: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+
+    def match(self, address: str) -> str | None:
+        """The entry `address` (or a bare domain) matches, or None."""
+        address = address.strip().strip("<>").lower()
+        if address in self.addresses:
+            return address
+        domain = address.rpartition("@")[2].rstrip(".")
+        labels = domain.split(".")
+        for i in range(len(labels) - 1):
+            candidate = ".".join(labels[i:])
+            if candidate in self.domains:
+                return candidate
+        return None
+
+
+@dataclass(frozen=True)
+class Lists:
+    client_ips: tuple[Network, ...] = ()
+    senders: AddressList = field(default_factory=AddressList)
+    from_domains: AddressList = field(default_factory=AddressList)
+    recipients: AddressList = field(default_factory=AddressList)
+
+
+def _address_list(
+    values: list[Any], where: str, problems: list[str], domains_only: bool
+) -> AddressList:
+    addresses: set[str] = set()
+    domains: set[str] = set()
+    for value in values:
+        entry = value.strip().lower() if isinstance(value, str) else ""
+        local, at, domain = entry.rpartition("@")
+        domain = domain.strip(".")
+        if not entry or " " in entry or "." not in domain or (at and not local):
+            problems.append(f"{where}: {value!r} is not an address or a domain")
+        elif at and domains_only:
+            problems.append(f"{where}: {value!r}: only domains here")
+        elif at:
+            addresses.add(f"{local}@{domain}")
+        else:
+            domains.add(domain)
+    return AddressList(frozenset(addresses), frozenset(domains))
+
+
+def _section(table: Any, where: str, problems: list[str]) -> Lists:
+    if not isinstance(table, dict):
+        problems.append(f"{where}: expected a table")
+        return Lists()
+    if unknown := set(table) - set(_KEYS):
+        problems.append(f"{where}: unknown keys {sorted(unknown)} (known: {', '.join(_KEYS)})")
+    for key in _KEYS:
+        if not isinstance(table.get(key, []), list):
+            problems.append(f"{where}.{key}: expected a list")
+            return Lists()
+    networks = []
+    for value in table.get("client_ips", []):
+        try:
+            networks.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            problems.append(f"{where}.client_ips: {value!r} is not an IP address or network")
+    return Lists(
+        client_ips=tuple(networks),
+        senders=_address_list(table.get("senders", []), f"{where}.senders", problems, False),
+        from_domains=_address_list(
+            table.get("from_domains", []), f"{where}.from_domains", problems, True
+        ),
+        recipients=_address_list(
+            table.get("recipients", []), f"{where}.recipients", problems, False
+        ),
+    )
+
+
+def load_lists(path: Path) -> tuple[Lists, Lists]:
+    """(allow, block) from `path`; ConfigError with one line per problem."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    problems: list[str] = []
+    if unknown := set(data) - {"allow", "block"}:
+        problems.append(f"{path}: unknown tables {sorted(unknown)} (known: allow, block)")
+    allow = _section(data.get("allow", {}), f"{path}: allow", problems)
+    block = _section(data.get("block", {}), f"{path}: block", problems)
+    if problems:
+        raise ConfigError(problems)
+    return allow, block
+
+
+def _client_ip_match(networks: Iterable[Network], ip: str) -> str | None:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for network in networks:
+        if address in network:
+            return str(network)
+    return None
+
+
+class ListsCheck(Check):
+    name = "lists"
+    phase = Phase.DATA
+    symbols = frozenset(
+        f"LIST_{verdict}_{part}" for verdict in ("ALLOW", "BLOCK") for part in _SYMBOL_PART.values()
+    )
+
+    def __init__(
+        self, path: Path, timeout_s: float = 10.0, on_error: OnError = OnError.IGNORE
+    ) -> None:
+        super().__init__(timeout_s, on_error)
+        self.path = path
+        self._allow, self._block = load_lists(path)  # a broken file stops startup
+
+    def reload(self) -> bool:
+        """Re-read the lists; on any problem keep the current ones and log why."""
+        try:
+            self._allow, self._block = load_lists(self.path)
+        except ConfigError as exc:
+            log.error("lists not reloaded, keeping the previous ones: %s", "; ".join(exc.problems))
+            return False
+        log.info("reloaded allow and block lists from %s", self.path)
+        return True
+
+    async def run(self, tx: Transaction) -> CheckResult:
+        from_values = [decode_header_value(v) for v in tx.message.get_all("From") or []]
+        from_addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
+        found: list[Symbol] = []
+        for verdict, lists in (("ALLOW", self._allow), ("BLOCK", self._block)):
+            if entry := _client_ip_match(lists.client_ips, tx.connection.client_ip):
+                found.append(
+                    Symbol(
+                        f"LIST_{verdict}_CLIENT_IP", f"ip={tx.connection.client_ip} entry={entry}"
+                    )
+                )
+            if tx.envelope.mail_from and (entry := lists.senders.match(tx.envelope.mail_from)):
+                found.append(
+                    Symbol(
+                        f"LIST_{verdict}_SENDER", f"sender={tx.envelope.mail_from} entry={entry}"
+                    )
+                )
+            for address in from_addresses:
+                if entry := lists.from_domains.match(address):
+                    found.append(Symbol(f"LIST_{verdict}_FROM", f"from={address} entry={entry}"))
+                    break
+            for rcpt in tx.envelope.rcpt_tos:
+                if entry := lists.recipients.match(rcpt):
+                    found.append(Symbol(f"LIST_{verdict}_RCPT", f"rcpt={rcpt} entry={entry}"))
+                    break
+        return self.result(*found)

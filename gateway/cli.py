@@ -1,0 +1,160 @@
+"""The `gateway` command: parses arguments, loads the configuration, runs one subcommand.
+
+Exit codes: 0 success, 1 a requested item was not found or partly failed, 2 usage or
+configuration error (one clear line per problem on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import Config, load_config, parse_hostport
+from gateway.errors import ConfigError, GatewayError
+from gateway.feedback import add_learn_command, run_learn
+from gateway.observe.setup import configure_logging
+from gateway.quarantine.cli_commands import add_quarantine_commands, run_quarantine_command
+from gateway.queue.cli_commands import add_queue_commands, run_queue_command
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="PATH", help="TOML configuration (default: embedded defaults)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Inbound mail gateway: SMTP in, explainable verdict, relay out"
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway in the foreground")
+    _config_option(serve)
+
+    check = sub.add_parser("check-config", help="validate a configuration and its rules")
+    _config_option(check)
+
+    scan = sub.add_parser("scan", help="run the full pipeline offline on raw messages")
+    _config_option(scan)
+    scan.add_argument("--client-ip", default="127.0.0.1", help="client IP to assume")
+    scan.add_argument("--helo", default="localhost", help="HELO name to assume")
+    scan.add_argument("--mail-from", default="", help="envelope sender (default: null sender)")
+    scan.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeat)")
+    scan.add_argument("--json", action="store_true", help="one JSON object per file")
+    scan.add_argument("files", nargs="+", metavar="FILE")
+
+    add_queue_commands(sub)
+    add_quarantine_commands(sub)
+    add_learn_command(sub)
+    for name in ("queue", "quarantine", "learn"):
+        _config_option_if_missing(sub.choices[name])
+
+    train = sub.add_parser(
+        "train",
+        help="retrain the classifier (runs `python -m training`; see `make train`)",
+        add_help=False,
+    )
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
+
+    sink = sub.add_parser("sink", help="a test SMTP server filing mail into a Maildir")
+    sink.add_argument("--listen", default="127.0.0.1:2526")
+    sink.add_argument("--maildir", default="var/sink")
+    return parser
+
+
+def _config_option_if_missing(parser: argparse.ArgumentParser) -> None:
+    if not any("--config" in action.option_strings for action in parser._actions):
+        _config_option(parser)
+
+
+def _announce(address: str) -> None:
+    # Tests and scripts read this line to learn the port when listening on port 0.
+    print(f"gateway: listening on {address}", flush=True)
+
+
+def _check_config(config: Config) -> int:
+    from gateway.runtime import build_pipeline
+
+    pipeline = build_pipeline(config)
+    asyncio.run(pipeline.close())
+    names = ", ".join(c.name for c in pipeline.checks)
+    print(f"{config.source or 'defaults'}: ok ({len(pipeline.checks)} checks: {names})")
+    return EXIT_OK
+
+
+def _scan(config: Config, args: argparse.Namespace) -> int:
+    from gateway.runtime import build_pipeline
+    from gateway.scan import ScanEnvelope, scan_files
+
+    pipeline = build_pipeline(config)
+    rcpts = tuple(args.rcpt) or (f"postmaster@{config.relay.domains[0]}",)
+    envelope = ScanEnvelope(args.client_ip, args.helo, args.mail_from, rcpts)
+
+    async def run() -> int:
+        try:
+            outputs = await scan_files(pipeline, args.files, envelope, args.json)
+        finally:
+            await pipeline.close()
+        for output in outputs:
+            print(output.text, file=sys.stderr if output.failed else sys.stdout)
+        return 1 if any(o.failed for o in outputs) else EXIT_OK
+
+    return asyncio.run(run())
+
+
+def _train(args: argparse.Namespace) -> int:
+    # gateway never imports training/ (DESIGN: one-way dependencies): run it as a program.
+    command = [sys.executable, "-m", "training", *args.train_args]
+    return subprocess.run(command, check=False).returncode
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return _train(args)
+    if args.command == "sink":
+        from gateway.smtp.sink import run_sink
+
+        host, port = parse_hostport(args.listen, 25)
+        run_sink(host, port, Path(args.maildir))
+        return EXIT_OK
+    config = load_config(args.config)
+    configure_logging(config.log.level if args.command == "serve" else "warning")
+    if args.command == "serve":
+        from gateway.runtime import serve
+
+        return serve(config, _announce)
+    if args.command == "check-config":
+        return _check_config(config)
+    if args.command == "scan":
+        return _scan(config, args)
+    if args.command == "queue":
+        return run_queue_command(args, config)
+    if args.command == "quarantine":
+        return run_quarantine_command(args, config)
+    if args.command == "learn":
+        return run_learn(args, config.storage_dir)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"gateway: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except GatewayError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

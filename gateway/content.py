@@ -1,0 +1,129 @@
+"""What a message says, decoded: header values, body text of text and HTML parts, attachments.
+
+Rules and URL extraction both need the decoded content of a message; this module walks the
+MIME tree once (quoted-printable and base64 undone, charsets applied, HTML turned into text and
+its link targets) with a bound on how much of each part is kept.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import email.message
+from dataclasses import dataclass
+from html.parser import HTMLParser
+
+# Attributes whose values are addresses a reader's client may fetch or open.
+_LINK_ATTRIBUTES = frozenset({"href", "src", "action", "background", "cite", "data"})
+# Elements whose text a reader never sees.
+_HIDDEN_ELEMENTS = frozenset({"script", "style", "head", "title"})
+# Spammers split words with invisible characters and glue them with no-break spaces so that
+# "you&nbsp;have&#8203;won" escapes a rule on "you have won": both are undone for matching.
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
+_SPACES = dict.fromkeys(map(ord, "\u00a0\u2007\u202f"), " ")
+_NORMALIZE = str.maketrans({**_INVISIBLE, **_SPACES})
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Decoded content of one message.
+
+    `texts` holds the text of text/plain parts and the visible text of HTML parts; `links`
+    the link targets found in HTML attributes (href, src, ...), which are not in the text.
+    """
+
+    texts: tuple[str, ...]
+    links: tuple[str, ...]
+    attachments: tuple[Attachment, ...]
+
+
+def decode_header_value(value: object) -> str:
+    """An RFC 2047 header value as text; undecodable words are kept as they came."""
+    raw = str(value)
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw)))
+    except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):
+        return raw
+
+
+def _part_text(part: email.message.Message, max_part_bytes: int) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    payload = payload[:max_part_bytes]
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:  # an unknown charset name: read it as UTF-8 rather than lose it
+        return payload.decode("utf-8", errors="replace")
+
+
+class _HtmlReader(HTMLParser):
+    """Collects an HTML document's visible text and link targets (entities already decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.links: list[str] = []
+        self._hidden_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _HIDDEN_ELEMENTS:
+            self._hidden_depth += 1
+        for name, value in attrs:
+            if name in _LINK_ATTRIBUTES and value:
+                self.links.append(value.strip())
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HIDDEN_ELEMENTS and self._hidden_depth:
+            self._hidden_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden_depth:
+            self.text.append(data)
+
+
+def html_text_and_links(html: str) -> tuple[str, list[str]]:
+    """The visible text of an HTML document and the targets of its links."""
+    reader = _HtmlReader()
+    try:
+        reader.feed(html)
+        reader.close()
+    except (AssertionError, ValueError):  # html.parser's reaction to some broken markup
+        pass
+    return " ".join(reader.text), reader.links
+
+
+def _filename(part: email.message.Message) -> str:
+    name = part.get_filename()
+    return decode_header_value(name) if name else ""
+
+
+def message_content(msg: email.message.Message, max_part_bytes: int = 512 * 1024) -> Content:
+    """Walk every leaf part (nested multiparts and attached messages included) once."""
+    texts: list[str] = []
+    links: list[str] = []
+    attachments: list[Attachment] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        content_type = part.get_content_type()
+        filename = _filename(part)
+        disposition = (part.get_content_disposition() or "").lower()
+        if filename or disposition == "attachment":
+            attachments.append(Attachment(filename, content_type))
+            if content_type not in ("text/plain", "text/html"):
+                continue
+        if content_type == "text/plain":
+            texts.append(_part_text(part, max_part_bytes).translate(_NORMALIZE))
+        elif content_type == "text/html":
+            text, found = html_text_and_links(_part_text(part, max_part_bytes))
+            texts.append(text.translate(_NORMALIZE))
+            links.extend(found)
+    return Content(tuple(texts), tuple(links), tuple(attachments))

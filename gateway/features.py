@@ -1,0 +1,385 @@
+"""Message -> classifier features: the ONE extraction used by the gateway and by training.
+
+A message becomes a sparse mapping of readable feature names to values, e.g.
+`mime:html_only`, `url:tld=biz`, `rel:reply_to_other_domain`, `w:unsubscribe`. Names stay
+readable so the classifier can explain a verdict by the features that pushed it.
+
+What is deliberately NOT looked at, because it would not carry over to the mail an MX sees:
+Received lines, List-*/Delivered-To/X-Keywords and other headers added by list servers and
+corpus collectors, the recipient addresses (obfuscated in public corpora), the Date's year,
+a leading mbox `From ` line, and everything our own gateway adds (X-Spam-*,
+Authentication-Results). Only the headers named below are read.
+
+Bump FEATURE_VERSION whenever a change alters the output for some message: a model trained
+on another version is refused at load time.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import math
+import re
+from collections.abc import Callable, Iterable
+from email.header import decode_header
+from email.message import Message
+from email.utils import getaddresses, parseaddr, parsedate_tz
+from urllib.parse import urlsplit
+
+from gateway.mailsources import strip_envelope_line
+
+FEATURE_VERSION = 1
+
+Features = dict[str, float]
+_Adder = Callable[[str, float], None]  # `features.__setitem__`, handed to the helpers
+
+MAX_TEXT_CHARS = 100_000  # enough to judge a message; bounds the cost of huge bodies
+MAX_PARTS = 100
+FREEMAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "yahoo.com", "hotmail.com", "outlook.com", "live.com",
+    "msn.com", "aol.com", "icloud.com", "mail.com", "gmx.com", "gmx.net", "yandex.ru",
+    "mail.ru", "protonmail.com", "proton.me", "zoho.com",
+})  # fmt: skip
+# Second-level labels under which registrars sell names (example.co.uk, example.com.au).
+_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "ac", "gov", "edu", "ne", "or", "go"})
+_WORD = re.compile(r"[^\W\d_][\w'’-]{1,23}")
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>\"'()\[\]{}]+", re.IGNORECASE)
+_HREF = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*["']?([^"'\s>]+)[^>]*>(.*?)</a\s*>""", re.I | re.S)
+_SRC = re.compile(r"""\bsrc\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
+_INVISIBLE = re.compile(r"<(script|style|head|title)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_TAG = re.compile(r"<[^>]*>")
+_HOST_IN_TEXT = re.compile(r"(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,})", re.IGNORECASE)
+_IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_ENCODED_WORD = re.compile(r"=\?([^?]+)\?([bqBQ])\?")
+
+
+def extract(raw: bytes) -> Features:
+    """Features of one raw message (as received in DATA, or with an mbox `From ` line)."""
+    message = email.message_from_bytes(strip_envelope_line(raw), policy=email.policy.compat32)
+    features: Features = {}
+    add = features.__setitem__
+    _size_features(add, len(raw))
+    from_domain = _header_features(add, message)
+    texts, urls = _body_features(add, message)
+    _url_features(add, urls, from_domain)
+    _text_features(features, _header_text(message.get("Subject")), texts)
+    return features
+
+
+def extract_many(raws: Iterable[bytes]) -> list[Features]:
+    return [extract(raw) for raw in raws]
+
+
+def _size_features(add: _Adder, size: int) -> None:
+    add(f"size:kib={_bucket(size // 1024)}", 1.0)
+
+
+# --- headers ----------------------------------------------------------------------------------
+
+
+def _header_features(add: _Adder, message: Message) -> str:
+    """Sender relations, mailer, priority, threading, dates; returns the From domain."""
+    from_name, from_addr = parseaddr(_header_text(message.get("From")))
+    from_domain = _domain_of(from_addr)
+    if not from_addr:
+        add("from:missing", 1.0)
+    if from_domain in FREEMAIL_DOMAINS:
+        add("from:freemail", 1.0)
+    if from_domain:
+        add(f"from:tld={_tld(from_domain)}", 1.0)
+    if not from_name:
+        add("from:no_display_name", 1.0)
+    elif "@" in from_name:
+        add("from:display_name_has_address", 1.0)
+    local = from_addr.partition("@")[0]
+    if sum(ch.isdigit() for ch in local) >= 3:
+        add("from:local_part_digits", 1.0)
+    _relation(add, "reply_to", message.get("Reply-To"), from_domain)
+    _message_id_features(add, message.get("Message-ID"), from_domain)
+    _date_features(add, message.get("Date"))
+    _subject_features(add, message.get("Subject"))
+    mailer = message.get("X-Mailer") or message.get("User-Agent")
+    add(f"mailer:{_mailer_family(str(mailer)) if mailer else 'none'}", 1.0)
+    priority = str(message.get("X-Priority", "")).strip()[:1]
+    if priority:
+        add(f"hdr:x_priority={priority}", 1.0)
+    if str(message.get("Importance", "")).lower().strip() == "high":
+        add("hdr:importance_high", 1.0)
+    if message.get("In-Reply-To") or message.get("References"):
+        add("hdr:is_reply", 1.0)
+    if message.get("MIME-Version") is None:
+        add("hdr:no_mime_version", 1.0)
+    recipients = getaddresses([str(v) for v in message.get_all("To", []) + message.get_all("Cc", [])])
+    add(f"hdr:recipients={_bucket(len([a for _, a in recipients if a]))}", 1.0)
+    if "undisclosed" in str(message.get("To", "")).lower():
+        add("hdr:to_undisclosed", 1.0)
+    return from_domain
+
+
+def _relation(add: _Adder, name: str, value: object, from_domain: str) -> None:
+    if value is None:
+        return
+    domain = _domain_of(parseaddr(_header_text(value))[1])
+    if not domain:
+        add(f"rel:{name}_unparseable", 1.0)
+    elif not from_domain or _registrable(domain) != _registrable(from_domain):
+        add(f"rel:{name}_other_domain", 1.0)
+    if domain in FREEMAIL_DOMAINS and from_domain not in FREEMAIL_DOMAINS:
+        add(f"rel:{name}_freemail", 1.0)
+
+
+def _message_id_features(add: _Adder, value: object, from_domain: str) -> None:
+    if value is None:
+        add("msgid:missing", 1.0)
+        return
+    text = str(value).strip()
+    if not (text.startswith("<") and text.endswith(">") and "@" in text):
+        add("msgid:malformed", 1.0)
+        return
+    domain = text[1:-1].rpartition("@")[2].lower()
+    if from_domain and _registrable(domain) == _registrable(from_domain):
+        add("msgid:from_domain", 1.0)
+    if "." not in domain or domain == "localhost":
+        add("msgid:no_fqdn", 1.0)
+
+
+def _date_features(add: _Adder, value: object) -> None:
+    if value is None:
+        add("date:missing", 1.0)
+        return
+    parsed = parsedate_tz(str(value))
+    if parsed is None:
+        add("date:unparseable", 1.0)
+    elif parsed[9] is None:
+        add("date:no_zone", 1.0)
+
+
+def _subject_features(add: _Adder, value: object) -> None:
+    if value is None:
+        add("subj:missing", 1.0)
+        return
+    raw = str(value)
+    for charset, coding in _ENCODED_WORD.findall(raw)[:1]:
+        add(f"subj:encoded={charset.lower()}/{coding.lower()}", 1.0)
+    if any(ord(ch) > 127 for ch in raw):
+        add("subj:raw_8bit", 1.0)
+    text = _header_text(value)
+    letters = [ch for ch in text if ch.isalpha()]
+    if len(letters) >= 8 and sum(ch.isupper() for ch in letters) / len(letters) > 0.7:
+        add("subj:mostly_upper", 1.0)
+    if "!" in text:
+        add("subj:exclamation", 1.0)
+    if "$" in text or "%" in text:
+        add("subj:money_or_percent", 1.0)
+    if re.match(r"\s*(re|aw|fwd?)\s*:", text, re.IGNORECASE):
+        add("subj:reply_prefix", 1.0)
+    if re.search(r"\s{4,}\S+$|[#(\[]\s*\w*\d{3,}\w*\s*[)\]]?\s*$", text):
+        add("subj:trailing_tracking_token", 1.0)
+
+
+def _mailer_family(mailer: str) -> str:
+    """The product, not the version: 'Microsoft Outlook Express 6.00' -> 'microsoft'."""
+    match = re.search(r"[A-Za-z][A-Za-z-]{1,20}", mailer)
+    return match.group(0).lower() if match else "other"
+
+
+# --- body -------------------------------------------------------------------------------------
+
+
+def _body_features(add: _Adder, message: Message) -> tuple[list[str], list[str]]:
+    """MIME structure, encodings, attachments, HTML tricks; returns texts and URLs."""
+    add(f"mime:root={message.get_content_type()}", 1.0)
+    texts: list[str] = []
+    urls: list[str] = []
+    has_plain = has_html = False
+    parts = 0
+    for part in message.walk():
+        parts += 1
+        if parts > MAX_PARTS:
+            add("mime:too_many_parts", 1.0)
+            break
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        disposition = str(part.get("Content-Disposition", "")).split(";")[0].strip().lower()
+        filename = part.get_filename()
+        cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()[:20]
+        if filename or disposition == "attachment" or part.get_content_maintype() not in (
+            "text",
+            "message",
+        ):
+            _attachment_features(add, ctype, filename)
+            continue
+        add(f"mime:text_cte={cte}", 1.0)
+        charset = (part.get_content_charset() or "none")[:30]
+        add(f"mime:charset={charset}", 1.0)
+        text = _decoded_text(part)
+        if ctype == "text/html":
+            has_html = True
+            text = _html_features(add, text, urls)
+        else:
+            has_plain = has_plain or ctype == "text/plain"
+        urls += _URL.findall(text)
+        texts.append(text)
+    add(f"mime:parts={_bucket(parts)}", 1.0)
+    if has_html and not has_plain:
+        add("mime:html_only", 1.0)
+    elif has_html:
+        add("mime:html_and_plain", 1.0)
+    return texts, urls
+
+
+def _attachment_features(add: _Adder, ctype: str, filename: str | None) -> None:
+    add(f"att:type={ctype}", 1.0)
+    if filename:
+        extension = filename.rpartition(".")[2].lower()[:8] if "." in filename else "none"
+        add(f"att:ext={extension}", 1.0)
+
+
+def _decoded_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "latin-1"
+    try:
+        return payload.decode(charset, errors="replace")[:MAX_TEXT_CHARS]
+    except LookupError:  # an unknown charset name: bytes still carry the words
+        return payload.decode("latin-1")[:MAX_TEXT_CHARS]
+
+
+def _html_features(add: _Adder, markup: str, urls: list[str]) -> str:
+    """HTML tricks, link/anchor mismatches and images; returns the visible text."""
+    lower = markup.lower()
+    for tag in ("img", "form", "script", "iframe", "table", "font", "center"):
+        count = lower.count(f"<{tag}")
+        if count:
+            add(f"html:{tag}={_bucket(count)}", 1.0)
+    if re.search(r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[01]px", lower):
+        add("html:hidden_text", 1.0)
+    if re.search(r"<font[^>]*color\s*=\s*[\"']?#?(?:fff(?:fff)?|white)\b", lower):
+        add("html:white_text", 1.0)
+    for href, anchor in _HREF.findall(markup):
+        urls.append(href)
+        shown = _HOST_IN_TEXT.search(_TAG.sub("", anchor))
+        target = _host(href)
+        if shown and target and _registrable(shown.group(1).lower()) != _registrable(target):
+            add("html:anchor_text_other_domain", 1.0)
+    urls += [src for src in _SRC.findall(markup) if src.lower().startswith("http")]
+    visible = html.unescape(_TAG.sub(" ", _INVISIBLE.sub(" ", markup)))
+    if len(markup) > 500 and len(visible.split()) < 20:
+        add("html:little_text", 1.0)
+    return visible
+
+
+# --- URLs and text ----------------------------------------------------------------------------
+
+
+def _url_features(add: _Adder, urls: list[str], from_domain: str) -> None:
+    add(f"url:count={_bucket(len(urls))}", 1.0)
+    domains: set[str] = set()
+    for url in urls[:200]:
+        if url.lower().startswith("mailto:"):
+            continue
+        host = _host(url)
+        if not host:
+            continue
+        if _IPV4.match(host):
+            add("url:ip_host", 1.0)
+            continue
+        if "%" in url.split("?")[0] or "@" in url.split("/")[2 if "//" in url else 0]:
+            add("url:obfuscated", 1.0)
+        if ":" in host:
+            add("url:explicit_port", 1.0)
+        domain = _registrable(host.split(":")[0])
+        domains.add(domain)
+        add(f"url:dom={domain}", 1.0)
+        add(f"url:tld={_tld(domain)}", 1.0)
+    add(f"url:domains={_bucket(len(domains))}", 1.0)
+    if from_domain and _registrable(from_domain) in domains:
+        add("rel:links_to_sender_domain", 1.0)
+
+
+def _text_features(features: Features, subject: str, texts: list[str]) -> None:
+    body = " ".join(texts)[:MAX_TEXT_CHARS]
+    letters = [ch for ch in body[:20_000] if ch.isalpha()]
+    if letters:
+        upper = sum(ch.isupper() for ch in letters) / len(letters)
+        features[f"text:upper_ratio={min(int(upper * 10), 5) / 10}"] = 1.0
+    features[f"text:words={_bucket(len(body.split()))}"] = 1.0
+    features[f"text:exclamations={_bucket(body.count('!'))}"] = 1.0
+    if re.search(r"[$€£]\s?\d", body):
+        features["text:money_amount"] = 1.0
+    _weighted_words(features, "s:", _WORD.findall(subject.lower()))
+    _weighted_words(features, "w:", _WORD.findall(_URL.sub(" ", body).lower()))
+
+
+def _weighted_words(features: Features, prefix: str, words: list[str]) -> None:
+    """Each distinct word once, the block L2-normalised: long mails do not drown the rest."""
+    distinct = set(words)
+    if not distinct:
+        return
+    weight = 1.0 / math.sqrt(len(distinct))
+    for word in distinct:
+        features[prefix + word] = weight
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _header_text(value: object) -> str:
+    """A header decoded from RFC 2047 words; broken encodings degrade to the raw text."""
+    if value is None:
+        return ""
+    raw = str(value)
+    if "=?" not in raw:
+        return raw
+    try:
+        chunks = decode_header(raw)
+    except (ValueError, LookupError):  # a malformed encoded word: keep what was written
+        return raw
+    decoded = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, bytes):
+            try:
+                decoded.append(chunk.decode(charset or "latin-1", errors="replace"))
+            except LookupError:
+                decoded.append(chunk.decode("latin-1"))
+        else:
+            decoded.append(chunk)
+    return "".join(decoded)
+
+
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2].strip().strip(">").lower() if "@" in address else ""
+
+
+def _host(url: str) -> str:
+    if url.lower().startswith("www."):
+        url = "http://" + url
+    try:
+        return (urlsplit(url).hostname or "").lower().rstrip(".")
+    except ValueError:  # e.g. an invalid IPv6 literal in a spam URL
+        return ""
+
+
+def _registrable(host: str) -> str:
+    """Approximate registrable domain: the last two labels, three under a co.uk-style label."""
+    labels = host.split(".")
+    if len(labels) >= 3 and labels[-2] in _SECOND_LEVEL and len(labels[-1]) == 2:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def _tld(domain: str) -> str:
+    return domain.rpartition(".")[2] or "none"
+
+
+def _bucket(count: int) -> str:
+    """Powers of two: 0, 1, 2-3, 4-7, ... 64+; counts become readable binary features."""
+    if count <= 1:
+        return str(count)
+    if count >= 64:
+        return "64+"
+    low = 1 << (count.bit_length() - 1)
+    return f"{low}-{2 * low - 1}"

@@ -1,0 +1,95 @@
+"""The feedback store: raw messages an admin labelled as ham or spam, for the next `make train`.
+
+Layout: `<storage_dir>/feedback/{ham,spam}/<sha256 of the bytes>.eml`. Naming by content makes
+recording idempotent, and a message relabelled later moves to the other side instead of
+appearing under both labels. Writes are atomic (temp file, fsync, rename, fsync the directory),
+so a crash never leaves a half-written message for training to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from gateway.errors import GatewayError
+from gateway.mailsources import iter_messages
+
+Label = Literal["ham", "spam"]
+LABELS: tuple[Label, Label] = ("ham", "spam")
+FEEDBACK_DIR = "feedback"
+
+
+def feedback_dir(storage_dir: str | Path) -> Path:
+    return Path(storage_dir) / FEEDBACK_DIR
+
+
+def record_feedback(storage_dir: str | Path, label: Label, raw_bytes: bytes) -> Path:
+    """Store `raw_bytes` as a `label` example and return its path; the opposite label is dropped."""
+    if label not in LABELS:
+        raise ValueError(f"label must be 'ham' or 'spam', not {label!r}")
+    name = hashlib.sha256(raw_bytes).hexdigest() + ".eml"
+    target_dir = feedback_dir(storage_dir) / label
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / name
+    if not target.exists():
+        _write_atomically(target, raw_bytes)
+    other = feedback_dir(storage_dir) / _opposite(label) / name
+    other.unlink(missing_ok=True)
+    return target
+
+
+def _opposite(label: Label) -> Label:
+    return "spam" if label == "ham" else "ham"
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".eml")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def add_learn_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `learn --spam|--ham PATH...`; the handler is set as `func(args, storage_dir)`."""
+    parser = subparsers.add_parser(
+        "learn",
+        help="add messages (files, Maildirs, mbox) to the feedback store for the next training",
+    )
+    side = parser.add_mutually_exclusive_group(required=True)
+    side.add_argument("--spam", dest="label", action="store_const", const="spam")
+    side.add_argument("--ham", dest="label", action="store_const", const="ham")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="message file, Maildir or mbox")
+    parser.set_defaults(func=run_learn)
+
+
+def run_learn(args: argparse.Namespace, storage_dir: str | Path) -> int:
+    """Record every message under `args.paths`; unreadable sources are reported, not fatal."""
+    stored = 0
+    problems = 0
+    for path in args.paths:
+        try:
+            for message in iter_messages(Path(path)):
+                record_feedback(storage_dir, args.label, message.raw)
+                stored += 1
+        except GatewayError as exc:
+            print(f"learn: {exc}", file=sys.stderr)
+            problems += 1
+    where = feedback_dir(storage_dir) / args.label
+    print(f"learn: recorded {stored} message(s) as {args.label} in {where}")
+    return 1 if problems else 0

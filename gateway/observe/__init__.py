@@ -1,0 +1,1 @@
+"""Observability: the per-transaction log line (and later metrics)."""

@@ -1,0 +1,1 @@
+"""Quarantine: the store of held messages, and the admin operations on it."""

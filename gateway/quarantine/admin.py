@@ -1,0 +1,72 @@
+"""What an admin does to a held message: release it to the queue or delete it, and teach the
+classifier with it. Works on one id at a time; the CLI picks the ids and reports."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Callable
+from typing import Protocol
+
+from gateway.errors import GatewayError, QuarantineError
+from gateway.quarantine.store import QuarantineStore
+
+RELEASE_HEADER = "X-Quarantine-Released"
+
+# Records one raw message as feedback (ham for a release, spam for a confirmed deletion).
+Learn = Callable[[bytes], object]
+
+
+class MessageSink(Protocol):
+    """Where released mail goes: the durable queue (gateway.queue.spool.Spool)."""
+
+    def enqueue(self, msg_id: str, mail_from: str, rcpt_tos: list[str], data: bytes) -> object: ...
+
+
+def release(
+    store: QuarantineStore,
+    sink: MessageSink,
+    qid: str,
+    *,
+    released_by: str,
+    learn_ham: Learn | None = None,
+    now: float | None = None,
+) -> str:
+    """Hand the original message to the queue exactly once; returns its queue id.
+
+    The store row is claimed first, so two admins releasing at the same moment enqueue it once;
+    if the queue refuses the message, the claim is given back and the message stays held.
+    """
+    entry = store.claim_release(qid, now=now)
+    try:
+        raw = store.read_message(qid)
+        data = with_release_header(raw, qid, released_by, now)
+        sink.enqueue(entry.release_id, entry.mail_from, list(entry.rcpt_tos), data)
+    except BaseException:
+        store.abandon_release(entry)
+        raise
+    store.finish_release(entry, now=now)
+    if learn_ham is not None:
+        try:
+            learn_ham(raw)  # the message as received, without our release header
+        except (GatewayError, OSError) as exc:
+            raise QuarantineError(
+                f"{qid} was released as queue id {entry.release_id}, "
+                f"but recording it as ham failed: {exc}"
+            ) from exc
+    return entry.release_id
+
+
+def delete(store: QuarantineStore, qid: str, *, learn_spam: Learn | None = None) -> None:
+    """Remove a held message; with `learn_spam`, first record it as confirmed spam."""
+    if learn_spam is not None:
+        learn_spam(store.read_message(qid))
+    store.delete(qid)
+
+
+def with_release_header(raw: bytes, qid: str, released_by: str, now: float | None) -> bytes:
+    """The original message with one header on top saying who released it and when."""
+    newline = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+    who = "".join(c for c in released_by if c.isascii() and c.isprintable() and c != ";")
+    who = who or "unknown"
+    value = f"id={qid}; by={who}; {email.utils.formatdate(now, usegmt=True)}"
+    return f"{RELEASE_HEADER}: {value}".encode() + newline + raw

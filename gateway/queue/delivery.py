@@ -1,0 +1,235 @@
+"""Delivery workers: take due messages from the spool and relay them to the internal server.
+
+`[relay] connections` workers each keep one RelayConnection. New messages arrive through
+`notify()`; a scanner finds the rest (retries, messages left by a restart or by another
+process) every `[queue] scan_interval_s`. A message is worked on only under its spool claim, so
+several processes sharing the spool never deliver it twice.
+
+Duplicate window: after the downstream's 250 the state file is unlinked at once (before any
+logging or bookkeeping). A crash between that 250 and the unlink delivers the message again on
+the next attempt; SMTP has no way to close that window entirely (RFC 5321 section 6.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+from gateway.config import QueueConfig, RelayConfig
+from gateway.queue.relay import RelayConnection
+from gateway.queue.retry import Disposition, RecipientOutcome, apply_attempt
+from gateway.queue.spool import Claim, QueueEntry, Spool
+
+log = logging.getLogger(__name__)
+
+STOP_DRAIN_S = 10.0  # how long stop() lets in-flight deliveries finish
+
+
+class Bouncer(Protocol):
+    """Tells the sender about failed (or long-delayed) recipients; returns the DSN's queue id."""
+
+    def notify(
+        self, entry: QueueEntry, original: bytes, kind: Literal["failure", "delay"], now: float
+    ) -> str | None: ...
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        spool: Spool,
+        relay: RelayConfig,
+        queue: QueueConfig,
+        hostname: str,
+        bouncer: Bouncer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spool = spool
+        self.relay = relay
+        self.queue = queue
+        self.hostname = hostname
+        self.bouncer = bouncer
+        self.clock = clock
+        self._work: asyncio.Queue[str] = asyncio.Queue()
+        self._known: set[str] = set()  # ids waiting in _work or being worked on here
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None]] = set()
+        self._scanner: asyncio.Task[None] | None = None
+        self._connections: list[RelayConnection] = []
+        self._stopping = False
+        self._scan_now = asyncio.Event()
+
+    async def start(self) -> None:
+        swept = await asyncio.to_thread(self.spool.sweep)
+        if swept:
+            log.warning("queue: swept %d leftover files of an earlier crash", swept)
+        for number in range(self.relay.connections):
+            connection = RelayConnection(self.relay, self.hostname)
+            self._connections.append(connection)
+            self._workers.append(
+                asyncio.create_task(self._worker(connection), name=f"delivery-{number}")
+            )
+        self._scanner = asyncio.create_task(self._scan_loop(), name="delivery-scanner")
+
+    def notify(self, msg_id: str) -> None:
+        """Deliver `msg_id` soon (call from the event loop, after it is spooled)."""
+        if self._stopping or msg_id in self._known:
+            return
+        self._known.add(msg_id)
+        self._work.put_nowait(msg_id)
+
+    def scan_soon(self) -> None:
+        """Look for due messages now instead of at the next interval."""
+        self._scan_now.set()
+
+    async def stop(self, drain_s: float = STOP_DRAIN_S) -> None:
+        """Stop taking work, let in-flight deliveries finish (bounded), close connections."""
+        self._stopping = True
+        if self._scanner is not None:
+            self._scanner.cancel()
+        for task in self._workers:
+            if task not in self._busy:
+                task.cancel()
+        busy = [t for t in self._workers if t in self._busy]
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=drain_s)
+            for task in late:
+                task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._scanner is not None:
+            await asyncio.gather(self._scanner, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in self._connections), return_exceptions=True)
+        self._workers.clear()
+        self._connections.clear()
+
+    # -- scanning --------------------------------------------------------------------------
+
+    async def _scan_loop(self) -> None:
+        while not self._stopping:
+            try:
+                due = await asyncio.to_thread(self._due_ids)
+            except OSError:
+                log.exception("queue: scan failed")
+                due = []
+            for msg_id in due:
+                self.notify(msg_id)
+            self._scan_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._scan_now.wait(), self.queue.scan_interval_s)
+
+    def _due_ids(self) -> list[str]:
+        now = self.clock()
+        return [e.id for e in self.spool.entries() if not e.held and e.next_attempt_at <= now]
+
+    # -- delivering ------------------------------------------------------------------------
+
+    async def _worker(self, connection: RelayConnection) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while not self._stopping:
+            msg_id = await self._work.get()
+            self._busy.add(task)
+            try:
+                await self._deliver(msg_id, connection)
+            except Exception:  # one bad message must not kill the worker
+                log.exception("queue: delivery of %s failed unexpectedly", msg_id)
+            finally:
+                self._busy.discard(task)
+                self._known.discard(msg_id)
+
+    async def _claim(self, msg_id: str) -> Claim | None:
+        # Run in a thread; if we are cancelled meanwhile, the claim must still be released.
+        future = asyncio.ensure_future(asyncio.to_thread(self.spool.try_claim, msg_id))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_release_claim)
+            raise
+
+    async def _deliver(self, msg_id: str, connection: RelayConnection) -> None:
+        claim = await self._claim(msg_id)
+        if claim is None:
+            return  # another worker or process has it, or it is gone
+        try:
+            entry = claim.entry
+            if entry.held or entry.next_attempt_at > self.clock():
+                return
+            data = await asyncio.to_thread(claim.read_data)
+            pending = [i for i, r in enumerate(entry.recipients) if r.status == "pending"]
+            # Nothing pending: a crash interrupted the removal or the bounce; finish it.
+            results = (
+                await connection.send(
+                    entry.mail_from,
+                    [entry.recipients[i].address for i in pending],
+                    data,
+                    smtputf8=entry.needs_smtputf8,
+                )
+                if pending
+                else []
+            )
+            outcomes = dict(zip(pending, results, strict=True))
+            await self._settle(claim, entry, outcomes, data)
+        finally:
+            claim.release()
+
+    async def _settle(
+        self, claim: Claim, entry: QueueEntry, outcomes: dict[int, RecipientOutcome], data: bytes
+    ) -> None:
+        now = self.clock()
+        updated, disposition = apply_attempt(entry, outcomes, now, self.queue)
+        if disposition is Disposition.DONE:
+            await asyncio.to_thread(self.spool.remove, claim)  # first: the duplicate window
+            log.info("queue: %s delivered to %s", entry.id, _summary(updated))
+        elif disposition is Disposition.RETRY:
+            if self._delay_warning_due(updated, now):
+                updated = dataclasses.replace(updated, delay_warned=True)
+                await asyncio.to_thread(claim.update, updated)  # before: never warn twice
+                await self._tell_sender(updated, data, "delay", now)
+            else:
+                await asyncio.to_thread(claim.update, updated)
+            log.info(
+                "queue: %s deferred (attempt %d, next in %.0fs): %s",
+                entry.id,
+                updated.attempts,
+                updated.next_attempt_at - self.clock(),
+                updated.last_error,
+            )
+        else:
+            # Persisted first, so a failing bounce never makes us relay to anyone again.
+            await asyncio.to_thread(claim.update, updated)
+            await self._tell_sender(updated, data, "failure", now)
+            await asyncio.to_thread(self.spool.move_to_failed, claim, updated)
+            log.warning("queue: %s failed: %s", entry.id, _summary(updated))
+
+    def _delay_warning_due(self, entry: QueueEntry, now: float) -> bool:
+        warn_after_s = self.queue.delay_warning_s
+        return (
+            bool(warn_after_s)
+            and not entry.delay_warned
+            and now - entry.received_at >= warn_after_s
+        )
+
+    async def _tell_sender(
+        self, entry: QueueEntry, data: bytes, kind: Literal["failure", "delay"], now: float
+    ) -> None:
+        if self.bouncer is None:
+            return
+        dsn_id = await asyncio.to_thread(self.bouncer.notify, entry, data, kind, now)
+        if dsn_id is not None:
+            log.info("queue: %s %s notice queued as %s", entry.id, kind, dsn_id)
+            self.notify(dsn_id)
+
+
+def _release_claim(future: asyncio.Future[Claim | None]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        claim = future.result()
+        if claim is not None:
+            claim.release()
+
+
+def _summary(entry: QueueEntry) -> str:
+    return "; ".join(f"{r.address} {r.status}: {r.reply}" for r in entry.recipients)

@@ -1,0 +1,120 @@
+"""One reusable SMTP connection to the internal server: send a message, probe a recipient.
+
+The only module that talks aiosmtplib. Every reply or failure becomes a RecipientOutcome, so
+the delivery side never sees a third-party exception.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import aiosmtplib
+
+from gateway.config import RelayConfig
+from gateway.queue.retry import RecipientOutcome
+
+log = logging.getLogger(__name__)
+
+_TLS_MODE: dict[str, bool | None] = {"opportunistic": None, "required": True, "none": False}
+
+
+def _reply(exc: aiosmtplib.SMTPResponseException) -> RecipientOutcome:
+    reply = f"{exc.code} {exc.message}"
+    if 500 <= exc.code < 600:
+        return RecipientOutcome("permanent", reply)
+    return RecipientOutcome("temporary", reply)
+
+
+class RelayConnection:
+    """An SMTP client session kept open between messages (RSET between transactions)."""
+
+    def __init__(self, relay: RelayConfig, hostname: str) -> None:
+        self.relay = relay
+        self.hostname = hostname
+        self._client: aiosmtplib.SMTP | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.relay.host}:{self.relay.port}"
+
+    async def _ready(self) -> aiosmtplib.SMTP:
+        """A connected client with no open transaction; reconnects when the old one died."""
+        if self._client is not None and self._client.is_connected:
+            try:
+                await self._client.rset()
+                return self._client
+            except aiosmtplib.SMTPException:
+                await self.close()
+        client = aiosmtplib.SMTP(
+            hostname=self.relay.host,
+            port=self.relay.port,
+            local_hostname=self.hostname,
+            timeout=self.relay.timeout_s,
+            start_tls=_TLS_MODE[self.relay.tls],
+            validate_certs=self.relay.tls_verify,
+        )
+        await client.connect()
+        await client.ehlo()
+        self._client = client
+        return client
+
+    async def send(
+        self, mail_from: str, recipients: Sequence[str], data: bytes, smtputf8: bool = False
+    ) -> list[RecipientOutcome]:
+        """Relay `data` byte-for-byte; one outcome per recipient, in order."""
+        try:
+            return await self._transaction(mail_from, recipients, data, smtputf8)
+        except aiosmtplib.SMTPResponseException as exc:
+            # A refusal of the whole transaction (greeting, EHLO, MAIL, DATA) applies to all.
+            if exc.code == 421 or not self._client or not self._client.is_connected:
+                await self.close()
+            return [_reply(exc)] * len(recipients)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            await self.close()
+            reason = f"connection to {self.target} failed: {exc or type(exc).__name__}"
+            return [RecipientOutcome("temporary", reason)] * len(recipients)
+
+    async def _transaction(
+        self, mail_from: str, recipients: Sequence[str], data: bytes, smtputf8: bool
+    ) -> list[RecipientOutcome]:
+        client = await self._ready()
+        encoding = "ascii"
+        options: list[str] = []
+        if smtputf8:
+            if not client.supports_extension("smtputf8"):
+                reason = f"{self.target} does not offer SMTPUTF8, which the envelope needs"
+                return [RecipientOutcome("permanent", f"550 5.6.7 {reason}")] * len(recipients)
+            options.append("SMTPUTF8")
+            encoding = "utf-8"
+        if not data.isascii() and client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if client.supports_extension("size"):
+            options.append(f"SIZE={len(data)}")
+        await client.mail(mail_from, options=options, encoding=encoding)
+        outcomes: list[RecipientOutcome | None] = []
+        for rcpt in recipients:
+            try:
+                await client.rcpt(rcpt, encoding=encoding)
+                outcomes.append(None)  # accepted so far; decided by the reply to DATA
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                outcomes.append(_reply(exc))
+        if all(o is not None for o in outcomes):
+            await client.rset()
+            return [o for o in outcomes if o is not None]
+        try:
+            response = await client.data(data)
+        except aiosmtplib.SMTPDataError as exc:
+            refused = _reply(exc)  # only for the recipients the server had accepted
+            return [o if o is not None else refused for o in outcomes]
+        delivered = RecipientOutcome("delivered", f"{response.code} {response.message}")
+        return [o if o is not None else delivered for o in outcomes]
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None or not client.is_connected:
+            return
+        try:
+            await client.quit(timeout=min(self.relay.timeout_s, 5.0))
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()

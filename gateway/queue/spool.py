@@ -1,0 +1,414 @@
+"""The durable spool: accepted messages on disk, each with its envelope and delivery state.
+
+Layout below `root` (storage_dir/"queue"):
+
+    tmp/              files being written; never read by the delivery side
+    active/ID.eml     the message bytes exactly as relayed (CRLF line ends)
+    active/ID.json    envelope + delivery state; its presence is what makes a message queued
+    failed/ID.*       messages that failed permanently, kept for the admin
+
+Enqueue writes both files in tmp/, fsyncs them, renames the data first and the state last into
+active/, then fsyncs the directory: a message is visible exactly when it is complete.
+Several processes may share one spool: a message is claimed by an exclusive, non-blocking
+flock on its data file (the data file's inode never changes; the state file is replaced on
+every update, so it cannot carry the lock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.errors import SpoolError, SpoolFull
+
+RecipientStatus = Literal["pending", "delivered", "failed"]
+
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# A data file without its state file is either an enqueue between its two renames (fresh) or
+# the leftover of a crash while removing a message (old): only old ones are swept.
+ORPHAN_GRACE_S = 3600.0
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientState:
+    address: str
+    status: RecipientStatus = "pending"
+    reply: str = ""  # the downstream's last answer for this recipient
+    notify: tuple[str, ...] = ()  # DSN NOTIFY (RFC 3461); empty = the default (FAILURE)
+    orcpt: str = ""  # DSN ORCPT, as given by the client
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """Envelope and delivery state of one queued message (the content of ID.json)."""
+
+    id: str
+    mail_from: str
+    recipients: tuple[RecipientState, ...]
+    received_at: float
+    next_attempt_at: float
+    size: int = 0
+    attempts: int = 0
+    last_error: str = ""
+    held: bool = False
+    dsn_ret: str = ""  # DSN RET=FULL|HDRS
+    dsn_envid: str = ""  # DSN ENVID
+    delay_warned: bool = False
+
+    @property
+    def pending(self) -> tuple[RecipientState, ...]:
+        return tuple(r for r in self.recipients if r.status == "pending")
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        addresses = (self.mail_from, *(r.address for r in self.recipients))
+        return any(not a.isascii() for a in addresses)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["version"] = STATE_VERSION
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QueueEntry:
+        data = dict(data)
+        data.pop("version", None)
+        recipients = tuple(
+            RecipientState(
+                address=r["address"],
+                status=r.get("status", "pending"),
+                reply=r.get("reply", ""),
+                notify=tuple(r.get("notify", ())),
+                orcpt=r.get("orcpt", ""),
+            )
+            for r in data.pop("recipients")
+        )
+        return cls(recipients=recipients, **data)
+
+
+def validate_id(msg_id: str) -> None:
+    if not _ID_PATTERN.fullmatch(msg_id):
+        raise SpoolError(f"invalid queue id {msg_id!r}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _spool_error(exc: OSError, what: str) -> SpoolError:
+    if exc.errno in _DISK_FULL_ERRNOS:
+        return SpoolFull(f"{what}: disk full ({exc.strerror})")
+    return SpoolError(f"{what}: {exc.strerror or exc}")
+
+
+class Claim:
+    """Exclusive ownership of one queued message by this process, until `release()`."""
+
+    def __init__(self, spool: Spool, entry: QueueEntry, fd: int) -> None:
+        self.spool = spool
+        self.entry = entry
+        self._fd = fd
+
+    def read_data(self) -> bytes:
+        size = os.fstat(self._fd).st_size
+        chunks: list[bytes] = []
+        offset = 0
+        while offset < size:
+            chunk = os.pread(self._fd, size - offset, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks)
+
+    def update(self, entry: QueueEntry) -> None:
+        """Persist new state for this message (atomic replace of its state file)."""
+        self.spool.write_state(entry)
+        self.entry = entry
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = -1
+
+
+class Spool:
+    def __init__(self, root: Path, min_free_bytes: int) -> None:
+        self.root = Path(root)
+        self.min_free_bytes = min_free_bytes
+        self.tmp_dir = self.root / "tmp"
+        self.active_dir = self.root / "active"
+        self.failed_dir = self.root / "failed"
+        try:
+            for directory in (self.tmp_dir, self.active_dir, self.failed_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _spool_error(exc, f"cannot create spool {self.root}") from exc
+
+    # -- accepting -------------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def has_room(self, size: int) -> bool:
+        return self.free_bytes() - size >= self.min_free_bytes
+
+    def enqueue(
+        self,
+        msg_id: str,
+        mail_from: str,
+        rcpt_tos: Sequence[str],
+        data: bytes,
+        *,
+        dsn_ret: str = "",
+        dsn_envid: str = "",
+        rcpt_notify: Sequence[Sequence[str]] = (),
+        rcpt_orcpt: Sequence[str] = (),
+        now: float | None = None,
+    ) -> None:
+        """Blocking: write tmp, fsync, atomic rename into the queue, fsync the directory.
+
+        Raises SpoolFull (no room / ENOSPC) or SpoolError. Never leaves a partial file visible
+        to the delivery side. The optional DSN arguments are per recipient, in rcpt_tos order.
+        """
+        validate_id(msg_id)
+        if not rcpt_tos:
+            raise SpoolError(f"{msg_id}: no recipients")
+        if not self.has_room(len(data)):
+            raise SpoolFull(f"{msg_id}: less than {self.min_free_bytes} bytes would stay free")
+        received_at = time.time() if now is None else now
+        recipients = tuple(
+            RecipientState(
+                address=address,
+                notify=tuple(rcpt_notify[i]) if i < len(rcpt_notify) else (),
+                orcpt=rcpt_orcpt[i] if i < len(rcpt_orcpt) else "",
+            )
+            for i, address in enumerate(rcpt_tos)
+        )
+        entry = QueueEntry(
+            id=msg_id,
+            mail_from=mail_from,
+            recipients=recipients,
+            received_at=received_at,
+            next_attempt_at=received_at,
+            size=len(data),
+            dsn_ret=dsn_ret,
+            dsn_envid=dsn_envid,
+        )
+        if self.state_path(msg_id).exists():
+            raise SpoolError(f"{msg_id}: already queued")
+        tmp_data, tmp_state = self.tmp_dir / f"{msg_id}.eml", self.tmp_dir / f"{msg_id}.json"
+        committed = False
+        try:
+            _write_synced(tmp_data, data)
+            _write_synced(tmp_state, _encode(entry))
+            # Data first, state last: the state file is the commit record the scanner looks for.
+            os.rename(tmp_data, self.data_path(msg_id))
+            os.rename(tmp_state, self.state_path(msg_id))
+            committed = True
+            _fsync_dir(self.active_dir)
+        except OSError as exc:
+            leftovers = [tmp_data, tmp_state] + ([] if committed else [self.data_path(msg_id)])
+            for leftover in leftovers:
+                with suppress(OSError):
+                    leftover.unlink()
+            raise _spool_error(exc, f"{msg_id}: cannot spool") from exc
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def data_path(self, msg_id: str, directory: Path | None = None) -> Path:
+        return (directory or self.active_dir) / f"{msg_id}.eml"
+
+    def state_path(self, msg_id: str, directory: Path | None = None) -> Path:
+        return (directory or self.active_dir) / f"{msg_id}.json"
+
+    def ids(self, failed: bool = False) -> list[str]:
+        """Queued (or failed) message ids, oldest first (ids are time-sortable)."""
+        directory = self.failed_dir if failed else self.active_dir
+        return sorted(p.stem for p in directory.glob("*.json"))
+
+    def load(self, msg_id: str, failed: bool = False) -> QueueEntry:
+        """The state of one message; SpoolError if it does not exist or cannot be read."""
+        validate_id(msg_id)
+        path = self.state_path(msg_id, self.failed_dir if failed else None)
+        try:
+            return QueueEntry.from_json(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            raise SpoolError(f"{msg_id}: not in the queue") from None
+        except OSError as exc:
+            raise _spool_error(exc, f"{msg_id}: cannot read state") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SpoolError(f"{msg_id}: corrupt state file: {exc}") from exc
+
+    def read_data(self, msg_id: str, failed: bool = False) -> bytes:
+        validate_id(msg_id)
+        try:
+            return self.data_path(msg_id, self.failed_dir if failed else None).read_bytes()
+        except OSError as exc:
+            raise _spool_error(exc, f"{msg_id}: cannot read message") from exc
+
+    def entries(self, failed: bool = False) -> Iterator[QueueEntry]:
+        """Every readable entry; one vanishing or corrupt meanwhile is skipped."""
+        for msg_id in self.ids(failed):
+            with suppress(SpoolError):
+                yield self.load(msg_id, failed)
+
+    # -- claiming and changing -------------------------------------------------------------
+
+    def try_claim(self, msg_id: str) -> Claim | None:
+        """Claim a queued message, or None if another worker holds it or it is gone."""
+        validate_id(msg_id)
+        path = self.data_path(msg_id)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            # The holder before us may have removed or moved the message after we opened it.
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError(path)
+            entry = self.load(msg_id)
+        except (OSError, SpoolError):
+            os.close(fd)
+            return None
+        return Claim(self, entry, fd)
+
+    @contextmanager
+    def claimed(self, msg_id: str) -> Iterator[Claim | None]:
+        claim = self.try_claim(msg_id)
+        try:
+            yield claim
+        finally:
+            if claim is not None:
+                claim.release()
+
+    @staticmethod
+    @contextmanager
+    def _locked(path: Path) -> Iterator[bool]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+            else:
+                yield True
+        finally:
+            os.close(fd)
+
+    def write_state(self, entry: QueueEntry) -> None:
+        """Atomically replace a message's state file. Call only while holding its claim."""
+        tmp = self.tmp_dir / f"{entry.id}.{os.getpid()}.state"
+        try:
+            with suppress(FileNotFoundError):
+                tmp.unlink()
+            _write_synced(tmp, _encode(entry))
+            os.rename(tmp, self.state_path(entry.id))
+            _fsync_dir(self.active_dir)
+        except OSError as exc:
+            with suppress(OSError):
+                tmp.unlink()
+            raise _spool_error(exc, f"{entry.id}: cannot update state") from exc
+
+    def remove(self, claim: Claim) -> None:
+        """Delete a claimed message (delivered or deleted by the admin)."""
+        msg_id = claim.entry.id
+        try:
+            # State first: once it is gone no scanner can pick the message up again.
+            self.state_path(msg_id).unlink()
+            with suppress(FileNotFoundError):
+                self.data_path(msg_id).unlink()
+            _fsync_dir(self.active_dir)
+        except OSError as exc:
+            raise _spool_error(exc, f"{msg_id}: cannot remove") from exc
+        finally:
+            claim.release()
+
+    def move_to_failed(self, claim: Claim, entry: QueueEntry) -> None:
+        """Keep a permanently failed message, with its final state, in failed/."""
+        msg_id = entry.id
+        try:
+            claim.update(entry)
+            # State first, as in remove(); sweep() finishes the move after a crash in between.
+            os.rename(self.state_path(msg_id), self.state_path(msg_id, self.failed_dir))
+            os.rename(self.data_path(msg_id), self.data_path(msg_id, self.failed_dir))
+            _fsync_dir(self.active_dir)
+            _fsync_dir(self.failed_dir)
+        except OSError as exc:
+            raise _spool_error(exc, f"{msg_id}: cannot move to failed/") from exc
+        finally:
+            claim.release()
+
+    def delete_failed(self, msg_id: str) -> None:
+        """Remove a message from failed/ (the admin is done with it)."""
+        validate_id(msg_id)
+        try:
+            self.state_path(msg_id, self.failed_dir).unlink()
+            with suppress(FileNotFoundError):
+                self.data_path(msg_id, self.failed_dir).unlink()
+        except FileNotFoundError:
+            raise SpoolError(f"{msg_id}: not among the failed messages") from None
+        except OSError as exc:
+            raise _spool_error(exc, f"{msg_id}: cannot delete") from exc
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove leftovers of crashes: stale tmp files, data files without state. Returns count."""
+        cutoff = (time.time() if now is None else now) - ORPHAN_GRACE_S
+        swept = 0
+        for path in self.tmp_dir.iterdir():
+            with suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    swept += 1
+        for data in self.active_dir.glob("*.eml"):
+            msg_id = data.stem
+            if self.state_path(msg_id).exists():
+                continue
+            with suppress(OSError), self._locked(data) as locked:
+                if not locked or self.state_path(msg_id).exists():
+                    continue  # a worker is moving or removing it right now
+                if self.state_path(msg_id, self.failed_dir).exists():
+                    os.rename(data, self.data_path(msg_id, self.failed_dir))
+                    swept += 1
+                elif data.stat().st_mtime < cutoff:
+                    data.unlink()
+                    swept += 1
+        return swept
+
+
+def _encode(entry: QueueEntry) -> bytes:
+    return json.dumps(entry.to_json(), ensure_ascii=False, sort_keys=True).encode("utf-8")

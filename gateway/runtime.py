@@ -1,0 +1,205 @@
+"""Composition of one running gateway: builds the real clients and wires them together.
+
+`gateway serve` (cli.py) runs one `Runtime` per worker process. With `[smtp] workers = N > 1`
+a supervisor process reserves the port and starts N workers that each listen on it with
+SO_REUSEPORT (the kernel spreads connections); every worker delivers from the shared spool,
+whose per-message locks keep two workers from relaying the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from gateway.config import Config, parse_hostport
+from gateway.net.dns import Resolver
+from gateway.pipeline.engine import Pipeline
+from gateway.pipeline.registry import Services, build_checks
+from gateway.pipeline.scoring import load_policy
+from gateway.quarantine.store import QuarantineStore
+from gateway.queue.delivery import DeliveryService
+from gateway.queue.spool import Spool
+from gateway.smtp.server import SmtpFrontEnd, bind_listener
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 30.0
+# A worker that dies sooner than this after its start is not restarted again and again.
+RESTART_BACKOFF_S = 5.0
+
+
+def build_pipeline(config: Config) -> Pipeline:
+    """Checks + policy as configured; raises ConfigError / ModelError with clear messages."""
+    services = Services(resolver=Resolver.from_config(config.dns))
+    checks = build_checks(config, services)
+    return Pipeline(checks, load_policy(config.rules_dir), config.pipeline.deadline_s)
+
+
+class Runtime:
+    """Everything one worker process runs: SMTP front end, delivery, periodic housekeeping."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        storage = config.storage_dir
+        storage.mkdir(parents=True, exist_ok=True)
+        self.pipeline = build_pipeline(config)
+        self.spool = Spool(storage / "queue", config.queue.min_free_bytes)
+        self.quarantine = QuarantineStore(storage / "quarantine")
+        self.delivery = DeliveryService(
+            self.spool, config.relay, config.queue, config.smtp.hostname
+        )
+        self.front_end = SmtpFrontEnd(
+            config, self.pipeline, self.spool, self.delivery, self.quarantine
+        )
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        await self.delivery.start()
+        address = await self.front_end.start(sock)
+        self._housekeeping = asyncio.create_task(self._expire_quarantine())
+        return address
+
+    async def stop(self) -> None:
+        """Stop accepting, let sessions in DATA finish (bounded), finish in-flight deliveries."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.front_end.stop(DRAIN_TIMEOUT_S)
+        await self.delivery.stop()
+        await self.pipeline.close()
+
+    def reload_rules(self) -> None:
+        """SIGHUP: reload rule sets and scores; a bad file keeps the old rules and is logged."""
+        try:
+            for check in self.pipeline.checks:
+                reload = getattr(check, "reload", None)
+                if callable(reload):
+                    reload()
+            self.pipeline.replace_policy(load_policy(self.config.rules_dir))
+        except Exception as exc:  # keep serving with the previous rules
+            log.error("rules reload failed, keeping the previous rules: %s", exc)
+        else:
+            log.info("rules reloaded from %s", self.config.rules_dir)
+
+    async def _expire_quarantine(self) -> None:
+        days = self.config.quarantine.retention_days
+        while True:
+            try:
+                result = await asyncio.to_thread(self.quarantine.expire, days)
+                if result.entries or result.orphan_files:
+                    log.info("quarantine expiry removed %d entries and %d orphan files", result.entries, result.orphan_files)
+            except Exception:
+                log.exception("quarantine expiry failed")
+            await asyncio.sleep(self.config.quarantine.expire_interval_s)
+
+
+async def run_worker(
+    config: Config, sock: socket.socket | None, on_ready: Callable[[str, int], None]
+) -> None:
+    """Run one Runtime until SIGTERM/SIGINT; SIGHUP reloads rules."""
+    runtime = Runtime(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload_rules)
+    host, port = await runtime.start(sock)
+    on_ready(host, port)
+    await stop.wait()
+    log.info("stopping: draining sessions and deliveries")
+    await runtime.stop()
+
+
+def reserve_port(listen: str) -> socket.socket:
+    """Bind (without listening) with SO_REUSEPORT: holds the port, so port 0 picks one for all
+    workers, yet receives no connections itself."""
+    host, port = parse_hostport(listen, 25)
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+def _worker_main(config: Config, listen: str) -> None:
+    from gateway.observe.setup import configure_logging
+
+    configure_logging(config.log.level)
+    sock = bind_listener(listen, reuse_port=True)
+    asyncio.run(run_worker(config, sock, lambda host, port: None))
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def supervise(config: Config, announce: Callable[[str], None]) -> int:
+    """Run `[smtp] workers` worker processes on one port; forward SIGTERM/SIGHUP; restart a
+    worker that dies unexpectedly. Returns the exit code."""
+    holder = reserve_port(config.smtp.listen)
+    host, port = holder.getsockname()[:2]
+    listen = format_address(host, port)
+    context = multiprocessing.get_context("spawn")
+    workers: dict[int, tuple[multiprocessing.process.BaseProcess, float]] = {}
+
+    def start_worker(slot: int) -> None:
+        process = context.Process(target=_worker_main, args=(config, listen), daemon=False)
+        process.start()
+        workers[slot] = (process, time.monotonic())
+
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for process, _ in workers.values():
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for slot in range(config.smtp.workers):
+        start_worker(slot)
+    announce(listen)
+    exit_code = 0
+    while not stopping:
+        time.sleep(0.5)
+        for slot, (process, started) in list(workers.items()):
+            if process.is_alive() or stopping:
+                continue
+            log.error("worker %d (pid %s) exited with %s", slot, process.pid, process.exitcode)
+            if time.monotonic() - started < RESTART_BACKOFF_S:
+                log.error("worker %d died right after starting: giving up", slot)
+                stopping, exit_code = True, 1
+                forward(signal.SIGTERM, None)
+                break
+            start_worker(slot)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S + 30
+    for process, _ in workers.values():
+        process.join(timeout=max(0.1, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+    holder.close()
+    return exit_code
+
+
+def serve(config: Config, announce: Callable[[str], None]) -> int:
+    """`gateway serve`: one process, or a supervisor with workers. Blocks until stopped."""
+    if config.smtp.workers > 1:
+        return supervise(config, announce)
+    asyncio.run(run_worker(config, None, lambda host, port: announce(format_address(host, port))))
+    return 0

@@ -1,0 +1,1 @@
+"""SMTP front end: aiosmtpd session, policy handler, replies, header stamps."""

@@ -1,0 +1,346 @@
+"""The thin policy layer between the SMTP protocol and the pipeline: one method per phase.
+
+It owns the relay gate and the recipient limit, runs each phase of the pipeline, turns
+verdicts into replies, puts accepted mail in the spool and held mail in the quarantine
+(blocking calls in a thread; the reply goes out only after they returned), and logs one line
+per transaction. Any exception in a phase becomes `451 4.3.0` with the transaction id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.config import Config
+from gateway.errors import SpoolFull
+from gateway.model import (
+    Action,
+    CheckResult,
+    Connection,
+    Envelope,
+    Phase,
+    Transaction,
+    Verdict,
+    new_id,
+)
+from gateway.observe.log import (
+    TransactionRecord,
+    check_times,
+    connection_fields,
+    log_transaction,
+    verdict_fields,
+)
+from gateway.pipeline.engine import Pipeline
+from gateway.smtp import replies
+from gateway.smtp.addresses import RelayDenied, RelayGate
+from gateway.smtp.data import DataCollector, DataProblem
+from gateway.smtp.stamp import gateway_headers, stamp
+
+log = logging.getLogger(__name__)
+
+ABANDONED = "abandoned"
+
+
+class MessageSpool(Protocol):
+    def has_room(self, size: int) -> bool: ...
+
+    def enqueue(
+        self, msg_id: str, mail_from: str, rcpt_tos: Sequence[str], data: bytes
+    ) -> None: ...
+
+
+class DeliveryNotifier(Protocol):
+    def notify(self, msg_id: str) -> None: ...
+
+
+class QuarantineSink(Protocol):
+    def add(self, tx: Transaction, verdict: Verdict, data: bytes) -> str: ...
+
+
+@dataclass
+class OpenTransaction:
+    """A transaction between MAIL and its end; `tx` is what the pipeline sees."""
+
+    tx: Transaction
+    sender_given: bool = True  # False for a refusal at connect or HELO: no MAIL FROM yet
+    started: float = field(default_factory=time.monotonic)
+    refused: list[dict[str, str]] = field(default_factory=list)
+    verdict: Verdict | None = None
+
+
+@dataclass
+class SessionState:
+    """What one SMTP session knows. `results` of CONNECT and HELO carry into each transaction."""
+
+    connection: Connection
+    results: dict[str, CheckResult] = field(default_factory=dict)
+    next_id: str = field(default_factory=new_id)
+    open: OpenTransaction | None = None
+
+    def transaction(self, envelope: Envelope) -> Transaction:
+        return Transaction(self.next_id, self.connection, envelope, results=self.results)
+
+
+class SmtpHandler:
+    def __init__(
+        self,
+        config: Config,
+        pipeline: Pipeline,
+        spool: MessageSpool,
+        delivery: DeliveryNotifier,
+        quarantine: QuarantineSink,
+    ) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.spool = spool
+        self.delivery = delivery
+        self.quarantine = quarantine
+        self.gate = RelayGate(config.relay.domains)
+        self.hostname = config.smtp.hostname
+
+    # -- session-level phases: a refusal is returned, None means go on ------------------------
+
+    async def connect(self, session: SessionState) -> str | None:
+        tx = session.transaction(Envelope("", ()))
+        try:
+            outcome = await self.pipeline.run_phase(Phase.CONNECT, tx)
+        except Exception:
+            log.exception("CONNECT phase failed, transaction %s", tx.id)
+            reply = replies.internal_error_closing(tx.id)
+            self._log_refusal(session, tx, reply, None, sender_given=False)
+            return reply
+        session.results = dict(outcome.tx.results)
+        if not outcome.stop:
+            return None
+        verdict = outcome.verdict
+        if verdict.reply:
+            reply = replies.configured(verdict.reply)
+        elif verdict.action is Action.REJECT:
+            reply = replies.refused_at_connect(tx.id, verdict.reason)
+        else:
+            reply = replies.deferred_at_connect(tx.id, verdict.reason)
+        if not reply.startswith(("421", "554")):
+            reply = replies.deferred_at_connect(tx.id, verdict.reason)  # a greeting must close
+        self._log_refusal(session, outcome.tx, reply, verdict, sender_given=False)
+        return reply
+
+    async def helo(self, session: SessionState, name: str, esmtp: bool) -> str | None:
+        self.abandon(session)
+        session.connection.helo = name
+        session.connection.esmtp = esmtp
+        tx = session.transaction(Envelope("", ()))
+        try:
+            outcome = await self.pipeline.run_phase(Phase.HELO, tx)
+        except Exception:
+            return self._internal_error(session, tx, Phase.HELO)
+        if outcome.stop:
+            reply = self._refusal(outcome.verdict, tx.id, during_data=False)
+            self._log_refusal(session, outcome.tx, reply, outcome.verdict, sender_given=False)
+            return reply
+        session.results = dict(outcome.tx.results)
+        return None
+
+    def reset_after_tls(self, session: SessionState) -> None:
+        """RFC 3207 4.2: forget everything learnt before the TLS handshake."""
+        self.abandon(session)
+        session.connection.helo = ""
+        session.connection.esmtp = False
+        session.connection.tls = True
+        session.results = {}
+
+    # -- transaction phases: the reply is returned -------------------------------------------
+
+    async def mail(
+        self,
+        session: SessionState,
+        sender: str,
+        options: tuple[str, ...],
+        smtputf8: bool,
+        declared_size: int,
+    ) -> str:
+        tx = session.transaction(Envelope(sender, (), options, smtputf8))
+        try:
+            if not await asyncio.to_thread(self.spool.has_room, declared_size):
+                self._log_refusal(session, tx, replies.NO_STORAGE, None)
+                return replies.NO_STORAGE
+            outcome = await self.pipeline.run_phase(Phase.MAIL, tx)
+        except Exception:
+            return self._internal_error(session, tx, Phase.MAIL)
+        if outcome.stop:
+            reply = self._refusal(outcome.verdict, tx.id, during_data=False)
+            self._log_refusal(session, outcome.tx, reply, outcome.verdict)
+            return reply
+        session.open = OpenTransaction(outcome.tx, verdict=outcome.verdict)
+        return replies.sender_ok()
+
+    async def rcpt(self, session: SessionState, path: str) -> str:
+        current = session.open
+        assert current is not None, "the protocol checks MAIL before RCPT"
+        envelope = current.tx.envelope
+        if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
+            return self._refuse_rcpt(current, path, replies.TOO_MANY_RECIPIENTS)
+        try:
+            address = self.gate.accept(path, envelope.smtputf8)
+        except RelayDenied as denied:
+            return self._refuse_rcpt(current, path, replies.relay_denied(denied.reason))
+        candidate = current.tx.with_envelope(
+            Envelope(
+                envelope.mail_from,
+                (*envelope.rcpt_tos, address),
+                envelope.mail_options,
+                envelope.smtputf8,
+            )
+        )
+        try:
+            outcome = await self.pipeline.run_phase(Phase.RCPT, candidate)
+        except Exception:
+            log.exception("RCPT phase failed, transaction %s", candidate.id)
+            return self._refuse_rcpt(current, path, replies.internal_error(candidate.id))
+        current.verdict = outcome.verdict
+        if outcome.stop:
+            reply = self._refusal(outcome.verdict, candidate.id, during_data=False)
+            return self._refuse_rcpt(current, path, reply)
+        current.tx = outcome.tx
+        return replies.recipient_ok()
+
+    async def data(self, session: SessionState, collected: DataCollector) -> str:
+        current = session.open
+        assert current is not None, "the protocol checks RCPT before DATA"
+        session.open = None
+        session.next_id = new_id()
+        problem = collected.problem
+        if problem is not None:
+            reply = {
+                DataProblem.TOO_BIG: replies.too_big(self.config.smtp.max_message_bytes),
+                DataProblem.LINE_TOO_LONG: replies.LINE_TOO_LONG,
+                DataProblem.BARE_LINE_ENDING: replies.BARE_LINE_ENDING,
+            }[problem]
+            self._log(current, "reject", reply, collected.size, reason=problem.value)
+            return reply
+        tx = current.tx.with_raw(collected.message())
+        try:
+            outcome = await self.pipeline.run_phase(Phase.DATA, tx, final=True)
+        except Exception:
+            log.exception("DATA phase failed, transaction %s", tx.id)
+            reply = replies.internal_error(tx.id)
+            self._log(current, Action.TEMPFAIL.value, reply, len(tx.raw))
+            return reply
+        current.tx, current.verdict = outcome.tx, outcome.verdict
+        # Shielded: once the message is being stored, a vanished client must not cut the
+        # store, the delivery notice or the log line in half.
+        return await asyncio.shield(self._finish(current))
+
+    def reset(self, session: SessionState) -> None:
+        """RSET, a new HELO/EHLO, QUIT or a lost connection end the open transaction."""
+        self.abandon(session)
+
+    def abandon(self, session: SessionState) -> None:
+        current = session.open
+        if current is not None:
+            if current.refused and not current.tx.envelope.rcpt_tos:
+                # Every recipient was refused: that is how this transaction was decided.
+                self._log(current, Action.REJECT.value, current.refused[-1]["reply"], 0)
+            else:
+                self._log(current, ABANDONED, "", 0)
+            session.open = None
+            session.next_id = new_id()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _finish(self, current: OpenTransaction) -> str:
+        tx, verdict = current.tx, current.verdict
+        assert verdict is not None
+        queue_id = quarantine_id = ""
+        outcome = verdict.action.value
+        if verdict.action in (Action.REJECT, Action.TEMPFAIL):
+            reply = self._refusal(verdict, tx.id, during_data=True)
+        else:
+            data = stamp(tx.raw, gateway_headers(tx, verdict, self.hostname))
+            try:
+                if verdict.action is Action.ACCEPT:
+                    env = tx.envelope
+                    await asyncio.to_thread(
+                        self.spool.enqueue, tx.id, env.mail_from, env.rcpt_tos, data
+                    )
+                    self.delivery.notify(tx.id)
+                    queue_id, reply = tx.id, replies.queued(tx.id)
+                else:
+                    quarantine_id = await asyncio.to_thread(self.quarantine.add, tx, verdict, data)
+                    reply = replies.held(quarantine_id)
+            except SpoolFull:
+                log.warning("spool full, transaction %s deferred", tx.id)
+                outcome, reply = Action.TEMPFAIL.value, replies.NO_STORAGE
+            except Exception:
+                log.exception("storing transaction %s failed", tx.id)
+                outcome, reply = Action.TEMPFAIL.value, replies.storage_error(tx.id)
+        self._log(current, outcome, reply, len(tx.raw), queue_id, quarantine_id)
+        return reply
+
+    def _refusal(self, verdict: Verdict, tx_id: str, during_data: bool) -> str:
+        if verdict.reply:
+            return replies.configured(verdict.reply)
+        if verdict.action is Action.TEMPFAIL:
+            return replies.deferred(tx_id, verdict.reason)
+        if during_data:
+            return replies.rejected(tx_id, verdict.reason)
+        return replies.refused(tx_id, verdict.reason)
+
+    def _refuse_rcpt(self, current: OpenTransaction, path: str, reply: str) -> str:
+        current.refused.append({"rcpt": path, "reply": reply})
+        return reply
+
+    def _internal_error(self, session: SessionState, tx: Transaction, phase: Phase) -> str:
+        log.exception("%s phase failed, transaction %s", phase.name, tx.id)
+        reply = replies.internal_error(tx.id)
+        self._log_refusal(session, tx, reply, None, sender_given=phase >= Phase.MAIL)
+        return reply
+
+    def _log_refusal(
+        self,
+        session: SessionState,
+        tx: Transaction,
+        reply: str,
+        verdict: Verdict | None,
+        sender_given: bool = True,
+    ) -> None:
+        """A transaction that ends before MAIL was accepted (connect, HELO, MAIL refused)."""
+        current = OpenTransaction(tx, sender_given=sender_given, verdict=verdict)
+        outcome = verdict.action.value if verdict else Action.TEMPFAIL.value
+        self._log(current, outcome, reply, 0)
+        session.next_id = new_id()
+
+    def _log(
+        self,
+        current: OpenTransaction,
+        outcome: str,
+        reply: str,
+        size: int,
+        queue_id: str = "",
+        quarantine_id: str = "",
+        reason: str = "",
+    ) -> None:
+        tx = current.tx
+        fields = verdict_fields(current.verdict)
+        if reason:
+            fields["reason"] = reason
+        log_transaction(
+            TransactionRecord(
+                id=tx.id,
+                **connection_fields(tx.connection),
+                sender=tx.envelope.mail_from if current.sender_given else None,
+                recipients=list(tx.envelope.rcpt_tos),
+                refused_recipients=current.refused,
+                outcome=outcome,
+                reply=reply,
+                size=size,
+                check_times_s=check_times(tx.results.values()),
+                total_s=round(time.monotonic() - current.started, 6),
+                queue_id=queue_id,
+                quarantine_id=quarantine_id,
+                **fields,
+            )
+        )

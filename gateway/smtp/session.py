@@ -1,0 +1,385 @@
+"""One SMTP session: aiosmtpd's protocol with our command loop, limits and DATA reader.
+
+aiosmtpd gives the transport and stream plumbing, the backstop timer and address parsing.
+Its command loop and command methods are replaced because every reply must carry an
+enhanced status code from `replies`, every limit must be ours (line length, bad commands,
+idle and session time with a 421), and DATA must be read LF by LF to catch bare line ends
+(see `data`). Policy (relay gate, phases, storage, logging) is the handler's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP
+
+from gateway.config import SmtpConfig
+from gateway.model import Connection, new_id
+from gateway.smtp import replies
+from gateway.smtp.addresses import sender_problem, split_path_argument, strip_source_route
+from gateway.smtp.data import DataCollector
+from gateway.smtp.handler import SessionState, SmtpHandler
+from gateway.smtp.limits import ConnectionLimiter
+
+if TYPE_CHECKING:
+    from gateway.smtp.server import SmtpFrontEnd
+
+log = logging.getLogger(__name__)
+
+Reply = str | list[str] | None
+CLOSE_REPLY_TIMEOUT_S = 5.0
+# Commands RFC 5321 knows that an inbound MX has no reason to offer.
+NOT_OFFERED = frozenset({"EXPN", "TURN", "ETRN", "AUTH", "BDAT", "SEND", "SOML", "SAML"})
+
+
+class Hangup(Exception):
+    """End the session: send `reply` (if any) and close the connection."""
+
+    def __init__(self, reply: str | None) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class GatewaySMTP(SMTP):
+    def __init__(
+        self,
+        config: SmtpConfig,
+        handler: SmtpHandler,
+        limiter: ConnectionLimiter,
+        front_end: SmtpFrontEnd,
+        tls_context: ssl.SSLContext | None,
+        backstop_timeout_s: float,
+    ) -> None:
+        # aiosmtpd sizes its StreamReader by this; lines are checked exactly below.
+        self.line_length_limit = config.max_line_bytes
+        super().__init__(
+            handler,
+            data_size_limit=config.max_message_bytes,
+            enable_SMTPUTF8=True,
+            hostname=config.hostname,
+            tls_context=tls_context,
+            timeout=backstop_timeout_s,  # aiosmtpd's own timer: a last resort, closes silently
+            loop=asyncio.get_running_loop(),
+        )
+        self.config = config
+        self.gateway = handler
+        self.limiter = limiter
+        self.front_end = front_end
+        self.state: SessionState | None = None
+        self.busy = False  # between reading a command and sending its reply
+        self.shutdown_requested = False
+        self._bad_commands = 0
+        self._session_deadline = 0.0
+        self._commands: dict[str, Callable[[str], Awaitable[Reply]]] = {
+            "HELO": self.smtp_HELO,
+            "EHLO": self.smtp_EHLO,
+            "MAIL": self.smtp_MAIL,
+            "RCPT": self.smtp_RCPT,
+            "DATA": self.smtp_DATA,
+            "RSET": self.smtp_RSET,
+            "NOOP": self.smtp_NOOP,
+            "QUIT": self.smtp_QUIT,
+            "VRFY": self.smtp_VRFY,
+            "HELP": self.smtp_HELP,
+            "STARTTLS": self.smtp_STARTTLS,
+        }
+
+    # -- the session ---------------------------------------------------------------------------
+
+    async def _handle_client(self) -> None:
+        assert self.transport is not None
+        peer: Any = self.transport.get_extra_info("peername")
+        client_ip, client_port = str(peer[0]), int(peer[1])
+        refusal = self.limiter.acquire(client_ip)
+        if refusal is not None:
+            await self._close_with(refusal)
+            return
+        state = self.state = SessionState(Connection(new_id(), client_ip, client_port))
+        self.front_end.session_started(self)
+        self._session_deadline = self.loop.time() + self.config.session_timeout_s
+        try:
+            refusal = await self.gateway.connect(state)
+            if refusal is not None:
+                raise Hangup(refusal)
+            await self.push(replies.greeting(self.config.hostname, self.config.banner))
+            await self._command_loop()
+        except Hangup as hangup:
+            await self._close_with(hangup.reply)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self._close()
+        finally:
+            self.gateway.reset(state)
+            self.limiter.release(client_ip)
+            self.front_end.session_ended(self)
+
+    async def _command_loop(self) -> None:
+        while self.transport is not None:
+            if self.shutdown_requested:
+                raise Hangup(replies.SHUTTING_DOWN)
+            line = await self._read_command()
+            self.busy = True
+            try:
+                try:
+                    reply = await self._dispatch(line)
+                except (Hangup, ConnectionError, asyncio.IncompleteReadError):
+                    raise
+                except Exception:
+                    # A bug here must not reach the client, nor leave the stream out of step.
+                    tx_id = self._state().next_id
+                    log.exception("SMTP command failed, transaction %s", tx_id)
+                    raise Hangup(replies.internal_error_closing(tx_id)) from None
+                if isinstance(reply, list):
+                    await self.push("\r\n".join(reply))
+                elif reply is not None:
+                    await self.push(reply)
+            finally:
+                self.busy = False
+
+    async def _read_command(self) -> bytes | None:
+        """The next command line, or None when it was longer than max_line_bytes."""
+        try:
+            line = await self._read(b"\n")
+        except asyncio.LimitOverrunError as overrun:
+            await self._reader.read(overrun.consumed)
+            await self._skip_rest_of_line()
+            return None
+        return line if len(line) <= self.config.max_line_bytes else None
+
+    async def _skip_rest_of_line(self) -> None:
+        while True:
+            try:
+                await self._read(b"\n")
+                return
+            except asyncio.LimitOverrunError as overrun:
+                await self._reader.read(overrun.consumed)
+
+    async def _dispatch(self, line: bytes | None) -> Reply:
+        if line is None:
+            return self._bad(replies.LINE_TOO_LONG)
+        text = line.rstrip(b"\r\n")
+        verb, _, arg_bytes = text.partition(b" ")
+        if not verb.isascii():
+            return self._bad(replies.UNKNOWN_COMMAND)
+        command = verb.decode("ascii").upper()
+        # Arguments may be UTF-8 (SMTPUTF8); surrogateescape keeps any other bytes recoverable.
+        arg = arg_bytes.strip().decode("utf-8", "surrogateescape")
+        method = self._commands.get(command)
+        if method is None:
+            return self._bad(
+                replies.NOT_IMPLEMENTED if command in NOT_OFFERED else replies.UNKNOWN_COMMAND
+            )
+        reply = await method(arg)
+        first = reply[0] if isinstance(reply, list) else reply
+        if first is not None and first.startswith("5") and command != "DATA":
+            return self._bad(first)
+        return reply
+
+    def _bad(self, reply: str) -> str:
+        """A 5xx answer to a command: the client's fault, counted towards max_bad_commands."""
+        self._bad_commands += 1
+        if self._bad_commands > self.config.max_bad_commands:
+            raise Hangup(replies.TOO_MANY_ERRORS)
+        return reply
+
+    async def _read(self, separator: bytes) -> bytes:
+        """One line from the client within the idle and session time limits."""
+        now = self.loop.time()
+        idle_deadline = now + self.config.idle_timeout_s
+        try:
+            async with asyncio.timeout_at(min(idle_deadline, self._session_deadline)):
+                return await self._reader.readuntil(separator)
+        except TimeoutError:
+            if self.loop.time() >= self._session_deadline:
+                raise Hangup(replies.SESSION_TIMEOUT) from None
+            raise Hangup(replies.IDLE_TIMEOUT) from None
+
+    async def push(self, status: Any) -> None:
+        # A client that does not read its replies must not hold the session forever.
+        try:
+            async with asyncio.timeout(self.config.idle_timeout_s):
+                await super().push(status)
+        except TimeoutError:
+            raise Hangup(None) from None
+
+    async def _close_with(self, reply: str | None) -> None:
+        if reply is not None and self.transport is not None:
+            try:
+                async with asyncio.timeout(CLOSE_REPLY_TIMEOUT_S):
+                    await super().push(reply)
+            except (TimeoutError, ConnectionError):
+                pass
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def request_shutdown(self) -> None:
+        """Server stopping: an idle session is told 421 now, a busy one after its reply."""
+        self.shutdown_requested = True
+        if not self.busy and self.transport is not None:
+            self._writer.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._close()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _state(self) -> SessionState:
+        # A method, not a property: aiosmtpd's __init__ calls getattr on every member.
+        assert self.state is not None
+        return self.state
+
+    async def smtp_HELO(self, arg: str) -> Reply:
+        if not arg:
+            return replies.syntax("HELO hostname")
+        refusal = await self.gateway.helo(self._state(), arg, esmtp=False)
+        return refusal or replies.helo(self.config.hostname)
+
+    async def smtp_EHLO(self, arg: str) -> Reply:
+        if not arg:
+            return replies.syntax("EHLO hostname")
+        refusal = await self.gateway.helo(self._state(), arg, esmtp=True)
+        if refusal is not None:
+            return refusal
+        extensions = [
+            f"SIZE {self.config.max_message_bytes}",
+            "8BITMIME",
+            "PIPELINING",
+            "ENHANCEDSTATUSCODES",
+            "SMTPUTF8",
+        ]
+        if self.tls_context is not None and not self._state().connection.tls:
+            extensions.append("STARTTLS")
+        return replies.ehlo(self.config.hostname, extensions)
+
+    async def smtp_MAIL(self, arg: str) -> Reply:
+        state = self._state()
+        if not state.connection.helo:
+            return replies.NEED_HELO
+        if state.open is not None:
+            return replies.NESTED_MAIL
+        usage = "MAIL FROM:<address> [parameters]"
+        if arg[:5].upper() != "FROM:":
+            return replies.syntax(usage)
+        parsed = split_path_argument(arg[5:])
+        if parsed is None or (parsed.params and not state.connection.esmtp):
+            return replies.syntax(usage)
+        smtputf8, size = False, 0
+        for param in parsed.params:
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key == "SIZE" and value.isdigit() and value.isascii():
+                size = int(value)
+            elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                pass  # 8BITMIME is advertised: both are fine as they are
+            elif key == "BODY":
+                return replies.BAD_BODY_TYPE
+            elif key == "SMTPUTF8" and not value:
+                smtputf8 = True
+            else:
+                return replies.UNKNOWN_PARAMETER
+        if size > self.config.max_message_bytes:
+            return replies.too_big(self.config.max_message_bytes)
+        sender = strip_source_route(parsed.path)
+        problem = sender_problem(sender, smtputf8)
+        if problem is not None:
+            return (
+                replies.NON_ASCII_WITHOUT_SMTPUTF8 if "SMTPUTF8" in problem else replies.BAD_SENDER
+            )
+        options = tuple(p.upper() for p in parsed.params)
+        return await self.gateway.mail(state, sender, options, smtputf8, size)
+
+    async def smtp_RCPT(self, arg: str) -> Reply:
+        state = self._state()
+        if not state.connection.helo:
+            return replies.NEED_HELO
+        if state.open is None:
+            return replies.NEED_MAIL
+        if arg[:3].upper() != "TO:":
+            return replies.syntax("RCPT TO:<address>")
+        parsed = split_path_argument(arg[3:])
+        if parsed is None:
+            return replies.syntax("RCPT TO:<address>")
+        if parsed.params:
+            return replies.UNKNOWN_PARAMETER
+        return await self.gateway.rcpt(state, parsed.path)
+
+    async def smtp_DATA(self, arg: str) -> Reply:
+        state = self._state()
+        if not state.connection.helo:
+            return replies.NEED_HELO
+        if state.open is None:
+            return replies.NEED_MAIL
+        if not state.open.tx.envelope.rcpt_tos:
+            return replies.NEED_RCPT
+        if arg:
+            return replies.syntax("DATA")
+        await self.push(replies.START_MAIL)
+        collected = DataCollector(
+            self.config.max_message_bytes,
+            self.config.max_line_bytes,
+            normalize=self.config.bare_lf == "normalize",
+        )
+        while True:
+            try:
+                chunk = await self._read(b"\n")
+            except asyncio.LimitOverrunError as overrun:
+                collected.fragment(await self._reader.read(overrun.consumed))
+                continue
+            if collected.feed(chunk):
+                break
+        return await self.gateway.data(state, collected)
+
+    async def smtp_RSET(self, arg: str) -> Reply:
+        if arg:
+            return replies.syntax("RSET")
+        self.gateway.reset(self._state())
+        return replies.RESET
+
+    async def smtp_NOOP(self, arg: str) -> Reply:
+        return replies.NOOP
+
+    async def smtp_VRFY(self, arg: str) -> Reply:
+        return replies.VRFY if arg else replies.syntax("VRFY address")
+
+    async def smtp_HELP(self, arg: str) -> Reply:
+        return replies.HELP
+
+    async def smtp_QUIT(self, arg: str) -> Reply:
+        if arg:
+            return replies.syntax("QUIT")
+        raise Hangup(replies.CLOSING)
+
+    async def smtp_STARTTLS(self, arg: str) -> Reply:
+        if self.tls_context is None:
+            return replies.NOT_IMPLEMENTED
+        if arg:
+            return replies.syntax("STARTTLS")
+        state = self._state()
+        if state.connection.tls:
+            return replies.ALREADY_TLS
+        await self.push(replies.STARTTLS_READY)
+        try:
+            async with asyncio.timeout(self.config.idle_timeout_s):
+                await self._writer.start_tls(self.tls_context)
+        except (TimeoutError, ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", state.connection.client_ip, exc)
+            raise Hangup(None) from None
+        tls_transport = self._writer.transport
+        # aiosmtpd's connection_lost closes the plain transport under the TLS one.
+        self._original_transport = self.transport
+        self.transport = tls_transport
+        # The reader pauses and resumes its transport: it must be the TLS one now.
+        self._reader._transport = tls_transport  # type: ignore[attr-defined]
+        # RFC 3207 4.2, CVE-2011-0411: plaintext pipelined after STARTTLS is dropped unread.
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        if self.session is not None:
+            self.session.ssl = {"cipher": tls_transport.get_extra_info("cipher")}
+        self.gateway.reset_after_tls(state)
+        return None

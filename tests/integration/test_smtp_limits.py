@@ -1,0 +1,155 @@
+"""Every [smtp] limit, enforced against a real client over loopback."""
+
+from __future__ import annotations
+
+import time
+
+from gateway.smtp import replies
+from tests.support.gateway_fixture import GatewayFactory, RunningGateway
+from tests.support.smtp_client import RawSmtp
+
+MESSAGE = b"From: a@sender.test\r\nTo: bob@example.test\r\nSubject: x\r\n\r\nbody\r\n"
+
+
+def open_transaction(client: RawSmtp) -> None:
+    client.greet()
+    assert client.command("MAIL FROM:<a@sender.test>") == replies.sender_ok()
+    assert client.command("RCPT TO:<bob@example.test>") == replies.recipient_ok()
+
+
+def test_ehlo_advertises_the_extensions(gateway: RunningGateway) -> None:
+    with RawSmtp(gateway.host, gateway.port) as client:
+        lines = client.greet().split("\n")
+    assert lines[0] == "250-mx.gateway.test"
+    keywords = [line[4:] for line in lines[1:]]
+    size = gateway.config.smtp.max_message_bytes
+    assert keywords == [f"SIZE {size}", "8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES",
+                        "SMTPUTF8"]  # no STARTTLS without a certificate
+    assert lines[-1].startswith("250 ")
+
+
+def test_message_too_big_is_refused_and_the_session_stays_in_step(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = gateway_factory({"smtp": {"max_message_bytes": 2000}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(MESSAGE + b"x" * 70 + b"\r\n" * 40 + b".\r\n")
+        assert client.reply() == replies.too_big(2000)
+        assert client.command("NOOP") == replies.NOOP
+        assert client.pending() == b""
+    assert gateway.spool.ids() == []
+
+
+def test_declared_size_too_big_is_refused_at_mail(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"max_message_bytes": 2000}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        assert client.command("MAIL FROM:<a@sender.test> SIZE=2001") == replies.too_big(2000)
+        assert client.command("MAIL FROM:<a@sender.test> SIZE=2000") == replies.sender_ok()
+
+
+def test_long_command_line_is_refused(gateway: RunningGateway) -> None:
+    limit = gateway.config.smtp.max_line_bytes
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        assert client.command("NOOP " + "x" * limit) == replies.LINE_TOO_LONG
+        # Longer than the stream buffer too: still consumed up to the LF.
+        assert client.command("NOOP " + "x" * (3 * limit)) == replies.LINE_TOO_LONG
+        assert client.command("NOOP " + "x" * (limit - 7)) == replies.NOOP  # exactly the limit
+
+
+def test_long_data_line_is_refused_after_the_end_of_data(gateway: RunningGateway) -> None:
+    limit = gateway.config.smtp.max_line_bytes
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(MESSAGE + b"y" * (3 * limit) + b"\r\n.\r\n")
+        assert client.reply() == replies.LINE_TOO_LONG
+        assert client.command("NOOP") == replies.NOOP
+        assert client.pending() == b""
+    assert gateway.spool.ids() == []
+
+
+def test_recipient_limit(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"max_recipients": 2}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("RCPT TO:<carol@example.test>") == replies.recipient_ok()
+        assert client.command("RCPT TO:<dave@example.test>") == replies.TOO_MANY_RECIPIENTS
+
+
+def test_total_connection_limit(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"max_connections": 2}})
+    with RawSmtp(gateway.host, gateway.port) as one, RawSmtp(gateway.host, gateway.port) as two:
+        assert one.reply().startswith("220 ")
+        assert two.reply().startswith("220 ")
+        with RawSmtp(gateway.host, gateway.port, source_ip="127.0.0.2") as three:
+            assert three.reply() == replies.TOO_MANY_CONNECTIONS
+            assert three.closed_by_server()
+    # Both sessions ended: there is room again.
+    deadline = time.monotonic() + 5
+    while gateway.front_end is not None and gateway.front_end.limiter.active and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    with RawSmtp(gateway.host, gateway.port) as again:
+        assert again.reply().startswith("220 ")
+
+
+def test_per_ip_connection_limit(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"max_connections_per_ip": 1}})
+    with RawSmtp(gateway.host, gateway.port) as one:
+        assert one.reply().startswith("220 ")
+        with RawSmtp(gateway.host, gateway.port) as two:
+            assert two.reply() == replies.TOO_MANY_CONNECTIONS_FROM_IP
+            assert two.closed_by_server()
+        with RawSmtp(gateway.host, gateway.port, source_ip="127.0.0.2") as other_ip:
+            assert other_ip.reply().startswith("220 ")
+
+
+def test_idle_timeout(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"idle_timeout_s": 0.3}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        started = time.monotonic()
+        assert client.reply() == replies.IDLE_TIMEOUT
+        assert 0.2 < time.monotonic() - started < 2.0
+        assert client.closed_by_server()
+
+
+def test_idle_timeout_inside_data(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"idle_timeout_s": 0.3}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(b"Subject: half a message\r\n")
+        assert client.reply() == replies.IDLE_TIMEOUT
+        assert client.closed_by_server()
+    assert gateway.spool.ids() == []
+
+
+def test_session_timeout(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"session_timeout_s": 0.5, "idle_timeout_s": 5.0}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        started = time.monotonic()
+        reply = replies.NOOP
+        while reply == replies.NOOP and time.monotonic() - started < 3:
+            time.sleep(0.05)
+            reply = client.command("NOOP")
+        assert reply == replies.SESSION_TIMEOUT
+        assert 0.4 < time.monotonic() - started < 2.0
+        assert client.closed_by_server()
+
+
+def test_too_many_bad_commands(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"max_bad_commands": 3}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        assert client.command("BOGUS") == replies.UNKNOWN_COMMAND
+        assert client.command("RCPT TO:<bob@example.test>") == replies.NEED_MAIL
+        assert client.command("MAIL FROM:<bad address>") == replies.BAD_SENDER
+        assert client.command("NOOP") == replies.NOOP  # good commands do not reset the count
+        assert client.command("EXPN staff") == replies.TOO_MANY_ERRORS
+        assert client.closed_by_server()

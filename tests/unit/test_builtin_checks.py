@@ -1,0 +1,45 @@
+import asyncio
+
+import pytest
+
+from gateway.checks.gtube import GTUBE_QUARANTINE, GTUBE_REJECT, GtubeCheck
+from gateway.checks.headers import HeadersCheck
+from gateway.model import Connection, Envelope, Transaction
+
+GOOD = (
+    b"From: Alice <alice@example.org>\r\nTo: bob@example.test\r\n"
+    b"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@example.org>\r\n"
+    b"Subject: hi\r\n\r\nhello\r\n"
+)
+
+
+def names(check: object, raw: bytes) -> list[str]:
+    tx = Transaction("t", Connection("c", "127.0.0.1"), Envelope("a@b.test", ("x@y.test",)), raw)
+    result = asyncio.run(check.run(tx))  # type: ignore[attr-defined]
+    return [s.name for s in result.symbols]
+
+
+def test_good_headers_are_clean() -> None:
+    assert names(HeadersCheck(), GOOD) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (GOOD.replace(b"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\n", b""), ["HDR_MISSING_DATE"]),
+        (GOOD.replace(b"Message-ID: <1@example.org>\r\n", b""), ["HDR_MISSING_MESSAGE_ID"]),
+        (GOOD.replace(b"From: Alice <alice@example.org>\r\n", b""), ["HDR_MISSING_FROM"]),
+        (b"From: eve@evil.test\r\n" + GOOD, ["HDR_MULTIPLE_FROM"]),
+        (GOOD.replace(b"<alice@example.org>", b"<alice@>"), ["HDR_MALFORMED_ADDRESS"]),
+        (GOOD.replace(b"<alice@example.org>", b"alice"), ["HDR_MALFORMED_ADDRESS"]),
+        (GOOD.replace(b"To: bob@example.test", b"To: <<bob@@x"), ["HDR_MALFORMED_ADDRESS"]),
+    ],
+)
+def test_header_problems(raw: bytes, expected: list[str]) -> None:
+    assert names(HeadersCheck(), raw) == expected
+
+
+def test_gtube_strings() -> None:
+    assert names(GtubeCheck(), GOOD + GTUBE_REJECT) == ["GTUBE_REJECT"]
+    assert names(GtubeCheck(), GOOD + GTUBE_QUARANTINE) == ["GTUBE_QUARANTINE"]
+    assert names(GtubeCheck(), GOOD) == []

@@ -1,0 +1,114 @@
+"""DSN construction (RFC 3464), parsed back with the email package; NOTIFY/RET/ENVID/ORCPT."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+from pathlib import Path
+
+import pytest
+
+from gateway.queue.dsn import SpoolBouncer, build_dsn, recipients_to_report, status_code
+from gateway.queue.spool import QueueEntry, RecipientState, Spool
+
+ORIGINAL = b"From: a@example.org\r\nSubject: quarterly report\r\n\r\nthe body text\r\n"
+NOW = 1_800_000_000.0
+
+
+def entry(
+    *recipients: RecipientState, mail_from: str = "a@example.org", ret: str = ""
+) -> QueueEntry:
+    return QueueEntry(
+        id="m1",
+        mail_from=mail_from,
+        recipients=recipients,
+        received_at=NOW - 100,
+        next_attempt_at=NOW,
+        dsn_ret=ret,
+        dsn_envid="ENV-42",
+    )
+
+
+def parse(dsn: bytes) -> email.message.Message:
+    return email.message_from_bytes(dsn, policy=email.policy.compat32)
+
+
+def test_failure_dsn_structure_parses_back() -> None:
+    failed = RecipientState(
+        "b@example.test", "failed", "550 5.1.1 No such user", orcpt="rfc822;B@example.test"
+    )
+    delivered = RecipientState("c@example.test", "delivered", "250 OK")
+    queued = entry(failed, delivered)
+    dsn = build_dsn(queued, ORIGINAL, "failure", recipients_to_report(queued, "failure"),
+                    "mx.gateway.test", "relay.internal", NOW)  # fmt: skip
+    assert b"\r\n" in dsn and b"\n" not in dsn.replace(b"\r\n", b"")
+    message = parse(dsn)
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "delivery-status"
+    assert message["To"] == "a@example.org"
+    assert message["Auto-Submitted"] == "auto-replied"
+    text, status, returned = message.get_payload()
+    assert "550 5.1.1 No such user" in text.get_payload()
+    assert status.get_content_type() == "message/delivery-status"
+    per_message, *per_recipient = status.get_payload()
+    assert per_message["Reporting-MTA"] == "dns; mx.gateway.test"
+    assert per_message["Original-Envelope-Id"] == "ENV-42"
+    assert len(per_recipient) == 1  # the delivered recipient is not reported
+    [rcpt] = per_recipient
+    assert rcpt["Final-Recipient"] == "rfc822; b@example.test"
+    assert rcpt["Original-Recipient"] == "rfc822;B@example.test"
+    assert (rcpt["Action"], rcpt["Status"]) == ("failed", "5.1.1")
+    assert rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1 No such user"
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert "quarterly report" in returned.get_payload()
+    assert "the body text" not in dsn.decode()  # without RET=FULL only headers come back
+
+
+def test_ret_full_returns_the_whole_message() -> None:
+    queued = entry(RecipientState("b@example.test", "failed", "554 5.6.0 no"), ret="FULL")
+    dsn = build_dsn(queued, ORIGINAL, "failure", queued.recipients, "mx", "relay", NOW)
+    returned = parse(dsn).get_payload()[2]
+    assert returned.get_content_type() == "message/rfc822"
+    assert returned.get_payload()[0]["Subject"] == "quarterly report"
+    assert b"the body text" in dsn
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind", "expected"),
+    [
+        ("550 5.1.1 No such user", "failure", "5.1.1"),
+        ("550 no enhanced code", "failure", "5.0.0"),
+        ("expired in the queue after 9 attempts; last reply: 451 x", "failure", "4.4.7"),
+        ("452 4.2.2 Mailbox full", "delay", "4.2.2"),
+        ("connection to 127.0.0.1:1 failed: refused", "delay", "4.0.0"),
+    ],
+)
+def test_status_codes(reply: str, kind: str, expected: str) -> None:
+    assert status_code(RecipientState("b@x", "failed", reply), kind) == expected  # type: ignore[arg-type]
+
+
+def test_notify_decides_who_is_reported() -> None:
+    queued = entry(
+        RecipientState("default@x", "failed", "550 5.1.1 x"),
+        RecipientState("never@x", "failed", "550 5.1.1 x", notify=("NEVER",)),
+        RecipientState("success@x", "failed", "550 5.1.1 x", notify=("SUCCESS",)),
+        RecipientState("delay@x", "pending", "451 4.3.0 x", notify=("DELAY", "FAILURE")),
+        RecipientState("quiet@x", "pending", "451 4.3.0 x"),
+    )
+    assert [r.address for r in recipients_to_report(queued, "failure")] == ["default@x"]
+    assert [r.address for r in recipients_to_report(queued, "delay")] == ["delay@x", "quiet@x"]
+
+
+def test_bouncer_queues_from_null_sender_and_never_bounces_a_bounce(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "queue", min_free_bytes=0)
+    bouncer = SpoolBouncer(spool, "mx.gateway.test", "relay.internal")
+    failed = RecipientState("b@example.test", "failed", "550 5.1.1 No such user")
+    dsn_id = bouncer.notify(entry(failed), ORIGINAL, "failure", NOW)
+    assert dsn_id is not None and spool.ids() == [dsn_id]
+    queued = spool.load(dsn_id)
+    assert queued.mail_from == "" and [r.address for r in queued.recipients] == ["a@example.org"]
+    assert bouncer.notify(entry(failed, mail_from=""), ORIGINAL, "failure", NOW) is None
+    never = RecipientState("b@example.test", "failed", "550 5.1.1 x", notify=("NEVER",))
+    assert bouncer.notify(entry(never), ORIGINAL, "failure", NOW) is None
+    assert spool.ids() == [dsn_id]

@@ -1,0 +1,184 @@
+"""The durable spool: atomic enqueue, state round trip, claims, removal, crash leftovers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import SpoolError, SpoolFull
+from gateway.queue.spool import ORPHAN_GRACE_S, Spool
+
+MESSAGE = b"Subject: hi\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "queue", min_free_bytes=0)
+
+
+def test_enqueue_makes_message_and_envelope_visible_together(spool: Spool) -> None:
+    spool.enqueue("m1", "alice@example.org", ["bob@example.test", "carol@example.test"], MESSAGE)
+    assert spool.ids() == ["m1"]
+    entry = spool.load("m1")
+    assert entry.mail_from == "alice@example.org"
+    assert [r.address for r in entry.recipients] == ["bob@example.test", "carol@example.test"]
+    assert all(r.status == "pending" for r in entry.recipients)
+    assert entry.attempts == 0 and not entry.held and entry.size == len(MESSAGE)
+    assert entry.next_attempt_at == entry.received_at
+    assert spool.read_data("m1") == MESSAGE
+    assert list(spool.tmp_dir.iterdir()) == []
+
+
+def test_dsn_parameters_travel_with_the_message(spool: Spool) -> None:
+    spool.enqueue(
+        "m1", "a@example.org", ["b@example.test"], MESSAGE,
+        dsn_ret="HDRS", dsn_envid="env-1", rcpt_notify=[("FAILURE", "DELAY")],
+        rcpt_orcpt=["rfc822;b@example.test"],
+    )  # fmt: skip
+    entry = spool.load("m1")
+    assert (entry.dsn_ret, entry.dsn_envid) == ("HDRS", "env-1")
+    assert entry.recipients[0].notify == ("FAILURE", "DELAY")
+    assert entry.recipients[0].orcpt == "rfc822;b@example.test"
+
+
+def test_unsafe_ids_and_empty_recipients_are_refused(spool: Spool) -> None:
+    for bad in ("../x", "a/b", "", "x" * 200, "a.b"):
+        with pytest.raises(SpoolError, match="invalid queue id"):
+            spool.enqueue(bad, "a@example.org", ["b@example.test"], MESSAGE)
+    with pytest.raises(SpoolError, match="no recipients"):
+        spool.enqueue("m1", "a@example.org", [], MESSAGE)
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    with pytest.raises(SpoolError, match="already queued"):
+        spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+
+
+def test_failure_before_commit_leaves_nothing_visible(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_rename = os.rename
+    calls: list[str] = []
+
+    def rename_then_fail_on_state(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        calls.append(str(dst))
+        if str(dst).endswith(".json"):
+            raise OSError(5, "Input/output error")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename_then_fail_on_state)
+    with pytest.raises(SpoolError, match="cannot spool"):
+        spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    assert len(calls) == 2  # the data file was renamed in, then the state rename failed
+    assert spool.ids() == []
+    assert list(spool.active_dir.iterdir()) == []
+    assert list(spool.tmp_dir.iterdir()) == []
+
+
+def test_crash_leftovers_are_invisible_and_swept(spool: Spool) -> None:
+    # A crash mid-write leaves tmp files; one mid-removal leaves a data file without state.
+    (spool.tmp_dir / "m1.eml").write_bytes(MESSAGE[:5])
+    (spool.active_dir / "m2.eml").write_bytes(MESSAGE)
+    (spool.active_dir / "m3.eml").write_bytes(MESSAGE)  # fresh: an enqueue between renames
+    old = time.time() - ORPHAN_GRACE_S - 10
+    os.utime(spool.tmp_dir / "m1.eml", (old, old))
+    os.utime(spool.active_dir / "m2.eml", (old, old))
+    assert spool.ids() == []
+    assert spool.sweep() == 2
+    assert list(spool.tmp_dir.iterdir()) == []
+    assert sorted(p.name for p in spool.active_dir.iterdir()) == ["m3.eml"]
+
+
+def test_a_claim_is_exclusive_across_open_file_descriptions(spool: Spool) -> None:
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    other = Spool(spool.root, min_free_bytes=0)  # as another worker process would open it
+    with spool.claimed("m1") as first:
+        assert first is not None
+        assert other.try_claim("m1") is None
+        assert first.read_data() == MESSAGE
+    with other.claimed("m1") as second:
+        assert second is not None
+
+
+def test_removed_message_cannot_be_claimed_again(spool: Spool) -> None:
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    claim = spool.try_claim("m1")
+    assert claim is not None
+    spool.remove(claim)
+    assert spool.ids() == [] and spool.try_claim("m1") is None
+    assert list(spool.active_dir.iterdir()) == []
+
+
+def test_state_updates_and_failed_moves_persist(spool: Spool) -> None:
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    with spool.claimed("m1") as claim:
+        assert claim is not None
+        claim.update(dataclasses.replace(claim.entry, attempts=3, last_error="451 busy"))
+    assert spool.load("m1").attempts == 3
+    claim = spool.try_claim("m1")
+    assert claim is not None
+    spool.move_to_failed(claim, dataclasses.replace(claim.entry, last_error="550 no"))
+    assert spool.ids() == [] and spool.ids(failed=True) == ["m1"]
+    assert spool.load("m1", failed=True).last_error == "550 no"
+    assert spool.read_data("m1", failed=True) == MESSAGE
+    with pytest.raises(SpoolError, match="not in the queue"):
+        spool.load("m1")
+
+
+def test_crash_during_failed_move_is_finished_by_sweep(spool: Spool) -> None:
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    os.rename(spool.state_path("m1"), spool.state_path("m1", spool.failed_dir))
+    assert spool.sweep() == 1
+    assert spool.read_data("m1", failed=True) == MESSAGE
+
+
+def test_corrupt_state_is_a_clear_error(spool: Spool) -> None:
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    spool.state_path("m1").write_text("{not json")
+    with pytest.raises(SpoolError, match="corrupt state"):
+        spool.load("m1")
+    assert list(spool.entries()) == []
+
+
+def test_min_free_bytes_refuses_with_spool_full(tmp_path: Path) -> None:
+    free = Spool(tmp_path / "q0", min_free_bytes=0).free_bytes()
+    spool = Spool(tmp_path / "queue", min_free_bytes=free + 1)
+    assert not spool.has_room(1)
+    with pytest.raises(SpoolFull):
+        spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    assert spool.ids() == []
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        timeout=10,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); min_free_bytes test covers SpoolFull")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], capture_output=True, timeout=10)
+
+
+def test_enospc_is_spool_full_and_leaves_nothing_behind(
+    tiny_filesystem: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tiny_filesystem / "queue", min_free_bytes=0)
+    spool.enqueue("small", "a@example.org", ["b@example.test"], MESSAGE)
+    # Another writer may fill the disk between the free-space check and the write.
+    monkeypatch.setattr(spool, "has_room", lambda size: True)
+    with pytest.raises(SpoolFull, match="disk full"):
+        spool.enqueue("big", "a@example.org", ["b@example.test"], b"x" * 400_000)
+    assert spool.ids() == ["small"]
+    assert list(spool.tmp_dir.iterdir()) == []
+    assert sorted(p.name for p in spool.active_dir.iterdir()) == ["small.eml", "small.json"]

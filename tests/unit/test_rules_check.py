@@ -1,0 +1,240 @@
+"""The rules check and its rule-set loader: compile once, match every target, reload safely."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.checks.rules import RulesCheck
+from gateway.config import SHIPPED_RULES_DIR
+from gateway.errors import ConfigError
+from gateway.model import Connection, Envelope, Transaction
+from gateway.pipeline.rules import load_rule_set
+
+RULES = """
+[rule.RULE_SUBJ_MONEY]
+target = "header"
+header = "subject"
+pattern = '\\$[0-9]+'
+score = 2.0
+description = "money in the subject"
+
+[rule.RULE_BODY_WINNER]
+target = "body"
+ignore_case = true
+pattern = 'you have won'
+score = 3.0
+description = "prize"
+
+[rule.RULE_URL_IP]
+target = "url"
+pattern = '^https?://[0-9.]+/'
+score = 1.0
+description = "numeric link"
+
+[rule.RULE_ATT_ZIP]
+target = "attachment_name"
+pattern = '\\.zip$'
+score = 1.0
+description = "zip"
+
+[rule.RULE_ATT_TYPE]
+target = "attachment_type"
+pattern = '^application/zip$'
+score = 0.5
+description = "zip type"
+"""
+
+MESSAGE = (
+    b"From: a@sender.example\r\n"
+    b"Subject: =?utf-8?Q?Win_=2450000_now?=\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n"
+    b"PHA+WW91IEhBVkUmbmJzcDt3b24hIDxhIGhyZWY9Imh0dHA6Ly8xOTguNTEuMTAwLjcvY2xhaW0iPmNsYWltPC9hPjwvcD4=\r\n"
+    b"--b\r\n"
+    b'Content-Type: application/zip; name="prize.zip"\r\n'
+    b"Content-Disposition: attachment; filename=prize.zip\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n"
+    b"UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==\r\n"
+    b"--b--\r\n"
+)
+
+
+def transaction(raw: bytes) -> Transaction:
+    connection = Connection("t1", "192.0.2.10")
+    return Transaction("t1", connection, Envelope("a@sender.example", ("u@example.test",)), raw)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def run(check: RulesCheck, raw: bytes) -> dict[str, str]:
+    result = asyncio.run(check.run(transaction(raw)))
+    return {s.name: s.reason for s in result.symbols}
+
+
+def test_every_target_matches_with_an_explaining_reason(tmp_path: Path) -> None:
+    check = RulesCheck([write(tmp_path, "r.toml", RULES)])
+    found = run(check, MESSAGE)
+    assert found == {
+        "RULE_SUBJ_MONEY": "subject: '$50000'",
+        "RULE_BODY_WINNER": "body: 'You HAVE won'",  # base64 HTML, &nbsp; decoded
+        "RULE_URL_IP": "url: 'http://198.51.100.7/claim'",
+        "RULE_ATT_ZIP": "attachment name: 'prize.zip'",
+        "RULE_ATT_TYPE": "attachment type: 'application/zip'",
+    }
+    assert check.all_symbols() == set(found) | {"RULES_ERROR"}
+    assert check.own_scores()["RULE_BODY_WINNER"].score == 3.0
+
+
+def test_clean_message_matches_nothing(tmp_path: Path) -> None:
+    check = RulesCheck([write(tmp_path, "r.toml", RULES)])
+    assert run(check, b"Subject: lunch\r\n\r\nSee you at noon.\r\n") == {}
+
+
+def test_header_values_are_bounded(tmp_path: Path) -> None:
+    check = RulesCheck([write(tmp_path, "r.toml", RULES)], max_header_chars=100)
+    assert run(check, b"Subject: " + b"x" * 200 + b" $5\r\n\r\n") == {}
+    assert "RULE_SUBJ_MONEY" in run(check, b"Subject: " + b"x" * 50 + b" $5\r\n\r\n")
+
+
+def test_a_catastrophic_pattern_stays_linear(tmp_path: Path) -> None:
+    rules = (
+        '[rule.RULE_EVIL]\ntarget = "body"\npattern = \'^(a+)+$\'\n'
+        'score = 1.0\ndescription = "backtracks forever in a backtracking engine"\n'
+    )
+    check = RulesCheck([write(tmp_path, "r.toml", rules)])
+    started = time.monotonic()
+    assert run(check, b"\r\n" + b"a" * 200_000 + b"!\r\n") == {}
+    assert time.monotonic() - started < 1.0
+
+
+def test_load_errors_name_the_file_and_rule(tmp_path: Path) -> None:
+    bad = write(
+        tmp_path,
+        "bad.toml",
+        """
+[rule.RULE_BACKREF]
+target = "body"
+pattern = '(a)\\1'
+score = 1.0
+description = "x"
+
+[rule.lower_case]
+target = "body"
+pattern = 'x'
+score = 1.0
+description = "x"
+
+[rule.RULE_NO_HEADER]
+target = "header"
+pattern = 'x'
+score = 1.0
+description = "x"
+
+[rule.RULE_BAD]
+target = "subject"
+pattern = 'x'
+score = "high"
+colour = "red"
+
+[rule.RULE_OK]
+target = "body"
+pattern = 'fine'
+score = 1.0
+description = "x"
+""",
+    )
+    dup = write(
+        tmp_path,
+        "dup.toml",
+        '[rule.RULE_OK]\ntarget = "body"\npattern = "x"\nscore = 1.0\ndescription = "x"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_rule_set([bad, dup, tmp_path / "missing.toml"])
+    text = "\n".join(caught.value.problems)
+    assert f"{bad}: rule.RULE_BACKREF.pattern: not a valid RE2 expression: invalid escape" in text
+    assert f"{bad}: rule.lower_case: rule names are UPPER_SNAKE" in text
+    assert "rule.RULE_NO_HEADER.header: the header name is required" in text
+    assert "rule.RULE_BAD: unknown keys ['colour']" in text
+    assert "rule.RULE_BAD.target: 'subject' is not one of header, body" in text
+    assert "rule.RULE_BAD.score: a number is required" in text
+    assert "rule.RULE_BAD.description: a description is required" in text
+    assert f"{dup}: rule.RULE_OK: defined twice" in text
+    assert f"{tmp_path / 'missing.toml'}: no such file" in text
+    assert "RULE_OK.pattern" not in text
+
+
+def test_reload_swaps_good_rules_and_keeps_old_ones_on_a_broken_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path, "r.toml", RULES)
+    check = RulesCheck([path])
+    path.write_text(
+        RULES + '\n[rule.RULE_NEW]\ntarget = "body"\npattern = "won"\nscore = 1.0\n'
+        'description = "new"\n'
+    )
+    assert check.reload() is True
+    assert "RULE_NEW" in check.all_symbols()
+
+    path.write_text(RULES.replace("pattern = 'you have won'", "pattern = '(unclosed'"))
+    with caplog.at_level(logging.ERROR, logger="gateway.checks.rules"):
+        assert check.reload() is False
+    assert "keeping the previous 6 rules" in caplog.text
+    assert "RULE_BODY_WINNER.pattern: not a valid RE2 expression" in caplog.text
+    assert {"RULE_NEW", "RULE_BODY_WINNER"} <= set(run(check, MESSAGE))  # old rules still on
+
+    path.write_text("this is [not toml")
+    assert check.reload() is False
+    assert "RULE_NEW" in check.all_symbols()
+
+
+def test_a_broken_rule_file_stops_startup(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        RulesCheck([write(tmp_path, "r.toml", "[rule.RULE_X]\ntarget = 'body'\n")])
+
+
+def test_shipped_rule_sets_compile_and_catch_a_classic_spam() -> None:
+    check = RulesCheck([SHIPPED_RULES_DIR / "headers.toml", SHIPPED_RULES_DIR / "body.toml"])
+    assert len(check.all_symbols()) > 30
+    spam = (
+        b"From: Promotions <deals847362@bulk.example>\r\n"
+        b"To: undisclosed-recipients:;\r\n"
+        b"Subject: GET YOUR FREE VIAGRA NOW!!!\r\n"
+        b"X-Mailer: Advanced Mass Sender 4.2\r\n"
+        b"Content-Type: text/html\r\n\r\n"
+        b"<p>This is not spam. Act now: order today, 100% guaranteed!"
+        b'<a href="http://203.0.113.9/buy">click here</a>'
+        b" To be removed from our mailing list reply with REMOVE.</p>\r\n"
+    )
+    found = run(check, spam)
+    assert {
+        "RULE_SUBJ_ALL_CAPS",
+        "RULE_SUBJ_EXCESS_PUNCT",
+        "RULE_SUBJ_SPAM_WORDS",
+        "RULE_FROM_DIGITS_LOCAL",
+        "RULE_TO_UNDISCLOSED",
+        "RULE_MAILER_BULK",
+        "RULE_CONTENT_TYPE_HTML_ONLY",
+        "RULE_BODY_NOT_SPAM_CLAIM",
+        "RULE_BODY_URGENCY",
+        "RULE_BODY_GUARANTEE",
+        "RULE_BODY_REMOVE_LIST",
+        "RULE_URL_NUMERIC_IP",
+    } <= set(found)
+    ham = (
+        b"From: Alice <alice@example.org>\r\nTo: bob@example.test\r\n"
+        b"Subject: Re: minutes of Tuesday's meeting\r\nMessage-ID: <1@example.org>\r\n\r\n"
+        b"Hi Bob, the minutes are at https://wiki.example.org/meetings/2024-05. Alice\r\n"
+    )
+    assert run(check, ham) == {}

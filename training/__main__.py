@@ -1,0 +1,62 @@
+"""`python -m training --corpus DIR... [--out DIR] [--feedback DIR] [--force]`.
+
+Exit codes: 0 model written, 1 refused (worse than the current model, or too little data),
+2 bad arguments or unreadable corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from gateway.config import SHIPPED_MODEL
+from gateway.mailsources import MailSourceError
+from training.readers import CorpusError
+from training.run import Sources, TrainingRefused, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description="train the spam classifier and write its card"
+    )
+    parser.add_argument(
+        "--corpus", type=Path, nargs="+", action="extend", required=True, metavar="DIR",
+        help="directory with ham/ and spam/ (each: directory of messages, Maildir or mbox)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=SHIPPED_MODEL.parent, metavar="DIR",
+        help=f"where the model, its card and ROC plot go (default {SHIPPED_MODEL.parent})",
+    )
+    parser.add_argument(
+        "--feedback", type=Path, metavar="DIR",
+        help="feedback store with ham/ and spam/ (the gateway's <storage dir>/feedback)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace the current model even if the new is worse"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for corpus in args.corpus:
+        if not corpus.is_dir():
+            print(f"train: {corpus}: not a directory", file=sys.stderr)
+            return 2
+    started = time.perf_counter()
+    try:
+        artefact = run(Sources(args.corpus, args.feedback), args.out, args.force)
+    except (CorpusError, MailSourceError) as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
+    except TrainingRefused as exc:
+        print(f"train: refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"train: wrote {artefact} in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

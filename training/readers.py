@@ -1,0 +1,70 @@
+"""Labelled messages from corpora (a directory with `ham/` and `spam/`) and the feedback store.
+
+Each side may be a directory tree of raw messages, a Maildir or an mbox file; see
+`gateway.mailsources`. A message the admin labelled through feedback overrides the corpus label
+of the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from gateway.mailsources import SkipHandler, iter_messages
+
+SPAM, HAM = 1, 0
+LABEL_DIRS = {"ham": HAM, "spam": SPAM}
+# Dates outside this range are forged or broken (spam dated 1980 or 2028) and not used to order.
+PLAUSIBLE_YEARS = range(1995, datetime.now(UTC).year + 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    raw: bytes
+    label: int  # SPAM or HAM
+    origin: str
+    date: datetime | None
+
+
+class CorpusError(Exception):
+    """A corpus directory lacks the expected layout."""
+
+
+def read_labelled_dir(root: Path, on_skip: SkipHandler) -> list[Example]:
+    """Messages under `root/ham` and `root/spam` (each: directory, Maildir or mbox)."""
+    sides = [(root / name, label) for name, label in LABEL_DIRS.items() if (root / name).exists()]
+    if not sides:
+        raise CorpusError(f"{root}: expected a ham/ and/or spam/ entry (directory, Maildir, mbox)")
+    return [
+        Example(message.raw, label, message.origin, message_date(message.raw))
+        for side, label in sides
+        for message in iter_messages(side, on_skip)
+    ]
+
+
+def merge(corpora: Iterable[list[Example]]) -> list[Example]:
+    """One example per distinct message; a later source (feedback) overrides an earlier label."""
+    by_digest: dict[str, Example] = {}
+    for examples in corpora:
+        for example in examples:
+            by_digest[hashlib.sha256(example.raw).hexdigest()] = example
+    return list(by_digest.values())
+
+
+def message_date(raw: bytes) -> datetime | None:
+    """The Date header as aware UTC datetime, or None when missing, broken or implausible."""
+    value = BytesHeaderParser().parsebytes(raw).get("Date")
+    if value is None:
+        return None
+    try:
+        date = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=UTC)
+    return date.astimezone(UTC) if date.year in PLAUSIBLE_YEARS else None

@@ -1,0 +1,134 @@
+"""One training run: read, extract, evaluate on held-out splits, guard, write artefact and card."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gateway.checks.classifier import ClassifierModel
+from gateway.errors import ModelError
+from gateway.features import FEATURE_VERSION, Features, extract
+from training.card import write_card
+from training.evaluate import Evaluation, IntArray, evaluate, plot_roc
+from training.fit import fit_model, stratified_split, time_split
+from training.readers import Example, merge, read_labelled_dir
+
+MODEL_FILE = "classifier.skops"
+CARD_FILE = "MODEL_CARD.md"
+ROC_FILE = "roc.png"
+AUC_TOLERANCE = 1e-4  # re-fitting the same data must not count as "worse"
+
+
+class TrainingRefused(Exception):
+    """The run cannot or must not produce a model (no data, or worse than the current one)."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    corpora: list[Path]
+    feedback: Path | None
+
+
+def run(sources: Sources, out_dir: Path, force: bool) -> Path:
+    """Train, evaluate and write the model to `out_dir`; returns the artefact path."""
+    examples = _read(sources)
+    labels = np.array([e.label for e in examples], dtype=np.int64)
+    if min(np.bincount(labels, minlength=2)) < 5:
+        raise TrainingRefused("need at least 5 ham and 5 spam messages to train and evaluate")
+    rows = [extract(e.raw) for e in tqdm(examples, desc="features", unit="msg", file=sys.stderr)]
+    dates = [e.date.timestamp() if e.date else None for e in examples]
+    holdout = _stable_holdout(examples)
+    splits = {
+        "stratified": ("stratified 80/20, seed 42 (benchmark)", stratified_split(labels)),
+        "time": ("time-ordered: oldest 80% train, newest 20% test", time_split(dates)),
+        "artefact": ("the shipped artefact: 20% held out by message hash", holdout),
+    }
+    evaluations: dict[str, Evaluation] = {}
+    model: ClassifierModel | None = None
+    for name, (description, (train, test)) in tqdm(
+        splits.items(), desc="fit+evaluate", unit="split", file=sys.stderr
+    ):
+        if len(set(labels[test])) < 2 or len(set(labels[train])) < 2:
+            continue  # e.g. dated mail of one label only: nothing to measure
+        fitted = fit_model([rows[i] for i in train], labels[train], {})
+        scores = fitted.decision([rows[i] for i in test])
+        evaluations[name] = Evaluation(
+            name, description, evaluate(labels[test], scores), labels[test], scores
+        )
+        if name == "artefact":
+            model = fitted
+    if model is None:
+        raise TrainingRefused("the held-out split lacks ham or spam: add more messages")
+    _guard(out_dir / MODEL_FILE, [rows[i] for i in holdout[1]], evaluations["artefact"], force)
+    return _write(out_dir, model, examples, evaluations)
+
+
+def _read(sources: Sources) -> list[Example]:
+    skipped: list[str] = []
+
+    def note(path: Path, reason: str) -> None:
+        skipped.append(f"{path}: {reason}")
+
+    corpora = [read_labelled_dir(p, note) for p in tqdm(sources.corpora, desc="read", file=sys.stderr)]
+    if sources.feedback is not None and sources.feedback.is_dir():
+        corpora.append(read_labelled_dir(sources.feedback, note))
+    for line in skipped[:20]:
+        print(f"skipped {line}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"... and {len(skipped) - 20} more skipped", file=sys.stderr)
+    return merge(corpora)
+
+
+def _stable_holdout(examples: list[Example]) -> tuple[IntArray, IntArray]:
+    """Held out by content hash: the same message stays held out as the corpus grows, so the
+    current model never trained on what it is compared on."""
+    held = np.array([hashlib.sha256(e.raw).digest()[0] % 5 == 0 for e in examples])
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def _guard(current: Path, rows: list[Features], new: Evaluation, force: bool) -> None:
+    if not current.exists():
+        return
+    try:
+        old = ClassifierModel.load(current)
+    except ModelError as exc:
+        print(f"current model not comparable, replacing it: {exc}", file=sys.stderr)
+        return
+    old_auc = evaluate(new.labels, old.decision(rows)).auc
+    print(f"held-out AUC: current {old_auc:.5f}, new {new.metrics.auc:.5f}", file=sys.stderr)
+    if new.metrics.auc < old_auc - AUC_TOLERANCE and not force:
+        raise TrainingRefused(
+            f"new model is worse on the same held-out mail (AUC {new.metrics.auc:.5f} < "
+            f"{old_auc:.5f}); keeping {current} (use --force to replace it)"
+        )
+
+
+def _write(
+    out_dir: Path, model: ClassifierModel, examples: list[Example], evaluations: dict[str, Evaluation]
+) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artefact = evaluations["artefact"].metrics
+    metadata = {
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "messages": str(len(examples)),
+        "heldout_auc": f"{artefact.auc:.5f}",
+        "feature_version": str(FEATURE_VERSION),
+    }
+    final = ClassifierModel(
+        model.vectorizer, model.estimator, model.platt_slope, model.platt_intercept,
+        metadata=metadata,
+    )
+    target = out_dir / MODEL_FILE
+    tmp = out_dir / f".{MODEL_FILE}.tmp"
+    final.save(tmp)
+    os.replace(tmp, target)  # a running gateway or a crash never sees half a model
+    plot_roc({e.description: (e.labels, e.scores) for e in evaluations.values()}, out_dir / ROC_FILE)
+    write_card(out_dir / CARD_FILE, final, examples, list(evaluations.values()), ROC_FILE)
+    return target
