@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -70,11 +71,13 @@ def timed(what: str, action: Callable[[], object], runs: int = 5) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000)
-    parser.add_argument("--dir", type=Path, help="storage dir to use (default: a temp dir)")
+    parser.add_argument("--dir", type=Path, help="storage dir to (re)use (default: a temp dir)")
     args = parser.parse_args()
     storage = args.dir or Path(tempfile.mkdtemp(prefix="bench-quarantine-"))
     store = QuarantineStore(storage / "quarantine")
-    fill(store, args.entries)
+    with sqlite3.connect(store.index_path) as conn:  # a re-run on the same --dir tops it up
+        existing = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    fill(store, max(0, args.entries - existing))
     print(f"store: {storage}  index: {store.index_path.stat().st_size / 1e6:.1f} MB")
     timed("list (default: newest 50)", lambda: store.find(Filter()))
     timed("list --limit 0 (all entries)", lambda: store.find(Filter(limit=None)), runs=3)

@@ -121,6 +121,25 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class VerifyConfig:
+    """Recipient verification at RCPT: probe the internal server (MAIL + RCPT), cache answers."""
+
+    enabled: bool = True
+    positive_ttl_s: float = 3600.0  # how long "this user exists" is trusted
+    negative_ttl_s: float = 300.0  # how long "no such user" is trusted (users get created)
+    on_unavailable: Literal["tempfail", "accept"] = "tempfail"  # internal server cannot answer
+    timeout_s: float = 10.0  # a whole probe, connecting included
+    connections: int = 2  # pooled probe connections per process
+    cache_entries: int = 10000
+    probe_sender: str = ""  # MAIL FROM of probes; "" = the null sender, as Postfix does
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "timeout_s", "connections", "cache_entries")
+        if self.positive_ttl_s < 0 or self.negative_ttl_s < 0:
+            problems.append(f"{path}: positive_ttl_s and negative_ttl_s must be 0 or more")
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     dir: str = "var"
 
@@ -339,6 +358,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     relay: RelayConfig = field(default_factory=lambda: RelayConfig(domains=("example.test",)))
     queue: QueueConfig = field(default_factory=QueueConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)

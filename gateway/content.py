@@ -10,6 +10,8 @@ from __future__ import annotations
 import email.errors
 import email.header
 import email.message
+import re
+import weakref
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -22,6 +24,8 @@ _HIDDEN_ELEMENTS = frozenset({"script", "style", "head", "title"})
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
 _SPACES = dict.fromkeys(map(ord, "\u00a0\u2007\u202f"), " ")
 _NORMALIZE = str.maketrans({**_INVISIBLE, **_SPACES})
+_NEEDS_NORMALIZING = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff\u00a0\u2007\u202f]")
+_FOLDING = re.compile(r"\r?\n(?=[ \t])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +50,16 @@ class Content:
 def decode_header_value(value: object) -> str:
     """An RFC 2047 header value as text; undecodable words are kept as they came."""
     raw = str(value)
+    if "=?" not in raw:  # no encoded words: the common case, kept cheap
+        return _FOLDING.sub("", raw)
     try:
         return str(email.header.make_header(email.header.decode_header(raw)))
     except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):
         return raw
+
+
+def _normalized(text: str) -> str:
+    return text.translate(_NORMALIZE) if _NEEDS_NORMALIZING.search(text) else text
 
 
 def _part_text(part: email.message.Message, max_part_bytes: int) -> str:
@@ -105,7 +115,22 @@ def _filename(part: email.message.Message) -> str:
     return decode_header_value(name) if name else ""
 
 
-def message_content(msg: email.message.Message, max_part_bytes: int = 512 * 1024) -> Content:
+MAX_PART_BYTES = 512 * 1024  # of each decoded part: a bound on the work per message
+
+# The rules and uribl checks both read a message's content: it is decoded once per parsed
+# message and forgotten with it.
+_decoded: weakref.WeakKeyDictionary[email.message.Message, Content] = weakref.WeakKeyDictionary()
+
+
+def message_content(msg: email.message.Message) -> Content:
+    """The decoded content of `msg`, computed on first use."""
+    content = _decoded.get(msg)
+    if content is None:
+        content = _decoded[msg] = _walk(msg, MAX_PART_BYTES)
+    return content
+
+
+def _walk(msg: email.message.Message, max_part_bytes: int) -> Content:
     """Walk every leaf part (nested multiparts and attached messages included) once."""
     texts: list[str] = []
     links: list[str] = []
@@ -121,9 +146,9 @@ def message_content(msg: email.message.Message, max_part_bytes: int = 512 * 1024
             if content_type not in ("text/plain", "text/html"):
                 continue
         if content_type == "text/plain":
-            texts.append(_part_text(part, max_part_bytes).translate(_NORMALIZE))
+            texts.append(_normalized(_part_text(part, max_part_bytes)))
         elif content_type == "text/html":
             text, found = html_text_and_links(_part_text(part, max_part_bytes))
-            texts.append(text.translate(_NORMALIZE))
+            texts.append(_normalized(text))
             links.extend(found)
     return Content(tuple(texts), tuple(links), tuple(attachments))

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.queues
 import os
+import queue
 import signal
 import socket
 import time
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 from gateway.config import Config, parse_hostport
 from gateway.net.dns import Resolver
+from gateway.observe.setup import configure_logging
 from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.registry import Services, build_checks
 from gateway.pipeline.scoring import load_policy
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
 # A worker that dies sooner than this after its start is not restarted again and again.
 RESTART_BACKOFF_S = 5.0
+WORKER_START_TIMEOUT_S = 60.0
 
 
 def build_pipeline(config: Config) -> Pipeline:
@@ -95,7 +99,11 @@ class Runtime:
             try:
                 result = await asyncio.to_thread(self.quarantine.expire, days)
                 if result.entries or result.orphan_files:
-                    log.info("quarantine expiry removed %d entries and %d orphan files", result.entries, result.orphan_files)
+                    log.info(
+                        "quarantine expiry removed %d entries and %d orphan files",
+                        result.entries,
+                        result.orphan_files,
+                    )
             except Exception:
                 log.exception("quarantine expiry failed")
             await asyncio.sleep(self.config.quarantine.expire_interval_s)
@@ -132,12 +140,28 @@ def reserve_port(listen: str) -> socket.socket:
     return sock
 
 
-def _worker_main(config: Config, listen: str) -> None:
-    from gateway.observe.setup import configure_logging
-
+def _worker_main(config: Config, listen: str, ready: multiprocessing.queues.Queue[int]) -> None:
     configure_logging(config.log.level)
     sock = bind_listener(listen, reuse_port=True)
-    asyncio.run(run_worker(config, sock, lambda host, port: None))
+    asyncio.run(run_worker(config, sock, lambda host, port: ready.put(os.getpid())))
+
+
+def _wait_ready(
+    ready: multiprocessing.queues.Queue[int],
+    workers: dict[int, tuple[multiprocessing.process.BaseProcess, float]],
+    count: int,
+) -> bool:
+    """True once `count` workers listen; False if one dies first or the time runs out."""
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    started = 0
+    while started < count and time.monotonic() < deadline:
+        try:
+            ready.get(timeout=0.5)
+            started += 1
+        except queue.Empty:
+            if any(not p.is_alive() for p, _ in workers.values()):
+                return False
+    return started == count
 
 
 def format_address(host: str, port: int) -> str:
@@ -151,10 +175,11 @@ def supervise(config: Config, announce: Callable[[str], None]) -> int:
     host, port = holder.getsockname()[:2]
     listen = format_address(host, port)
     context = multiprocessing.get_context("spawn")
+    ready: multiprocessing.queues.Queue[int] = context.Queue()
     workers: dict[int, tuple[multiprocessing.process.BaseProcess, float]] = {}
 
     def start_worker(slot: int) -> None:
-        process = context.Process(target=_worker_main, args=(config, listen), daemon=False)
+        process = context.Process(target=_worker_main, args=(config, listen, ready))
         process.start()
         workers[slot] = (process, time.monotonic())
 
@@ -173,8 +198,13 @@ def supervise(config: Config, announce: Callable[[str], None]) -> int:
         signal.signal(sig, forward)
     for slot in range(config.smtp.workers):
         start_worker(slot)
-    announce(listen)
     exit_code = 0
+    if _wait_ready(ready, workers, config.smtp.workers):
+        announce(listen)
+    else:
+        log.error("workers did not all start within %ss", WORKER_START_TIMEOUT_S)
+        stopping, exit_code = True, 1
+        forward(signal.SIGTERM, None)
     while not stopping:
         time.sleep(0.5)
         for slot, (process, started) in list(workers.items()):

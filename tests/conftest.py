@@ -4,6 +4,7 @@ pytest_plugins: list[str] = [
     "tests.support.gateway_fixture",
     "tests.support.downstream",
     "tests.support.dns_server",
+    "tests.support.gateway_process",
     "tests.support.quarantine",
     "tests.support.clamd_fixture",
 ]

@@ -6,6 +6,7 @@ per message, and archives are listed, never extracted (gateway.checks.archive).
 
 from __future__ import annotations
 
+import asyncio
 import email.errors
 import email.header
 import email.message
@@ -60,11 +61,15 @@ class AttachmentsCheck(Check):
         return "ATTACH_ERROR"  # the ATTACH_ prefix of this check's symbols
 
     async def run(self, tx: Transaction) -> CheckResult:
+        # Parsing, decoding and listing are CPU work: off the event loop, so sessions go on.
+        return self.result(*await asyncio.to_thread(self._inspect_message, tx))
+
+    def _inspect_message(self, tx: Transaction) -> list[Symbol]:
         found = _Findings()
         budget = Budget(self.limits.max_decoded_bytes, self.limits.max_archive_entries)
         for part in _attachments(tx, self.limits.max_parts, budget, found):
             self._inspect(part, budget, found)
-        return self.result(*found.symbols())
+        return found.symbols()
 
     def _inspect(self, part: Part, budget: Budget, found: _Findings) -> None:
         for match in self.rules.by_name(part.name) + self.rules.by_content(part.data):

@@ -94,10 +94,11 @@ class RulesCheck(Check):
     def _match_headers(self, rules: list[Rule], msg: email.message.Message) -> list[Symbol]:
         if not rules:
             return []
+        wanted = {rule.header for rule in rules}
         values: dict[str, list[str]] = {}
         for name, value in msg.items():
-            text = decode_header_value(value)[: self.max_header_chars]
-            values.setdefault(name.lower(), []).append(text)
+            if (key := name.lower()) in wanted:  # decode only what some rule looks at
+                values.setdefault(key, []).append(decode_header_value(value)[: self.max_header_chars])
         found = []
         for rule in rules:
             for text in values.get(rule.header, ()):

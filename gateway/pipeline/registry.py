@@ -10,8 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.checks.antivirus import AntivirusCheck
+from gateway.checks.arc import ArcCheck
 from gateway.checks.archive import ArchiveLimits
 from gateway.checks.attachments import AttachmentLimits, AttachmentsCheck
+from gateway.checks.dkim import DkimCheck
+from gateway.checks.dmarc import DmarcCheck
 from gateway.checks.filetypes import RULES_FILE as ATTACHMENT_RULES_FILE
 from gateway.checks.filetypes import load_type_rules
 from gateway.checks.gtube import GtubeCheck
@@ -19,6 +22,7 @@ from gateway.checks.headers import HeadersCheck
 from gateway.checks.dnsbl import DnsblCheck
 from gateway.checks.lists import ListsCheck
 from gateway.checks.rules import RulesCheck
+from gateway.checks.spf import SpfCheck
 from gateway.checks.uribl import UriblCheck
 from gateway.config import Config
 from gateway.dnslists import load_zones
@@ -102,6 +106,42 @@ def _uribl(config: Config, services: Services) -> Check | None:
                       c.max_domains, c.failures_before_pause, c.pause_s)
 
 
+def _auth_resolver(check: str, services: Services) -> Resolver:
+    if services.resolver is None:
+        raise ConfigError([f"checks.{check}: enabled, but no DNS resolver was built"])
+    return services.resolver
+
+
+def _spf(config: Config, services: Services) -> Check | None:
+    c = config.checks.spf
+    if not c.enabled:
+        return None
+    return SpfCheck(_auth_resolver("spf", services), c.dns_time_s, c.timeout_s, c.on_error)
+
+
+def _dkim(config: Config, services: Services) -> Check | None:
+    c = config.checks.dkim
+    if not c.enabled:
+        return None
+    return DkimCheck(_auth_resolver("dkim", services), c.min_rsa_bits, c.timeout_s, c.on_error)
+
+
+def _arc(config: Config, services: Services) -> Check | None:
+    c = config.checks.arc
+    if not c.enabled:
+        return None
+    resolver = _auth_resolver("arc", services)
+    return ArcCheck(resolver, config.checks.dkim.min_rsa_bits, c.timeout_s, c.on_error)
+
+
+def _dmarc(config: Config, services: Services) -> Check | None:
+    c = config.checks.dmarc
+    if not c.enabled:
+        return None
+    resolver = _auth_resolver("dmarc", services)
+    return DmarcCheck(resolver, c.trusted_arc_sealers, c.timeout_s, c.on_error)
+
+
 _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _headers,
     _gtube,
@@ -111,6 +151,10 @@ _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _uribl,
     _antivirus,
     _attachments,
+    _spf,
+    _dkim,
+    _arc,
+    _dmarc,
 )
 
 

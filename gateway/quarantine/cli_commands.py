@@ -82,6 +82,12 @@ def add_quarantine_commands(
     delete_parser.add_argument(
         "--yes", action="store_true", help="act on every filter match without asking"
     )
+    for action_parser in (list_parser, show_parser, release_parser, delete_parser):
+        # Also after the action (`quarantine list --config F`), as admins type it; SUPPRESS
+        # keeps a --config given before the action when none follows it.
+        action_parser.add_argument(
+            "--config", metavar="PATH", default=argparse.SUPPRESS, help="TOML configuration"
+        )
 
 
 def run_quarantine_command(args: argparse.Namespace, config: Config) -> int:

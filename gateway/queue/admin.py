@@ -57,7 +57,10 @@ def list_entries(spool: Spool, where: QueueFilter = QueueFilter()) -> list[Queue
 
 
 def stats(spool: Spool, now: float) -> QueueStats:
-    entries = list(spool.entries())
+    return stats_of(list(spool.entries()), now)
+
+
+def stats_of(entries: list[QueueEntry], now: float) -> QueueStats:
     oldest = min((e.received_at for e in entries), default=now)
     return QueueStats(
         size=len(entries),

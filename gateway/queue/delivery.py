@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Literal, Protocol
 
 from gateway.config import QueueConfig, RelayConfig
+from gateway.queue.admin import QueueStats, stats_of
 from gateway.queue.relay import RelayConnection
 from gateway.queue.retry import Disposition, RecipientOutcome, apply_attempt
 from gateway.queue.spool import Claim, QueueEntry, Spool
@@ -28,6 +29,7 @@ from gateway.queue.spool import Claim, QueueEntry, Spool
 log = logging.getLogger(__name__)
 
 STOP_DRAIN_S = 10.0  # how long stop() lets in-flight deliveries finish
+STATS_LOG_INTERVAL_S = 60.0  # queue size and oldest age go to the log this often
 
 
 class Bouncer(Protocol):
@@ -62,6 +64,8 @@ class DeliveryService:
         self._connections: list[RelayConnection] = []
         self._stopping = False
         self._scan_now = asyncio.Event()
+        self.stats = QueueStats(size=0, held=0, bytes=0, oldest_age_s=0.0)  # as of the last scan
+        self._stats_logged_at = float("-inf")
 
     async def start(self) -> None:
         swept = await asyncio.to_thread(self.spool.sweep)
@@ -123,7 +127,18 @@ class DeliveryService:
 
     def _due_ids(self) -> list[str]:
         now = self.clock()
-        return [e.id for e in self.spool.entries() if not e.held and e.next_attempt_at <= now]
+        entries = list(self.spool.entries())
+        self.stats = stats_of(entries, now)
+        if now - self._stats_logged_at >= STATS_LOG_INTERVAL_S:
+            self._stats_logged_at = now
+            log.info(
+                "queue: size=%d held=%d bytes=%d oldest_age_s=%.0f",
+                self.stats.size,
+                self.stats.held,
+                self.stats.bytes,
+                self.stats.oldest_age_s,
+            )
+        return [e.id for e in entries if not e.held and e.next_attempt_at <= now]
 
     # -- delivering ------------------------------------------------------------------------
 

@@ -184,3 +184,29 @@ class SpoolBouncer:
         dsn_id = new_id()
         self.spool.enqueue(dsn_id, "", [entry.mail_from], dsn, now=now)
         return dsn_id
+
+
+def mail_dsn_options(options: Sequence[str]) -> tuple[str, str]:
+    """RET and ENVID from MAIL FROM parameters (RFC 3461 4.3, 4.4): ("FULL"|"HDRS"|"", envid)."""
+    params = _params(options)
+    ret = params.get("RET", "").upper()
+    return (ret if ret in ("FULL", "HDRS") else ""), _xtext_decode(params.get("ENVID", ""))
+
+
+def rcpt_dsn_options(options: Sequence[str]) -> tuple[tuple[str, ...], str]:
+    """NOTIFY and ORCPT from RCPT TO parameters (RFC 3461 4.1, 4.2)."""
+    params = _params(options)
+    notify = tuple(n.strip().upper() for n in params.get("NOTIFY", "").split(",") if n.strip())
+    orcpt = params.get("ORCPT", "")
+    address_type, _, address = orcpt.partition(";")
+    return notify, (f"{address_type};{_xtext_decode(address)}" if address else "")
+
+
+def _params(options: Sequence[str]) -> dict[str, str]:
+    pairs = (option.partition("=") for option in options)
+    return {name.upper(): value for name, _, value in pairs}
+
+
+def _xtext_decode(text: str) -> str:
+    """RFC 3461 section 4: "+HH" encodes one byte."""
+    return re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m[1], 16)), text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import aiosmtplib
 
@@ -16,6 +17,7 @@ from gateway.queue.retry import RecipientOutcome
 
 log = logging.getLogger(__name__)
 
+ProbeResult = Literal["ok", "unknown", "unavailable"]
 _TLS_MODE: dict[str, bool | None] = {"opportunistic": None, "required": True, "none": False}
 
 
@@ -109,6 +111,25 @@ class RelayConnection:
             return [o if o is not None else refused for o in outcomes]
         delivered = RecipientOutcome("delivered", f"{response.code} {response.message}")
         return [o if o is not None else delivered for o in outcomes]
+
+    async def probe(self, mail_from: str, rcpt: str) -> tuple[ProbeResult, str]:
+        """Would the internal server accept `rcpt`? MAIL + RCPT only; the next use resets."""
+        encoding = "ascii" if (mail_from + rcpt).isascii() else "utf-8"
+        try:
+            client = await self._ready()
+            if encoding == "utf-8" and not client.supports_extension("smtputf8"):
+                return "unavailable", f"{self.target} does not offer SMTPUTF8"
+            options = ["SMTPUTF8"] if encoding == "utf-8" else []
+            await client.mail(mail_from, options=options, encoding=encoding)
+            try:
+                response = await client.rcpt(rcpt, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                result: ProbeResult = "unknown" if 500 <= exc.code < 600 else "unavailable"
+                return result, f"{exc.code} {exc.message}"
+            return "ok", f"{response.code} {response.message}"
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            await self.close()
+            return "unavailable", f"probe via {self.target} failed: {exc or type(exc).__name__}"
 
     async def close(self) -> None:
         client, self._client = self._client, None

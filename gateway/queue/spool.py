@@ -20,6 +20,7 @@ import dataclasses
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import time
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.errors import SpoolError, SpoolFull
+
+log = logging.getLogger(__name__)
 
 RecipientStatus = Literal["pending", "delivered", "failed"]
 
@@ -277,10 +280,14 @@ class Spool:
             raise _spool_error(exc, f"{msg_id}: cannot read message") from exc
 
     def entries(self, failed: bool = False) -> Iterator[QueueEntry]:
-        """Every readable entry; one vanishing or corrupt meanwhile is skipped."""
+        """Every readable entry; one vanishing meanwhile is skipped, a corrupt one logged."""
         for msg_id in self.ids(failed):
-            with suppress(SpoolError):
+            try:
                 yield self.load(msg_id, failed)
+            except SpoolError as exc:
+                directory = self.failed_dir if failed else None
+                if self.state_path(msg_id, directory).exists():
+                    log.warning("queue: skipping unreadable entry: %s", exc)
 
     # -- claiming and changing -------------------------------------------------------------
 

@@ -41,6 +41,7 @@ class DataCollector:
         self._parts: list[bytes] = []
         self._at_line_start = True
         self._line_bytes = 0  # length so far of the line being read, across fragments
+        self._fragment_ended_in_cr = False
 
     def feed(self, chunk: bytes) -> bool:
         """Take one LF-terminated chunk from the stream; True when it was the end-of-data line."""
@@ -49,7 +50,9 @@ class DataCollector:
         if self._line_bytes + len(chunk) > self.max_line_bytes:
             self._fail(DataProblem.LINE_TOO_LONG)
         self._line_bytes = 0
-        crlf = chunk.endswith(b"\r\n")
+        # The CR of a CRLF may have been the last byte of the previous fragment.
+        crlf = chunk.endswith(b"\r\n") or (chunk == b"\n" and self._fragment_ended_in_cr)
+        self._fragment_ended_in_cr = False
         body = chunk[:-2] if crlf else chunk[:-1]
         if self._at_line_start and body.startswith(b"."):
             body = body[1:]
@@ -71,6 +74,7 @@ class DataCollector:
         self._line_bytes += len(data)
         self.size += len(data)
         self._at_line_start = False
+        self._fragment_ended_in_cr = data.endswith(b"\r")
         self._fail(DataProblem.LINE_TOO_LONG)
 
     def message(self) -> bytes:

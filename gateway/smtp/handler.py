@@ -136,10 +136,12 @@ class SmtpHandler:
         try:
             outcome = await self.pipeline.run_phase(Phase.HELO, tx)
         except Exception:
+            session.connection.helo = ""
             return self._internal_error(session, tx, Phase.HELO)
         if outcome.stop:
             reply = self._refusal(outcome.verdict, tx.id, during_data=False)
             self._log_refusal(session, outcome.tx, reply, outcome.verdict, sender_given=False)
+            session.connection.helo = ""  # a refused greeting is no greeting: MAIL gets 503
             return reply
         session.results = dict(outcome.tx.results)
         return None

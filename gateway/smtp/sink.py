@@ -33,8 +33,14 @@ class MaildirHandler:
 def run_sink(host: str, port: int, maildir: Path) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
     handler = MaildirHandler(maildir)
-    controller = Controller(handler, hostname=host, port=port, decode_data=False,
-                            data_size_limit=100 * 1024 * 1024, enable_SMTPUTF8=True)
+    controller = Controller(
+        handler,
+        hostname=host,
+        port=port,
+        decode_data=False,
+        data_size_limit=100 * 1024 * 1024,
+        enable_SMTPUTF8=True,
+    )
     controller.start()
     print(f"sink: listening on {host}:{port}, filing mail into {maildir}/new", flush=True)
     stop = threading.Event()

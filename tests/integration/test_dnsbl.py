@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -212,7 +213,7 @@ def test_sender_and_from_domains_on_rhsbl(zones: DnsTestServer, dns_resolver: Re
     assert uribl_symbols(check, "bounce@bad-sender.example", raw) == {
         "URIBL_TEST_SPAM": "domain=bad-sender.example in=sender+from listed by dbl.test (127.0.1.2)"
     }
-    url_only = UriblCheck([Zone(**{**DOMAIN_ZONE.__dict__, "domains": ("url",)})], dns_resolver)
+    url_only = UriblCheck([dataclasses.replace(DOMAIN_ZONE, domains=("url",))], dns_resolver)
     assert uribl_symbols(url_only, "bounce@bad-sender.example", raw) == {}
 
 

@@ -23,8 +23,13 @@ def test_ehlo_advertises_the_extensions(gateway: RunningGateway) -> None:
     assert lines[0] == "250-mx.gateway.test"
     keywords = [line[4:] for line in lines[1:]]
     size = gateway.config.smtp.max_message_bytes
-    assert keywords == [f"SIZE {size}", "8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES",
-                        "SMTPUTF8"]  # no STARTTLS without a certificate
+    assert keywords == [
+        f"SIZE {size}",
+        "8BITMIME",
+        "PIPELINING",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+    ]  # no STARTTLS without a certificate
     assert lines[-1].startswith("250 ")
 
 
@@ -35,7 +40,7 @@ def test_message_too_big_is_refused_and_the_session_stays_in_step(
     with RawSmtp(gateway.host, gateway.port) as client:
         open_transaction(client)
         assert client.command("DATA") == replies.START_MAIL
-        client.send(MESSAGE + b"x" * 70 + b"\r\n" * 40 + b".\r\n")
+        client.send(MESSAGE + (b"x" * 70 + b"\r\n") * 40 + b".\r\n")
         assert client.reply() == replies.too_big(2000)
         assert client.command("NOOP") == replies.NOOP
         assert client.pending() == b""
@@ -90,8 +95,11 @@ def test_total_connection_limit(gateway_factory: GatewayFactory) -> None:
             assert three.closed_by_server()
     # Both sessions ended: there is room again.
     deadline = time.monotonic() + 5
-    while gateway.front_end is not None and gateway.front_end.limiter.active and \
-            time.monotonic() < deadline:
+    while (
+        gateway.front_end is not None
+        and gateway.front_end.limiter.active
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.01)
     with RawSmtp(gateway.host, gateway.port) as again:
         assert again.reply().startswith("220 ")

@@ -45,8 +45,12 @@ def test_clean_message_is_queued_with_our_headers(gateway: RunningGateway) -> No
     head, _, body = stored.partition(b"\r\n\r\n")
     assert body == b"Hello.\r\n"
     assert head.startswith(b"X-Spam-Score: 0.00\r\nX-Spam-Status: No, score=0.00 required=6.00 ")
-    assert b"Received: from client.test ([127.0.0.1])\r\n\tby mx.gateway.test with ESMTP id " \
-        + msg_id.encode() + b"\r\n\tfor <bob@example.test>; " in head
+    assert (
+        b"Received: from client.test ([127.0.0.1])\r\n\tby mx.gateway.test with ESMTP id "
+        + msg_id.encode()
+        + b"\r\n\tfor <bob@example.test>; "
+        in head
+    )
 
 
 def test_gtube_is_rejected_with_the_configured_reply(gateway: RunningGateway) -> None:
@@ -97,13 +101,19 @@ def test_one_log_line_per_transaction(
     assert accepted["reply"] == replies.queued(accepted["id"])
     assert set(accepted["check_times_s"]) == {"headers", "gtube"}
     assert rejected["symbols"] == [
-        {"name": "GTUBE_REJECT", "score": 0.0, "reason": "GTUBE reject test string found",
-         "check": "gtube"}
+        {
+            "name": "GTUBE_REJECT",
+            "score": 0.0,
+            "reason": "GTUBE reject test string found",
+            "check": "gtube",
+        }
     ]
     assert rejected["reply"].startswith("554 5.7.1")
     assert refused["reply"] == refused["refused_recipients"][0]["reply"]
     assert refused["refused_recipients"] == [
-        {"rcpt": "eve@elsewhere.test",
-         "reply": replies.relay_denied("we do not relay for this domain")}
+        {
+            "rcpt": "eve@elsewhere.test",
+            "reply": replies.relay_denied("we do not relay for this domain"),
+        }
     ]
     assert len({accepted["id"], rejected["id"], refused["id"]}) == 3

@@ -22,7 +22,7 @@ def message(*attachments: tuple[str, bytes], body: str = "Hello.\n") -> bytes:
     msg.set_content(body)
     for name, data in attachments:
         msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
-    return msg.as_bytes()
+    return msg.as_bytes(policy=email.policy.SMTP)  # CRLF line ends, as on the wire
 
 
 def zip_of(*entries: tuple[str, bytes], encrypted_flag: bool = False) -> bytes:
@@ -55,7 +55,7 @@ def forwarded(inner: bytes) -> bytes:
     outer["Subject"] = "Fwd: Documents"
     outer.set_content("See the attached message.\n")
     outer.add_attachment(email.message_from_bytes(inner, policy=email.policy.default))
-    return outer.as_bytes()
+    return outer.as_bytes(policy=email.policy.SMTP)
 
 
 def nested_zip(name: str, data: bytes, depth: int) -> bytes:

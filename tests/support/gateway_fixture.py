@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import smtplib
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,8 +82,10 @@ class RunningGateway:
         config: Config,
         delivery: DeliveryNotifier | None = None,
         services: Services | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.config = config
+        self.sock = sock  # an already bound listening socket (SO_REUSEPORT tests), or None
         self.spool = Spool(config.storage_dir / "queue", config.queue.min_free_bytes)
         self.quarantine = QuarantineStore(config.storage_dir / "quarantine")
         self.recorder = RecordingDelivery()
@@ -133,12 +136,13 @@ class RunningGateway:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         checks = build_checks(self.config, self.services)
-        pipeline = Pipeline(checks, load_policy(self.config.rules_dir),
-                            self.config.pipeline.deadline_s)
+        pipeline = Pipeline(
+            checks, load_policy(self.config.rules_dir), self.config.pipeline.deadline_s
+        )
         self.front_end = SmtpFrontEnd(
             self.config, pipeline, self.spool, self.delivery, self.quarantine
         )
-        self.host, self.port = await self.front_end.start()
+        self.host, self.port = await self.front_end.start(self.sock)
         self._ready.set()
         try:
             await self._stop.wait()
@@ -159,9 +163,10 @@ def gateway_factory(tmp_path: Path) -> Iterator[GatewayFactory]:
         overrides: dict[str, Any] | None = None,
         delivery: DeliveryNotifier | None = None,
         services: Services | None = None,
+        sock: socket.socket | None = None,
     ) -> RunningGateway:
         storage = tmp_path / f"var{len(started)}"
-        gateway = RunningGateway(gateway_config(storage, overrides), delivery, services)
+        gateway = RunningGateway(gateway_config(storage, overrides), delivery, services, sock)
         started.append(gateway)
         return gateway.start()
 

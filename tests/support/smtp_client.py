@@ -58,7 +58,7 @@ class RawSmtp:
                 if not data:
                     return True
                 self._buffer += data
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True
@@ -69,7 +69,7 @@ class RawSmtp:
         try:
             data = self.sock.recv(4096)
             self._buffer += data
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             pass
         finally:
             self.sock.settimeout(TIMEOUT_S)

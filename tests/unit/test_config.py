@@ -34,12 +34,14 @@ def test_unknown_keys_are_errors_everywhere() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    problems = problems_of({
-        "smtp": {"max_recipients": "ten", "listen": "nohost:port:x"},
-        "relay": {"domains": [], "port": 70000},
-        "dns": {"nameservers": ["resolver.example"]},
-        "checks": {"gtube": {"on_error": "explode"}},
-    })
+    problems = problems_of(
+        {
+            "smtp": {"max_recipients": "ten", "listen": "nohost:port:x"},
+            "relay": {"domains": [], "port": 70000},
+            "dns": {"nameservers": ["resolver.example"]},
+            "checks": {"gtube": {"on_error": "explode"}},
+        }
+    )
     text = "\n".join(problems)
     assert "smtp.max_recipients: expected an integer" in text
     assert "relay.domains: at least one recipient domain is required" in text
@@ -61,11 +63,13 @@ def test_limits_must_be_positive() -> None:
 
 
 def test_values_are_converted() -> None:
-    config = config_from_dict({
-        "relay": {"domains": ["Example.TEST"]},
-        "dns": {"nameservers": ["127.0.0.1:5353", "::1"], "timeout_s": 1},
-        "checks": {"gtube": {"on_error": "tempfail"}},
-    })
+    config = config_from_dict(
+        {
+            "relay": {"domains": ["Example.TEST"]},
+            "dns": {"nameservers": ["127.0.0.1:5353", "::1"], "timeout_s": 1},
+            "checks": {"gtube": {"on_error": "tempfail"}},
+        }
+    )
     assert config.dns.timeout_s == 1.0
     assert config.dns.nameservers == ("127.0.0.1:5353", "::1")
     assert config.checks.gtube.on_error is OnError.TEMPFAIL

@@ -59,8 +59,14 @@ def test_nothing_listed(check: ListsCheck) -> None:
 @pytest.mark.parametrize(
     ("tx", "expected"),
     [
-        (transaction(ip="192.0.2.77"), {"LIST_ALLOW_CLIENT_IP": "ip=192.0.2.77 entry=192.0.2.0/24"}),
-        (transaction(ip="2001:db8::5"), {"LIST_ALLOW_CLIENT_IP": "ip=2001:db8::5 entry=2001:db8::/32"}),
+        (
+            transaction(ip="192.0.2.77"),
+            {"LIST_ALLOW_CLIENT_IP": "ip=192.0.2.77 entry=192.0.2.0/24"},
+        ),
+        (
+            transaction(ip="2001:db8::5"),
+            {"LIST_ALLOW_CLIENT_IP": "ip=2001:db8::5 entry=2001:db8::/32"},
+        ),
         (
             transaction(ip="::ffff:203.0.113.66"),
             {"LIST_BLOCK_CLIENT_IP": "ip=::ffff:203.0.113.66 entry=203.0.113.66/32"},
@@ -83,10 +89,13 @@ def test_nothing_listed(check: ListsCheck) -> None:
             transaction(rcpts=("u@example.test", "ABUSE@example.test")),
             {"LIST_ALLOW_RCPT": "rcpt=ABUSE@example.test entry=abuse@example.test"},
         ),
-        (transaction(sender="a@spammer.example", rcpts=("honeypot@example.test",)), {
-            "LIST_BLOCK_SENDER": "sender=a@spammer.example entry=spammer.example",
-            "LIST_BLOCK_RCPT": "rcpt=honeypot@example.test entry=honeypot@example.test",
-        }),
+        (
+            transaction(sender="a@spammer.example", rcpts=("honeypot@example.test",)),
+            {
+                "LIST_BLOCK_SENDER": "sender=a@spammer.example entry=spammer.example",
+                "LIST_BLOCK_RCPT": "rcpt=honeypot@example.test entry=honeypot@example.test",
+            },
+        ),
         (transaction(sender=""), {}),  # null sender (bounces)
     ],
 )

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
-from gateway.config import Config
+from gateway.config import Config, config_from_dict
 from gateway.feedback import feedback_dir
 from gateway.quarantine.admin import RELEASE_HEADER
-from gateway.quarantine.cli_commands import add_quarantine_commands, run_quarantine_command
+from gateway.quarantine.cli_commands import (
+    add_quarantine_commands,
+    parse_since,
+    run_quarantine_command,
+)
 from gateway.quarantine.store import Filter, QuarantineStore, State
 from gateway.queue.spool import Spool
 from tests.support.quarantine import hold, make_message
@@ -176,3 +182,30 @@ def test_usage_errors_exit_2(
 
 def _all() -> Filter:
     return Filter(states=(), limit=None)
+
+
+def test_a_full_queue_keeps_the_message_held(
+    tmp_path: Path, quarantine_store: QuarantineStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    qid = hold(quarantine_store)
+    no_room = config_from_dict(
+        {"storage": {"dir": str(tmp_path / "var")}, "queue": {"min_free_bytes": 2**62}}
+    )
+    assert run(no_room, "release", qid) == 1
+    assert "less than" in capsys.readouterr().err  # the spool's own "no room" reason
+    assert quarantine_store.get(qid).state == State.HELD
+    assert spool_of(no_room).ids() == []
+    assert run(no_room, "delete", qid) == 0  # and it is not stuck in a half-released state
+
+
+def test_since_takes_durations_and_iso_times() -> None:
+    now = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
+    assert parse_since("90m", now) == now.timestamp() - 5400
+    assert parse_since("1w", now) == now.timestamp() - 7 * 86400
+    assert (
+        parse_since("2026-11-29", now)
+        == datetime.datetime(2026, 11, 29, tzinfo=datetime.UTC).timestamp()
+    )
+    assert parse_since("2026-11-29T13:00+01:00", now) == now.timestamp()
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_since("last tuesday", now)

@@ -45,7 +45,9 @@ def defer(spool: Spool, msg_id: str, until: float) -> None:
 
 
 def test_list_filters_by_sender_recipient_and_state(spool: Spool) -> None:
-    ids = lambda where: [e.id for e in admin.list_entries(spool, where)]  # noqa: E731
+    def ids(where: admin.QueueFilter) -> list[str]:
+        return [e.id for e in admin.list_entries(spool, where)]
+
     assert ids(admin.QueueFilter()) == ["m1", "m2"]
     assert ids(admin.QueueFilter(sender="ALICE")) == ["m1"]
     assert ids(admin.QueueFilter(rcpt="dave@")) == ["m2"]

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.queue.dsn import SpoolBouncer, build_dsn, recipients_to_report, status_code
+from gateway.queue.dsn import (
+    SpoolBouncer,
+    build_dsn,
+    mail_dsn_options,
+    rcpt_dsn_options,
+    recipients_to_report,
+    status_code,
+)
 from gateway.queue.spool import QueueEntry, RecipientState, Spool
 
 ORIGINAL = b"From: a@example.org\r\nSubject: quarterly report\r\n\r\nthe body text\r\n"
@@ -112,3 +119,11 @@ def test_bouncer_queues_from_null_sender_and_never_bounces_a_bounce(tmp_path: Pa
     never = RecipientState("b@example.test", "failed", "550 5.1.1 x", notify=("NEVER",))
     assert bouncer.notify(entry(never), ORIGINAL, "failure", NOW) is None
     assert spool.ids() == [dsn_id]
+
+
+def test_dsn_parameters_are_read_from_smtp_options() -> None:
+    assert mail_dsn_options(["SIZE=100", "RET=hdrs", "ENVID=QQ+2B314"]) == ("HDRS", "QQ+314")
+    assert mail_dsn_options(["RET=BOGUS"]) == ("", "")
+    notify, orcpt = rcpt_dsn_options(["NOTIFY=SUCCESS,delay", "ORCPT=rfc822;b+2Bx@example.test"])
+    assert notify == ("SUCCESS", "DELAY") and orcpt == "rfc822;b+x@example.test"
+    assert rcpt_dsn_options([]) == ((), "")

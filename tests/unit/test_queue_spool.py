@@ -136,12 +136,13 @@ def test_crash_during_failed_move_is_finished_by_sweep(spool: Spool) -> None:
     assert spool.read_data("m1", failed=True) == MESSAGE
 
 
-def test_corrupt_state_is_a_clear_error(spool: Spool) -> None:
+def test_corrupt_state_is_a_clear_error(spool: Spool, caplog: pytest.LogCaptureFixture) -> None:
     spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
     spool.state_path("m1").write_text("{not json")
     with pytest.raises(SpoolError, match="corrupt state"):
         spool.load("m1")
     assert list(spool.entries()) == []
+    assert "m1: corrupt state file" in caplog.text
 
 
 def test_min_free_bytes_refuses_with_spool_full(tmp_path: Path) -> None:

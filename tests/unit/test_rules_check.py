@@ -110,7 +110,7 @@ def test_header_values_are_bounded(tmp_path: Path) -> None:
 
 def test_a_catastrophic_pattern_stays_linear(tmp_path: Path) -> None:
     rules = (
-        '[rule.RULE_EVIL]\ntarget = "body"\npattern = \'^(a+)+$\'\n'
+        "[rule.RULE_EVIL]\ntarget = \"body\"\npattern = '^(a+)+$'\n"
         'score = 1.0\ndescription = "backtracks forever in a backtracking engine"\n'
     )
     check = RulesCheck([write(tmp_path, "r.toml", rules)])

@@ -12,8 +12,14 @@ class Fixed(Check):
     phase = Phase.DATA
     symbols = frozenset({"FIXED_HIT"})
 
-    def __init__(self, name: str, delay_s: float = 0.0, requires: tuple[str, ...] = (),
-                 fail: bool = False, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        delay_s: float = 0.0,
+        requires: tuple[str, ...] = (),
+        fail: bool = False,
+        timeout_s: float = 1.0,
+    ) -> None:
         super().__init__(timeout_s, OnError.IGNORE)
         self.name = name  # type: ignore[misc]
         self.requires = requires  # type: ignore[misc]

@@ -1,0 +1,204 @@
+"""End-to-end throughput: client -> gateway -> downstream sink, against client -> sink directly.
+
+All on loopback, in one run, so the machine's noise hits both alike; the figure that matters is
+the ratio. 4 KB messages, one message per SMTP session (as an MX sees them), 20 concurrent
+clients. The gateway runs as a real `gateway serve` process (1 worker, then 2 workers), the
+sink as a separate process, the client here (asyncio + aiosmtplib).
+
+    python benchmarks/bench_e2e.py [--messages 2000] [--clients 20] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import tomli_w
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.dns_server import DnsTestServer  # noqa: E402
+
+SINK_CODE = """
+import asyncio, sys
+from aiosmtpd.smtp import SMTP
+class Sink:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 2.0.0 Ok"
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(Sink(), hostname="sink"), "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def message(number: int, size: int = 4096) -> bytes:
+    head = (
+        f"From: Bench <bench@outside.test>\r\nTo: user@example.test\r\n"
+        f"Subject: bench {number}\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n"
+        f"Message-ID: <bench-{number}@outside.test>\r\n\r\n"
+    ).encode()
+    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    body = (line * (size // len(line) + 1))[: size - len(head)]
+    return head + body
+
+
+def read_line(process: subprocess.Popen[bytes], timeout_s: float) -> str:
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    buffer = b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and b"\n" not in buffer:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buffer += chunk
+    if b"\n" not in buffer:
+        raise RuntimeError(f"no startup line within {timeout_s}s")
+    return buffer.split(b"\n", 1)[0].decode()
+
+
+def start_sink() -> tuple[subprocess.Popen[bytes], int]:
+    process = subprocess.Popen([sys.executable, "-c", SINK_CODE], stdout=subprocess.PIPE)
+    return process, int(read_line(process, 20))
+
+
+def start_gateway(
+    workdir: Path, sink_port: int, nameserver: str, workers: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    config: dict[str, Any] = {
+        "smtp": {"listen": "127.0.0.1:0", "workers": workers, "max_connections_per_ip": 100},
+        "relay": {"port": sink_port, "domains": ["example.test"], "tls": "none"},
+        "queue": {"min_free_bytes": 1},
+        "storage": {"dir": str(workdir / f"var-{workers}")},
+        "dns": {"nameservers": [nameserver], "timeout_s": 0.5, "lifetime_s": 1.0},
+        "pipeline": {"rules_dir": str(ROOT / "rules")},
+        "log": {"level": "warning"},
+        "checks": {"antivirus": {"enabled": False}},
+    }
+    path = workdir / f"gateway-{workers}.toml"
+    path.write_text(tomli_w.dumps(config), encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=(workdir / f"gateway-{workers}.log").open("wb"),
+    )
+    line = read_line(process, 60)
+    return process, int(line.rsplit(":", 1)[1])
+
+
+async def drive(port: int, total: int, clients: int) -> dict[str, float]:
+    """Send `total` messages over `clients` concurrent sessions-in-a-row; rate and latencies."""
+    latencies: list[float] = []
+    failures = 0
+    counter = iter(range(total))
+
+    async def client() -> None:
+        nonlocal failures
+        for number in counter:
+            started = time.perf_counter()
+            try:
+                smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30)
+                await smtp.connect()
+                await smtp.sendmail("bench@outside.test", ["user@example.test"], message(number))
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                failures += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "messages": len(latencies),
+        "failures": failures,
+        "rate_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else 0.0,
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2) if latencies else 0.0,
+    }
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    dns = DnsTestServer().start()
+    dns.set_zone(".", {})  # NXDOMAIN for everything: no lookup leaves the machine
+    sink, sink_port = start_sink()
+    results: dict[str, Any] = {
+        "messages": args.messages,
+        "clients": args.clients,
+        "message_bytes": 4096,
+    }
+    try:
+        asyncio.run(drive(sink_port, 200, args.clients))  # warm-up
+        results["direct"] = asyncio.run(drive(sink_port, args.messages, args.clients))
+        with tempfile.TemporaryDirectory() as tmp:
+            for workers in (1, 2):
+                gateway, port = start_gateway(Path(tmp), sink_port, dns.address, workers)
+                try:
+                    asyncio.run(drive(port, 200, args.clients))  # warm-up
+                    results[f"gateway_{workers}w"] = asyncio.run(
+                        drive(port, args.messages, args.clients)
+                    )
+                finally:
+                    stop(gateway)
+    finally:
+        stop(sink)
+        dns.stop()
+    direct = results["direct"]["rate_per_s"]
+    for workers in (1, 2):
+        entry = results[f"gateway_{workers}w"]
+        entry["ratio_to_direct"] = round(entry["rate_per_s"] / direct, 3)
+    results["scaling_2w_over_1w"] = round(
+        results["gateway_2w"]["rate_per_s"] / results["gateway_1w"]["rate_per_s"], 3
+    )
+    print(f"{'path':<14}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'failed':>8}")
+    for name in ("direct", "gateway_1w", "gateway_2w"):
+        r = results[name]
+        ratio = r.get("ratio_to_direct", 1.0)
+        print(
+            f"{name:<14}{r['rate_per_s']:>9}{r['p50_ms']:>9}{r['p99_ms']:>9}{ratio:>8}"
+            f"{r['failures']:>8}"
+        )
+    print(f"2 workers / 1 worker: {results['scaling_2w_over_1w']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""Authentication-Results (RFC 8601): build ours from the checks' facts, and remove incoming
+headers that claim our authserv-id (a forger's way to make downstream trust a fake result).
+
+Pure functions on facts and bytes; the SMTP layer calls them when it writes the relayed or
+quarantined message.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.model import ArcFacts, DkimFacts, DmarcFacts, SpfFacts, Transaction
+
+HEADER_NAME = b"Authentication-Results"
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~@/]+$")  # RFC 2045 token (plus @ and /)
+
+
+def _comment(text: str) -> str:
+    """A header comment: ASCII only, one line, with ( ) and \\ escaped as quoted-pairs."""
+    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in " ".join(text.split()))
+    clean = clean.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    return f" ({clean})" if clean else ""
+
+
+def _value(text: str) -> str:
+    if _TOKEN.match(text):
+        return text
+    clean = "".join(c for c in text if 32 <= ord(c) < 127)
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _spf(facts: SpfFacts) -> str:
+    ptype = "smtp.helo" if facts.identity == "helo" else "smtp.mailfrom"
+    found = f"spf={facts.result}{_comment(f'ip={facts.client_ip} {facts.explanation}')}"
+    return f"{found} {ptype}={_value(facts.domain)}" if facts.domain else found
+
+
+def _dkim(facts: DkimFacts) -> list[str]:
+    if not facts.signatures:
+        return ["dkim=none"]
+    results = []
+    for sig in facts.signatures:
+        entry = f"dkim={sig.result}"
+        if sig.result != "pass":
+            entry += _comment(sig.reason)
+        if sig.domain:
+            entry += f" header.d={_value(sig.domain)}"
+        if sig.selector:
+            entry += f" header.s={_value(sig.selector)}"
+        if sig.algorithm:
+            entry += f" header.a={_value(sig.algorithm)}"
+        results.append(entry)
+    return results
+
+
+def _arc(facts: ArcFacts) -> str:
+    if facts.result == "none":
+        return "arc=none"
+    chain = f"i={facts.instances} sealers={','.join(facts.sealers)}"
+    detail = chain if facts.result == "pass" else f"{chain}: {facts.reason}"
+    return f"arc={facts.result}{_comment(detail)}"
+
+
+def _dmarc(facts: DmarcFacts) -> str:
+    detail = f"p={facts.policy} dis={facts.disposition}" if facts.record_domain else ""
+    if facts.override:
+        detail = f"{detail} {facts.override}".strip()
+    entry = f"dmarc={facts.result}{_comment(detail)}"
+    return f"{entry} header.from={_value(facts.from_domain)}" if facts.from_domain else entry
+
+
+def authentication_results(
+    authserv_id: str,
+    spf: SpfFacts | None = None,
+    dkim: DkimFacts | None = None,
+    arc: ArcFacts | None = None,
+    dmarc: DmarcFacts | None = None,
+) -> list[str]:
+    """The parts of an Authentication-Results value: authserv-id, then one resinfo per result
+    (`[authserv_id, "none"]` when nothing was checked). Join with "; " for a one-line value."""
+    results: list[str] = []
+    if spf is not None:
+        results.append(_spf(spf))
+    if dkim is not None:
+        results.extend(_dkim(dkim))
+    if arc is not None:
+        results.append(_arc(arc))
+    if dmarc is not None:
+        results.append(_dmarc(dmarc))
+    return [authserv_id, *(results or ["none"])]
+
+
+def authentication_results_header(authserv_id: str, tx: Transaction) -> bytes:
+    """The folded header line (CRLF-terminated) for `tx`, from the facts its checks left."""
+    spf, dkim, arc, dmarc = (tx.facts(name) for name in ("spf", "dkim", "arc", "dmarc"))
+    parts = authentication_results(
+        authserv_id,
+        spf if isinstance(spf, SpfFacts) else None,
+        dkim if isinstance(dkim, DkimFacts) else None,
+        arc if isinstance(arc, ArcFacts) else None,
+        dmarc if isinstance(dmarc, DmarcFacts) else None,
+    )
+    return HEADER_NAME + b": " + ";\r\n\t".join(parts).encode("ascii") + b"\r\n"
+
+
+def _authserv_id(value: bytes) -> bytes:
+    """The authserv-id of an Authentication-Results value: the first token after any CFWS."""
+    text, depth, i = value, 0, 0
+    while i < len(text):
+        char = text[i : i + 1]
+        if depth:
+            if char == b"\\":
+                i += 1
+            elif char == b"(":
+                depth += 1
+            elif char == b")":
+                depth -= 1
+        elif char == b"(":
+            depth = 1
+        elif not char.isspace():
+            break
+        i += 1
+    match = re.match(rb"[^\s;(]*", text[i:])
+    return match.group(0) if match else b""
+
+
+def remove_our_authentication_results(raw: bytes, authserv_id: str) -> bytes:
+    """`raw` without the Authentication-Results headers that name `authserv_id` (RFC 8601
+    section 5: a receiver removes such headers from outside). Everything else is kept byte for
+    byte, so DKIM signatures over other headers and the body still verify."""
+    ours = authserv_id.lower().encode("ascii", "replace")
+    lines = raw.splitlines(keepends=True)
+    kept: list[bytes] = []
+    dropping = False
+    for index, line in enumerate(lines):
+        if line in (b"\r\n", b"\n"):  # end of the header section: keep the rest as it is
+            return b"".join(kept) + b"".join(lines[index:])
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        name, colon, value = line.partition(b":")
+        dropping = bool(colon) and name.strip().lower() == b"authentication-results"
+        if dropping:
+            # The value may continue on the next lines; the id comes first, so read it whole.
+            following = [value]
+            for more in lines[index + 1 :]:
+                if more[:1] not in (b" ", b"\t"):
+                    break
+                following.append(more)
+            dropping = _authserv_id(b"".join(following)).lower() == ours
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept)

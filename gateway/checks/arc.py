@@ -1,0 +1,76 @@
+"""ARC (RFC 8617): validate the chain of ARC sets that forwarders added, with dkimpy.
+
+The facts keep, per instance, who sealed it and the DMARC result that sealer recorded, so the
+DMARC check can let a configured trusted forwarder vouch for mail whose SPF and DKIM it broke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import dkim
+
+from gateway.checks.dkimpy_adapter import KeyLookups, LogLines, private_logger
+from gateway.model import ArcFacts, ArcResult, CheckResult, OnError, Phase, Symbol, Transaction
+from gateway.net.dns import Resolver
+from gateway.pipeline.check import Check
+
+_DMARC_IN_AAR = re.compile(rb"\bdmarc\s*=\s*([a-z]+)", re.IGNORECASE)
+
+
+def _text(value: object) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def verify_arc(raw: bytes, resolver: Resolver, min_rsa_bits: int) -> ArcFacts:
+    """Validate the ARC chain of `raw` (blocking: DNS and signature checks happen here)."""
+    lookups = KeyLookups(resolver)
+    try:
+        arc = dkim.ARC(raw, logger=private_logger(LogLines()), minkey=min_rsa_bits)
+        verdict, instances, why = arc.verify(dnsfunc=lookups)
+    except dkim.DKIMException as exc:
+        return ArcFacts("fail", reason=f"malformed ARC set: {exc}")
+    if verdict == dkim.CV_None:
+        return ArcFacts("none")
+    ordered = sorted(instances, key=lambda i: int(i["instance"]))  # oldest (i=1) first
+    sealers = tuple(_text(i.get("as-domain")).lower() for i in ordered)
+    claims = []
+    for instance in ordered:
+        found = _DMARC_IN_AAR.search(instance.get("aar-value") or b"")
+        claims.append(_text(found.group(1)).lower() if found else "")
+    reason = _text(why)
+    if lookups.last.startswith("dns-error"):
+        reason += f" ({lookups.last})"
+    result: ArcResult = "pass" if verdict == dkim.CV_Pass else "fail"
+    return ArcFacts(result, len(ordered), sealers, tuple(claims), reason)
+
+
+def arc_symbol(facts: ArcFacts) -> Symbol:
+    if facts.result == "none":
+        return Symbol("ARC_NONE", "no ARC sets")
+    chain = f"i={facts.instances} sealers={','.join(facts.sealers) or '-'}"
+    if facts.result == "pass":
+        return Symbol("ARC_PASS", chain)
+    return Symbol("ARC_FAIL", f"{chain}: {facts.reason}")
+
+
+class ArcCheck(Check):
+    name = "arc"
+    phase = Phase.DATA
+    symbols = frozenset({"ARC_PASS", "ARC_FAIL", "ARC_NONE"})
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        min_rsa_bits: int = 1024,
+        timeout_s: float = 10.0,
+        on_error: OnError = OnError.IGNORE,
+    ) -> None:
+        super().__init__(timeout_s, on_error)
+        self.resolver = resolver
+        self.min_rsa_bits = min_rsa_bits
+
+    async def run(self, tx: Transaction) -> CheckResult:
+        facts = await asyncio.to_thread(verify_arc, tx.raw, self.resolver, self.min_rsa_bits)
+        return self.result(arc_symbol(facts), facts=facts)

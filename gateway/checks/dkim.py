@@ -1,0 +1,141 @@
+"""DKIM (RFC 6376): verify every DKIM-Signature, not only the first, with dkimpy.
+
+Each signature gets its own result (a fact DMARC reads). dkimpy reports most problems as a bare
+False, so the key lookup goes through a hook that records what DNS said, and dkimpy's log lines
+give the reason. A signature whose l= leaves part of the body unsigned is `neutral`: content
+could have been appended, so it must not vouch for the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import dkim
+from dkim.canonicalization import CanonicalizationPolicy
+from dkim.util import InvalidTagValueList, parse_tag_value
+
+from gateway.checks.dkimpy_adapter import KeyLookups, LogLines, private_logger
+from gateway.model import (
+    CheckResult,
+    DkimFacts,
+    DkimResult,
+    DkimSignatureFacts,
+    OnError,
+    Phase,
+    Symbol,
+    Transaction,
+)
+from gateway.net.dns import Resolver
+from gateway.pipeline.check import Check
+
+DKIM_RESULTS: tuple[DkimResult, ...] = ("pass", "fail", "neutral", "permerror", "temperror")
+MAX_REASON_CHARS = 160
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+
+
+def _unsigned_tail(verifier: dkim.DKIM, tags: dict[bytes, bytes]) -> int:
+    """Body bytes after the l= limit: content anyone could have appended."""
+    if b"l" not in tags:
+        return 0
+    try:
+        policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+        body = policy.canonicalize_body(verifier.body)
+        return max(0, len(body) - int(tags[b"l"]))
+    except (ValueError, dkim.DKIMException):
+        return 0  # a malformed c= or l= already failed verification
+
+
+def verify_signature(
+    verifier: dkim.DKIM, index: int, header: bytes, lookups: KeyLookups, log: LogLines
+) -> DkimSignatureFacts:
+    try:
+        tags = parse_tag_value(header)
+    except InvalidTagValueList as exc:
+        return DkimSignatureFacts("", "", "", "permerror", _short(f"unparseable signature: {exc}"))
+    domain = tags.get(b"d", b"").decode("ascii", "replace").lower()
+    selector = tags.get(b"s", b"").decode("ascii", "replace")
+    algorithm = tags.get(b"a", b"").decode("ascii", "replace")
+
+    def facts(result: DkimResult, reason: str) -> DkimSignatureFacts:
+        return DkimSignatureFacts(domain, selector, algorithm, result, _short(reason))
+
+    log.lines.clear()
+    lookups.last = ""
+    try:
+        valid = verifier.verify(idx=index, dnsfunc=lookups)
+    except dkim.ValidationError as exc:
+        if "body hash mismatch" in str(exc):
+            return facts("fail", "body hash mismatch (body changed)")
+        return facts("permerror", str(exc))
+    except dkim.DKIMException as exc:
+        return facts("permerror", str(exc))
+    if valid:
+        unsigned = _unsigned_tail(verifier, tags)
+        if unsigned:
+            return facts("neutral", f"l= leaves {unsigned} body bytes unsigned")
+        return facts("pass", "signature verified")
+    if lookups.last.startswith("dns-error"):
+        return facts("temperror", lookups.last)
+    if lookups.last == "missing":
+        return facts("permerror", "no key published for the selector")
+    if lookups.last == "revoked":
+        return facts("fail", "key revoked (empty p=)")
+    if log.lines:
+        return facts("permerror", log.lines[-1])
+    return facts("fail", "signature did not verify (headers changed)")
+
+
+def verify_dkim(raw: bytes, resolver: Resolver, min_rsa_bits: int) -> DkimFacts:
+    """Verify every DKIM-Signature of `raw` (blocking: DNS and RSA happen here)."""
+    log = LogLines()
+    try:
+        verifier = dkim.DKIM(raw, logger=private_logger(log), minkey=min_rsa_bits)
+    except dkim.DKIMException as exc:
+        if b"dkim-signature" not in raw.lower():
+            return DkimFacts()
+        bad = DkimSignatureFacts("", "", "", "permerror", _short(f"malformed message: {exc}"))
+        return DkimFacts((bad,))
+    headers = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
+    lookups = KeyLookups(resolver)
+    return DkimFacts(
+        tuple(verify_signature(verifier, i, h, lookups, log) for i, h in enumerate(headers))
+    )
+
+
+def dkim_symbols(facts: DkimFacts) -> list[Symbol]:
+    """One symbol per result that occurred; its reason lists the signatures that had it."""
+    if not facts.signatures:
+        return [Symbol("DKIM_NONE", "no DKIM-Signature")]
+    symbols = []
+    for result in DKIM_RESULTS:
+        found = [s for s in facts.signatures if s.result == result]
+        if found:
+            reason = "; ".join(
+                f"d={s.domain} s={s.selector} a={s.algorithm}: {s.reason}" for s in found
+            )
+            symbols.append(Symbol(f"DKIM_{result.upper()}", reason))
+    return symbols
+
+
+class DkimCheck(Check):
+    name = "dkim"
+    phase = Phase.DATA
+    symbols = frozenset({"DKIM_NONE", *(f"DKIM_{r.upper()}" for r in DKIM_RESULTS)})
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        min_rsa_bits: int = 1024,
+        timeout_s: float = 10.0,
+        on_error: OnError = OnError.IGNORE,
+    ) -> None:
+        super().__init__(timeout_s, on_error)
+        self.resolver = resolver
+        self.min_rsa_bits = min_rsa_bits
+
+    async def run(self, tx: Transaction) -> CheckResult:
+        facts = await asyncio.to_thread(verify_dkim, tx.raw, self.resolver, self.min_rsa_bits)
+        return self.result(*dkim_symbols(facts), facts=facts)

@@ -1,0 +1,244 @@
+"""DMARC (RFC 7489): the RFC5322.From domain's policy, applied to SPF and DKIM alignment.
+
+Reads the SPF, DKIM and ARC checks' facts. The record is looked up at _dmarc.<From domain>,
+else at the organisational domain (public suffix list shipped with `publicsuffixlist`: no
+network). The record is parsed here (section 6.3): checkdmarc's parser also queries DNS for
+report-URI authorisation with its own resolver, which the decision does not need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import random
+from dataclasses import dataclass
+
+from publicsuffixlist import PublicSuffixList
+
+from gateway.errors import DnsError
+from gateway.model import (
+    ArcFacts,
+    CheckResult,
+    DkimFacts,
+    DmarcFacts,
+    DmarcPolicy,
+    OnError,
+    Phase,
+    SpfFacts,
+    Symbol,
+    Transaction,
+)
+from gateway.net.dns import Resolver
+from gateway.pipeline.check import Check
+
+_PSL = PublicSuffixList()  # the list bundled with the package; never downloads
+_POLICIES: tuple[DmarcPolicy, ...] = ("none", "quarantine", "reject")
+_ONE_LESS_STRICT: dict[DmarcPolicy, DmarcPolicy] = {
+    "reject": "quarantine",
+    "quarantine": "none",
+    "none": "none",
+}
+
+
+def organizational_domain(domain: str) -> str:
+    """RFC 7489 3.2: the public suffix plus one label (the domain itself if it is a suffix)."""
+    domain = domain.lower().rstrip(".")
+    return _PSL.privatesuffix(domain) or domain
+
+
+def aligned(identifier: str, from_domain: str, strict: bool) -> bool:
+    identifier, from_domain = identifier.lower().rstrip("."), from_domain.lower().rstrip(".")
+    if strict:
+        return identifier == from_domain
+    return organizational_domain(identifier) == organizational_domain(from_domain)
+
+
+@dataclass(frozen=True)
+class DmarcRecord:
+    policy: DmarcPolicy
+    subdomain_policy: DmarcPolicy
+    strict_dkim: bool = False
+    strict_spf: bool = False
+    pct: int = 100
+
+
+class MalformedRecord(ValueError):
+    """The record is v=DMARC1 but has no usable policy."""
+
+
+def parse_record(text: str) -> DmarcRecord:
+    """Parse a DMARC record (RFC 7489 6.3). Invalid optional tags fall back to their defaults
+    (6.3: "syntax errors in the remainder of the record SHOULD be discarded")."""
+    tags: dict[str, str] = {}
+    for part in text.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            tags.setdefault(name.strip().lower(), value.strip())
+    if tags.get("v") != "DMARC1":
+        raise MalformedRecord("v=DMARC1 missing")
+    policy = tags.get("p", "").lower()
+    if policy not in _POLICIES:
+        # 6.6.3: a record with an invalid p= but a report address counts as p=none.
+        if "rua" in tags and "mailto:" in tags["rua"].lower():
+            policy = "none"
+        else:
+            raise MalformedRecord(f"invalid p={tags.get('p', '')!r}")
+    subdomain_policy = tags.get("sp", "").lower()
+    try:
+        pct = int(tags.get("pct", "100"))
+    except ValueError:
+        pct = 100
+    return DmarcRecord(
+        policy=_as_policy(policy),
+        subdomain_policy=_as_policy(subdomain_policy)
+        if subdomain_policy in _POLICIES
+        else _as_policy(policy),
+        strict_dkim=tags.get("adkim", "r").lower() == "s",
+        strict_spf=tags.get("aspf", "r").lower() == "s",
+        pct=pct if 0 <= pct <= 100 else 100,
+    )
+
+
+def _as_policy(value: str) -> DmarcPolicy:
+    for policy in _POLICIES:
+        if policy == value:
+            return policy
+    raise MalformedRecord(f"invalid policy {value!r}")
+
+
+def from_domains(tx: Transaction) -> list[str]:
+    """The domains of every address in every From header (DMARC needs exactly one)."""
+    values = [str(v) for v in tx.message.get_all("From") or []]
+    domains = []
+    for _name, address in email.utils.getaddresses(values):
+        domains.append(address.rpartition("@")[2].lower().rstrip(".") if "@" in address else "")
+    return domains
+
+
+class DmarcCheck(Check):
+    name = "dmarc"
+    phase = Phase.DATA
+    requires = ("spf", "dkim", "arc")
+    symbols = frozenset(
+        {
+            "DMARC_PASS",
+            "DMARC_FAIL",
+            "DMARC_QUARANTINE",
+            "DMARC_REJECT",
+            "DMARC_NONE",
+            "DMARC_TEMPERROR",
+            "DMARC_PERMERROR",
+            "DMARC_BAD_FROM",
+            "DMARC_ARC_OVERRIDE",
+        }
+    )
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        trusted_arc_sealers: tuple[str, ...] = (),
+        timeout_s: float = 10.0,
+        on_error: OnError = OnError.IGNORE,
+    ) -> None:
+        super().__init__(timeout_s, on_error)
+        self.resolver = resolver
+        self.trusted_arc_sealers = frozenset(s.lower().rstrip(".") for s in trusted_arc_sealers)
+
+    async def run(self, tx: Transaction) -> CheckResult:
+        domains = from_domains(tx)
+        if len(domains) != 1 or not domains[0]:
+            why = f"{len(domains)} From addresses" if len(domains) != 1 else "From has no domain"
+            facts = DmarcFacts("permerror", "", override=why)
+            return self.result(Symbol("DMARC_BAD_FROM", why), facts=facts)
+        facts = await self.evaluate(tx, domains[0])
+        return self.result(dmarc_symbol(facts), facts=facts)
+
+    async def _find_record(self, from_domain: str) -> tuple[str, str] | None:
+        """(record text, where it was found), or None. Raises DnsError, MalformedRecord."""
+        org = organizational_domain(from_domain)
+        for domain in dict.fromkeys((from_domain, org)):
+            answer = await self.resolver.lookup(f"_dmarc.{domain}", "TXT")
+            records = [r for r in answer.records if r.replace(" ", "").startswith("v=DMARC1")]
+            if len(records) > 1:
+                raise MalformedRecord(f"{len(records)} DMARC records at _dmarc.{domain}")
+            if records:
+                return records[0], domain
+        return None
+
+    async def evaluate(self, tx: Transaction, from_domain: str) -> DmarcFacts:
+        spf, dkim, arc = tx.facts("spf"), tx.facts("dkim"), tx.facts("arc")
+        try:
+            found = await self._find_record(from_domain)
+            if found is None:
+                return DmarcFacts("none", from_domain)
+            record_text, record_domain = found
+            record = parse_record(record_text)
+        except DnsError as exc:
+            return DmarcFacts("temperror", from_domain, override=f"record lookup: {exc}")
+        except MalformedRecord as exc:
+            return DmarcFacts("permerror", from_domain, override=str(exc))
+
+        spf_ok = (
+            isinstance(spf, SpfFacts)
+            and spf.result == "pass"
+            and aligned(spf.domain, from_domain, record.strict_spf)
+        )
+        dkim_ok = isinstance(dkim, DkimFacts) and any(
+            aligned(d, from_domain, record.strict_dkim) for d in dkim.domains_with("pass")
+        )
+        policy = record.policy if record_domain == from_domain else record.subdomain_policy
+        base = DmarcFacts("pass", from_domain, policy, "none", spf_ok, dkim_ok, record_domain)
+        if spf_ok or dkim_ok:
+            return base
+        # An aligned identifier we could not check might have passed: not a failure (yet).
+        unsure = (
+            isinstance(spf, SpfFacts)
+            and spf.result == "temperror"
+            and aligned(spf.domain, from_domain, record.strict_spf)
+        ) or (
+            isinstance(dkim, DkimFacts)
+            and any(
+                aligned(d, from_domain, record.strict_dkim) for d in dkim.domains_with("temperror")
+            )
+        )
+        if unsure:
+            return dataclasses.replace(
+                base, result="temperror", override="aligned SPF/DKIM had a DNS error"
+            )
+        vouched = self._trusted_sealer_vouches(arc)
+        if vouched:
+            return dataclasses.replace(base, result="fail", override=vouched)
+        sampled = random.Random(tx.id).random() * 100 < record.pct
+        disposition = policy if sampled else _ONE_LESS_STRICT[policy]
+        return dataclasses.replace(base, result="fail", disposition=disposition)
+
+    def _trusted_sealer_vouches(self, arc: object) -> str:
+        """RFC 8617 7.2.1: a validated chain sealed by a trusted forwarder that saw dmarc=pass."""
+        if not isinstance(arc, ArcFacts) or arc.result != "pass":
+            return ""
+        for sealer, claimed in zip(arc.sealers, arc.sealer_dmarc, strict=False):
+            if sealer in self.trusted_arc_sealers and claimed == "pass":
+                return f"trusted ARC sealer {sealer} saw dmarc=pass"
+        return ""
+
+
+def dmarc_symbol(facts: DmarcFacts) -> Symbol:
+    where = f"from={facts.from_domain}"
+    if facts.record_domain:
+        where += f" record=_dmarc.{facts.record_domain} p={facts.policy}"
+    if facts.result == "pass":
+        via = [
+            name for name, ok in (("spf", facts.spf_aligned), ("dkim", facts.dkim_aligned)) if ok
+        ]
+        return Symbol("DMARC_PASS", f"{where} aligned={'+'.join(via)}")
+    if facts.result in ("none", "temperror", "permerror"):
+        detail = f": {facts.override}" if facts.override else ""
+        return Symbol(f"DMARC_{facts.result.upper()}", f"{where}{detail}")
+    if facts.override:
+        return Symbol("DMARC_ARC_OVERRIDE", f"{where} fail overridden: {facts.override}")
+    reason = f"{where} no aligned SPF or DKIM pass, disposition={facts.disposition}"
+    if facts.disposition == "reject":
+        return Symbol("DMARC_REJECT", reason)
+    if facts.disposition == "quarantine":
+        return Symbol("DMARC_QUARANTINE", reason)
+    return Symbol("DMARC_FAIL", reason)

@@ -1,0 +1,95 @@
+"""DataCollector: end of data, transparency, bare line endings and limits, chunk by chunk."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gateway.smtp.data import DataCollector, DataProblem
+
+
+def collect(
+    stream: bytes, normalize: bool = False, max_bytes: int = 10_000, max_line: int = 1000
+) -> tuple[DataCollector, bytes]:
+    """Feed `stream` cut at LF, as the session reads it; return the collector and the rest."""
+    collector = DataCollector(max_bytes, max_line, normalize)
+    rest = stream
+    while rest:
+        chunk, lf, rest = rest.partition(b"\n")
+        if collector.feed(chunk + lf):
+            return collector, rest
+    raise AssertionError("no end of data")
+
+
+def test_crlf_dot_crlf_ends_data_and_the_rest_is_left() -> None:
+    collector, rest = collect(b"a\r\nb\r\n.\r\nQUIT\r\n")
+    assert collector.problem is None
+    assert collector.message() == b"a\r\nb\r\n"
+    assert rest == b"QUIT\r\n"
+
+
+def test_an_empty_message_ends_at_once() -> None:
+    collector, rest = collect(b".\r\n")
+    assert collector.message() == b""
+    assert rest == b""
+
+
+@pytest.mark.parametrize(
+    "fake_end",
+    [b"\n.\n", b"\n.\r\n", b"\r.\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r", b"\n.\r"],
+    ids=repr,
+)
+def test_fake_ends_do_not_end_data(fake_end: bytes) -> None:
+    stream = b"x" + fake_end + b"MAIL FROM:<a@b.test>\r\n.\r\n"
+    rejected, rest = collect(stream)
+    assert rejected.problem is DataProblem.BARE_LINE_ENDING
+    assert rest == b""
+    normalized, rest = collect(stream, normalize=True)
+    assert normalized.problem is None
+    assert rest == b""
+    assert re.search(rb"\r(?!\n)|(?<!\r)\n", normalized.message()) is None
+
+
+def test_normalize_turns_each_bare_cr_or_lf_into_crlf() -> None:
+    collector, _ = collect(b"a\nb\rc\r\r\n.\r\n", normalize=True)
+    assert collector.message() == b"a\r\nb\r\nc\r\n\r\n"
+
+
+def test_transparency_dot_is_removed_at_real_line_starts_only() -> None:
+    collector, _ = collect(b"..\r\n..x\r\n.y\r\n.\r\n", normalize=True)
+    assert collector.message() == b".\r\n.x\r\ny\r\n"
+    # After a bare LF the "line" is not a real SMTP line: its dot is content.
+    collector, _ = collect(b"a\n..b\r\n.\r\n", normalize=True)
+    assert collector.message() == b"a\r\n..b\r\n"
+
+
+def test_too_big_keeps_reading_but_stores_nothing() -> None:
+    collector, rest = collect(b"0123456789\r\n" * 10 + b".\r\nNOOP\r\n", max_bytes=100)
+    assert collector.problem is DataProblem.TOO_BIG
+    assert collector.size == 120
+    assert collector.message() == b""
+    assert rest == b"NOOP\r\n"
+
+
+def test_line_limit_counts_the_crlf() -> None:
+    ok, _ = collect(b"x" * 998 + b"\r\n.\r\n")
+    assert ok.problem is None
+    long, _ = collect(b"x" * 999 + b"\r\n.\r\n")
+    assert long.problem is DataProblem.LINE_TOO_LONG
+
+
+def test_size_beats_other_problems() -> None:
+    collector, _ = collect(b"x\n" + b"y" * 2000 + b"\r\n.\r\n", max_bytes=100)
+    assert collector.problem is DataProblem.TOO_BIG
+
+
+def test_fragments_of_an_overlong_line_keep_the_line_start_straight() -> None:
+    collector = DataCollector(10_000, 1000, normalize=False)
+    collector.fragment(b"x" * 1500 + b"\r")  # the stream buffer ended between CR and LF
+    assert not collector.feed(b"\n")
+    assert not collector.feed(b".x\r\n")
+    collector.fragment(b"y" * 1500)
+    assert not collector.feed(b".\r\n")  # the tail of the long line, not an end
+    assert collector.feed(b".\r\n")
+    assert collector.problem is DataProblem.LINE_TOO_LONG
