@@ -94,9 +94,11 @@ def bench_rules_alone(rules: RulesCheck, messages: list[tuple[str, bytes]]) -> C
     started, cpu_started = time.perf_counter(), time.process_time()
     asyncio.run(run_all())
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    print(f"rules check alone (parse, decode, match): {len(messages)} messages in "
-          f"{elapsed:.2f}s = {len(messages) / elapsed:.0f} messages/s; CPU "
-          f"{1000 * cpu / len(messages):.2f} ms per message = {len(messages) / cpu:.0f}/s per core")
+    print(
+        f"rules check alone (parse, decode, match): {len(messages)} messages in "
+        f"{elapsed:.2f}s = {len(messages) / elapsed:.0f} messages/s; CPU "
+        f"{1000 * cpu / len(messages):.2f} ms per message = {len(messages) / cpu:.0f}/s per core"
+    )
     return hits
 
 
@@ -115,11 +117,13 @@ async def bench_pipeline(
     started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i, raw) for i, (_, raw) in enumerate(messages)))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    print(f"dnsbl + lists + rules + uribl with DNS: {len(messages)} messages in {elapsed:.2f}s "
-          f"= {len(messages) / elapsed:.0f} messages/s, {concurrency} in flight (CPU, DNS "
-          f"server included: {1000 * cpu / len(messages):.2f} ms per message); latency "
-          f"p50 {1000 * statistics.median(latencies):.1f} ms, "
-          f"p95 {1000 * sorted(latencies)[int(0.95 * len(latencies))]:.1f} ms")
+    print(
+        f"dnsbl + lists + rules + uribl with DNS: {len(messages)} messages in {elapsed:.2f}s "
+        f"= {len(messages) / elapsed:.0f} messages/s, {concurrency} in flight (CPU, DNS "
+        f"server included: {1000 * cpu / len(messages):.2f} ms per message); latency "
+        f"p50 {1000 * statistics.median(latencies):.1f} ms, "
+        f"p95 {1000 * sorted(latencies)[int(0.95 * len(latencies))]:.1f} ms"
+    )
 
 
 def print_rule_hits(hits: Counter[str], messages: list[tuple[str, bytes]]) -> None:
@@ -128,8 +132,10 @@ def print_rule_hits(hits: Counter[str], messages: list[tuple[str, bytes]]) -> No
     print(f"\nrule hits (ham {totals['ham']}, spam {totals['spam']}):")
     for name in names:
         ham, spam = hits[f"ham:{name}"], hits[f"spam:{name}"]
-        print(f"  {name:34} ham {100 * ham / totals['ham']:5.1f}%  "
-              f"spam {100 * spam / totals['spam']:5.1f}%")
+        print(
+            f"  {name:34} ham {100 * ham / totals['ham']:5.1f}%  "
+            f"spam {100 * spam / totals['spam']:5.1f}%"
+        )
 
 
 def main() -> None:
@@ -150,19 +156,25 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             zones_file = Path(tmp) / "dnsbl.toml"
             zones_file.write_text(ZONES)
-            resolver = Resolver([server.address], timeout_s=1.0, lifetime_s=2.0,
-                                cache_entries=10_000)
+            resolver = Resolver(
+                [server.address], timeout_s=1.0, lifetime_s=2.0, cache_entries=10_000
+            )
             checks = [
-                DnsblCheck(load_zones(zones_file, "ip"), resolver,
-                           skip_networks=DnsblCheckConfig().skip_networks),
+                DnsblCheck(
+                    load_zones(zones_file, "ip"),
+                    resolver,
+                    skip_networks=DnsblCheckConfig().skip_networks,
+                ),
                 ListsCheck(SHIPPED_RULES_DIR / "lists.toml"),
                 RulesCheck(rule_files),
                 UriblCheck(load_zones(zones_file, "domain"), resolver),
             ]
             pipeline = Pipeline(checks, load_policy(SHIPPED_RULES_DIR), deadline_s=30.0)
             asyncio.run(bench_pipeline(pipeline, messages, args.concurrency))
-        print(f"DNS queries answered by the loopback server: {len(server.queries)} "
-              f"(the rest came from the resolver's cache)")
+        print(
+            f"DNS queries answered by the loopback server: {len(server.queries)} "
+            f"(the rest came from the resolver's cache)"
+        )
     finally:
         server.stop()
     print_rule_hits(hits, messages)

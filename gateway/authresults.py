@@ -11,7 +11,7 @@ import re
 
 from gateway.model import ArcFacts, DkimFacts, DmarcFacts, SpfFacts, Transaction
 
-HEADER_NAME = b"Authentication-Results"
+HEADER_NAME = "Authentication-Results"
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~@/]+$")  # RFC 2045 token (plus @ and /)
 
 
@@ -90,8 +90,9 @@ def authentication_results(
     return [authserv_id, *(results or ["none"])]
 
 
-def authentication_results_header(authserv_id: str, tx: Transaction) -> bytes:
-    """The folded header line (CRLF-terminated) for `tx`, from the facts its checks left."""
+def authentication_results_field(authserv_id: str, tx: Transaction) -> str:
+    """The complete, folded header field for `tx` from the facts its checks left, without the
+    final CRLF (the shape `gateway.smtp.stamp` takes in `extra`)."""
     spf, dkim, arc, dmarc = (tx.facts(name) for name in ("spf", "dkim", "arc", "dmarc"))
     parts = authentication_results(
         authserv_id,
@@ -100,7 +101,7 @@ def authentication_results_header(authserv_id: str, tx: Transaction) -> bytes:
         arc if isinstance(arc, ArcFacts) else None,
         dmarc if isinstance(dmarc, DmarcFacts) else None,
     )
-    return HEADER_NAME + b": " + ";\r\n\t".join(parts).encode("ascii") + b"\r\n"
+    return f"{HEADER_NAME}: " + ";\r\n\t".join(parts)
 
 
 def _authserv_id(value: bytes) -> bytes:

@@ -74,9 +74,19 @@ class SmtpConfig:
             value = getattr(self, name)
             if value and not Path(value).is_file():
                 problems.append(f"{path}.{name}: no such file {value!r}")
-        _positive(self, problems, path, "workers", "max_message_bytes", "max_recipients",
-                  "max_connections", "max_connections_per_ip", "idle_timeout_s",
-                  "session_timeout_s", "max_bad_commands")
+        _positive(
+            self,
+            problems,
+            path,
+            "workers",
+            "max_message_bytes",
+            "max_recipients",
+            "max_connections",
+            "max_connections_per_ip",
+            "idle_timeout_s",
+            "session_timeout_s",
+            "max_bad_commands",
+        )
         if self.max_line_bytes < 1000:
             problems.append(f"{path}.max_line_bytes: must be at least 1000 (RFC 5321 4.5.3.1.6)")
 
@@ -112,8 +122,9 @@ class QueueConfig:
     delay_warning_s: float = 0.0  # DSN "delayed" to the sender after this long; 0 = never
 
     def validate(self, problems: list[str], path: str) -> None:
-        _positive(self, problems, path, "retry_initial_s", "retry_max_s", "lifetime_s",
-                  "scan_interval_s")
+        _positive(
+            self, problems, path, "retry_initial_s", "retry_max_s", "lifetime_s", "scan_interval_s"
+        )
         if self.retry_max_s < self.retry_initial_s:
             problems.append(f"{path}.retry_max_s: must be >= retry_initial_s")
         if not 0 <= self.delay_warning_s < self.lifetime_s:
@@ -205,9 +216,9 @@ class GtubeCheckConfig(CheckConfig):
 
 @dataclass(frozen=True)
 class AntivirusCheckConfig(CheckConfig):
-    # Off unless configured: with no clamd every message would get 451 (gateway.example.toml
-    # turns it on).
-    enabled: bool = False
+    # On unless configured off: a gateway that silently skips virus scanning is not safe by
+    # default. With no clamd at `address` every message gets 451 until one runs.
+    enabled: bool = True
     address: str = "tcp://127.0.0.1:3310"  # or an absolute unix socket path
     timeout_s: float = 30.0  # a large message takes clamd a while
     on_error: OnError = OnError.TEMPFAIL  # a scanner failure is never a silent pass
@@ -236,9 +247,18 @@ class AttachmentsCheckConfig(CheckConfig):
     max_compression_ratio: float = 100.0  # above it (and above 1 MiB inflated): a zip bomb
 
     def validate(self, problems: list[str], path: str) -> None:
-        _positive(self, problems, path, "timeout_s", "max_parts", "max_decoded_bytes",
-                  "max_archive_depth", "max_archive_entries", "max_nested_archive_bytes",
-                  "max_compression_ratio")
+        _positive(
+            self,
+            problems,
+            path,
+            "timeout_s",
+            "max_parts",
+            "max_decoded_bytes",
+            "max_archive_depth",
+            "max_archive_entries",
+            "max_nested_archive_bytes",
+            "max_compression_ratio",
+        )
         if self.max_archive_entries >= 0xFFFF:
             problems.append(f"{path}.max_archive_entries: must be below 65535")
 
@@ -313,10 +333,18 @@ class DnsListCheckConfig(CheckConfig):
 
 @dataclass(frozen=True)
 class DnsblCheckConfig(DnsListCheckConfig):
+    phase: Literal["connect", "rcpt"] = "connect"  # when to look up (and refuse) the client
     # Addresses no public list knows; also keeps internal addresses out of outside queries.
     skip_networks: tuple[str, ...] = (
-        "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-        "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10",
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
     )
 
     def validate(self, problems: list[str], path: str) -> None:
@@ -407,8 +435,8 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
         try:
             return tp(value)
         except ValueError:
-            allowed = ", ".join(repr(m.value) for m in tp)
-            problems.append(f"{path}: {value!r} is not one of {allowed}")
+            names = ", ".join(repr(m.value) for m in tp)
+            problems.append(f"{path}: {value!r} is not one of {names}")
             return None
     if origin in (tuple, list):
         args = get_args(tp)
@@ -419,7 +447,7 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
         items = [_convert(item_type, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
         return tuple(items)
     if origin is dict:
-        key_type, value_type = get_args(tp)
+        _, value_type = get_args(tp)
         if not isinstance(value, dict):
             problems.append(f"{path}: expected a table, got {type(value).__name__}")
             return None
@@ -454,7 +482,11 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
 
 def _build(cls: type[T], data: dict[str, Any], path: str, problems: list[str]) -> T:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]  # only called on dataclasses
+        if f.init and f.name != "source"
+    }
     for key in data:
         if key not in fields:
             where = f"{path}.{key}" if path else key

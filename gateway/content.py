@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.errors
 import email.header
 import email.message
+import itertools
 import re
 import weakref
 from dataclasses import dataclass
@@ -115,7 +116,12 @@ def _filename(part: email.message.Message) -> str:
     return decode_header_value(name) if name else ""
 
 
-MAX_PART_BYTES = 512 * 1024  # of each decoded part: a bound on the work per message
+# Bounds on the work per message (the checks run on the event loop): text decoded per part and
+# in all, and leaf parts looked at. Spam that hides its text past them still meets the
+# classifier and the antivirus, which read the whole message.
+MAX_PART_BYTES = 512 * 1024
+MAX_TEXT_BYTES = 2 * 1024 * 1024
+MAX_PARTS = 1000
 
 # The rules and uribl checks both read a message's content: it is decoded once per parsed
 # message and forgotten with it.
@@ -126,18 +132,18 @@ def message_content(msg: email.message.Message) -> Content:
     """The decoded content of `msg`, computed on first use."""
     content = _decoded.get(msg)
     if content is None:
-        content = _decoded[msg] = _walk(msg, MAX_PART_BYTES)
+        content = _decoded[msg] = _walk(msg)
     return content
 
 
-def _walk(msg: email.message.Message, max_part_bytes: int) -> Content:
-    """Walk every leaf part (nested multiparts and attached messages included) once."""
+def _walk(msg: email.message.Message) -> Content:
+    """Walk the leaf parts (nested multiparts and attached messages included) once."""
     texts: list[str] = []
     links: list[str] = []
     attachments: list[Attachment] = []
-    for part in msg.walk():
-        if part.is_multipart():
-            continue
+    leaves = (part for part in msg.walk() if not part.is_multipart())
+    text_budget = MAX_TEXT_BYTES
+    for part in itertools.islice(leaves, MAX_PARTS):
         content_type = part.get_content_type()
         filename = _filename(part)
         disposition = (part.get_content_disposition() or "").lower()
@@ -145,10 +151,12 @@ def _walk(msg: email.message.Message, max_part_bytes: int) -> Content:
             attachments.append(Attachment(filename, content_type))
             if content_type not in ("text/plain", "text/html"):
                 continue
-        if content_type == "text/plain":
-            texts.append(_normalized(_part_text(part, max_part_bytes)))
-        elif content_type == "text/html":
-            text, found = html_text_and_links(_part_text(part, max_part_bytes))
-            texts.append(_normalized(text))
+        if content_type not in ("text/plain", "text/html") or text_budget <= 0:
+            continue
+        text = _part_text(part, min(MAX_PART_BYTES, text_budget))
+        text_budget -= len(text)
+        if content_type == "text/html":
+            text, found = html_text_and_links(text)
             links.extend(found)
+        texts.append(_normalized(text))
     return Content(tuple(texts), tuple(links), tuple(attachments))

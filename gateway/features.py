@@ -36,6 +36,7 @@ _Adder = Callable[[str, float], None]  # `features.__setitem__`, handed to the h
 
 MAX_TEXT_CHARS = 100_000  # enough to judge a message; bounds the cost of huge bodies
 MAX_PARTS = 100
+TEXT_BLOCK_WEIGHT = 4.0  # chosen on held-out recall at low false-positive rates
 FREEMAIL_DOMAINS = frozenset({
     "gmail.com", "googlemail.com", "yahoo.com", "hotmail.com", "outlook.com", "live.com",
     "msn.com", "aol.com", "icloud.com", "mail.com", "gmx.com", "gmx.net", "yandex.ru",
@@ -310,18 +311,21 @@ def _text_features(features: Features, subject: str, texts: list[str]) -> None:
     features[f"text:exclamations={_bucket(body.count('!'))}"] = 1.0
     if re.search(r"[$€£]\s?\d", body):
         features["text:money_amount"] = 1.0
-    _weighted_words(features, "s:", _WORD.findall(subject.lower()))
-    _weighted_words(features, "w:", _WORD.findall(_URL.sub(" ", body).lower()))
+    _weighted_terms(features, "s:", _WORD.findall(subject.lower()))
+    words = _WORD.findall(_URL.sub(" ", body).lower())
+    _weighted_terms(features, "w:", words)
+    _weighted_terms(features, "w2:", [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)])
 
 
-def _weighted_words(features: Features, prefix: str, words: list[str]) -> None:
-    """Each distinct word once, the block L2-normalised: long mails do not drown the rest."""
-    distinct = set(words)
+def _weighted_terms(features: Features, prefix: str, terms: list[str]) -> None:
+    """Each distinct term once, the block L2-normalised so long mails do not drown the rest,
+    then scaled so that wording weighs as much as a handful of structural features."""
+    distinct = set(terms)
     if not distinct:
         return
-    weight = 1.0 / math.sqrt(len(distinct))
-    for word in distinct:
-        features[prefix + word] = weight
+    weight = TEXT_BLOCK_WEIGHT / math.sqrt(len(distinct))
+    for term in distinct:
+        features[prefix + term] = weight
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import email
 import email.message
+import email.parser
 import email.policy
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from functools import cached_property
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 
 class Phase(IntEnum):
@@ -128,7 +130,7 @@ class Transaction:
         return result.facts if result is not None else None
 
     def with_results(self, results: Mapping[str, CheckResult]) -> Transaction:
-        """A copy that also knows `results` (the runner's way to add results; checks never call it)."""
+        """A copy that also knows `results` (how the runner adds results; checks never call it)."""
         merged = {**self._results, **results}
         return Transaction(self.id, self.connection, self.envelope, self.raw, merged)
 
@@ -140,8 +142,17 @@ class Transaction:
 
     @cached_property
     def message(self) -> email.message.Message:
-        """The parsed message (compat32: tolerant of broken mail, never raises on headers)."""
-        return email.message_from_bytes(self.raw, policy=email.policy.compat32)
+        """The parsed message (compat32: tolerant of broken mail, never raises on headers).
+
+        MIME nested deeper than the parser's recursion allows (a hostile message) is parsed
+        as headers plus an opaque body, so every check still sees the headers.
+        """
+        try:
+            return email.message_from_bytes(self.raw, policy=email.policy.compat32)
+        except RecursionError:
+            return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+                self.raw, headersonly=True
+            )
 
 
 @dataclass(frozen=True, slots=True)

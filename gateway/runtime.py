@@ -28,6 +28,7 @@ from gateway.pipeline.registry import Services, build_checks
 from gateway.pipeline.scoring import load_policy
 from gateway.quarantine.store import QuarantineStore
 from gateway.queue.delivery import DeliveryService
+from gateway.queue.dsn import SpoolBouncer
 from gateway.queue.spool import Spool
 from gateway.smtp.server import SmtpFrontEnd, bind_listener
 
@@ -56,13 +57,18 @@ class Runtime:
         self.pipeline = build_pipeline(config)
         self.spool = Spool(storage / "queue", config.queue.min_free_bytes)
         self.quarantine = QuarantineStore(storage / "quarantine")
+        # Bounces go back through the internal server, which is the one that sends mail out.
+        bouncer = SpoolBouncer(self.spool, config.smtp.hostname, config.relay.host)
         self.delivery = DeliveryService(
-            self.spool, config.relay, config.queue, config.smtp.hostname
+            self.spool, config.relay, config.queue, config.smtp.hostname, bouncer
         )
         self.front_end = SmtpFrontEnd(
             config, self.pipeline, self.spool, self.delivery, self.quarantine
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        if not config.checks.antivirus.enabled:
+            log.warning("antivirus is disabled ([checks.antivirus] enabled = false): "
+                        "messages are relayed without a virus scan")
 
     async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
         await self.delivery.start()

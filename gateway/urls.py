@@ -21,9 +21,7 @@ from gateway.content import Content
 _HXXP = re.compile(r"\bh[x*]{2}p(s?)(?=://)", re.IGNORECASE)
 _BRACKET_DOT = re.compile(r"[\[({]\s*(?:\.|dot)\s*[\])}]\s?", re.IGNORECASE)
 # A URL with a scheme, or a bare www. host; stops at whitespace, quotes and angle brackets.
-_URL = re.compile(
-    r"""(?<![\w.-])(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""", re.IGNORECASE
-)
+_URL = re.compile(r"""(?<![\w.-])(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""", re.IGNORECASE)
 _TRAILING = ".,;:!?)'\""
 _HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$")
 

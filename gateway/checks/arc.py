@@ -29,8 +29,8 @@ def verify_arc(raw: bytes, resolver: Resolver, min_rsa_bits: int) -> ArcFacts:
     try:
         arc = dkim.ARC(raw, logger=private_logger(LogLines()), minkey=min_rsa_bits)
         verdict, instances, why = arc.verify(dnsfunc=lookups)
-    except dkim.DKIMException as exc:
-        return ArcFacts("fail", reason=f"malformed ARC set: {exc}")
+    except Exception as exc:  # dkimpy lets crypto errors on hostile input escape (nacl, asn1)
+        return ArcFacts("fail", reason=f"malformed ARC set: {type(exc).__name__}: {exc}")
     if verdict == dkim.CV_None:
         return ArcFacts("none")
     ordered = sorted(instances, key=lambda i: int(i["instance"]))  # oldest (i=1) first

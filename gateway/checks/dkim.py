@@ -70,8 +70,8 @@ def verify_signature(
         if "body hash mismatch" in str(exc):
             return facts("fail", "body hash mismatch (body changed)")
         return facts("permerror", str(exc))
-    except dkim.DKIMException as exc:
-        return facts("permerror", str(exc))
+    except Exception as exc:  # dkimpy lets crypto errors on hostile input escape (nacl, asn1)
+        return facts("permerror", f"{type(exc).__name__}: {exc}")
     if valid:
         unsigned = _unsigned_tail(verifier, tags)
         if unsigned:

@@ -58,3 +58,11 @@ class DnsblCheck(Check):
             *(c.query(ip_query_name(ip, c.zone.zone), f"ip={ip}") for c in self.clients)
         )
         return self.result(*(symbol for symbols in found for symbol in symbols))
+
+
+class DnsblAtRcptCheck(DnsblCheck):
+    """The same lookups at each RCPT ([checks.dnsbl] phase = "rcpt"): a forced reject then
+    refuses recipients instead of the connection, so the log shows who sent to whom
+    (postscreen's late reject). Repeated lookups come from the resolver's cache."""
+
+    phase = Phase.RCPT

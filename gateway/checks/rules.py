@@ -98,7 +98,9 @@ class RulesCheck(Check):
         values: dict[str, list[str]] = {}
         for name, value in msg.items():
             if (key := name.lower()) in wanted:  # decode only what some rule looks at
-                values.setdefault(key, []).append(decode_header_value(value)[: self.max_header_chars])
+                values.setdefault(key, []).append(
+                    decode_header_value(value)[: self.max_header_chars]
+                )
         found = []
         for rule in rules:
             for text in values.get(rule.header, ()):

@@ -1,6 +1,6 @@
-"""A small asyncio client for clamd: PING and INSTREAM, each within one deadline.
+"""A small asyncio client for clamd's INSTREAM command, within one deadline per scan.
 
-Written instead of using the `clamd` package (1.0.2, unmaintained since 2017) because that
+Written instead of using the `clamd` package (1.0.2, the latest release) because that
 client connects before applying its timeout (a dead host blocks for the OS connect timeout),
 sends chunks with `socket.send` (a partial send desynchronises the stream), returns None
 instead of raising when clamd closes without answering (a caller reads that as "clean"),
@@ -85,17 +85,11 @@ def parse_reply(reply: str) -> ScanResult:
 
 
 class ClamdClient:
-    """One connection per command, as clamd expects; every call is bounded by `timeout_s`."""
+    """One connection per scan, as clamd expects; each scan is bounded by `timeout_s`."""
 
     def __init__(self, address: TcpAddress | UnixAddress, timeout_s: float) -> None:
         self.address = address
         self.timeout_s = timeout_s
-
-    async def ping(self) -> None:
-        """Raise ScannerError unless clamd answers PONG."""
-        reply = await self._command([b"zPING\0"])
-        if reply != "PONG":
-            raise ScannerError(f"unexpected clamd reply to PING: {reply[:200]!r}")
 
     async def instream(self, data: bytes) -> ScanResult:
         """Scan `data` (a whole message: clamd decodes MIME and archives itself)."""
@@ -123,17 +117,19 @@ class ClamdClient:
                 self.address.path, limit=_MAX_REPLY_BYTES
             )
         try:
-            try:
-                for piece in request:
+            with contextlib.suppress(ConnectionError):  # clamd may answer and close mid-stream
+                for piece in request:  # (e.g. "size limit exceeded"): read that answer below
                     writer.write(piece)
                     await writer.drain()
-            except ConnectionError:
-                pass  # clamd may answer (e.g. size limit exceeded) and close mid-stream
-            return await _read_reply(reader, self.address)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):  # a peer that reset leaves nothing to release
-                await writer.wait_closed()
+            reply = await _read_reply(reader, self.address)
+        except BaseException:
+            # A graceful close would wait for a peer that does not read: drop the connection.
+            writer.transport.abort()
+            raise
+        writer.close()
+        with contextlib.suppress(OSError):  # a peer that reset leaves nothing to release
+            await writer.wait_closed()
+        return reply
 
 
 def _instream_frames(data: bytes) -> Iterator[bytes]:

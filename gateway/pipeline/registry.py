@@ -15,11 +15,11 @@ from gateway.checks.archive import ArchiveLimits
 from gateway.checks.attachments import AttachmentLimits, AttachmentsCheck
 from gateway.checks.dkim import DkimCheck
 from gateway.checks.dmarc import DmarcCheck
+from gateway.checks.dnsbl import DnsblAtRcptCheck, DnsblCheck
 from gateway.checks.filetypes import RULES_FILE as ATTACHMENT_RULES_FILE
 from gateway.checks.filetypes import load_type_rules
 from gateway.checks.gtube import GtubeCheck
 from gateway.checks.headers import HeadersCheck
-from gateway.checks.dnsbl import DnsblCheck
 from gateway.checks.lists import ListsCheck
 from gateway.checks.rules import RulesCheck
 from gateway.checks.spf import SpfCheck
@@ -93,8 +93,9 @@ def _dnsbl(config: Config, services: Services) -> Check | None:
     zones = load_zones(config.rules_dir / c.zones_file, "ip") if c.enabled else []
     if not zones:  # every list is off by default: nothing to query
         return None
-    return DnsblCheck(zones, _resolver_for("dnsbl", services), c.timeout_s, c.on_error,
-                      c.skip_networks, c.failures_before_pause, c.pause_s)
+    check_class = DnsblAtRcptCheck if c.phase == "rcpt" else DnsblCheck
+    return check_class(zones, _resolver_for("dnsbl", services), c.timeout_s, c.on_error,
+                       c.skip_networks, c.failures_before_pause, c.pause_s)
 
 
 def _uribl(config: Config, services: Services) -> Check | None:

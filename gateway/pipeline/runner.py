@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from gateway.errors import GatewayError
 from gateway.model import CheckResult, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
@@ -21,9 +22,7 @@ def dependency_levels(checks: Sequence[Check]) -> list[list[Check]]:
     done: set[str] = set()
     levels: list[list[Check]] = []
     while remaining:
-        level = [
-            c for c in remaining if all(r in done or r not in names_here for r in c.requires)
-        ]
+        level = [c for c in remaining if all(r in done or r not in names_here for r in c.requires)]
         if not level:
             cycle = ", ".join(c.name for c in remaining)
             raise ValueError(f"checks require each other in a cycle: {cycle}")
@@ -69,6 +68,9 @@ class PhaseRunner:
             return _error_result(check, why, elapsed)
         except asyncio.CancelledError:
             raise
+        except GatewayError as exc:  # an expected failure (scanner down, DNS): no traceback
+            log.warning("check %s failed on transaction %s: %s", check.name, tx.id, exc)
+            return _error_result(check, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
         except Exception as exc:  # a broken check must not break the session
             log.exception("check %s failed on transaction %s", check.name, tx.id)
             return _error_result(check, f"{type(exc).__name__}: {exc}", time.monotonic() - started)

@@ -118,7 +118,11 @@ def _thresholds(table: Any, where: str, problems: list[str]) -> Thresholds | Non
         problems.append(f"{where}: expected a table with quarantine and reject")
         return None
     quarantine, reject = table.get("quarantine"), table.get("reject")
-    if not _number(quarantine) or not _number(reject):
+    if (
+        not isinstance(quarantine, int | float)
+        or not isinstance(reject, int | float)
+        or (isinstance(quarantine, bool) or isinstance(reject, bool))
+    ):
         problems.append(f"{where}: quarantine and reject must both be numbers")
         return None
     if quarantine > reject:
@@ -127,7 +131,9 @@ def _thresholds(table: Any, where: str, problems: list[str]) -> Thresholds | Non
     return Thresholds(float(quarantine), float(reject))
 
 
-def _parse_scores(data: dict[str, Any], problems: list[str]) -> tuple[dict[str, SymbolPolicy], dict[str, float]]:
+def _parse_scores(
+    data: dict[str, Any], problems: list[str]
+) -> tuple[dict[str, SymbolPolicy], dict[str, float]]:
     symbols: dict[str, SymbolPolicy] = {}
     caps: dict[str, float] = {}
     for key in set(data) - {"symbol", "group"}:
@@ -155,13 +161,19 @@ def _parse_scores(data: dict[str, Any], problems: list[str]) -> tuple[dict[str, 
         group = table.get("group", "")
         if group and group not in caps:
             problems.append(f"{where}.group: {group!r} is not defined under [group]")
-        symbols[name] = SymbolPolicy(float(table["score"]), str(table.get("description", "")), group)
+        symbols[name] = SymbolPolicy(
+            float(table["score"]), str(table.get("description", "")), group
+        )
     return symbols, caps
 
 
-def _parse_actions(data: dict[str, Any], problems: list[str]) -> tuple[Thresholds | None, dict[str, ForcedAction], dict[str, Thresholds]]:
+def _parse_actions(
+    data: dict[str, Any], problems: list[str]
+) -> tuple[Thresholds | None, dict[str, ForcedAction], dict[str, Thresholds]]:
     for key in set(data) - {"thresholds", "forced", "domain"}:
-        problems.append(f"{ACTIONS_FILE}: unknown table {key!r} (known: thresholds, forced, domain)")
+        problems.append(
+            f"{ACTIONS_FILE}: unknown table {key!r} (known: thresholds, forced, domain)"
+        )
     thresholds = _thresholds(data.get("thresholds"), f"{ACTIONS_FILE}: thresholds", problems)
     forced: dict[str, ForcedAction] = {}
     for name, value in data.get("forced", {}).items():
@@ -171,7 +183,7 @@ def _parse_actions(data: dict[str, Any], problems: list[str]) -> tuple[Threshold
             problems.append(f"{where}: expected an action name or a table with action, reply")
             continue
         try:
-            action = Action(table.get("action"))
+            action = Action(str(table.get("action")))
         except ValueError:
             action = Action.ACCEPT
         if action == Action.ACCEPT:  # allowing is done by negative scores, never by force
@@ -179,8 +191,10 @@ def _parse_actions(data: dict[str, Any], problems: list[str]) -> tuple[Threshold
             continue
         reply = table.get("reply")
         if reply is not None and not _valid_reply(reply, action):
-            problems.append(f"{where}.reply: must start with a 5xx (reject) or 4xx (tempfail) "
-                            f"code and an enhanced status code, e.g. '554 5.7.0 text'")
+            problems.append(
+                f"{where}.reply: must start with a 5xx (reject) or 4xx (tempfail) "
+                f"code and an enhanced status code, e.g. '554 5.7.0 text'"
+            )
             continue
         forced[name] = ForcedAction(action, reply)
     domains: dict[str, Thresholds] = {}
@@ -257,11 +271,14 @@ def decide(
             reason = f"score {total:g} >= quarantine threshold {limits.quarantine:g}"
 
     for result in results:
-        if result.error is not None and on_error.get(result.check) == OnError.TEMPFAIL:
-            if Action.TEMPFAIL.severity > action.severity:
-                action, reason, forced_by, reply = (
-                    Action.TEMPFAIL, f"check {result.check} failed: {result.error}", None, None,
-                )
+        failed = result.error is not None and on_error.get(result.check) == OnError.TEMPFAIL
+        if failed and Action.TEMPFAIL.severity > action.severity:
+            action, reason, forced_by, reply = (
+                Action.TEMPFAIL,
+                f"check {result.check} failed: {result.error}",
+                None,
+                None,
+            )
 
     for symbol in scored:
         rule = policy.forced.get(symbol.name)

@@ -123,9 +123,12 @@ def _list(args: argparse.Namespace, config: Config, store: QuarantineStore) -> i
     states = () if args.state == "all" else (State(args.state),)  # (): even unknown states
     entries = store.find(_filter(args, states=states, limit=args.limit or None))
     if args.json:
-        print(json.dumps([render.entry_json(e) for e in entries], indent=2))
+        # One entry per line: still one JSON array, but greppable and compact at 100k entries.
+        lines = ",\n".join(json.dumps(render.entry_json(e)) for e in entries)
+        print(f"[\n{lines}\n]" if lines else "[]")
     elif entries:
-        print(render.table(entries, shutil.get_terminal_size((160, 24)).columns))
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        print(render.table(entries, width))
     else:
         print("no matching messages", file=sys.stderr)
     problems = [e for e in entries if isinstance(e, CorruptEntry) or e.problem]

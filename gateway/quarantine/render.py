@@ -45,19 +45,26 @@ def utc(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp))
 
 
+def iso_utc(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
 # -- list ------------------------------------------------------------------------------------
 
 
-def table(entries: list[Entry | CorruptEntry], width: int) -> str:
-    """A table that fits `width` columns; the subject gets what the other columns leave.
-
-    A corrupt entry gets one line with its problem instead of columns.
-    """
+def table(entries: list[Entry | CorruptEntry], width: int | None) -> str:
+    """A table that fits `width` columns (None: no limit, e.g. into a pipe); the subject gets
+    what the other columns leave. A corrupt entry gets one line with its problem instead."""
     header = ["ID", "RECEIVED (UTC)", "SCORE", "STATE", "FROM", "TO", "SUBJECT"]
     rows = [header] + [_row(e) for e in entries if isinstance(e, Entry)]
     caps = [64, 19, 8, 10, 32, 32]
     widths = [min(cap, max(len(r[i]) for r in rows)) for i, cap in enumerate(caps)]
-    widths.append(max(10, width - sum(widths) - 2 * len(widths)))
+    longest_subject = max(len(r[-1]) for r in rows)
+    widths.append(
+        longest_subject if width is None else max(10, width - sum(widths) - 2 * len(widths))
+    )
 
     def line(row: list[str]) -> str:
         return "  ".join(_fit(c, w).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -67,7 +74,7 @@ def table(entries: list[Entry | CorruptEntry], width: int) -> str:
     for entry in entries:
         if isinstance(entry, CorruptEntry):
             text = f"{_cell(entry.id).ljust(widths[0])}  CORRUPT  {_cell(entry.problem)}"
-            lines.append(_fit(text, width))
+            lines.append(text if width is None else _fit(text, width))
         else:
             lines.append(line(next(good_rows)))
     return "\n".join(lines)
@@ -95,7 +102,7 @@ def entry_json(entry: Entry | CorruptEntry) -> dict[str, Any]:
         return {"id": entry.id, "corrupt": True, "problem": entry.problem}
     return {
         "id": entry.id,
-        "received_at": utc(entry.received_at) + "Z",
+        "received_at": iso_utc(entry.received_at),
         "client_ip": entry.client_ip,
         "helo": entry.helo,
         "mail_from": entry.mail_from,
@@ -108,7 +115,7 @@ def entry_json(entry: Entry | CorruptEntry) -> dict[str, Any]:
         "reason": entry.reason,
         "state": entry.state.value,
         "release_id": entry.release_id or None,
-        "released_at": utc(entry.released_at) + "Z" if entry.released_at else None,
+        "released_at": iso_utc(entry.released_at),
         "symbols": [
             {"name": s.name, "score": s.score, "reason": s.reason, "check": s.check}
             for s in entry.symbols

@@ -287,8 +287,10 @@ class QuarantineStore:
                 ids = [
                     r[0]
                     for r in conn.execute(
-                        "SELECT id FROM messages WHERE received_at < ? LIMIT ?",
-                        (cutoff, _SQL_CHUNK),
+                        # A release in progress finishes first; the next run expires it.
+                        "SELECT id FROM messages WHERE received_at < ?"
+                        " AND NOT (state = ? AND claimed_at > ?) LIMIT ?",
+                        (cutoff, State.RELEASING.value, now - STALE_CLAIM_S, _SQL_CHUNK),
                     )
                 ]
                 conn.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
@@ -458,7 +460,8 @@ class QuarantineStore:
     def _remove_orphans(self, cutoff: float) -> int:
         """Message and temp files older than the cutoff that no index row points at."""
         removed = 0
-        for folder in (self.root / MESSAGES_DIR).iterdir():
+        messages = self.root / MESSAGES_DIR
+        for folder in messages.iterdir() if messages.is_dir() else ():
             if not folder.is_dir():
                 continue
             for path in folder.iterdir():

@@ -13,7 +13,6 @@ the next attempt; SMTP has no way to close that window entirely (RFC 5321 sectio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -63,7 +62,6 @@ class DeliveryService:
         self._scanner: asyncio.Task[None] | None = None
         self._connections: list[RelayConnection] = []
         self._stopping = False
-        self._scan_now = asyncio.Event()
         self.stats = QueueStats(size=0, held=0, bytes=0, oldest_age_s=0.0)  # as of the last scan
         self._stats_logged_at = float("-inf")
 
@@ -85,10 +83,6 @@ class DeliveryService:
             return
         self._known.add(msg_id)
         self._work.put_nowait(msg_id)
-
-    def scan_soon(self) -> None:
-        """Look for due messages now instead of at the next interval."""
-        self._scan_now.set()
 
     async def stop(self, drain_s: float = STOP_DRAIN_S) -> None:
         """Stop taking work, let in-flight deliveries finish (bounded), close connections."""
@@ -121,9 +115,7 @@ class DeliveryService:
                 due = []
             for msg_id in due:
                 self.notify(msg_id)
-            self._scan_now.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._scan_now.wait(), self.queue.scan_interval_s)
+            await asyncio.sleep(self.queue.scan_interval_s)
 
     def _due_ids(self) -> list[str]:
         now = self.clock()

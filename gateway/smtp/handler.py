@@ -120,11 +120,12 @@ class SmtpHandler:
         if verdict.reply:
             reply = replies.configured(verdict.reply)
         elif verdict.action is Action.REJECT:
-            reply = replies.refused_at_connect(tx.id, verdict.reason)
+            reply = replies.refused_at_connect(tx.id, public_reason(verdict))
         else:
-            reply = replies.deferred_at_connect(tx.id, verdict.reason)
+            reply = replies.deferred_at_connect(tx.id, public_reason(verdict))
         if not reply.startswith(("421", "554")):
-            reply = replies.deferred_at_connect(tx.id, verdict.reason)  # a greeting must close
+            # A refused greeting must close the session, which only 421 and 554 say.
+            reply = replies.deferred_at_connect(tx.id, public_reason(verdict))
         self._log_refusal(session, outcome.tx, reply, verdict, sender_given=False)
         return reply
 
@@ -145,6 +146,11 @@ class SmtpHandler:
             return reply
         session.results = dict(outcome.tx.results)
         return None
+
+    def refused_by_limit(self, session: SessionState, reply: str) -> None:
+        """A session turned away by the connection limits is logged like any refusal."""
+        tx = session.transaction(Envelope("", ()))
+        self._log_refusal(session, tx, reply, None, sender_given=False)
 
     def reset_after_tls(self, session: SessionState) -> None:
         """RFC 3207 4.2: forget everything learnt before the TLS handshake."""
@@ -240,14 +246,15 @@ class SmtpHandler:
         """RSET, a new HELO/EHLO, QUIT or a lost connection end the open transaction."""
         self.abandon(session)
 
-    def abandon(self, session: SessionState) -> None:
+    def abandon(self, session: SessionState, reply: str = "") -> None:
+        """End the open transaction, if any; `reply` is what ended it (e.g. a timeout)."""
         current = session.open
         if current is not None:
             if current.refused and not current.tx.envelope.rcpt_tos:
                 # Every recipient was refused: that is how this transaction was decided.
                 self._log(current, Action.REJECT.value, current.refused[-1]["reply"], 0)
             else:
-                self._log(current, ABANDONED, "", 0)
+                self._log(current, ABANDONED, reply, 0)
             session.open = None
             session.next_id = new_id()
 
@@ -286,10 +293,10 @@ class SmtpHandler:
         if verdict.reply:
             return replies.configured(verdict.reply)
         if verdict.action is Action.TEMPFAIL:
-            return replies.deferred(tx_id, verdict.reason)
+            return replies.deferred(tx_id, public_reason(verdict))
         if during_data:
-            return replies.rejected(tx_id, verdict.reason)
-        return replies.refused(tx_id, verdict.reason)
+            return replies.rejected(tx_id, public_reason(verdict))
+        return replies.refused(tx_id, public_reason(verdict))
 
     def _refuse_rcpt(self, current: OpenTransaction, path: str, reply: str) -> str:
         current.refused.append({"rcpt": path, "reply": reply})
@@ -346,3 +353,10 @@ class SmtpHandler:
                 **fields,
             )
         )
+
+
+def public_reason(verdict: Verdict) -> str:
+    """What a reply may say about a verdict: a check's own error text stays in the log."""
+    if verdict.action is Action.TEMPFAIL and verdict.forced_by is None:
+        return "a check could not complete"
+    return verdict.reason

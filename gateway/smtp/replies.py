@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import re
 
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+MAX_REASON_CHARS = 200
+
+
+def _printable(text: str) -> str:
+    # Reasons can quote what a client sent: never let a CR or LF start a second reply.
+    return _UNSAFE.sub("?", text)
+
+
+def _reason(text: str) -> str:
+    return _printable(text)[:MAX_REASON_CHARS]
+
+
 # -- session -------------------------------------------------------------------------------
 CLOSING = "221 2.0.0 Bye"
-OK = "250 2.0.0 Ok"
 NOOP = "250 2.0.0 Ok"
 RESET = "250 2.0.0 Ok: reset"
 HELP = "214 2.0.0 See RFC 5321"
@@ -78,25 +90,25 @@ def held(quarantine_id: str) -> str:
 
 
 def rejected(tx_id: str, reason: str) -> str:
-    return f"550 5.7.1 Message rejected ({reason}), transaction {tx_id}"
+    return f"550 5.7.1 Message rejected ({_reason(reason)}), transaction {tx_id}"
 
 
 def refused(tx_id: str, reason: str) -> str:
     """A reject at HELO, MAIL or RCPT (RFC 5321 4.3.2 lists 550, not 554, for those)."""
-    return f"550 5.7.1 Refused ({reason}), transaction {tx_id}"
+    return f"550 5.7.1 Refused ({_reason(reason)}), transaction {tx_id}"
 
 
 def refused_at_connect(tx_id: str, reason: str) -> str:
-    return f"554 5.7.1 Refused ({reason}), transaction {tx_id}"
+    return f"554 5.7.1 Refused ({_reason(reason)}), transaction {tx_id}"
 
 
 def deferred(tx_id: str, reason: str) -> str:
-    return f"451 4.7.1 Try again later ({reason}), transaction {tx_id}"
+    return f"451 4.7.1 Try again later ({_reason(reason)}), transaction {tx_id}"
 
 
 def deferred_at_connect(tx_id: str, reason: str) -> str:
     # Only 421 may close the session at the greeting (RFC 5321 3.8).
-    return f"421 4.7.1 Try again later ({reason}), transaction {tx_id}"
+    return f"421 4.7.1 Try again later ({_reason(reason)}), transaction {tx_id}"
 
 
 def internal_error(tx_id: str) -> str:
@@ -125,13 +137,9 @@ def helo(hostname: str) -> str:
     return f"250 {hostname}"
 
 
-_UNSAFE = re.compile(r"[^\x20-\x7e]")
-
-
 def configured(reply: str) -> str:
-    """A reply from the rules (actions.toml): printable ASCII only, so a symbol reason that was
-    substituted into it can never inject a CRLF and a second reply."""
-    return _UNSAFE.sub("?", reply)[:510]
+    """A reply from the rules (actions.toml), with a symbol reason substituted into it."""
+    return _printable(reply)[:510]
 
 
 def code_of(reply: str) -> int:

@@ -24,6 +24,7 @@ from gateway.smtp.addresses import sender_problem, split_path_argument, strip_so
 from gateway.smtp.data import DataCollector
 from gateway.smtp.handler import SessionState, SmtpHandler
 from gateway.smtp.limits import ConnectionLimiter
+from gateway.smtp.lines import READ_SIZE, LineReader
 
 if TYPE_CHECKING:
     from gateway.smtp.server import SmtpFrontEnd
@@ -54,8 +55,8 @@ class GatewaySMTP(SMTP):
         tls_context: ssl.SSLContext | None,
         backstop_timeout_s: float,
     ) -> None:
-        # aiosmtpd sizes its StreamReader by this; lines are checked exactly below.
-        self.line_length_limit = config.max_line_bytes
+        # aiosmtpd sizes its StreamReader by this: the transport pauses above twice as much.
+        self.line_length_limit = max(config.max_line_bytes, READ_SIZE)
         super().__init__(
             handler,
             data_size_limit=config.max_message_bytes,
@@ -94,11 +95,13 @@ class GatewaySMTP(SMTP):
         assert self.transport is not None
         peer: Any = self.transport.get_extra_info("peername")
         client_ip, client_port = str(peer[0]), int(peer[1])
+        state = self.state = SessionState(Connection(new_id(), client_ip, client_port))
         refusal = self.limiter.acquire(client_ip)
         if refusal is not None:
+            self.gateway.refused_by_limit(state, refusal)
             await self._close_with(refusal)
             return
-        state = self.state = SessionState(Connection(new_id(), client_ip, client_port))
+        self._lines = LineReader(self._reader, self.config.max_line_bytes)
         self.front_end.session_started(self)
         self._session_deadline = self.loop.time() + self.config.session_timeout_s
         try:
@@ -108,6 +111,7 @@ class GatewaySMTP(SMTP):
             await self.push(replies.greeting(self.config.hostname, self.config.banner))
             await self._command_loop()
         except Hangup as hangup:
+            self.gateway.abandon(state, hangup.reply or "")
             await self._close_with(hangup.reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             self._close()
@@ -141,21 +145,12 @@ class GatewaySMTP(SMTP):
 
     async def _read_command(self) -> bytes | None:
         """The next command line, or None when it was longer than max_line_bytes."""
-        try:
-            line = await self._read(b"\n")
-        except asyncio.LimitOverrunError as overrun:
-            await self._reader.read(overrun.consumed)
-            await self._skip_rest_of_line()
-            return None
-        return line if len(line) <= self.config.max_line_bytes else None
-
-    async def _skip_rest_of_line(self) -> None:
-        while True:
-            try:
-                await self._read(b"\n")
-                return
-            except asyncio.LimitOverrunError as overrun:
-                await self._reader.read(overrun.consumed)
+        line, complete = await self._read()
+        if complete:
+            return line
+        while not complete:  # skip the rest of the over-long line
+            _, complete = await self._read()
+        return None
 
     async def _dispatch(self, line: bytes | None) -> Reply:
         if line is None:
@@ -185,13 +180,11 @@ class GatewaySMTP(SMTP):
             raise Hangup(replies.TOO_MANY_ERRORS)
         return reply
 
-    async def _read(self, separator: bytes) -> bytes:
-        """One line from the client within the idle and session time limits."""
-        now = self.loop.time()
-        idle_deadline = now + self.config.idle_timeout_s
+    async def _read(self) -> tuple[bytes, bool]:
+        """The next line (or piece of an over-long one) within the idle and session limits."""
+        idle_deadline = self.loop.time() + self.config.idle_timeout_s
         try:
-            async with asyncio.timeout_at(min(idle_deadline, self._session_deadline)):
-                return await self._reader.readuntil(separator)
+            return await self._lines.next(min(idle_deadline, self._session_deadline))
         except TimeoutError:
             if self.loop.time() >= self._session_deadline:
                 raise Hangup(replies.SESSION_TIMEOUT) from None
@@ -327,12 +320,10 @@ class GatewaySMTP(SMTP):
             normalize=self.config.bare_lf == "normalize",
         )
         while True:
-            try:
-                chunk = await self._read(b"\n")
-            except asyncio.LimitOverrunError as overrun:
-                collected.fragment(await self._reader.read(overrun.consumed))
-                continue
-            if collected.feed(chunk):
+            chunk, complete = await self._read()
+            if not complete:
+                collected.fragment(chunk)
+            elif collected.feed(chunk):
                 break
         return await self.gateway.data(state, collected)
 
@@ -378,6 +369,7 @@ class GatewaySMTP(SMTP):
         # The reader pauses and resumes its transport: it must be the TLS one now.
         self._reader._transport = tls_transport  # type: ignore[attr-defined]
         # RFC 3207 4.2, CVE-2011-0411: plaintext pipelined after STARTTLS is dropped unread.
+        self._lines.discard_buffered()
         self._reader._buffer.clear()  # type: ignore[attr-defined]
         if self.session is not None:
             self.session.ssl = {"cipher": tls_transport.get_extra_info("cipher")}

@@ -7,6 +7,7 @@ import socket
 import socketserver
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from gateway.checks.antivirus import AntivirusCheck
 from gateway.config import SHIPPED_RULES_DIR
+from gateway.errors import ScannerError
 from gateway.model import Action, Phase
 from gateway.net.clamd import ClamdClient, parse_address
 from gateway.pipeline.engine import Pipeline
@@ -131,12 +133,16 @@ def test_clamd_stopped() -> None:
         assert_tempfails(check_for(server.unix_socket), f"clamd at {server.unix_socket}")
 
 
+DEAF = "deaf"  # accept, then neither read nor answer
+
+
 class _FakeClamd(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, reply: bytes | None) -> None:
+    def __init__(self, reply: bytes | str | None) -> None:
         self.reply = reply  # None: accept, read, never answer
+        self.stopping = threading.Event()
         super().__init__(("127.0.0.1", 0), _FakeHandler)
 
     @property
@@ -149,9 +155,12 @@ class _FakeHandler(socketserver.BaseRequestHandler):
         assert isinstance(self.server, _FakeClamd)
         conn: socket.socket = self.request
         conn.settimeout(10.0)
+        if self.server.reply == DEAF:
+            self.server.stopping.wait(10.0)
+            return
         try:
             conn.recv(65536)
-            if self.server.reply is not None:
+            if isinstance(self.server.reply, bytes):
                 conn.sendall(self.server.reply)
                 if not self.server.reply.endswith(b"\0"):
                     conn.shutdown(socket.SHUT_WR)  # an unterminated reply, then clamd hangs up
@@ -169,6 +178,7 @@ def fake_clamd(request: pytest.FixtureRequest) -> Iterator[_FakeClamd]:
     try:
         yield server
     finally:
+        server.stopping.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
@@ -177,6 +187,17 @@ def fake_clamd(request: pytest.FixtureRequest) -> Iterator[_FakeClamd]:
 @pytest.mark.parametrize("fake_clamd", [None], indirect=True)
 def test_socket_that_never_answers_times_out(fake_clamd: _FakeClamd) -> None:
     assert_tempfails(check_for(fake_clamd.address, timeout_s=0.5), "did not answer within 0.5s")
+
+
+@pytest.mark.parametrize("fake_clamd", [DEAF], indirect=True)
+def test_socket_that_never_reads_times_out_with_a_large_message(fake_clamd: _FakeClamd) -> None:
+    check = check_for(fake_clamd.address, timeout_s=0.5)
+    raw = message(("big.bin", bytes(6 * 1024 * 1024)))  # far more than the socket buffers
+    assert len(raw) < MAX_SCAN_BYTES
+    started = time.monotonic()
+    with pytest.raises(ScannerError, match=r"did not answer within 0\.5s"):
+        asyncio.run(check.run(transaction(raw)))
+    assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 from gateway.checks.dnsbl import DnsblCheck
 from gateway.checks.uribl import UriblCheck
 from gateway.config import DnsblCheckConfig, config_from_dict
-from gateway.dnslists import Zone, ip_query_name, load_zones
+from gateway.dnslists import Zone, ip_query_name
 from gateway.model import Action, Connection, Envelope, Phase, Transaction
 from gateway.net.dns import Resolver
 from gateway.pipeline.engine import Pipeline
@@ -57,7 +57,11 @@ IP_ZONE = Zone(
     name="testbl",
     zone="bl.test",
     kind="ip",
-    answers={"127.0.0.2": "DNSBL_TEST_SPAM", "127.0.0.4": "DNSBL_TEST_EXPLOIT", "any": "DNSBL_TEST_OTHER"},
+    answers={
+        "127.0.0.2": "DNSBL_TEST_SPAM",
+        "127.0.0.4": "DNSBL_TEST_EXPLOIT",
+        "any": "DNSBL_TEST_OTHER",
+    },
     error_answers=frozenset({"127.0.0.1"}),
 )
 DOMAIN_ZONE = Zone(
@@ -90,22 +94,36 @@ def dnsbl_symbols(check: DnsblCheck, ip: str) -> dict[str, str]:
         ("192.0.2.9", {"DNSBL_TEST_OTHER": "ip=192.0.2.9 listed by bl.test (127.0.0.9)"}),
         ("192.0.2.1", {}),  # not listed: NXDOMAIN
         (V6, {"DNSBL_TEST_SPAM": f"ip={V6} listed by bl.test (127.0.0.2)"}),
-        ("::ffff:192.0.2.2", {"DNSBL_TEST_SPAM": "ip=::ffff:192.0.2.2 listed by bl.test (127.0.0.2)"}),
+        (
+            "::ffff:192.0.2.2",
+            {"DNSBL_TEST_SPAM": "ip=::ffff:192.0.2.2 listed by bl.test (127.0.0.2)"},
+        ),
         (
             "192.0.2.99",
-            {"DNSBL_ZONE_ERROR": "ip=192.0.2.99 zone=bl.test answer=198.51.100.1 (outside 127.0.0.0/8)"},
+            {
+                "DNSBL_ZONE_ERROR": "ip=192.0.2.99 zone=bl.test "
+                "answer=198.51.100.1 (outside 127.0.0.0/8)"
+            },
         ),
         (
             "192.0.2.98",
-            {"DNSBL_ZONE_ERROR": "ip=192.0.2.98 zone=bl.test answer=127.255.255.254 (an error code of the list)"},
+            {
+                "DNSBL_ZONE_ERROR": "ip=192.0.2.98 zone=bl.test "
+                "answer=127.255.255.254 (an error code of the list)"
+            },
         ),
         (
             "192.0.2.97",
-            {"DNSBL_ZONE_ERROR": "ip=192.0.2.97 zone=bl.test answer=127.0.0.1 (an error code of the list)"},
+            {
+                "DNSBL_ZONE_ERROR": "ip=192.0.2.97 zone=bl.test "
+                "answer=127.0.0.1 (an error code of the list)"
+            },
         ),
     ],
 )
-def test_ip_lookups(zones: DnsTestServer, dns_resolver: Resolver, ip: str, expected: dict[str, str]) -> None:
+def test_ip_lookups(
+    zones: DnsTestServer, dns_resolver: Resolver, ip: str, expected: dict[str, str]
+) -> None:
     check = DnsblCheck([IP_ZONE], dns_resolver, skip_networks=SKIP)
     assert dnsbl_symbols(check, ip) == expected
 
@@ -154,7 +172,9 @@ def test_a_success_resets_the_failure_count(zones: DnsTestServer, dns_resolver: 
     assert not check.clients[0].paused
 
 
-def test_a_listed_client_is_refused_at_connect(zones: DnsTestServer, dns_resolver: Resolver) -> None:
+def test_a_listed_client_is_refused_at_connect(
+    zones: DnsTestServer, dns_resolver: Resolver
+) -> None:
     check = DnsblCheck([IP_ZONE], dns_resolver, skip_networks=SKIP)
     policy = Policy(
         symbols={name: SymbolPolicy(5.0) for name in check.all_symbols()},
@@ -226,17 +246,17 @@ def test_domains_per_message_are_bounded(zones: DnsTestServer, dns_resolver: Res
 
 def test_registry_builds_enabled_lists_only(tmp_path: Path, dns_resolver: Resolver) -> None:
     shipped = config_from_dict({})
-    names = {c.name for c in build_checks(shipped, Services(resolver=None))}
-    assert "dnsbl" not in names and "uribl" not in names  # every shipped list is disabled
-    assert len(load_zones(shipped.rules_dir / "dnsbl.toml", "ip")) == 0
+    names = {c.name for c in build_checks(shipped, Services(resolver=dns_resolver))}
+    assert {"rules", "lists"} <= names
+    assert not {"dnsbl", "uribl"} & names  # every shipped list is disabled
 
+    for path in shipped.rules_dir.glob("*.toml"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
     (tmp_path / "dnsbl.toml").write_text(
         '[zone.t]\nzone = "bl.test"\nkind = "ip"\n[zone.t.answers]\n"127.0.0.2" = "DNSBL_T"\n'
         '[zone.d]\nzone = "dbl.test"\nkind = "domain"\ndomains = ["url"]\n'
         '[zone.d.answers]\nany = "URIBL_D"\n'
     )
-    for name in ("lists.toml", "headers.toml", "body.toml", "attachments.toml"):
-        (tmp_path / name).write_bytes((shipped.rules_dir / name).read_bytes())
     config = config_from_dict({"pipeline": {"rules_dir": str(tmp_path)}})
     checks = {c.name: c for c in build_checks(config, Services(resolver=dns_resolver))}
     assert "DNSBL_T" in checks["dnsbl"].all_symbols()

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from typing import Any
+
+import pytest
 
 from gateway.smtp import replies
 from tests.support.gateway_fixture import GatewayFactory, RunningGateway
 from tests.support.smtp_client import RawSmtp
 
 MESSAGE = b"From: a@sender.test\r\nTo: bob@example.test\r\nSubject: x\r\n\r\nbody\r\n"
+
+
+def log_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.transaction"]
 
 
 def open_transaction(client: RawSmtp) -> None:
@@ -105,7 +114,10 @@ def test_total_connection_limit(gateway_factory: GatewayFactory) -> None:
         assert again.reply().startswith("220 ")
 
 
-def test_per_ip_connection_limit(gateway_factory: GatewayFactory) -> None:
+def test_per_ip_connection_limit(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
     gateway = gateway_factory({"smtp": {"max_connections_per_ip": 1}})
     with RawSmtp(gateway.host, gateway.port) as one:
         assert one.reply().startswith("220 ")
@@ -114,6 +126,8 @@ def test_per_ip_connection_limit(gateway_factory: GatewayFactory) -> None:
             assert two.closed_by_server()
         with RawSmtp(gateway.host, gateway.port, source_ip="127.0.0.2") as other_ip:
             assert other_ip.reply().startswith("220 ")
+    [refusal] = log_lines(caplog)
+    assert (refusal["outcome"], refusal["reply"]) == ("tempfail", replies.TOO_MANY_CONNECTIONS_FROM_IP)
 
 
 def test_idle_timeout(gateway_factory: GatewayFactory) -> None:
@@ -126,7 +140,10 @@ def test_idle_timeout(gateway_factory: GatewayFactory) -> None:
         assert client.closed_by_server()
 
 
-def test_idle_timeout_inside_data(gateway_factory: GatewayFactory) -> None:
+def test_idle_timeout_inside_data(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
     gateway = gateway_factory({"smtp": {"idle_timeout_s": 0.3}})
     with RawSmtp(gateway.host, gateway.port) as client:
         open_transaction(client)
@@ -135,6 +152,8 @@ def test_idle_timeout_inside_data(gateway_factory: GatewayFactory) -> None:
         assert client.reply() == replies.IDLE_TIMEOUT
         assert client.closed_by_server()
     assert gateway.spool.ids() == []
+    [line] = log_lines(caplog)
+    assert (line["outcome"], line["reply"]) == ("abandoned", replies.IDLE_TIMEOUT)
 
 
 def test_session_timeout(gateway_factory: GatewayFactory) -> None:

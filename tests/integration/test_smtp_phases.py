@@ -45,9 +45,22 @@ def probe(for_phase: Phase) -> Check:
     return Probe(timeout_s=5.0, on_error=OnError.IGNORE)
 
 
+class Exploding(Check):
+    """Fails with an internal detail the client must never see; its failure defers the mail."""
+
+    name = "exploding"
+    phase = Phase.DATA
+    symbols = frozenset()
+
+    async def run(self, tx: Transaction) -> CheckResult:
+        if b"explode" in tx.raw:
+            raise RuntimeError("password=hunter2\r\n250 fake")
+        return self.result()
+
+
 @pytest.fixture
 def probed(gateway: RunningGateway) -> RunningGateway:
-    checks = [probe(phase) for phase in Phase]
+    checks = [*(probe(phase) for phase in Phase), Exploding(5.0, OnError.TEMPFAIL)]
     symbols = {s: SymbolPolicy(0.0) for c in checks for s in c.all_symbols()}
     forced = {
         s: ForcedAction(Action.REJECT if s.endswith("_REJECT") else Action.TEMPFAIL)
@@ -106,4 +119,17 @@ def test_mail_and_rcpt_refusals(probed: RunningGateway) -> None:
         assert client.reply().startswith(
             "451 4.7.1 Try again later (PROBE_DATA_TEMPFAIL forces tempfail), transaction "
         )
+    assert probed.spool.ids() == []
+
+
+def test_a_failing_check_defers_without_showing_its_error(probed: RunningGateway) -> None:
+    with RawSmtp(probed.host, probed.port) as client:
+        client.greet()
+        client.command("MAIL FROM:<a@sender.test>")
+        client.command("RCPT TO:<bob@example.test>")
+        client.command("DATA")
+        client.send(b"Subject: explode\r\n\r\nbody\r\n.\r\n")
+        reply = client.reply()
+        assert reply == replies.deferred(reply.rpartition(" ")[2], "a check could not complete")
+        assert client.command("NOOP") == replies.NOOP
     assert probed.spool.ids() == []

@@ -167,3 +167,25 @@ def test_stop_lets_a_message_in_data_finish_and_closes_idle_sessions(
             assert sending.closed_by_server()
             stopping.result(10)
     assert len(gateway.spool.ids()) == 1
+
+
+def test_smtputf8_and_8bit_mail_pass_unchanged(gateway: RunningGateway) -> None:
+    body = "Subject: héllo\r\n\r\nçà va\r\n".encode()
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        assert client.command("MAIL FROM:<ålice@sender.test>") == (
+            replies.NON_ASCII_WITHOUT_SMTPUTF8
+        )
+        assert client.command("MAIL FROM:<ålice@sender.test> SMTPUTF8 BODY=8BITMIME") == (
+            replies.sender_ok()
+        )
+        assert client.command("RCPT TO:<bøb@example.test>") == replies.recipient_ok()
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(body + b".\r\n")
+        assert client.reply().startswith("250 2.0.0 Ok: queued as ")
+    [msg_id] = gateway.spool.ids()
+    entry = gateway.spool.load(msg_id)
+    assert (entry.mail_from, entry.recipients[0].address) == ("ålice@sender.test", "bøb@example.test")
+    stored = gateway.spool.read_data(msg_id)
+    assert stored.endswith(body)
+    assert f" with UTF8SMTP id {msg_id}\r\n\tfor <bøb@example.test>; ".encode() in stored

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import pytest
 
 from gateway.checks.spf import SpfCheck, evaluate_spf
-from gateway.model import Connection, Envelope, Phase, Transaction
+from gateway.config import SHIPPED_RULES_DIR
+from gateway.model import Action, Connection, Envelope, Phase, Transaction
 from gateway.net.dns import Resolver
+from gateway.pipeline.engine import PhaseOutcome, Pipeline
+from gateway.pipeline.scoring import ForcedAction, load_policy
 from tests.support.dns_server import DnsTestServer
 
 ZONE = {
@@ -21,14 +25,12 @@ ZONE = {
     "inc": {"TXT": ["v=spf1 include:a.example.test include:example.test ~all"]},
     "redir": {"TXT": ["v=spf1 redirect=a.example.test"]},
     "exists": {"TXT": ["v=spf1 exists:%{ir}.%{l}._spf.example.test -all"]},
-    "2.0.113.203.alice._spf": {"A": ["127.0.0.2"]},
+    "2.113.0.203.alice._spf": {"A": ["127.0.0.2"]},
     "macro": {"TXT": ["v=spf1 a:%{d2}.hosts.example.test -all"]},
     "example.test.hosts": {"A": ["203.0.113.77"]},
     "soft": {"TXT": ["v=spf1 ?ip4:203.0.113.0/24 ~all"]},
     "neutral": {"TXT": ["v=spf1 ?all"]},
-    "toomany": {
-        "TXT": ["v=spf1 " + " ".join(f"a:h{i}.example.test" for i in range(11)) + " -all"]
-    },
+    "toomany": {"TXT": ["v=spf1 " + " ".join(f"a:h{i}.example.test" for i in range(11)) + " -all"]},
     "void": {"TXT": ["v=spf1 a:n1.example.test a:n2.example.test a:n3.example.test -all"]},
     "syntax": {"TXT": ["v=spf1 ip4:300.1.1.1 -all"]},
     "unknownmech": {"TXT": ["v=spf1 foo:bar -all"]},
@@ -67,7 +69,7 @@ def resolver(dns_server: DnsTestServer) -> Resolver:
         ("bob@neutral.example.test", "203.0.113.5", "neutral"),
         ("bob@nospf.example.test", "203.0.113.5", "none"),  # NXDOMAIN: no record
         ("bob@mail.mx.example.test", "203.0.113.5", "none"),  # name exists, no TXT
-        ("bob@toomany.example.test", "192.0.2.250", "permerror"),  # 11 lookups > 10
+        ("bob@toomany.example.test", "203.0.113.5", "permerror"),  # 11 lookups > 10
         ("bob@void.example.test", "203.0.113.5", "permerror"),  # 3 void lookups > 2
         ("bob@syntax.example.test", "203.0.113.5", "permerror"),
         ("bob@unknownmech.example.test", "203.0.113.5", "permerror"),
@@ -122,3 +124,36 @@ def test_check_reports_symbol_with_reason_and_facts(resolver: Resolver) -> None:
 def test_check_without_any_identity_is_none(resolver: Resolver) -> None:
     result = asyncio.run(SpfCheck(resolver, 2.0).run(_tx("192.0.2.1", "", "")))
     assert [s.name for s in result.symbols] == ["SPF_NONE"]
+
+
+def _mail_phase(resolver: Resolver, tx: Transaction) -> PhaseOutcome:
+    pipeline = Pipeline([SpfCheck(resolver, 1.0, 2.0)], load_policy(SHIPPED_RULES_DIR), 5.0)
+    return asyncio.run(pipeline.run_phase(Phase.MAIL, tx))
+
+
+def test_shipped_policy_scores_fail_and_defers_temperror_at_mail_from(
+    dns_server: DnsTestServer, resolver: Resolver
+) -> None:
+    failed = _mail_phase(resolver, _tx("203.0.113.1", "bob@example.test", "x.test"))
+    assert not failed.stop  # SPF fail alone is not rejected at MAIL FROM (actions.toml)
+    assert failed.verdict.symbol_names() == ["SPF_FAIL"]
+    dns_server.mode = "drop"  # a domain not in the resolver's cache yet
+    deferred = _mail_phase(resolver, _tx("203.0.113.1", "bob@soft.example.test", "x.test"))
+    assert deferred.stop
+    assert deferred.verdict.action == Action.TEMPFAIL
+    assert deferred.verdict.reply is not None
+    assert deferred.verdict.reply.startswith("451 4.4.3 SPF temporary error")
+
+
+def test_spf_fail_rejection_when_the_admin_enables_it(resolver: Resolver) -> None:
+    policy = load_policy(SHIPPED_RULES_DIR)
+    reply = "550 5.7.23 SPF validation failed: {reason}"
+    forced = {**policy.forced, "SPF_FAIL": ForcedAction(Action.REJECT, reply)}
+    pipeline = Pipeline([SpfCheck(resolver, 1.0, 2.0)], replace(policy, forced=forced), 5.0)
+    tx = _tx("203.0.113.1", "bob@example.test", "x.test")
+    outcome = asyncio.run(pipeline.run_phase(Phase.MAIL, tx))
+    assert outcome.stop
+    assert outcome.verdict.reply == (
+        "550 5.7.23 SPF validation failed: mailfrom=example.test ip=203.0.113.1: "
+        "SPF fail - not authorized"
+    )

@@ -92,6 +92,7 @@ def test_json_carries_every_symbol_with_its_reason(quarantine_store: QuarantineS
     qid = hold(quarantine_store)
     data = render.entry_json(quarantine_store.get(qid))
     assert data["id"] == qid and data["state"] == "held" and data["problem"] is None
+    assert data["received_at"][10] == "T" and data["received_at"].endswith("Z")
     assert data["symbols"][0] == {
         "name": "HDR_MISSING_DATE",
         "score": 1.0,
@@ -103,3 +104,11 @@ def test_json_carries_every_symbol_with_its_reason(quarantine_store: QuarantineS
         "corrupt": True,
         "problem": "bad",
     }
+
+
+def test_into_a_pipe_the_subject_is_not_cut(quarantine_store: QuarantineStore) -> None:
+    subject = "a subject long enough to be cut in any terminal " * 4
+    qid = hold(quarantine_store, subject=subject.strip())
+    entries: list[Entry | CorruptEntry] = [quarantine_store.get(qid)]
+    assert render.table(entries, None).splitlines()[1].endswith(subject.strip())
+    assert render.table(entries, 100).splitlines()[1].endswith("…")

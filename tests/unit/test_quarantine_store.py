@@ -151,12 +151,12 @@ def test_ids_that_are_not_ids_are_not_found(quarantine_store: QuarantineStore, b
 def test_expire_removes_old_entries_their_files_and_old_orphans(
     quarantine_store: QuarantineStore,
 ) -> None:
-    old, new = hold(quarantine_store), hold(quarantine_store)
+    old, new, releasing = (hold(quarantine_store) for _ in range(3))
     month_ago = time.time() - 31 * 86400
     with sqlite3.connect(quarantine_store.index_path) as conn:
-        conn.execute(
-            "UPDATE messages SET received_at = received_at - 31 * 86400 WHERE id = ?", (old,)
-        )
+        for qid in (old, releasing):
+            conn.execute("UPDATE messages SET received_at = ? WHERE id = ?", (month_ago, qid))
+    quarantine_store.claim_release(releasing)
     old_path = quarantine_store.message_path(old)
     folder = quarantine_store.message_path(new).parent
     old_orphan, fresh_orphan = folder / "0000000000000aa.eml", folder / "0000000000001aa.eml"
@@ -170,6 +170,7 @@ def test_expire_removes_old_entries_their_files_and_old_orphans(
     assert not old_path.exists() and not old_orphan.exists()
     assert fresh_orphan.exists()
     assert [e.id for e in _entries(quarantine_store)] == [new]
+    assert quarantine_store.get(releasing).state == State.RELEASING  # its release finishes first
     assert quarantine_store.read_message(new)
 
 

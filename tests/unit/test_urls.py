@@ -184,3 +184,22 @@ def test_broken_html_and_unknown_charset_lose_nothing() -> None:
 def test_rfc2047_header_values_are_decoded() -> None:
     assert decode_header_value("=?utf-8?B?WW91ciBhY2NvdW50?=") == "Your account"
     assert decode_header_value("=?bogus?Q?x?=") == "=?bogus?Q?x?="
+
+
+def test_work_per_message_is_bounded() -> None:
+    from gateway import content as content_module
+
+    part = "--b\r\nContent-Type: text/plain\r\n\r\n" + "x" * 1000 + " http://late.example/\r\n"
+    raw = (
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        + part * (content_module.MAX_TEXT_BYTES // 1000 + 10)
+        + "--b--\r\n"
+    ).encode()
+    content = message_content(parse(raw))
+    assert sum(len(t) for t in content.texts) <= content_module.MAX_TEXT_BYTES
+    many = (
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        + '--b\r\nContent-Type: image/gif; name="a.gif"\r\n\r\nR0lG\r\n' * 1500
+        + "--b--\r\n"
+    ).encode()
+    assert len(message_content(parse(many)).attachments) == content_module.MAX_PARTS

@@ -1,0 +1,51 @@
+"""Lines from the client, cut at LF, with bounded length and one timer per network read.
+
+A timer per line (asyncio.timeout around StreamReader.readuntil) costs more than the rest of
+DATA handling together; here lines are cut out of a local buffer, and the deadline is armed
+only when more bytes must come from the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+READ_SIZE = 65536
+
+
+class LineReader:
+    def __init__(self, reader: asyncio.StreamReader, max_line_bytes: int) -> None:
+        self._reader = reader
+        self.max_line_bytes = max_line_bytes
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer already known to hold no LF
+
+    async def next(self, deadline: float) -> tuple[bytes, bool]:
+        """(line, True) for a line ending in LF and at most max_line_bytes long, or
+        (piece, False) for the next max_line_bytes of a longer line.
+
+        Raises TimeoutError at `deadline` (a loop.time() value) and IncompleteReadError at EOF.
+        """
+        limit = self.max_line_bytes
+        while True:
+            end = self._buffer.find(b"\n", self._scanned, limit)
+            if end != -1:
+                return self._take(end + 1), True
+            if len(self._buffer) >= limit:
+                return self._take(limit), False
+            self._scanned = len(self._buffer)
+            async with asyncio.timeout_at(deadline):
+                data = await self._reader.read(READ_SIZE)
+            if not data:
+                raise asyncio.IncompleteReadError(bytes(self._buffer), None)
+            self._buffer += data
+
+    def discard_buffered(self) -> None:
+        """Forget bytes received but not read yet (plaintext pipelined after STARTTLS)."""
+        self._buffer.clear()
+        self._scanned = 0
+
+    def _take(self, size: int) -> bytes:
+        taken = bytes(self._buffer[:size])
+        del self._buffer[:size]  # O(1): bytearray drops a prefix by moving its start
+        self._scanned = 0
+        return taken

@@ -1,0 +1,167 @@
+"""DKIM and ARC with keys generated here, published on the loopback DNS server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from gateway.checks.arc import ArcCheck, verify_arc
+from gateway.checks.dkim import DkimCheck, verify_dkim
+from gateway.model import Connection, DkimFacts, Envelope, Transaction
+from gateway.net.dns import Resolver
+from tests.support.dkim_keys import arc_seal, dkim_sign, ed25519_key, rsa_key
+from tests.support.dns_server import DnsTestServer
+
+MESSAGE = (
+    b"From: Alice <alice@example.test>\r\n"
+    b"To: bob@example.org\r\n"
+    b"Subject: quarterly numbers\r\n"
+    b"Date: Sun, 29 Nov 2026 02:00:00 +0000\r\n"
+    b"Message-ID: <1@example.test>\r\n"
+    b"\r\n"
+    b"Hello Bob,\r\nthe numbers are attached.\r\n"
+)
+
+
+@pytest.fixture
+def resolver(dns_server: DnsTestServer) -> Resolver:
+    dns_server.set_zone(
+        "example.test",
+        {
+            "rsa._domainkey": {"TXT": [rsa_key().txt()]},
+            "ed._domainkey": {"TXT": [ed25519_key().txt()]},
+            "revoked._domainkey": {"TXT": ["v=DKIM1; k=rsa; p="]},
+            "short._domainkey": {"TXT": [rsa_key().txt()]},
+        },
+    )
+    dns_server.set_zone("forwarder.test", {"arc._domainkey": {"TXT": [rsa_key().txt()]}})
+    dns_server.set_zone("list.test", {"arc._domainkey": {"TXT": [rsa_key().txt()]}})
+    return Resolver([dns_server.address], timeout_s=0.2, lifetime_s=0.4, cache_entries=100)
+
+
+def _results(facts: DkimFacts) -> list[tuple[str, str]]:
+    return [(s.selector, s.result) for s in facts.signatures]
+
+
+def test_valid_rsa_and_ed25519_signatures(resolver: Resolver) -> None:
+    signed = dkim_sign(
+        dkim_sign(MESSAGE, rsa_key(), "example.test", "rsa"), ed25519_key(), "example.test", "ed"
+    )
+    facts = verify_dkim(signed, resolver, 1024)
+    assert _results(facts) == [("ed", "pass"), ("rsa", "pass")]
+    assert facts.signatures[0].algorithm == "ed25519-sha256"
+    assert facts.domains_with("pass") == ("example.test", "example.test")
+
+
+@pytest.mark.parametrize(
+    ("change", "result", "reason"),
+    [
+        (lambda m: m.replace(b"numbers are", b"numbers were"), "fail", "body hash mismatch"),
+        (lambda m: m.replace(b"quarterly", b"urgent"), "fail", "headers changed"),
+    ],
+    ids=["body-changed", "header-changed"],
+)
+def test_changed_message_fails(
+    resolver: Resolver, change: Callable[[bytes], bytes], result: str, reason: str
+) -> None:
+    facts = verify_dkim(
+        change(dkim_sign(MESSAGE, rsa_key(), "example.test", "rsa")), resolver, 1024
+    )
+    ((_, got),) = _results(facts)
+    assert got == result
+    assert reason in facts.signatures[0].reason
+
+
+@pytest.mark.parametrize(
+    ("selector", "min_rsa_bits", "result", "reason"),
+    [
+        ("missing", 1024, "permerror", "no key"),
+        ("revoked", 1024, "fail", "revoked"),
+        ("short", 2048, "permerror", "too small"),  # a 1024-bit key where 2048 are required
+    ],
+)
+def test_key_problems(
+    resolver: Resolver, selector: str, min_rsa_bits: int, result: str, reason: str
+) -> None:
+    signed = dkim_sign(MESSAGE, rsa_key(), "example.test", selector)
+    facts = verify_dkim(signed, resolver, min_rsa_bits)
+    assert _results(facts) == [(selector, result)]
+    assert reason in facts.signatures[0].reason
+
+
+def test_two_signatures_one_broken(resolver: Resolver) -> None:
+    good = dkim_sign(MESSAGE, ed25519_key(), "example.test", "ed")
+    # Signed by another RSA key than the one published for the selector.
+    both = dkim_sign(good, rsa_key(seed=1), "example.test", "rsa")
+    facts = verify_dkim(both, resolver, 1024)
+    assert _results(facts) == [("rsa", "fail"), ("ed", "pass")]
+    result = asyncio.run(DkimCheck(resolver).run(_tx(both)))
+    assert sorted(s.name for s in result.symbols) == ["DKIM_FAIL", "DKIM_PASS"]
+
+
+def test_signature_algorithm_not_matching_the_key_is_permerror(resolver: Resolver) -> None:
+    signed = dkim_sign(MESSAGE, rsa_key(), "example.test", "ed")  # the ed key is ed25519
+    assert _results(verify_dkim(signed, resolver, 1024)) == [("ed", "permerror")]
+
+
+def test_length_tag_with_appended_content_is_neutral(resolver: Resolver) -> None:
+    signed = dkim_sign(MESSAGE, rsa_key(), "example.test", "rsa", length=True)
+    assert _results(verify_dkim(signed, resolver, 1024)) == [("rsa", "pass")]
+    appended = signed + b"Click here: http://evil.test/\r\n"
+    facts = verify_dkim(appended, resolver, 1024)
+    assert _results(facts) == [("rsa", "neutral")]
+    assert "unsigned" in facts.signatures[0].reason
+
+
+def test_unsigned_and_malformed(resolver: Resolver) -> None:
+    assert verify_dkim(MESSAGE, resolver, 1024) == DkimFacts()
+    facts = verify_dkim(b"DKIM-Signature: v=1; nonsense\r\n" + MESSAGE, resolver, 1024)
+    assert [s.result for s in facts.signatures] == ["permerror"]
+    result = asyncio.run(DkimCheck(resolver).run(_tx(MESSAGE)))
+    assert [s.name for s in result.symbols] == ["DKIM_NONE"]
+
+
+def test_dns_timeout_is_temperror(dns_server: DnsTestServer, resolver: Resolver) -> None:
+    signed = dkim_sign(MESSAGE, rsa_key(), "example.test", "rsa")
+    dns_server.mode = "drop"
+    started = time.monotonic()
+    facts = verify_dkim(signed, resolver, 1024)
+    assert _results(facts) == [("rsa", "temperror")]
+    assert time.monotonic() - started < 1.0
+
+
+def _forwarded(sealers: list[str], dmarc: str = "pass") -> bytes:
+    message = dkim_sign(MESSAGE, rsa_key(), "example.test", "rsa")
+    for hop, sealer in enumerate(sealers):
+        arc = "; arc=pass" if hop else ""  # what a forwarder records about the chain it got
+        results = f"Authentication-Results: mx.{sealer}; dmarc={dmarc}{arc}\r\n"
+        message = arc_seal(results.encode() + message, rsa_key(), sealer, f"mx.{sealer}")
+    return message
+
+
+def test_arc_chain_passes_and_names_sealers(resolver: Resolver) -> None:
+    facts = verify_arc(_forwarded(["forwarder.test", "list.test"]), resolver, 1024)
+    assert (facts.result, facts.instances) == ("pass", 2)
+    assert facts.sealers == ("forwarder.test", "list.test")
+    assert facts.sealer_dmarc == ("pass", "pass")
+
+
+def test_arc_chain_broken_by_a_change_fails(resolver: Resolver) -> None:
+    changed = _forwarded(["forwarder.test"]).replace(b"Hello Bob", b"Hello Eve")
+    facts = verify_arc(changed, resolver, 1024)
+    assert facts.result == "fail"
+    result = asyncio.run(ArcCheck(resolver).run(_tx(changed)))
+    assert [s.name for s in result.symbols] == ["ARC_FAIL"]
+    assert "forwarder.test" in result.symbols[0].reason
+
+
+def test_no_arc(resolver: Resolver) -> None:
+    assert verify_arc(MESSAGE, resolver, 1024).result == "none"
+
+
+def _tx(raw: bytes) -> Transaction:
+    connection = Connection(id="c1", client_ip="192.0.2.1", helo="mx.example.test")
+    return Transaction("t1", connection, Envelope("alice@example.test", ("bob@example.org",)), raw)

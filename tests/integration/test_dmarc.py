@@ -1,0 +1,211 @@
+"""DMARC end to end: the real SPF, DKIM, ARC and DMARC checks in the pipeline with the shipped
+rules, against zones on the loopback DNS server; plus the Authentication-Results they produce."""
+
+from __future__ import annotations
+
+import asyncio
+
+import authres
+import pytest
+
+from gateway.authresults import authentication_results_field
+from gateway.checks.arc import ArcCheck
+from gateway.checks.dkim import DkimCheck
+from gateway.checks.dmarc import DmarcCheck
+from gateway.checks.spf import SpfCheck
+from gateway.config import SHIPPED_RULES_DIR
+from gateway.model import Action, Connection, Envelope, Transaction
+from gateway.net.dns import Resolver
+from gateway.pipeline.engine import PhaseOutcome, Pipeline
+from gateway.pipeline.scoring import load_policy
+from tests.support.dkim_keys import arc_seal, dkim_sign, rsa_key
+from tests.support.dns_server import DnsTestServer
+
+GOOD_IP = "192.0.2.10"  # in example.test's SPF record
+BAD_IP = "203.0.113.66"
+AUTHSERV_ID = "mx.gateway.test"
+
+
+def _message(from_header: str = "Alice <alice@example.test>") -> bytes:
+    return (
+        f"From: {from_header}\r\nTo: bob@example.org\r\nSubject: invoice\r\n"
+        "Date: Sun, 29 Nov 2026 02:00:00 +0000\r\nMessage-ID: <9@example.test>\r\n\r\n"
+        "Please pay.\r\n"
+    ).encode()
+
+
+def _serve(server: DnsTestServer, dmarc: str | None, **extra: dict[str, list[str]]) -> None:
+    zone: dict[str, dict[str, list[str]]] = {
+        "@": {"TXT": ["v=spf1 ip4:192.0.2.0/24 -all"]},
+        "news": {"TXT": ["v=spf1 ip4:192.0.2.0/24 -all"]},
+        "rsa._domainkey": {"TXT": [rsa_key().txt()]},
+        **extra,
+    }
+    if dmarc is not None:
+        zone["_dmarc"] = {"TXT": [dmarc]}
+    server.set_zone("example.test", zone)
+    server.set_zone("forwarder.test", {"arc._domainkey": {"TXT": [rsa_key().txt()]}})
+
+
+def _run(
+    server: DnsTestServer,
+    raw: bytes,
+    ip: str = BAD_IP,
+    sender: str = "alice@example.test",
+    trusted: tuple[str, ...] = (),
+) -> PhaseOutcome:
+    resolver = Resolver([server.address], timeout_s=0.2, lifetime_s=0.4, cache_entries=0)
+    checks = [
+        SpfCheck(resolver, dns_time_s=1.0, timeout_s=2.0),
+        DkimCheck(resolver),
+        ArcCheck(resolver),
+        DmarcCheck(resolver, trusted_arc_sealers=trusted),
+    ]
+    pipeline = Pipeline(checks, load_policy(SHIPPED_RULES_DIR), deadline_s=5.0)
+    connection = Connection(id="c1", client_ip=ip, helo="mail.sender.test")
+    tx = Transaction("tx-1", connection, Envelope(sender, ("bob@example.org",)), raw)
+    return asyncio.run(pipeline.run_message(tx))
+
+
+def _dmarc_symbols(outcome: PhaseOutcome) -> list[str]:
+    return [s.name for s in outcome.verdict.symbols if s.name.startswith("DMARC_")]
+
+
+def test_p_reject_spoof_is_rejected_with_550_5_7_1(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    outcome = _run(dns_server, _message())
+    assert _dmarc_symbols(outcome) == ["DMARC_REJECT"]
+    assert outcome.verdict.action == Action.REJECT
+    assert outcome.verdict.reply is not None
+    assert outcome.verdict.reply.startswith("550 5.7.1 ")
+    assert "from=example.test" in outcome.verdict.reply
+
+
+def test_p_quarantine_spoof_is_quarantined(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=quarantine")
+    outcome = _run(dns_server, _message())
+    assert _dmarc_symbols(outcome) == ["DMARC_QUARANTINE"]
+    assert outcome.verdict.action == Action.QUARANTINE
+
+
+def test_p_none_failure_is_only_scored(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=none; rua=mailto:d@example.test")
+    outcome = _run(dns_server, _message())
+    assert _dmarc_symbols(outcome) == ["DMARC_FAIL"]
+    assert outcome.verdict.action == Action.ACCEPT
+
+
+def test_pct_zero_applies_the_next_less_strict_policy(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject; pct=0")
+    assert _dmarc_symbols(_run(dns_server, _message())) == ["DMARC_QUARANTINE"]
+
+
+def test_aligned_spf_passes(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    outcome = _run(dns_server, _message(), ip=GOOD_IP)
+    assert _dmarc_symbols(outcome) == ["DMARC_PASS"]
+    assert outcome.verdict.action == Action.ACCEPT
+
+
+def test_aligned_dkim_passes_when_spf_fails(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    signed = dkim_sign(_message(), rsa_key(), "example.test", "rsa")
+    outcome = _run(dns_server, signed, sender="bounce@other.test")
+    assert _dmarc_symbols(outcome) == ["DMARC_PASS"]
+
+
+@pytest.mark.parametrize(("adkim", "expected"), [("r", "DMARC_PASS"), ("s", "DMARC_REJECT")])
+def test_relaxed_and_strict_dkim_alignment(
+    dns_server: DnsTestServer, adkim: str, expected: str
+) -> None:
+    # From news.example.test, signed by example.test: same organisational domain only.
+    _serve(dns_server, None, **{"_dmarc.news": {"TXT": [f"v=DMARC1; p=reject; adkim={adkim}"]}})
+    raw = dkim_sign(_message("alice@news.example.test"), rsa_key(), "example.test", "rsa")
+    assert _dmarc_symbols(_run(dns_server, raw, sender="x@other.test")) == [expected]
+
+
+@pytest.mark.parametrize(("aspf", "expected"), [("r", "DMARC_PASS"), ("s", "DMARC_REJECT")])
+def test_relaxed_and_strict_spf_alignment(
+    dns_server: DnsTestServer, aspf: str, expected: str
+) -> None:
+    _serve(dns_server, None, **{"_dmarc.news": {"TXT": [f"v=DMARC1; p=reject; aspf={aspf}"]}})
+    raw = _message("alice@news.example.test")
+    outcome = _run(dns_server, raw, ip=GOOD_IP, sender="alice@example.test")
+    assert _dmarc_symbols(outcome) == [expected]
+
+
+def test_subdomain_policy_from_the_organisational_domain(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=none; sp=reject")
+    assert _dmarc_symbols(_run(dns_server, _message("a@news.example.test"))) == ["DMARC_REJECT"]
+    # The organisational domain itself gets p=.
+    assert _dmarc_symbols(_run(dns_server, _message())) == ["DMARC_FAIL"]
+
+
+def test_missing_record_is_none(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, None)
+    outcome = _run(dns_server, _message())
+    assert _dmarc_symbols(outcome) == ["DMARC_NONE"]
+    assert outcome.verdict.action == Action.ACCEPT
+
+
+@pytest.mark.parametrize("record", ["v=DMARC1; p=bogus", "v=DMARC1; adkim=s"])
+def test_malformed_record_is_permerror(dns_server: DnsTestServer, record: str) -> None:
+    _serve(dns_server, record)
+    assert _dmarc_symbols(_run(dns_server, _message())) == ["DMARC_PERMERROR"]
+
+
+def test_dns_timeout_on_the_record_defers(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    dns_server.drop.add(("_dmarc.example.test", "TXT"))
+    outcome = _run(dns_server, _message(), ip=GOOD_IP)
+    assert _dmarc_symbols(outcome) == ["DMARC_TEMPERROR"]
+    assert outcome.verdict.action == Action.TEMPFAIL
+    assert outcome.verdict.reply is not None and outcome.verdict.reply.startswith("451 4.4.3")
+
+
+def test_aligned_dkim_key_timeout_is_temperror_not_reject(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    dns_server.drop.add(("rsa._domainkey.example.test", "TXT"))
+    signed = dkim_sign(_message(), rsa_key(), "example.test", "rsa")
+    outcome = _run(dns_server, signed, sender="bounce@other.test")
+    assert _dmarc_symbols(outcome) == ["DMARC_TEMPERROR"]
+    assert outcome.verdict.action == Action.TEMPFAIL
+
+
+@pytest.mark.parametrize("from_header", ["a@example.test, b@evil.test", "undisclosed-recipients:;"])
+def test_not_exactly_one_from_address(dns_server: DnsTestServer, from_header: str) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    assert _dmarc_symbols(_run(dns_server, _message(from_header))) == ["DMARC_BAD_FROM"]
+
+
+def _forwarded() -> bytes:
+    """Signed by example.test, then changed by a list that sealed what it saw (dmarc=pass)."""
+    signed = dkim_sign(_message(), rsa_key(), "example.test", "rsa")
+    changed = signed.replace(b"Subject: invoice", b"Subject: [list] invoice")
+    results = b"Authentication-Results: mx.forwarder.test; dmarc=pass header.from=example.test\r\n"
+    return arc_seal(results + changed, rsa_key(), "forwarder.test", "mx.forwarder.test")
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [(("forwarder.test",), "DMARC_ARC_OVERRIDE"), ((), "DMARC_REJECT")],
+)
+def test_trusted_arc_sealer_vouches(
+    dns_server: DnsTestServer, trusted: tuple[str, ...], expected: str
+) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    outcome = _run(dns_server, _forwarded(), sender="bounces@forwarder.test", trusted=trusted)
+    assert _dmarc_symbols(outcome) == [expected]
+
+
+def test_authentication_results_header_parses(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    signed = dkim_sign(_message(), rsa_key(), "example.test", "rsa")
+    outcome = _run(dns_server, signed, ip=GOOD_IP)
+    field = authentication_results_field(AUTHSERV_ID, outcome.tx)
+    assert field.startswith("Authentication-Results: mx.gateway.test;\r\n\tspf=pass")
+    field.encode("ascii")
+    parsed = authres.AuthenticationResultsHeader.parse(field.replace("\r\n\t", " "))
+    assert parsed.authserv_id == AUTHSERV_ID
+    found = {(r.method, r.result) for r in parsed.results}
+    assert found == {("spf", "pass"), ("dkim", "pass"), ("arc", "none"), ("dmarc", "pass")}
