@@ -151,8 +151,9 @@ def _is_ipv4(value: Any) -> bool:
     return True
 
 
-def load_zones(path: Path, kind: Kind) -> list[Zone]:
-    """The enabled zones of `kind` in `path`; every zone is validated, enabled or not."""
+def load_zones(path: Path, kind: Kind, include_disabled: bool = False) -> list[Zone]:
+    """The enabled zones of `kind` in `path` (all of them with `include_disabled`); every zone
+    is validated, enabled or not."""
     problems: list[str] = []
     try:
         with path.open("rb") as handle:
@@ -168,7 +169,8 @@ def load_zones(path: Path, kind: Kind) -> list[Zone]:
     zones = []
     for name, table in data.get("zone", {}).items():
         zone = _parse_zone(name, table, f"{path}: zone.{name}", problems)
-        if zone is not None and zone.kind == kind and table.get("enabled", True):
+        enabled = include_disabled or table.get("enabled", True)
+        if zone is not None and zone.kind == kind and enabled:
             zones.append(zone)
     if problems:
         raise ConfigError(problems)

@@ -24,7 +24,7 @@ from gateway.config import Config, parse_hostport
 from gateway.net.dns import Resolver
 from gateway.observe.setup import configure_logging
 from gateway.pipeline.engine import Pipeline
-from gateway.pipeline.registry import Services, build_checks
+from gateway.pipeline.registry import Services, build_checks, declared_symbols
 from gateway.pipeline.scoring import load_policy
 from gateway.quarantine.store import QuarantineStore
 from gateway.queue.delivery import DeliveryService
@@ -44,7 +44,12 @@ def build_pipeline(config: Config) -> Pipeline:
     """Checks + policy as configured; raises ConfigError / ModelError with clear messages."""
     services = Services(resolver=Resolver.from_config(config.dns))
     checks = build_checks(config, services)
-    return Pipeline(checks, load_policy(config.rules_dir), config.pipeline.deadline_s)
+    return Pipeline(
+        checks,
+        load_policy(config.rules_dir),
+        config.pipeline.deadline_s,
+        declared=declared_symbols(config),
+    )
 
 
 class Runtime:
@@ -67,8 +72,10 @@ class Runtime:
         )
         self._housekeeping: asyncio.Task[None] | None = None
         if not config.checks.antivirus.enabled:
-            log.warning("antivirus is disabled ([checks.antivirus] enabled = false): "
-                        "messages are relayed without a virus scan")
+            log.warning(
+                "antivirus is disabled ([checks.antivirus] enabled = false): "
+                "messages are relayed without a virus scan"
+            )
 
     async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
         await self.delivery.start()

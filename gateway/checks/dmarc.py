@@ -40,14 +40,23 @@ _ONE_LESS_STRICT: dict[DmarcPolicy, DmarcPolicy] = {
 }
 
 
+def normalize_domain(domain: str) -> str:
+    """Lower case, no final dot, A-labels: an SMTPUTF8 From domain compares with DKIM's d=."""
+    domain = domain.lower().rstrip(".")
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain  # not a valid IDN: compared as written, so it aligns with nothing else
+
+
 def organizational_domain(domain: str) -> str:
     """RFC 7489 3.2: the public suffix plus one label (the domain itself if it is a suffix)."""
-    domain = domain.lower().rstrip(".")
+    domain = normalize_domain(domain)
     return _PSL.privatesuffix(domain) or domain
 
 
 def aligned(identifier: str, from_domain: str, strict: bool) -> bool:
-    identifier, from_domain = identifier.lower().rstrip("."), from_domain.lower().rstrip(".")
+    identifier, from_domain = normalize_domain(identifier), normalize_domain(from_domain)
     if strict:
         return identifier == from_domain
     return organizational_domain(identifier) == organizational_domain(from_domain)
@@ -111,7 +120,7 @@ def from_domains(tx: Transaction) -> list[str]:
     values = [str(v) for v in tx.message.get_all("From") or []]
     domains = []
     for _name, address in email.utils.getaddresses(values):
-        domains.append(address.rpartition("@")[2].lower().rstrip(".") if "@" in address else "")
+        domains.append(normalize_domain(address.rpartition("@")[2]) if "@" in address else "")
     return domains
 
 

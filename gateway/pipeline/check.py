@@ -48,3 +48,25 @@ class Check(ABC):
 
     def result(self, *symbols: Symbol, facts: object | None = None) -> CheckResult:
         return CheckResult(check=self.name, symbols=tuple(symbols), facts=facts)
+
+
+def declared_class_symbols() -> frozenset[str]:
+    """Every symbol some check class declares, whether enabled here or not: a scored symbol
+    outside this set (and outside what the enabled checks emit) is a typo in the policy."""
+    found: set[str] = set()
+    pending: list[type[Check]] = list(Check.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        symbols = getattr(cls, "symbols", None)
+        if isinstance(symbols, frozenset):
+            found |= symbols
+        name = getattr(cls, "name", None)
+        if isinstance(name, str):
+            error_symbol = cls.__dict__.get("error_symbol")
+            found.add(
+                error_symbol.fget(None)
+                if isinstance(error_symbol, property)
+                else f"{name.upper()}_ERROR"
+            )
+    return frozenset(found)

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.model import Action, Phase, Transaction, Verdict
+from gateway.errors import ConfigError
 from gateway.pipeline.check import Check
 from gateway.pipeline.runner import PhaseRunner
-from gateway.pipeline.scoring import Policy, decide
+from gateway.pipeline.scoring import ACTIONS_FILE, SCORES_FILE, Policy, decide
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,17 @@ class PhaseOutcome:
 
 
 class Pipeline:
-    def __init__(self, checks: Sequence[Check], policy: Policy, deadline_s: float) -> None:
+    def __init__(
+        self,
+        checks: Sequence[Check],
+        policy: Policy,
+        deadline_s: float,
+        declared: frozenset[str] | None = None,
+    ) -> None:
+        """`declared`: every symbol the configured rule files could produce, enabled or not
+        (registry.declared_symbols); policy entries outside it are reported as typos."""
         self.checks = list(checks)
+        self._declared = declared
         self.runner = PhaseRunner(checks)
         self.policy = self._complete(policy)
         self.deadline_s = deadline_s
@@ -37,7 +47,23 @@ class Pipeline:
         Asked anew on every swap: a reloaded rule set may emit other symbols than before.
         """
         emitted = {c.name: c.all_symbols() for c in self.checks}
+        known = (self._declared or frozenset()).union(*emitted.values())
+        typos = (
+            []
+            if self._declared is None
+            else [
+                f"{SCORES_FILE}: symbol {name} is scored but no check emits it"
+                for name in sorted(set(policy.symbols) - known)
+            ]
+            + [
+                f"{ACTIONS_FILE}: forced action for {name}, which no check emits"
+                for name in sorted(set(policy.forced) - known)
+            ]
+        )
+        if typos:
+            raise ConfigError(typos)
         own = {name: rule for c in self.checks for name, rule in c.own_scores().items()}
+        # Symbols of checks that are off in this configuration are dropped, not errors.
         policy = policy.with_defaults(own).restricted_to(emitted)
         policy.check_symbols(emitted)
         return policy

@@ -29,7 +29,7 @@ from gateway.dnslists import load_zones
 from gateway.errors import ConfigError
 from gateway.net.clamd import ClamdClient, parse_address
 from gateway.net.dns import Resolver
-from gateway.pipeline.check import Check
+from gateway.pipeline.check import Check, declared_class_symbols
 
 
 @dataclass
@@ -94,8 +94,15 @@ def _dnsbl(config: Config, services: Services) -> Check | None:
     if not zones:  # every list is off by default: nothing to query
         return None
     check_class = DnsblAtRcptCheck if c.phase == "rcpt" else DnsblCheck
-    return check_class(zones, _resolver_for("dnsbl", services), c.timeout_s, c.on_error,
-                       c.skip_networks, c.failures_before_pause, c.pause_s)
+    return check_class(
+        zones,
+        _resolver_for("dnsbl", services),
+        c.timeout_s,
+        c.on_error,
+        c.skip_networks,
+        c.failures_before_pause,
+        c.pause_s,
+    )
 
 
 def _uribl(config: Config, services: Services) -> Check | None:
@@ -103,8 +110,15 @@ def _uribl(config: Config, services: Services) -> Check | None:
     zones = load_zones(config.rules_dir / c.zones_file, "domain") if c.enabled else []
     if not zones:
         return None
-    return UriblCheck(zones, _resolver_for("uribl", services), c.timeout_s, c.on_error,
-                      c.max_domains, c.failures_before_pause, c.pause_s)
+    return UriblCheck(
+        zones,
+        _resolver_for("uribl", services),
+        c.timeout_s,
+        c.on_error,
+        c.max_domains,
+        c.failures_before_pause,
+        c.pause_s,
+    )
 
 
 def _auth_resolver(check: str, services: Services) -> Resolver:
@@ -157,6 +171,18 @@ _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _arc,
     _dmarc,
 )
+
+
+def declared_symbols(config: Config) -> frozenset[str]:
+    """Every symbol any check could emit under this configuration's rule files, enabled or not:
+    what rules/scores.toml and actions.toml may name without being a typo."""
+    zones = [
+        *load_zones(config.rules_dir / config.checks.dnsbl.zones_file, "ip", include_disabled=True),
+        *load_zones(
+            config.rules_dir / config.checks.uribl.zones_file, "domain", include_disabled=True
+        ),
+    ]
+    return declared_class_symbols().union(*(zone.symbols() for zone in zones))
 
 
 def build_checks(config: Config, services: Services) -> list[Check]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.authresults import authentication_results_field, remove_our_authentication_results
 from gateway.config import Config
 from gateway.errors import SpoolFull
 from gateway.model import (
@@ -227,7 +228,7 @@ class SmtpHandler:
                 DataProblem.LINE_TOO_LONG: replies.LINE_TOO_LONG,
                 DataProblem.BARE_LINE_ENDING: replies.BARE_LINE_ENDING,
             }[problem]
-            self._log(current, "reject", reply, collected.size, reason=problem.value)
+            self._log(current, Action.REJECT.value, reply, collected.size, reason=problem.value)
             return reply
         tx = current.tx.with_raw(collected.message())
         try:
@@ -242,12 +243,9 @@ class SmtpHandler:
         # store, the delivery notice or the log line in half.
         return await asyncio.shield(self._finish(current))
 
-    def reset(self, session: SessionState) -> None:
-        """RSET, a new HELO/EHLO, QUIT or a lost connection end the open transaction."""
-        self.abandon(session)
-
     def abandon(self, session: SessionState, reply: str = "") -> None:
-        """End the open transaction, if any; `reply` is what ended it (e.g. a timeout)."""
+        """RSET, a new HELO/EHLO, STARTTLS, QUIT, a timeout or a lost connection end the open
+        transaction, if any; `reply` is what ended it (e.g. the 421 of a timeout)."""
         current = session.open
         if current is not None:
             if current.refused and not current.tx.envelope.rcpt_tos:
@@ -268,7 +266,10 @@ class SmtpHandler:
         if verdict.action in (Action.REJECT, Action.TEMPFAIL):
             reply = self._refusal(verdict, tx.id, during_data=True)
         else:
-            data = stamp(tx.raw, gateway_headers(tx, verdict, self.hostname))
+            # A forged Authentication-Results naming us must not reach the internal server.
+            raw = remove_our_authentication_results(tx.raw, self.hostname)
+            extra = [authentication_results_field(self.hostname, tx)]
+            data = stamp(raw, gateway_headers(tx, verdict, self.hostname, extra))
             try:
                 if verdict.action is Action.ACCEPT:
                     env = tx.envelope
@@ -356,7 +357,9 @@ class SmtpHandler:
 
 
 def public_reason(verdict: Verdict) -> str:
-    """What a reply may say about a verdict: a check's own error text stays in the log."""
+    """What a reply may say about a verdict. A check failure reads "check NAME failed: error";
+    the error text can name internal hosts and ports, so only "check NAME failed" is shown and
+    the rest stays in the log."""
     if verdict.action is Action.TEMPFAIL and verdict.forced_by is None:
-        return "a check could not complete"
+        return verdict.reason.partition(":")[0]
     return verdict.reason

@@ -20,6 +20,8 @@ from gateway.smtp.limits import ConnectionLimiter
 from gateway.smtp.session import GatewaySMTP
 
 log = logging.getLogger(__name__)
+# aiosmtpd logs every connection and command at INFO; the transaction log line says it better.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 LISTEN_BACKLOG = 1024
 # aiosmtpd's own timer closes any session that outlives this, whatever state it is in.

@@ -116,7 +116,7 @@ class GatewaySMTP(SMTP):
         except (ConnectionError, asyncio.IncompleteReadError):
             self._close()
         finally:
-            self.gateway.reset(state)
+            self.gateway.abandon(state)
             self.limiter.release(client_ip)
             self.front_end.session_ended(self)
 
@@ -330,7 +330,7 @@ class GatewaySMTP(SMTP):
     async def smtp_RSET(self, arg: str) -> Reply:
         if arg:
             return replies.syntax("RSET")
-        self.gateway.reset(self._state())
+        self.gateway.abandon(self._state())
         return replies.RESET
 
     async def smtp_NOOP(self, arg: str) -> Reply:

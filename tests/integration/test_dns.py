@@ -123,3 +123,10 @@ def test_from_config_accepts_host_and_port(zone_server: DnsTestServer) -> None:
     config = DnsConfig(nameservers=(zone_server.address,), timeout_s=0.5, lifetime_s=1.0)
     resolver = Resolver.from_config(config)
     assert resolver.lookup_sync("mx.example.test", "A").records == ("192.0.2.25",)
+
+
+def test_answer_too_big_for_udp_comes_over_tcp(dns_server: DnsTestServer) -> None:
+    records = [f"record {i} " + "x" * 500 for i in range(4)]  # ~2 KB: more than EDNS's 1232
+    dns_server.set_zone("big.test", {"@": {"TXT": records}})
+    resolver = Resolver([dns_server.address], 0.5, 1.0, cache_entries=0)
+    assert sorted(resolver.lookup_sync("big.test", "TXT").records) == records

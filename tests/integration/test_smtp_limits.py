@@ -127,7 +127,10 @@ def test_per_ip_connection_limit(
         with RawSmtp(gateway.host, gateway.port, source_ip="127.0.0.2") as other_ip:
             assert other_ip.reply().startswith("220 ")
     [refusal] = log_lines(caplog)
-    assert (refusal["outcome"], refusal["reply"]) == ("tempfail", replies.TOO_MANY_CONNECTIONS_FROM_IP)
+    assert (refusal["outcome"], refusal["reply"]) == (
+        "tempfail",
+        replies.TOO_MANY_CONNECTIONS_FROM_IP,
+    )
 
 
 def test_idle_timeout(gateway_factory: GatewayFactory) -> None:

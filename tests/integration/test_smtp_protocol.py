@@ -185,7 +185,10 @@ def test_smtputf8_and_8bit_mail_pass_unchanged(gateway: RunningGateway) -> None:
         assert client.reply().startswith("250 2.0.0 Ok: queued as ")
     [msg_id] = gateway.spool.ids()
     entry = gateway.spool.load(msg_id)
-    assert (entry.mail_from, entry.recipients[0].address) == ("ålice@sender.test", "bøb@example.test")
+    assert (entry.mail_from, entry.recipients[0].address) == (
+        "ålice@sender.test",
+        "bøb@example.test",
+    )
     stored = gateway.spool.read_data(msg_id)
     assert stored.endswith(body)
     assert f" with UTF8SMTP id {msg_id}\r\n\tfor <bøb@example.test>; ".encode() in stored

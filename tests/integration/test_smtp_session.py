@@ -44,7 +44,10 @@ def test_clean_message_is_queued_with_our_headers(gateway: RunningGateway) -> No
     stored = gateway.spool.read_data(msg_id)
     head, _, body = stored.partition(b"\r\n\r\n")
     assert body == b"Hello.\r\n"
-    assert head.startswith(b"X-Spam-Score: 0.00\r\nX-Spam-Status: No, score=0.00 required=6.00 ")
+    assert head.startswith(
+        b"Authentication-Results: mx.gateway.test;\r\n\tnone\r\n"
+        b"X-Spam-Score: 0.00\r\nX-Spam-Status: No, score=0.00 required=6.00 "
+    )
     assert (
         b"Received: from client.test ([127.0.0.1])\r\n\tby mx.gateway.test with ESMTP id "
         + msg_id.encode()
@@ -117,3 +120,15 @@ def test_one_log_line_per_transaction(
         }
     ]
     assert len({accepted["id"], rejected["id"], refused["id"]}) == 3
+
+
+def test_forged_authentication_results_naming_us_are_removed(gateway: RunningGateway) -> None:
+    forged = b"Authentication-Results: mx.gateway.test; dmarc=pass header.from=bank.test\r\n"
+    theirs = b"Authentication-Results: mx.sender.test; spf=pass\r\n"
+    with gateway.client() as smtp:
+        smtp.sendmail("alice@sender.test", ["bob@example.test"], forged + theirs + message())
+    [msg_id] = gateway.spool.ids()
+    stored = gateway.spool.read_data(msg_id)
+    assert b"dmarc=pass" not in stored
+    assert theirs in stored
+    assert stored.count(b"Authentication-Results: mx.gateway.test;") == 1

@@ -53,3 +53,4 @@ def test_alignment_modes() -> None:
     assert not aligned("mail.example.com", "example.com", strict=True)
     assert aligned("EXAMPLE.com.", "example.com", strict=True)
     assert not aligned("example.co.uk", "other.co.uk", strict=False)
+    assert aligned("xn--bcher-kva.example", "Bücher.example", strict=True)  # IDN From domain
