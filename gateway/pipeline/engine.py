@@ -6,8 +6,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.model import Action, Phase, Transaction, Verdict
 from gateway.errors import ConfigError
+from gateway.model import Action, Phase, Transaction, Verdict
 from gateway.pipeline.check import Check
 from gateway.pipeline.runner import PhaseRunner
 from gateway.pipeline.scoring import ACTIONS_FILE, SCORES_FILE, Policy, decide
