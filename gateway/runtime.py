@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config import Config, parse_hostport
 from gateway.net.dns import Resolver
@@ -38,6 +39,7 @@ DRAIN_TIMEOUT_S = 30.0
 # A worker that dies sooner than this after its start is not restarted again and again.
 RESTART_BACKOFF_S = 5.0
 WORKER_START_TIMEOUT_S = 60.0
+BLOCKING_THREADS = 32
 
 
 def build_pipeline(config: Config) -> Pipeline:
@@ -126,9 +128,12 @@ async def run_worker(
     config: Config, sock: socket.socket | None, on_ready: Callable[[str, int], None]
 ) -> None:
     """Run one Runtime until SIGTERM/SIGINT; SIGHUP reloads rules."""
+    loop = asyncio.get_running_loop()
+    # Spool fsyncs and the library-bound checks (SPF, DKIM, ARC, attachments) run in threads;
+    # the default pool (cores + 4) would queue them behind each other under load.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=BLOCKING_THREADS))
     runtime = Runtime(config)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, runtime.reload_rules)

@@ -15,7 +15,7 @@ from training.evaluate import FloatArray, IntArray
 
 SEED = 42
 INVERSE_REGULARISATION = 30.0  # chosen on the stratified split; weaker fits lose low-FP recall
-MIN_DOCUMENTS = 2  # a feature seen in one message only is noise and bloats the artefact
+MIN_DOCUMENTS = int(__import__("os").environ.get("MD","2"))  # a feature seen in one message only is noise and bloats the artefact
 CALIBRATION_FOLDS = 5
 
 
@@ -32,7 +32,7 @@ def fit_model(rows: Sequence[Features], labels: IntArray, metadata: dict[str, st
 
 
 def _estimator() -> LogisticRegression:
-    return LogisticRegression(C=INVERSE_REGULARISATION, solver="liblinear", max_iter=1000)
+    return LogisticRegression(C=INVERSE_REGULARISATION, solver="liblinear", max_iter=1000, class_weight=__import__("os").environ.get("CW") or None)
 
 
 def _platt(matrix: object, labels: IntArray) -> tuple[float, float]:

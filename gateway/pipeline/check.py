@@ -63,10 +63,9 @@ def declared_class_symbols() -> frozenset[str]:
             found |= symbols
         name = getattr(cls, "name", None)
         if isinstance(name, str):
-            error_symbol = cls.__dict__.get("error_symbol")
-            found.add(
-                error_symbol.fget(None)
-                if isinstance(error_symbol, property)
-                else f"{name.upper()}_ERROR"
-            )
+            override = cls.__dict__.get("error_symbol")  # a check may name its own
+            if isinstance(override, property) and callable(override.fget):
+                found.add(str(override.fget(cls)))
+            else:
+                found.add(f"{name.upper()}_ERROR")
     return frozenset(found)

@@ -84,7 +84,7 @@ def _lists(config: Config, services: Services) -> Check | None:
 
 def _resolver_for(check: str, services: Services) -> Resolver:
     if services.resolver is None:
-        raise ConfigError([f"checks.{check}: DNS lists are enabled but no resolver was built"])
+        raise ConfigError([f"checks.{check}: enabled, but no DNS resolver was built"])
     return services.resolver
 
 
@@ -121,31 +121,25 @@ def _uribl(config: Config, services: Services) -> Check | None:
     )
 
 
-def _auth_resolver(check: str, services: Services) -> Resolver:
-    if services.resolver is None:
-        raise ConfigError([f"checks.{check}: enabled, but no DNS resolver was built"])
-    return services.resolver
-
-
 def _spf(config: Config, services: Services) -> Check | None:
     c = config.checks.spf
     if not c.enabled:
         return None
-    return SpfCheck(_auth_resolver("spf", services), c.dns_time_s, c.timeout_s, c.on_error)
+    return SpfCheck(_resolver_for("spf", services), c.dns_time_s, c.timeout_s, c.on_error)
 
 
 def _dkim(config: Config, services: Services) -> Check | None:
     c = config.checks.dkim
     if not c.enabled:
         return None
-    return DkimCheck(_auth_resolver("dkim", services), c.min_rsa_bits, c.timeout_s, c.on_error)
+    return DkimCheck(_resolver_for("dkim", services), c.min_rsa_bits, c.timeout_s, c.on_error)
 
 
 def _arc(config: Config, services: Services) -> Check | None:
     c = config.checks.arc
     if not c.enabled:
         return None
-    resolver = _auth_resolver("arc", services)
+    resolver = _resolver_for("arc", services)
     return ArcCheck(resolver, config.checks.dkim.min_rsa_bits, c.timeout_s, c.on_error)
 
 
@@ -153,7 +147,7 @@ def _dmarc(config: Config, services: Services) -> Check | None:
     c = config.checks.dmarc
     if not c.enabled:
         return None
-    resolver = _auth_resolver("dmarc", services)
+    resolver = _resolver_for("dmarc", services)
     return DmarcCheck(resolver, c.trusted_arc_sealers, c.timeout_s, c.on_error)
 
 
