@@ -137,6 +137,31 @@ async def drive(port: int, total: int, clients: int) -> dict[str, float]:
     }
 
 
+def cpu_seconds(root_pid: int) -> float:
+    """User + system CPU of a process and its live children (from /proc, Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if root_pid in (pid, ppid):
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def measured(port: int, total: int, clients: int, pids: dict[str, int]) -> dict[str, float]:
+    """drive() plus the CPU milliseconds per message each process in `pids` spent."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = asyncio.run(drive(port, total, clients))
+    for name, pid in pids.items():
+        spent = cpu_seconds(pid) - before[name]
+        result[f"{name}_cpu_ms_per_msg"] = round(spent * 1000 / max(1, result["messages"]), 3)
+    return result
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -164,14 +189,15 @@ def main() -> int:
     }
     try:
         asyncio.run(drive(sink_port, 200, args.clients))  # warm-up
-        results["direct"] = asyncio.run(drive(sink_port, args.messages, args.clients))
+        results["direct"] = measured(sink_port, args.messages, args.clients, {"sink": sink.pid})
         with tempfile.TemporaryDirectory() as tmp:
             for workers in (1, 2):
                 gateway, port = start_gateway(Path(tmp), sink_port, dns.address, workers)
                 try:
                     asyncio.run(drive(port, 200, args.clients))  # warm-up
-                    results[f"gateway_{workers}w"] = asyncio.run(
-                        drive(port, args.messages, args.clients)
+                    results[f"gateway_{workers}w"] = measured(
+                        port, args.messages, args.clients,
+                        {"gateway": gateway.pid, "sink": sink.pid},
                     )
                 finally:
                     stop(gateway)
@@ -194,6 +220,11 @@ def main() -> int:
             f"{r['failures']:>8}"
         )
     print(f"2 workers / 1 worker: {results['scaling_2w_over_1w']}")
+    print("CPU ms per message: sink (direct) {}, gateway (1 worker) {}, gateway (2 workers) {}"
+          .format(direct_cpu := results["direct"]["sink_cpu_ms_per_msg"],
+                  results["gateway_1w"]["gateway_cpu_ms_per_msg"],
+                  results["gateway_2w"]["gateway_cpu_ms_per_msg"]))
+    del direct_cpu
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")

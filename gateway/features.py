@@ -51,6 +51,7 @@ _SRC = re.compile(r"""\bsrc\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
 _INVISIBLE = re.compile(r"<(script|style|head|title)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
 _TAG = re.compile(r"<[^>]*>")
 _HOST_IN_TEXT = re.compile(r"(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,})", re.IGNORECASE)
+_URL_PATH_WORD = re.compile(r"[a-z]{3,15}")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _ENCODED_WORD = re.compile(r"=\?([^?]+)\?([bqBQ])\?")
 
@@ -294,6 +295,8 @@ def _url_features(add: _Adder, urls: list[str], from_domain: str) -> None:
             add("url:explicit_port", 1.0)
         domain = _registrable(host.split(":")[0])
         domains.add(domain)
+        for word in _URL_PATH_WORD.findall(url.lower().split(host, 1)[-1])[:20]:
+            add(f"url:path={word}", 1.0)
         add(f"url:dom={domain}", 1.0)
         add(f"url:tld={_tld(domain)}", 1.0)
     add(f"url:domains={_bucket(len(domains))}", 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.policy
+import re
 from email.errors import HeaderParseError
 
 from gateway.model import CheckResult, Phase, Symbol, Transaction
@@ -11,9 +12,22 @@ from gateway.pipeline.check import Check
 ADDRESS_HEADERS = ("From", "Sender", "Reply-To", "To", "Cc")
 _header_factory = email.policy.default.header_factory
 
+# The forms nearly all mail uses: `user@host.tld`, `Name <user@host.tld>`, `"Name" <...>`,
+# comma-separated. They are well-formed by construction; anything else gets the full parser,
+# which is accurate but costs about 0.1 ms per header.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}"
+_WORD = r"[A-Za-z0-9.'_-]+"
+_NAME = rf'(?:{_WORD}(?:[ \t]+{_WORD})*|"[^"\\\r\n]*")'
+_MAILBOX = rf"(?:{_ADDR}|{_NAME}?\s*<{_ADDR}>)"
+FAST_PATH_MAX_CHARS = 2000
+_SIMPLE_LIST = re.compile(rf"\s*{_MAILBOX}(?:\s*,\s*{_MAILBOX})*\s*")
+
 
 def address_problem(name: str, value: str) -> str | None:
     """Why an address header is malformed, or None when it parses into real addresses."""
+    if len(value) <= FAST_PATH_MAX_CHARS and _SIMPLE_LIST.fullmatch(value):
+        return None
     try:
         header = _header_factory(name, value)
     except (HeaderParseError, IndexError, ValueError) as exc:
