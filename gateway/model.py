@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.errors
 import email.message
 import email.parser
 import email.policy
@@ -100,6 +101,10 @@ class Envelope:
     smtputf8: bool = False
 
 
+class MimeNestingTooDeep(email.errors.MessageDefect):
+    """The message's MIME tree is nested too deep to parse; only its headers were parsed."""
+
+
 class Transaction:
     """What checks see of one message: connection, envelope, raw bytes and earlier results.
 
@@ -150,9 +155,11 @@ class Transaction:
         try:
             return email.message_from_bytes(self.raw, policy=email.policy.compat32)
         except RecursionError:
-            return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+            parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
                 self.raw, headersonly=True
             )
+            parsed.defects.append(MimeNestingTooDeep("MIME nesting too deep to parse"))
+            return parsed
 
 
 @dataclass(frozen=True, slots=True)

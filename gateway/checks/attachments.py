@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from gateway.checks.archive import ArchiveLimits, Budget, Problem, is_zip, list_zip
 from gateway.checks.filetypes import TYPE_SYMBOLS, TypeRules
-from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
+from gateway.model import CheckResult, MimeNestingTooDeep, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
 _ARCHIVE_SYMBOLS = {
@@ -111,9 +111,8 @@ class _Findings:
 
 def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findings) -> list[Part]:
     """Decoded leaf parts worth inspecting; limits reached become ATTACH_LIMIT findings."""
-    try:
-        root = tx.message
-    except RecursionError:  # the parser recurses per nesting level
+    root = tx.message
+    if any(isinstance(defect, MimeNestingTooDeep) for defect in root.defects):
         found.add("ATTACH_LIMIT", "message", "MIME nesting too deep to parse")
         return []
     parts: list[Part] = []

@@ -74,6 +74,6 @@ def test_clamd_down_defers_and_stores_nothing(gateway_factory: GatewayFactory) -
     address = f"tcp://127.0.0.1:{free_port()}"
     gateway = start(gateway_factory, address)
     reply = send(gateway, message(("report.pdf", b"%PDF-1.7\n")))
-    assert reply.startswith("451 4.7.1 Try again later (check antivirus failed: ")
-    assert f"clamd at {address}: Connection refused" in reply
+    assert reply.startswith("451 4.7.1 Try again later (check antivirus failed), transaction ")
+    assert "127.0.0.1" not in reply  # internal addresses never reach the client
     assert gateway.spool.ids() == [] and gateway.quarantine.find(Filter()) == []

@@ -66,7 +66,7 @@ def test_error_reply_raises_with_clamd_text() -> None:
 
 def test_antivirus_config_defaults_and_errors() -> None:
     default = config_from_dict({}).checks.antivirus
-    assert (default.enabled, default.on_error.value) == (False, "tempfail")
+    assert (default.enabled, default.on_error.value) == (True, "tempfail")
     with pytest.raises(ConfigError) as caught:
         config_from_dict({"checks": {"antivirus": {"address": "clamd:3310", "max_scan_bytes": 0}}})
     assert caught.value.problems == [
