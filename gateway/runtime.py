@@ -31,6 +31,7 @@ from gateway.quarantine.store import QuarantineStore
 from gateway.queue.delivery import DeliveryService
 from gateway.queue.dsn import SpoolBouncer
 from gateway.queue.spool import Spool
+from gateway.queue.verify import RecipientVerifier
 from gateway.smtp.server import SmtpFrontEnd, bind_listener
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,13 @@ class Runtime:
         self.delivery = DeliveryService(
             self.spool, config.relay, config.queue, config.smtp.hostname, bouncer
         )
+        self.verifier = (
+            RecipientVerifier(config.relay, config.verify, config.smtp.hostname)
+            if config.verify.enabled
+            else None
+        )
         self.front_end = SmtpFrontEnd(
-            config, self.pipeline, self.spool, self.delivery, self.quarantine
+            config, self.pipeline, self.spool, self.delivery, self.quarantine, self.verifier
         )
         self._housekeeping: asyncio.Task[None] | None = None
         if not config.checks.antivirus.enabled:
@@ -92,6 +98,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         await self.front_end.stop(DRAIN_TIMEOUT_S)
+        if self.verifier is not None:
+            await self.verifier.close()
         await self.delivery.stop()
         await self.pipeline.close()
 

@@ -10,8 +10,10 @@ route somewhere else is refused rather than rewritten:
 - quoted local parts (`"a@b"@ours`): legal, very rare in real mail, and the classic way to
   smuggle `@`, `%` or `!` past a gate that looks at the unquoted text.
 - address literals (`user@[127.0.0.1]`), trailing dots (`user@ours.`), empty domains,
-  several `@`, and addresses without a domain (even `<postmaster>`: there is no domain to
-  relay it to).
+  several `@`, and addresses without a domain.
+
+The one address without a domain that is accepted is `<postmaster>` (RFC 5321 4.5.1 says a
+server MUST), as postmaster of the first configured domain.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ _DOT_ATOM_UTF8 = re.compile(
     rf"[{_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+(?:\.[{_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+)*"
 )
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+_NOT_UTF8 = re.compile(r"[\ud800-\udfff]")  # surrogateescape stand-ins for invalid bytes
 
 
 class RelayDenied(Exception):
@@ -94,9 +97,22 @@ def sender_problem(path: str, smtputf8: bool) -> str | None:
         return "control characters or spaces"
     if not path.isascii() and not smtputf8:
         return "non-ASCII without SMTPUTF8"
+    if _NOT_UTF8.search(path):
+        return "not valid UTF-8"
     local, at, domain = path.rpartition("@")
     if not at or not local or not domain:
         return "not local@domain"
+    return None
+
+
+def helo_problem(name: str) -> str | None:
+    """Why a HELO/EHLO argument is unusable, or None. Any name is taken (it is only recorded,
+    and checks judge it), but not bytes that are invalid UTF-8 or control characters, which
+    would follow it into headers, logs and the quarantine index."""
+    if _NOT_UTF8.search(name) or _CONTROL_OR_SPACE.search(name):
+        return "not a host name"
+    if len(name.encode("utf-8")) > MAX_PATH_OCTETS:
+        return "too long"
     return None
 
 
@@ -104,15 +120,19 @@ class RelayGate:
     """Accepts only recipients in the configured domains; see the module docstring."""
 
     def __init__(self, domains: Iterable[str]) -> None:
-        self.domains = frozenset(d.lower() for d in domains)
-        if not self.domains:
+        ordered = [d.lower() for d in domains]
+        if not ordered:
             # An empty list must never mean "accept everything".
             raise ValueError("the relay gate needs at least one domain")
+        self.domains = frozenset(ordered)
+        self.postmaster = f"postmaster@{ordered[0]}"
 
     def accept(self, path: str, smtputf8: bool) -> str:
         """The canonical recipient (domain lower-cased) or RelayDenied with the reason."""
         if not path:
             raise RelayDenied("empty address")
+        if path.lower() == "postmaster":
+            return self.postmaster
         if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_OCTETS:
             raise RelayDenied("address too long")
         if path.startswith("@"):

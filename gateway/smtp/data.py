@@ -70,7 +70,7 @@ class DataCollector:
         return False
 
     def fragment(self, data: bytes) -> None:
-        """Part of a line longer than the stream's buffer limit: never stored, only counted."""
+        """A piece of a line longer than max_line_bytes: never stored, only counted."""
         self._line_bytes += len(data)
         self.size += len(data)
         self._at_line_start = False

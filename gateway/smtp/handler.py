@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gateway.authresults import authentication_results_field, remove_our_authentication_results
 from gateway.config import Config
@@ -58,6 +58,10 @@ class DeliveryNotifier(Protocol):
     def notify(self, msg_id: str) -> None: ...
 
 
+class RecipientChecker(Protocol):
+    async def verify(self, rcpt: str) -> Literal["ok", "unknown", "unavailable"]: ...
+
+
 class QuarantineSink(Protocol):
     def add(self, tx: Transaction, verdict: Verdict, data: bytes) -> str: ...
 
@@ -94,12 +98,14 @@ class SmtpHandler:
         spool: MessageSpool,
         delivery: DeliveryNotifier,
         quarantine: QuarantineSink,
+        verifier: RecipientChecker | None = None,
     ) -> None:
         self.config = config
         self.pipeline = pipeline
         self.spool = spool
         self.delivery = delivery
         self.quarantine = quarantine
+        self.verifier = verifier
         self.gate = RelayGate(config.relay.domains)
         self.hostname = config.smtp.hostname
 
@@ -173,7 +179,8 @@ class SmtpHandler:
     ) -> str:
         tx = session.transaction(Envelope(sender, (), options, smtputf8))
         try:
-            if not await asyncio.to_thread(self.spool.has_room, declared_size):
+            # statvfs answers from the kernel's cached counters: a thread hop would cost more.
+            if not self.spool.has_room(declared_size):
                 self._log_refusal(session, tx, replies.NO_STORAGE, None)
                 return replies.NO_STORAGE
             outcome = await self.pipeline.run_phase(Phase.MAIL, tx)
@@ -213,8 +220,21 @@ class SmtpHandler:
         if outcome.stop:
             reply = self._refusal(outcome.verdict, candidate.id, during_data=False)
             return self._refuse_rcpt(current, path, reply)
+        if refusal := await self._verify(address):
+            return self._refuse_rcpt(current, path, refusal)
         current.tx = outcome.tx
         return replies.recipient_ok()
+
+    async def _verify(self, address: str) -> str | None:
+        """Ask the internal server whether the user exists (cached): no backscatter later."""
+        if self.verifier is None:
+            return None
+        result = await self.verifier.verify(address)
+        if result == "unknown":
+            return replies.UNKNOWN_RECIPIENT
+        if result == "unavailable" and self.config.verify.on_unavailable == "tempfail":
+            return replies.RECIPIENT_UNVERIFIED
+        return None
 
     async def data(self, session: SessionState, collected: DataCollector) -> str:
         current = session.open

@@ -53,6 +53,8 @@ def syntax(usage: str) -> str:
 # -- limits --------------------------------------------------------------------------------
 MESSAGE_TOO_BIG = "552 5.3.4 Message too big"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+UNKNOWN_RECIPIENT = "550 5.1.1 Recipient address rejected: user unknown"
+RECIPIENT_UNVERIFIED = "451 4.4.3 Recipient address cannot be verified now, try again later"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 TOO_MANY_CONNECTIONS_FROM_IP = "421 4.7.0 Too many connections from your address"
 TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"

@@ -15,13 +15,17 @@ import ssl
 
 from gateway.config import Config, SmtpConfig, parse_hostport
 from gateway.pipeline.engine import Pipeline
-from gateway.smtp.handler import DeliveryNotifier, MessageSpool, QuarantineSink, SmtpHandler
+from gateway.smtp.handler import (
+    DeliveryNotifier,
+    MessageSpool,
+    QuarantineSink,
+    RecipientChecker,
+    SmtpHandler,
+)
 from gateway.smtp.limits import ConnectionLimiter
 from gateway.smtp.session import GatewaySMTP
 
 log = logging.getLogger(__name__)
-# aiosmtpd logs every connection and command at INFO; the transaction log line says it better.
-logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 LISTEN_BACKLOG = 1024
 # aiosmtpd's own timer closes any session that outlives this, whatever state it is in.
@@ -66,9 +70,10 @@ class SmtpFrontEnd:
         spool: MessageSpool,
         delivery: DeliveryNotifier,
         quarantine: QuarantineSink,
+        verifier: RecipientChecker | None = None,
     ) -> None:
         self.config = config
-        self.handler = SmtpHandler(config, pipeline, spool, delivery, quarantine)
+        self.handler = SmtpHandler(config, pipeline, spool, delivery, quarantine, verifier)
         self.limiter = ConnectionLimiter(
             config.smtp.max_connections, config.smtp.max_connections_per_ip
         )

@@ -1,10 +1,10 @@
 """One SMTP session: aiosmtpd's protocol with our command loop, limits and DATA reader.
 
-aiosmtpd gives the transport and stream plumbing, the backstop timer and address parsing.
-Its command loop and command methods are replaced because every reply must carry an
-enhanced status code from `replies`, every limit must be ours (line length, bad commands,
-idle and session time with a 421), and DATA must be read LF by LF to catch bare line ends
-(see `data`). Policy (relay gate, phases, storage, logging) is the handler's job.
+aiosmtpd gives the transport and stream plumbing, connection-lost handling (also under TLS)
+and a backstop timer. Its command loop and command methods are replaced because every reply
+must carry an enhanced status code from `replies`, every limit must be ours (line length, bad
+commands, idle and session time with a 421), and DATA must be cut at every LF to catch bare
+line ends (see `data`). Policy (relay gate, phases, storage, logging) is the handler's job.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from aiosmtpd.smtp import SMTP
 from gateway.config import SmtpConfig
 from gateway.model import Connection, new_id
 from gateway.smtp import replies
-from gateway.smtp.addresses import sender_problem, split_path_argument, strip_source_route
+from gateway.smtp.addresses import (
+    helo_problem,
+    sender_problem,
+    split_path_argument,
+    strip_source_route,
+)
 from gateway.smtp.data import DataCollector
 from gateway.smtp.handler import SessionState, SmtpHandler
 from gateway.smtp.limits import ConnectionLimiter
@@ -59,7 +64,6 @@ class GatewaySMTP(SMTP):
         self.line_length_limit = max(config.max_line_bytes, READ_SIZE)
         super().__init__(
             handler,
-            data_size_limit=config.max_message_bytes,
             enable_SMTPUTF8=True,
             hostname=config.hostname,
             tls_context=tls_context,
@@ -169,7 +173,7 @@ class GatewaySMTP(SMTP):
             )
         reply = await method(arg)
         first = reply[0] if isinstance(reply, list) else reply
-        if first is not None and first.startswith("5") and command != "DATA":
+        if first is not None and first.startswith("5"):
             return self._bad(first)
         return reply
 
@@ -229,13 +233,13 @@ class GatewaySMTP(SMTP):
         return self.state
 
     async def smtp_HELO(self, arg: str) -> Reply:
-        if not arg:
+        if not arg or helo_problem(arg):
             return replies.syntax("HELO hostname")
         refusal = await self.gateway.helo(self._state(), arg, esmtp=False)
         return refusal or replies.helo(self.config.hostname)
 
     async def smtp_EHLO(self, arg: str) -> Reply:
-        if not arg:
+        if not arg or helo_problem(arg):
             return replies.syntax("EHLO hostname")
         refusal = await self.gateway.helo(self._state(), arg, esmtp=True)
         if refusal is not None:
@@ -325,7 +329,9 @@ class GatewaySMTP(SMTP):
                 collected.fragment(chunk)
             elif collected.feed(chunk):
                 break
-        return await self.gateway.data(state, collected)
+        # Sent here, not returned: a refused message is not a bad command.
+        await self.push(await self.gateway.data(state, collected))
+        return None
 
     async def smtp_RSET(self, arg: str) -> Reply:
         if arg:

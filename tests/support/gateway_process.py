@@ -58,7 +58,7 @@ def default_config(storage: Path, nameserver: str) -> dict[str, Any]:
         },
         "storage": {"dir": str(storage)},
         "pipeline": {"rules_dir": str(SHIPPED_RULES_DIR)},
-        "checks": {"antivirus": {"enabled": False}},
+        "checks": {"antivirus": {"enabled": False}, "classifier": {"enabled": False}},
     }
 
 
