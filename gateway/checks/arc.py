@@ -23,6 +23,9 @@ def _text(value: object) -> str:
     return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
 
 
+ARC_HEADERS = ("ARC-Seal", "ARC-Message-Signature", "ARC-Authentication-Results")
+
+
 def verify_arc(raw: bytes, resolver: Resolver, min_rsa_bits: int) -> ArcFacts:
     """Validate the ARC chain of `raw` (blocking: DNS and signature checks happen here)."""
     lookups = KeyLookups(resolver)
@@ -72,5 +75,8 @@ class ArcCheck(Check):
         self.min_rsa_bits = min_rsa_bits
 
     async def run(self, tx: Transaction) -> CheckResult:
-        facts = await asyncio.to_thread(verify_arc, tx.raw, self.resolver, self.min_rsa_bits)
+        if not any(name in tx.message for name in ARC_HEADERS):  # no chain: nothing to verify
+            facts = ArcFacts("none")
+        else:
+            facts = await asyncio.to_thread(verify_arc, tx.raw, self.resolver, self.min_rsa_bits)
         return self.result(arc_symbol(facts), facts=facts)

@@ -40,6 +40,9 @@ class Part:
     data: bytes
 
 
+INLINE_MAX_BYTES = 64 * 1024
+
+
 class AttachmentsCheck(Check):
     name = "attachments"
     phase = Phase.DATA
@@ -61,7 +64,10 @@ class AttachmentsCheck(Check):
         return "ATTACH_ERROR"  # the ATTACH_ prefix of this check's symbols
 
     async def run(self, tx: Transaction) -> CheckResult:
-        # Parsing, decoding and listing are CPU work: off the event loop, so sessions go on.
+        # Decoding and listing attachments is CPU work: off the event loop, so sessions go on.
+        # A small message has little to decode, and the thread hop would cost more.
+        if len(tx.raw) <= INLINE_MAX_BYTES:
+            return self.result(*self._inspect_message(tx))
         return self.result(*await asyncio.to_thread(self._inspect_message, tx))
 
     def _inspect_message(self, tx: Transaction) -> list[Symbol]:
