@@ -59,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("queue", "quarantine", "learn"):
         _config_option_if_missing(sub.choices[name])
 
-    train = sub.add_parser(
+    # Only for the help listing: main() hands `train ...` to `python -m training` unparsed.
+    sub.add_parser(
         "train",
-        help="retrain the classifier (runs `python -m training`; see `make train`)",
-        add_help=False,
+        help="retrain the classifier: train --corpus DIR... [--out DIR] [--feedback DIR] "
+        "[--force] (`make train`)",
     )
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
 
     sink = sub.add_parser("sink", help="a test SMTP server filing mail into a Maildir")
     sink.add_argument("--listen", default="127.0.0.1:2526")
@@ -112,22 +112,24 @@ def _scan(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(train_args: Sequence[str]) -> int:
     # gateway never imports training/ (DESIGN: one-way dependencies): run it as a program.
-    command = [sys.executable, "-m", "training", *args.train_args]
+    command = [sys.executable, "-m", "training", *train_args]
     return subprocess.run(command, check=False).returncode
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "train":
-        return _train(args)
     if args.command == "sink":
         from gateway.smtp.sink import run_sink
 
         host, port = parse_hostport(args.listen, 25)
         run_sink(host, port, Path(args.maildir))
         return EXIT_OK
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except UnicodeDecodeError as exc:  # tomllib decodes the file itself and lets this through
+        problem = f"{args.config}: invalid TOML: not UTF-8 (byte {exc.start}: {exc.reason})"
+        raise ConfigError([problem]) from None
     configure_logging(config.log.level if args.command == "serve" else "warning")
     if args.command == "serve":
         from gateway.runtime import serve
@@ -147,6 +149,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        return _train(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _run(args)

@@ -215,6 +215,21 @@ class GtubeCheckConfig(CheckConfig):
 
 
 @dataclass(frozen=True)
+class ClassifierCheckConfig(CheckConfig):
+    model: str = str(SHIPPED_MODEL)  # the skops artefact written by `make train`
+    spam_threshold: float = 0.5  # probability at or above which ML_SPAM is emitted
+    ham_threshold: float = 0.2  # probability at or below which ML_HAM is emitted
+    explain_features: int = 5  # features named in the symbol's reason
+
+    def validate(self, problems: list[str], path: str) -> None:
+        if self.enabled and not Path(self.model).is_file():
+            problems.append(f"{path}.model: no such file {self.model!r} (run `make train`)")
+        if not 0.0 <= self.ham_threshold < self.spam_threshold <= 1.0:
+            problems.append(f"{path}: need 0 <= ham_threshold < spam_threshold <= 1")
+        _positive(self, problems, path, "timeout_s", "explain_features")
+
+
+@dataclass(frozen=True)
 class AntivirusCheckConfig(CheckConfig):
     # On unless configured off: a gateway that silently skips virus scanning is not safe by
     # default. With no clamd at `address` every message gets 451 until one runs.
@@ -379,6 +394,7 @@ class ChecksConfig:
     lists: ListsCheckConfig = field(default_factory=ListsCheckConfig)
     dnsbl: DnsblCheckConfig = field(default_factory=DnsblCheckConfig)
     uribl: UriblCheckConfig = field(default_factory=UriblCheckConfig)
+    classifier: ClassifierCheckConfig = field(default_factory=ClassifierCheckConfig)
 
 
 @dataclass(frozen=True)

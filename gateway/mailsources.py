@@ -70,6 +70,8 @@ def _iter_directory(path: Path, skip: SkipHandler) -> Iterator[RawMessage]:
         for file in sorted(p for p in root.rglob("*") if not _hidden(p, root)):
             if file.is_file():
                 yield from _iter_file(file, skip)
+            elif not file.is_dir():
+                skip(file, "not a regular file")
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.mailsources import MailSourceError, iter_messages, split_mbox
 from gateway.model import Connection, Envelope, Transaction, Verdict, new_id
 from gateway.pipeline.engine import Pipeline
 
@@ -78,18 +79,52 @@ class ScanOutput:
     failed: bool  # the file could not be read: `text` is the error line
 
 
+def split_file(raw: bytes) -> list[bytes]:
+    """The messages of one file: several for an mbox (each verdict its own), else the file.
+
+    Only a strict mbox separator as the first line makes a file an mbox, so a message that
+    merely starts with a `From ` line is still one message."""
+    first_line = raw.split(b"\n", 1)[0]
+    if raw.startswith(b"From ") and len(split_mbox(first_line + b"\nX: y\n")) == 1:
+        return split_mbox(raw) or [raw]
+    return [raw]
+
+
 async def scan_files(
     pipeline: Pipeline, paths: Sequence[str], envelope: ScanEnvelope, as_json: bool
 ) -> list[ScanOutput]:
-    """Scan each file in turn; an unreadable file is reported and does not stop the others."""
+    """Scan each file in turn; an unreadable file is reported and does not stop the others.
+
+    An mbox gives one verdict per message (`FILE#n`); a directory (or Maildir) one per
+    message file below it, with the files that are not mail reported as skipped."""
     outputs: list[ScanOutput] = []
+
+    async def scan_one(origin: str, raw: bytes) -> None:
+        verdict = await scan_bytes(pipeline, raw, envelope)
+        text = (
+            json.dumps(verdict_to_json(origin, verdict))
+            if as_json
+            else render_text(origin, verdict)
+        )
+        outputs.append(ScanOutput(text, False))
+
+    def skipped(path: Path, reason: str) -> None:
+        outputs.append(ScanOutput(f"gateway scan: {path}: skipped: {reason}", True))
+
     for path in paths:
+        if Path(path).is_dir():
+            try:
+                for found in iter_messages(Path(path), skipped):
+                    await scan_one(found.origin, found.raw)
+            except (MailSourceError, OSError) as exc:
+                outputs.append(ScanOutput(f"gateway scan: {path}: {exc}", True))
+            continue
         try:
             raw = Path(path).read_bytes()
         except OSError as exc:
             outputs.append(ScanOutput(f"gateway scan: {path}: {exc.strerror or exc}", True))
             continue
-        verdict = await scan_bytes(pipeline, raw, envelope)
-        text = json.dumps(verdict_to_json(path, verdict)) if as_json else render_text(path, verdict)
-        outputs.append(ScanOutput(text, False))
+        messages = split_file(raw)
+        for index, message in enumerate(messages):
+            await scan_one(f"{path}#{index + 1}" if len(messages) > 1 else path, message)
     return outputs

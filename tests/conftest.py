@@ -7,4 +7,5 @@ pytest_plugins: list[str] = [
     "tests.support.gateway_process",
     "tests.support.quarantine",
     "tests.support.clamd_fixture",
+    "tests.support.mailcorpus",
 ]

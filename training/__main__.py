@@ -22,15 +22,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training", description="train the spam classifier and write its card"
     )
     parser.add_argument(
-        "--corpus", type=Path, nargs="+", action="extend", required=True, metavar="DIR",
+        "--corpus",
+        type=Path,
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="DIR",
         help="directory with ham/ and spam/ (each: directory of messages, Maildir or mbox)",
     )
     parser.add_argument(
-        "--out", type=Path, default=SHIPPED_MODEL.parent, metavar="DIR",
+        "--out",
+        type=Path,
+        default=SHIPPED_MODEL.parent,
+        metavar="DIR",
         help=f"where the model, its card and ROC plot go (default {SHIPPED_MODEL.parent})",
     )
     parser.add_argument(
-        "--feedback", type=Path, metavar="DIR",
+        "--feedback",
+        type=Path,
+        metavar="DIR",
         help="feedback store with ham/ and spam/ (the gateway's <storage dir>/feedback)",
     )
     parser.add_argument(

@@ -1,35 +1,42 @@
 """The learned part of the verdict: a linear model on `gateway.features`, explained per message.
 
-The artefact is a skops file (loading never executes code from the file: every type in it must
-be one skops trusts by default or one listed in TRUSTED_TYPES). It holds the fitted vectorizer
-and logistic regression, a Platt calibration of the decision value, and the versions it was
-built with; a model made for other feature code or another scikit-learn is refused.
+The artefact is a skops file holding only plain data: the feature names, their weights, the
+intercept, a Platt calibration of the decision value, and the versions it was built with.
+Loading never executes code from the file (any type outside skops' trusted set and
+TRUSTED_TYPES is refused), and a model made for other feature code or another scikit-learn
+is refused. Scoring is a dictionary lookup per feature: no scikit-learn in the gateway
+process (skops, which needs it, runs in a short-lived child while loading).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import math
+import subprocess
+import sys
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-import skops.io
-import sklearn
-from sklearn.feature_extraction import DictVectorizer
-from sklearn.linear_model import LogisticRegression
 
 from gateway import features as feature_code
 from gateway.errors import ModelError
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
-ARTEFACT_FORMAT = "mailgate-classifier/1"
-# Types beyond skops' own trusted scikit-learn/numpy set; anything else in a file is refused.
+ARTEFACT_FORMAT = "mailgate-classifier/2"
+# Types beyond skops' own trusted set (numpy arrays, builtins); anything else is refused.
 TRUSTED_TYPES: tuple[str, ...] = ()
+# The library that fitted the weights; read from metadata so scoring need not import it.
+SKLEARN_VERSION = version("scikit-learn")
+LOAD_TIMEOUT_S = 60.0
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 
 @dataclass(frozen=True)
@@ -40,23 +47,33 @@ class Contribution:
 
 @dataclass(frozen=True)
 class ClassifierModel:
-    vectorizer: DictVectorizer
-    estimator: LogisticRegression
+    feature_names: tuple[str, ...]
+    weights: FloatArray
+    intercept: float
     platt_slope: float
     platt_intercept: float
     feature_version: int = feature_code.FEATURE_VERSION
-    sklearn_version: str = sklearn.__version__
+    sklearn_version: str = SKLEARN_VERSION
     metadata: dict[str, str] = field(default_factory=dict)  # training date, data, metrics
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
-    def vectorize(self, rows: list[feature_code.Features]) -> sp.csr_matrix:
-        matrix = sp.csr_matrix(self.vectorizer.transform(rows))
-        # liblinear wants 32-bit indices; DictVectorizer may hand out 64-bit ones.
-        matrix.indices = matrix.indices.astype(np.int32)
-        matrix.indptr = matrix.indptr.astype(np.int32)
-        return matrix
+    def __post_init__(self) -> None:
+        index = {name: i for i, name in enumerate(self.feature_names)}
+        object.__setattr__(self, "_index", index)
 
-    def decision(self, rows: list[feature_code.Features]) -> np.ndarray[Any, np.dtype[np.float64]]:
-        return np.asarray(self.estimator.decision_function(self.vectorize(rows)), dtype=float)
+    def contributions(self, row: feature_code.Features) -> list[Contribution]:
+        """Every known feature of `row` with its signed push on the decision value."""
+        index, weights = self._index, self.weights
+        return [
+            Contribution(name, float(weights[index[name]]) * value)
+            for name, value in row.items()
+            if name in index
+        ]
+
+    def decision(self, rows: Sequence[feature_code.Features]) -> FloatArray:
+        return np.array(
+            [self.intercept + sum(c.weight for c in self.contributions(row)) for row in rows]
+        )
 
     def probability(self, decision: float) -> float:
         """Calibrated spam probability of one decision value (Platt scaling)."""
@@ -64,24 +81,25 @@ class ClassifierModel:
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def explain(self, row: feature_code.Features, top: int) -> tuple[float, list[Contribution]]:
-        """The decision value and the features that pushed it most, strongest first."""
-        vector = self.vectorize([row])
-        weights = self.estimator.coef_[0][vector.indices] * vector.data
-        decision = float(weights.sum() + self.estimator.intercept_[0])
-        names = self.vectorizer.feature_names_
+        """The decision value and the features that pushed it most its way, strongest first."""
+        pushes = self.contributions(row)
+        decision = self.intercept + sum(c.weight for c in pushes)
         side = 1.0 if decision >= 0 else -1.0
-        order = np.argsort(-side * weights)[:top]
-        pushes = [Contribution(names[vector.indices[i]], float(weights[i])) for i in order]
-        return decision, [c for c in pushes if c.weight * side > 0]
+        pushes.sort(key=lambda c: -side * c.weight)
+        return decision, [c for c in pushes[:top] if c.weight * side > 0]
 
     def save(self, path: Path) -> None:
+        import skops.io  # imports all of scikit-learn (~120 MiB): only when a model is used
+
         skops.io.dump(
             {
                 "format": ARTEFACT_FORMAT,
                 "feature_version": self.feature_version,
                 "sklearn_version": self.sklearn_version,
-                "vectorizer": self.vectorizer,
-                "estimator": self.estimator,
+                # One string: skops stores a list of 20k strings far less compactly.
+                "feature_names": "\n".join(self.feature_names),
+                "weights": np.asarray(self.weights, dtype=np.float64),
+                "intercept": self.intercept,
                 "platt_slope": self.platt_slope,
                 "platt_intercept": self.platt_intercept,
                 "metadata": dict(self.metadata),
@@ -91,21 +109,36 @@ class ClassifierModel:
 
     @classmethod
     def load(cls, path: Path) -> ClassifierModel:
-        """Load and verify an artefact; every problem becomes a ModelError saying what to do."""
-        try:
-            untrusted = skops.io.get_untrusted_types(file=path)
-            refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
-            if refused:
-                raise ModelError(f"{path}: refusing model with untrusted types: {refused}")
-            data = skops.io.load(path, trusted=list(TRUSTED_TYPES))
-        except FileNotFoundError:
-            raise ModelError(f"{path}: no such model file (run `make train`)") from None
-        except (OSError, zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
-            raise ModelError(f"{path}: not a readable classifier model: {exc}") from None
-        return cls._from_dict(path, data)
+        """Load and verify an artefact; every problem becomes a ModelError saying what to do.
+        An unchanged file is read once per process (checks are rebuilt on SIGHUP)."""
+        if not path.is_file():
+            raise ModelError(f"{path}: no such model file (run `make train`)")
+        stat = path.stat()
+        return _load_once(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
     @classmethod
-    def _from_dict(cls, path: Path, data: object) -> ClassifierModel:
+    def read_verified(cls, path: Path) -> ClassifierModel:
+        """skops imports all of scikit-learn (~120 MiB resident), which scoring never uses; so
+        the file is read and checked by a short-lived child process (`read_artefact`), and
+        only plain data (names, weights, numbers) comes back into this process."""
+        command = [sys.executable, "-m", "gateway.checks.classifier", str(path)]
+        try:
+            child = subprocess.run(
+                command, capture_output=True, timeout=LOAD_TIMEOUT_S, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise ModelError(f"{path}: loading took more than {LOAD_TIMEOUT_S}s") from None
+        if child.returncode != 0:
+            lines = child.stderr.decode(errors="replace").strip().splitlines()
+            raise ModelError(lines[-1] if lines else f"{path}: loader exited {child.returncode}")
+        try:
+            return cls.from_data(path, json.loads(child.stdout))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: incomplete classifier model ({exc!r})") from None
+
+    @classmethod
+    def from_data(cls, path: Path, data: object) -> ClassifierModel:
+        """A model from the artefact's data (see `read_artefact`), if it fits this code."""
         if not isinstance(data, dict) or data.get("format") != ARTEFACT_FORMAT:
             raise ModelError(f"{path}: not a {ARTEFACT_FORMAT} artefact")
         if data["feature_version"] != feature_code.FEATURE_VERSION:
@@ -113,25 +146,31 @@ class ClassifierModel:
                 f"{path}: model built for feature version {data['feature_version']}, this "
                 f"gateway extracts version {feature_code.FEATURE_VERSION}: retrain (`make train`)"
             )
-        if data["sklearn_version"] != sklearn.__version__:
+        if data["sklearn_version"] != SKLEARN_VERSION:
             raise ModelError(
                 f"{path}: model built with scikit-learn {data['sklearn_version']}, installed is "
-                f"{sklearn.__version__}: retrain (`make train`) or install that version"
+                f"{SKLEARN_VERSION}: retrain (`make train`) or install that version"
             )
-        vectorizer, estimator = data["vectorizer"], data["estimator"]
-        if not isinstance(vectorizer, DictVectorizer) or not isinstance(
-            estimator, LogisticRegression
-        ):
-            raise ModelError(f"{path}: unexpected model components")
+        names = tuple(str(data["feature_names"]).split("\n"))
+        weights = np.asarray(data["weights"], dtype=np.float64)
+        if weights.shape != (len(names),):
+            raise ModelError(f"{path}: {len(names)} feature names but {weights.size} weights")
         return cls(
-            vectorizer,
-            estimator,
+            names,
+            weights,
+            float(data["intercept"]),
             float(data["platt_slope"]),
             float(data["platt_intercept"]),
             int(data["feature_version"]),
             str(data["sklearn_version"]),
             {str(k): str(v) for k, v in dict(data["metadata"]).items()},
         )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_once(path: Path, mtime_ns: int, size: int) -> ClassifierModel:
+    """`ClassifierModel.read_verified`, remembered per file version (path, mtime, size)."""
+    return ClassifierModel.read_verified(path)
 
 
 class ClassifierCheck(Check):
@@ -173,3 +212,40 @@ class ClassifierCheck(Check):
         if probability <= self.ham_threshold:
             return self.result(Symbol("ML_HAM", reason, 1.0 - probability))
         return self.result()
+
+
+def read_artefact(path: Path) -> dict[str, Any]:
+    """The artefact's content as JSON-ready data; refuses any type outside the trusted set."""
+    import skops.io  # imports all of scikit-learn: the reason this runs in a child process
+
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+        refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+        if refused:
+            raise ModelError(f"{path}: refusing model with untrusted types: {refused}")
+        data = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file (run `make train`)") from None
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: not a readable classifier model: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: not a {ARTEFACT_FORMAT} artefact")
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in data.items()}
+
+
+def _load_in_child(argv: list[str]) -> int:
+    """`python -m gateway.checks.classifier PATH`: print the artefact's data as JSON."""
+    try:
+        data = read_artefact(Path(argv[0]))
+        sys.stdout.write(json.dumps(data))
+    except ModelError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except TypeError:  # a trusted but unexpected type that is not plain data
+        print(f"{argv[0]}: not a {ARTEFACT_FORMAT} artefact", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_load_in_child(sys.argv[1:]))

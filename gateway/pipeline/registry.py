@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.checks.antivirus import AntivirusCheck
 from gateway.checks.arc import ArcCheck
 from gateway.checks.archive import ArchiveLimits
 from gateway.checks.attachments import AttachmentLimits, AttachmentsCheck
+from gateway.checks.classifier import ClassifierCheck
 from gateway.checks.dkim import DkimCheck
 from gateway.checks.dmarc import DmarcCheck
 from gateway.checks.dnsbl import DnsblAtRcptCheck, DnsblCheck
@@ -151,6 +153,20 @@ def _dmarc(config: Config, services: Services) -> Check | None:
     return DmarcCheck(resolver, c.trusted_arc_sealers, c.timeout_s, c.on_error)
 
 
+def _classifier(config: Config, services: Services) -> Check | None:
+    c = config.checks.classifier
+    if not c.enabled:
+        return None
+    return ClassifierCheck.from_file(
+        Path(c.model),
+        spam_threshold=c.spam_threshold,
+        ham_threshold=c.ham_threshold,
+        explain_features=c.explain_features,
+        timeout_s=c.timeout_s,
+        on_error=c.on_error,
+    )
+
+
 _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _headers,
     _gtube,
@@ -164,6 +180,7 @@ _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _dkim,
     _arc,
     _dmarc,
+    _classifier,
 )
 
 

@@ -54,6 +54,13 @@ def add_queue_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         one.add_argument("ids", nargs="+", metavar="ID")
         one.add_argument("--json", action="store_true", help="one result object per id")
 
+    for action in actions.choices.values():
+        # Also after the action (`queue list --config F`), as admins type it and as
+        # `quarantine` takes it; SUPPRESS keeps a --config given before the action.
+        action.add_argument(
+            "--config", metavar="PATH", default=argparse.SUPPRESS, help="TOML configuration"
+        )
+
 
 def run_queue_command(args: argparse.Namespace, config: Config) -> int:
     try:

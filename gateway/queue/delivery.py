@@ -110,7 +110,7 @@ class DeliveryService:
         while not self._stopping:
             try:
                 due = await asyncio.to_thread(self._due_ids)
-            except OSError:
+            except Exception:  # whatever one scan meets, the next one must still run
                 log.exception("queue: scan failed")
                 due = []
             for msg_id in due:

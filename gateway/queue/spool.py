@@ -90,15 +90,38 @@ class QueueEntry:
         data.pop("version", None)
         recipients = tuple(
             RecipientState(
-                address=r["address"],
-                status=r.get("status", "pending"),
-                reply=r.get("reply", ""),
-                notify=tuple(r.get("notify", ())),
-                orcpt=r.get("orcpt", ""),
+                address=_typed(r["address"], str),
+                status=_typed(r.get("status", "pending"), str),
+                reply=_typed(r.get("reply", ""), str),
+                notify=tuple(_typed(n, str) for n in _typed(r.get("notify", []), list)),
+                orcpt=_typed(r.get("orcpt", ""), str),
             )
-            for r in data.pop("recipients")
+            for r in _typed(data.pop("recipients"), list)
         )
-        return cls(recipients=recipients, **data)
+        entry = cls(recipients=recipients, **data)
+        # A state file edited or damaged by hand must not reach the arithmetic of the scanner
+        # (one TypeError there stopped every retry) nor name another file (`id`).
+        for item in dataclasses.fields(cls):
+            if item.name != "recipients":
+                _typed(getattr(entry, item.name), _FIELD_TYPES[str(item.type)], item.name)
+        if any(r.status not in ("pending", "delivered", "failed") for r in recipients):
+            raise ValueError("unknown recipient status")
+        validate_id(entry.id)
+        return entry
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str,
+    "float": (int, float),
+    "int": int,
+    "bool": bool,
+}
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], name: str = "value") -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise TypeError(f"{name}: unexpected {type(value).__name__}")
+    return value
 
 
 def validate_id(msg_id: str) -> None:
@@ -170,6 +193,7 @@ class Spool:
         self.tmp_dir = self.root / "tmp"
         self.active_dir = self.root / "active"
         self.failed_dir = self.root / "failed"
+        self._reported: set[str] = set()  # unreadable entries already logged
         try:
             for directory in (self.tmp_dir, self.active_dir, self.failed_dir):
                 directory.mkdir(parents=True, exist_ok=True)
@@ -264,13 +288,16 @@ class Spool:
         validate_id(msg_id)
         path = self.state_path(msg_id, self.failed_dir if failed else None)
         try:
-            return QueueEntry.from_json(json.loads(path.read_bytes()))
+            entry = QueueEntry.from_json(json.loads(path.read_bytes()))
         except FileNotFoundError:
             raise SpoolError(f"{msg_id}: not in the queue") from None
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot read state") from exc
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, SpoolError) as exc:
             raise SpoolError(f"{msg_id}: corrupt state file: {exc}") from exc
+        if entry.id != msg_id:
+            raise SpoolError(f"{msg_id}: corrupt state file: it names {entry.id!r}")
+        return entry
 
     def read_data(self, msg_id: str, failed: bool = False) -> bytes:
         validate_id(msg_id)
@@ -286,7 +313,9 @@ class Spool:
                 yield self.load(msg_id, failed)
             except SpoolError as exc:
                 directory = self.failed_dir if failed else None
-                if self.state_path(msg_id, directory).exists():
+                if self.state_path(msg_id, directory).exists() and msg_id not in self._reported:
+                    # Once per entry and process: the queue scanner meets it every few seconds.
+                    self._reported.add(msg_id)
                     log.warning("queue: skipping unreadable entry: %s", exc)
 
     # -- claiming and changing -------------------------------------------------------------

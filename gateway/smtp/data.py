@@ -47,7 +47,9 @@ class DataCollector:
         """Take one LF-terminated chunk from the stream; True when it was the end-of-data line."""
         if self._at_line_start and chunk == b".\r\n":
             return True
-        if self._line_bytes + len(chunk) > self.max_line_bytes:
+        # The limit is on the line as meant: a dot doubled for transparency does not count.
+        stuffed = self._at_line_start and chunk.startswith(b".")
+        if self._line_bytes + len(chunk) - stuffed > self.max_line_bytes:
             self._fail(DataProblem.LINE_TOO_LONG)
         self._line_bytes = 0
         # The CR of a CRLF may have been the last byte of the previous fragment.

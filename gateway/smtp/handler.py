@@ -9,6 +9,7 @@ per transaction. Any exception in a phase becomes `451 4.3.0` with the transacti
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from gateway.observe.log import (
     verdict_fields,
 )
 from gateway.pipeline.engine import Pipeline
+from gateway.queue.dsn import mail_dsn_options, rcpt_dsn_options
 from gateway.smtp import replies
 from gateway.smtp.addresses import RelayDenied, RelayGate
 from gateway.smtp.data import DataCollector, DataProblem
@@ -50,7 +52,16 @@ class MessageSpool(Protocol):
     def has_room(self, size: int) -> bool: ...
 
     def enqueue(
-        self, msg_id: str, mail_from: str, rcpt_tos: Sequence[str], data: bytes
+        self,
+        msg_id: str,
+        mail_from: str,
+        rcpt_tos: Sequence[str],
+        data: bytes,
+        *,
+        dsn_ret: str = "",
+        dsn_envid: str = "",
+        rcpt_notify: Sequence[Sequence[str]] = (),
+        rcpt_orcpt: Sequence[str] = (),
     ) -> None: ...
 
 
@@ -75,6 +86,12 @@ class OpenTransaction:
     started: float = field(default_factory=time.monotonic)
     refused: list[dict[str, str]] = field(default_factory=list)
     verdict: Verdict | None = None
+    # DSN parameters (RFC 3461): RET and ENVID of MAIL, NOTIFY and ORCPT of each recipient
+    # in rcpt_tos order; the spool keeps them for the bounce, if one is ever needed.
+    dsn_ret: str = ""
+    dsn_envid: str = ""
+    rcpt_notify: list[tuple[str, ...]] = field(default_factory=list)
+    rcpt_orcpt: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -176,6 +193,7 @@ class SmtpHandler:
         options: tuple[str, ...],
         smtputf8: bool,
         declared_size: int,
+        params: Sequence[str] = (),
     ) -> str:
         tx = session.transaction(Envelope(sender, (), options, smtputf8))
         try:
@@ -190,10 +208,13 @@ class SmtpHandler:
             reply = self._refusal(outcome.verdict, tx.id, during_data=False)
             self._log_refusal(session, outcome.tx, reply, outcome.verdict)
             return reply
-        session.open = OpenTransaction(outcome.tx, verdict=outcome.verdict)
+        ret, envid = mail_dsn_options(params)
+        session.open = OpenTransaction(
+            outcome.tx, verdict=outcome.verdict, dsn_ret=ret, dsn_envid=envid
+        )
         return replies.sender_ok()
 
-    async def rcpt(self, session: SessionState, path: str) -> str:
+    async def rcpt(self, session: SessionState, path: str, params: Sequence[str] = ()) -> str:
         current = session.open
         assert current is not None, "the protocol checks MAIL before RCPT"
         envelope = current.tx.envelope
@@ -203,6 +224,10 @@ class SmtpHandler:
             address = self.gate.accept(path, envelope.smtputf8)
         except RelayDenied as denied:
             return self._refuse_rcpt(current, path, replies.relay_denied(denied.reason))
+        if address in envelope.rcpt_tos:
+            # The same recipient twice (as given, or after the domain is lower-cased): one
+            # copy is relayed, as RFC 5321 3.3 lets a server do.
+            return replies.recipient_ok()
         candidate = current.tx.with_envelope(
             Envelope(
                 envelope.mail_from,
@@ -223,6 +248,9 @@ class SmtpHandler:
         if refusal := await self._verify(address):
             return self._refuse_rcpt(current, path, refusal)
         current.tx = outcome.tx
+        notify, orcpt = rcpt_dsn_options(params)
+        current.rcpt_notify.append(notify)
+        current.rcpt_orcpt.append(orcpt)
         return replies.recipient_ok()
 
     async def _verify(self, address: str) -> str | None:
@@ -253,6 +281,10 @@ class SmtpHandler:
         tx = current.tx.with_raw(collected.message())
         try:
             outcome = await self.pipeline.run_phase(Phase.DATA, tx, final=True)
+        except asyncio.CancelledError:
+            # The connection went away while the checks ran: nothing stored, but logged.
+            self._log(current, ABANDONED, "", len(tx.raw))
+            raise
         except Exception:
             log.exception("DATA phase failed, transaction %s", tx.id)
             reply = replies.internal_error(tx.id)
@@ -294,7 +326,17 @@ class SmtpHandler:
                 if verdict.action is Action.ACCEPT:
                     env = tx.envelope
                     await asyncio.to_thread(
-                        self.spool.enqueue, tx.id, env.mail_from, env.rcpt_tos, data
+                        functools.partial(
+                            self.spool.enqueue,
+                            tx.id,
+                            env.mail_from,
+                            env.rcpt_tos,
+                            data,
+                            dsn_ret=current.dsn_ret,
+                            dsn_envid=current.dsn_envid,
+                            rcpt_notify=current.rcpt_notify,
+                            rcpt_orcpt=current.rcpt_orcpt,
+                        )
                     )
                     self.delivery.notify(tx.id)
                     queue_id, reply = tx.id, replies.queued(tx.id)

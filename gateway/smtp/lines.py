@@ -19,13 +19,13 @@ class LineReader:
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer already known to hold no LF
 
-    async def next(self, deadline: float) -> tuple[bytes, bool]:
-        """(line, True) for a line ending in LF and at most max_line_bytes long, or
-        (piece, False) for the next max_line_bytes of a longer line.
+    async def next(self, deadline: float, extra: int = 0) -> tuple[bytes, bool]:
+        """(line, True) for a line ending in LF and at most max_line_bytes (+ `extra`) long,
+        or (piece, False) for the next that many bytes of a longer line.
 
         Raises TimeoutError at `deadline` (a loop.time() value) and IncompleteReadError at EOF.
         """
-        limit = self.max_line_bytes
+        limit = self.max_line_bytes + extra
         while True:
             end = self._buffer.find(b"\n", self._scanned, limit)
             if end != -1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,30 @@ Reply = str | list[str] | None
 CLOSE_REPLY_TIMEOUT_S = 5.0
 # Commands RFC 5321 knows that an inbound MX has no reason to offer.
 NOT_OFFERED = frozenset({"EXPN", "TURN", "ETRN", "AUTH", "BDAT", "SEND", "SOML", "SAML"})
+
+
+# RFC 3461: xtext is printable ASCII except "+" and "=", with "+HH" for any other byte.
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*")
+_NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+MAX_ENVID_CHARS = 100  # RFC 3461 4.4
+MAX_ORCPT_CHARS = 500  # RFC 3461 4.2
+
+
+def dsn_parameter_ok(key: str, value: str) -> bool:
+    """Whether a DSN parameter of MAIL (RET, ENVID) or RCPT (NOTIFY, ORCPT) is well formed."""
+    if key == "RET":
+        return value.upper() in ("FULL", "HDRS")
+    if key == "ENVID":
+        return 0 < len(value) <= MAX_ENVID_CHARS and bool(_XTEXT.fullmatch(value))
+    if key == "NOTIFY":
+        values = {v.upper() for v in value.split(",")}
+        return values == {"NEVER"} or (bool(values) and values <= _NOTIFY_VALUES)
+    address_type, semicolon, address = value.partition(";")  # ORCPT=type;xtext
+    return (
+        bool(semicolon and address_type.isascii() and address_type.isalnum())
+        and 0 < len(value) <= MAX_ORCPT_CHARS
+        and (bool(_XTEXT.fullmatch(address)) or address_type.upper() == "UTF-8")
+    )
 
 
 class Hangup(Exception):
@@ -119,6 +144,9 @@ class GatewaySMTP(SMTP):
             await self._close_with(hangup.reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             self._close()
+        except asyncio.CancelledError:
+            self._close()  # connection lost or the backstop timer: nothing left to answer
+            raise
         finally:
             self.gateway.abandon(state)
             self.limiter.release(client_ip)
@@ -184,11 +212,12 @@ class GatewaySMTP(SMTP):
             raise Hangup(replies.TOO_MANY_ERRORS)
         return reply
 
-    async def _read(self) -> tuple[bytes, bool]:
-        """The next line (or piece of an over-long one) within the idle and session limits."""
+    async def _read(self, extra: int = 0) -> tuple[bytes, bool]:
+        """The next line (or piece of an over-long one) within the idle and session limits;
+        `extra` bytes beyond max_line_bytes are allowed (the transparency dot in DATA)."""
         idle_deadline = self.loop.time() + self.config.idle_timeout_s
         try:
-            return await self._lines.next(min(idle_deadline, self._session_deadline))
+            return await self._lines.next(min(idle_deadline, self._session_deadline), extra)
         except TimeoutError:
             if self.loop.time() >= self._session_deadline:
                 raise Hangup(replies.SESSION_TIMEOUT) from None
@@ -214,6 +243,18 @@ class GatewaySMTP(SMTP):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed (FIN). aiosmtpd cancels the session here, which dropped the
+        replies to commands already received (a pipelined message and its end of DATA got no
+        250, yet stayed open) and left the socket open. Instead the reader sees EOF: every
+        command read before it is answered, then `_read` ends the session and closes."""
+        log.debug("EOF from %s", self.state.connection.client_ip if self.state else "?")
+        reader: asyncio.StreamReader | None = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.feed_eof()
+        # Over TLS, True has no effect (and warns): the TLS layer closes, connection_lost follows.
+        return self.session is None or self.session.ssl is None
 
     def request_shutdown(self) -> None:
         """Server stopping: an idle session is told 421 now, a busy one after its reply."""
@@ -249,6 +290,7 @@ class GatewaySMTP(SMTP):
             "8BITMIME",
             "PIPELINING",
             "ENHANCEDSTATUSCODES",
+            "DSN",
             "SMTPUTF8",
         ]
         if self.tls_context is not None and not self._state().connection.tls:
@@ -279,6 +321,9 @@ class GatewaySMTP(SMTP):
                 return replies.BAD_BODY_TYPE
             elif key == "SMTPUTF8" and not value:
                 smtputf8 = True
+            elif key in ("RET", "ENVID"):
+                if not dsn_parameter_ok(key, value):
+                    return replies.BAD_DSN_PARAMETER
             else:
                 return replies.UNKNOWN_PARAMETER
         if size > self.config.max_message_bytes:
@@ -290,7 +335,7 @@ class GatewaySMTP(SMTP):
                 replies.NON_ASCII_WITHOUT_SMTPUTF8 if "SMTPUTF8" in problem else replies.BAD_SENDER
             )
         options = tuple(p.upper() for p in parsed.params)
-        return await self.gateway.mail(state, sender, options, smtputf8, size)
+        return await self.gateway.mail(state, sender, options, smtputf8, size, parsed.params)
 
     async def smtp_RCPT(self, arg: str) -> Reply:
         state = self._state()
@@ -303,9 +348,15 @@ class GatewaySMTP(SMTP):
         parsed = split_path_argument(arg[3:])
         if parsed is None:
             return replies.syntax("RCPT TO:<address>")
-        if parsed.params:
-            return replies.UNKNOWN_PARAMETER
-        return await self.gateway.rcpt(state, parsed.path)
+        if parsed.params and not state.connection.esmtp:
+            return replies.syntax("RCPT TO:<address>")
+        for param in parsed.params:
+            key, _, value = param.partition("=")
+            if key.upper() not in ("NOTIFY", "ORCPT"):
+                return replies.UNKNOWN_PARAMETER
+            if not dsn_parameter_ok(key.upper(), value):
+                return replies.BAD_DSN_PARAMETER
+        return await self.gateway.rcpt(state, parsed.path, parsed.params)
 
     async def smtp_DATA(self, arg: str) -> Reply:
         state = self._state()
@@ -324,7 +375,8 @@ class GatewaySMTP(SMTP):
             normalize=self.config.bare_lf == "normalize",
         )
         while True:
-            chunk, complete = await self._read()
+            # RFC 5321 4.5.3.1.6: the line limit does not count a dot doubled for transparency.
+            chunk, complete = await self._read(extra=1)
             if not complete:
                 collected.fragment(chunk)
             elif collected.feed(chunk):

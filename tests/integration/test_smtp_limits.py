@@ -37,6 +37,7 @@ def test_ehlo_advertises_the_extensions(gateway: RunningGateway) -> None:
         "8BITMIME",
         "PIPELINING",
         "ENHANCEDSTATUSCODES",
+        "DSN",
         "SMTPUTF8",
     ]  # no STARTTLS without a certificate
     assert lines[-1].startswith("250 ")
@@ -174,12 +175,27 @@ def test_session_timeout(gateway_factory: GatewayFactory) -> None:
 
 
 def test_too_many_bad_commands(gateway_factory: GatewayFactory) -> None:
-    gateway = gateway_factory({"smtp": {"max_bad_commands": 3}})
+    gateway = gateway_factory({"smtp": {"max_bad_commands": 4}})
     with RawSmtp(gateway.host, gateway.port) as client:
         client.greet()
         assert client.command("BOGUS") == replies.UNKNOWN_COMMAND
         assert client.command("RCPT TO:<bob@example.test>") == replies.NEED_MAIL
-        assert client.command("MAIL FROM:<bad address>") == replies.BAD_SENDER
+        assert client.command("DATA") == replies.NEED_MAIL
         assert client.command("NOOP") == replies.NOOP  # good commands do not reset the count
+        assert client.command("MAIL FROM:<bad address>") == replies.BAD_SENDER
         assert client.command("EXPN staff") == replies.TOO_MANY_ERRORS
         assert client.closed_by_server()
+
+
+def test_refused_messages_are_not_bad_commands(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"max_bad_commands": 1}})
+    gtube = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        for _ in range(3):
+            client.command("MAIL FROM:<a@sender.test>")
+            client.command("RCPT TO:<bob@example.test>")
+            client.command("DATA")
+            client.send(MESSAGE + gtube + b".\r\n")
+            assert client.reply().startswith("554 5.7.1 ")
+        assert client.command("NOOP") == replies.NOOP

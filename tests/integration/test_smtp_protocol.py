@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import logging
 import shutil
+import time
 from typing import Any
 
 import pytest
@@ -26,7 +29,7 @@ GATE_TRICKS = [
     "<bob@example.test.>",
     "<bob@>",
     "<bob@elsewhere.test@example.test>",
-    "<postmaster>",
+    "<postmaster.example.test>",
     "<>",
 ]
 
@@ -91,27 +94,33 @@ def test_rset_starts_a_new_transaction(gateway: RunningGateway) -> None:
     assert len(set(gateway.spool.ids())) == 2
 
 
+@pytest.mark.parametrize("broken", [Phase.HELO, Phase.MAIL, Phase.RCPT, Phase.DATA])
 def test_exception_in_a_phase_becomes_451_with_the_transaction_id(
-    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture, broken: Phase
 ) -> None:
     assert gateway.front_end is not None
     pipeline = gateway.front_end.handler.pipeline
     real_run_phase = pipeline.run_phase
 
-    async def broken_at_mail(phase: Phase, tx: Any, final: bool = False) -> Any:
-        if phase is Phase.MAIL:
+    async def failing(phase: Phase, tx: Any, final: bool = False) -> Any:
+        if phase is broken:
             raise RuntimeError("secret internal detail")
         return await real_run_phase(phase, tx, final)
 
-    pipeline.run_phase = broken_at_mail  # type: ignore[method-assign]
+    pipeline.run_phase = failing  # type: ignore[method-assign]
+    steps = ["EHLO client.test", "MAIL FROM:<a@sender.test>", "RCPT TO:<bob@example.test>", "DATA"]
     with RawSmtp(gateway.host, gateway.port) as client:
-        client.greet()
-        reply = client.command("MAIL FROM:<a@sender.test>")
+        client.reply()
+        for step in steps[: broken - 1]:
+            reply = client.command(step)
+        if broken is Phase.DATA:
+            client.send(MESSAGE + b".\r\n")
+            reply = client.reply()
         tx_id = reply.rpartition(" ")[2]
         assert reply == replies.internal_error(tx_id)
-        assert "secret" not in reply
         assert client.command("NOOP") == replies.NOOP
     assert any("secret internal detail" in r.exc_text for r in caplog.records if r.exc_text)
+    assert gateway.spool.ids() == []
 
 
 def test_full_spool_is_a_temporary_failure(gateway: RunningGateway) -> None:
@@ -192,3 +201,50 @@ def test_smtputf8_and_8bit_mail_pass_unchanged(gateway: RunningGateway) -> None:
     stored = gateway.spool.read_data(msg_id)
     assert stored.endswith(body)
     assert f" with UTF8SMTP id {msg_id}\r\n\tfor <bøb@example.test>; ".encode() in stored
+
+
+def test_binary_helo_and_sender_are_refused(gateway: RunningGateway) -> None:
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.reply()
+        client.send(b"EHLO bad\xffname\r\n")
+        assert client.reply() == replies.syntax("EHLO hostname")
+        client.command("EHLO client.test")
+        client.send(b"MAIL FROM:<a\xff@sender.test> SMTPUTF8\r\n")
+        assert client.reply() == replies.BAD_SENDER
+
+
+def test_client_vanishing_in_data_loses_nothing_accepted(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        client.command("MAIL FROM:<a@sender.test>")
+        client.command("RCPT TO:<bob@example.test>")
+        client.command("DATA")
+        client.send(MESSAGE)
+
+    def transaction_lines() -> list[dict[str, Any]]:
+        records = caplog.records
+        return [json.loads(r.getMessage()) for r in records if r.name == "gateway.transaction"]
+
+    deadline = time.monotonic() + 5
+    while not transaction_lines() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [line] = transaction_lines()
+    assert line["outcome"] == "abandoned"
+    assert gateway.spool.ids() == []
+    with gateway.client() as smtp:  # the front end is unharmed
+        assert smtp.noop()[0] == 250
+
+
+def test_bare_postmaster_is_accepted_for_our_first_domain(gateway: RunningGateway) -> None:
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        client.command("MAIL FROM:<a@sender.test>")
+        assert client.command("RCPT TO:<Postmaster>") == replies.recipient_ok()
+        client.command("DATA")
+        client.send(MESSAGE + b".\r\n")
+        assert client.reply().startswith("250 ")
+    [msg_id] = gateway.spool.ids()
+    assert gateway.spool.load(msg_id).recipients[0].address == "postmaster@example.test"

@@ -8,6 +8,7 @@ from gateway.smtp.addresses import (
     PathArgument,
     RelayDenied,
     RelayGate,
+    helo_problem,
     sender_problem,
     split_path_argument,
     strip_source_route,
@@ -23,6 +24,7 @@ GATE = RelayGate(["example.test", "Other.Test"])
         ("Bob.Smith@EXAMPLE.TEST", "Bob.Smith@example.test"),
         ("bob+tag@other.test", "bob+tag@other.test"),
         ("o'neil@example.test", "o'neil@example.test"),
+        ("PostMaster", "postmaster@example.test"),  # RFC 5321 4.5.1: MUST be accepted
     ],
 )
 def test_plain_recipients_of_our_domains_pass(path: str, expected: str) -> None:
@@ -47,7 +49,7 @@ def test_plain_recipients_of_our_domains_pass(path: str, expected: str) -> None:
         ("user@example.test.", "we do not relay for this domain"),
         ("user@", "empty domain"),
         ("user@elsewhere.test@example.test", "an address needs exactly one @ and a domain"),
-        ("postmaster", "an address needs exactly one @ and a domain"),
+        ("postmaster.x", "an address needs exactly one @ and a domain"),
         ("", "empty address"),
         ("@example.test", "source routes are not accepted"),
         (".bob@example.test", "malformed local part"),
@@ -115,7 +117,23 @@ def test_source_routes_are_stripped_from_senders() -> None:
         ("alice@", False, "not local@domain"),
         ("al ice@sender.test", False, "control characters or spaces"),
         ("a" * 300 + "@sender.test", False, "too long"),
+        ("\udcffa@sender.test", True, "not valid UTF-8"),
     ],
 )
 def test_sender_problem(path: str, smtputf8: bool, problem: str | None) -> None:
     assert sender_problem(path, smtputf8) == problem
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("mail.sender.test", None),
+        ("[192.0.2.1]", None),
+        ("bücher.test", None),
+        ("bad\udcffname", "not a host name"),
+        ("tab\tname", "not a host name"),
+        ("x" * 300, "too long"),
+    ],
+)
+def test_helo_problem(name: str, problem: str | None) -> None:
+    assert helo_problem(name) == problem

@@ -1,0 +1,87 @@
+"""`python -m training` end to end (what `gateway train` and `make train` run)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.checks.classifier import ClassifierCheck
+from gateway.feedback import record_feedback
+from tests.support.mailcorpus import write_corpus
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def train(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training", *map(str, args)],
+        cwd=PROJECT, capture_output=True, text=True, timeout=50, check=False,
+    )  # fmt: skip
+
+
+def held_out(raw: bytes) -> bool:
+    """The artefact's held-out rule (training.run._stable_holdout), restated independently."""
+    return hashlib.sha256(raw).digest()[0] % 5 == 0
+
+
+def test_trains_writes_artefact_card_and_plot_that_load(tiny_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "models"
+    done = train("--corpus", tiny_corpus, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in out.iterdir()} == {"classifier.skops", "MODEL_CARD.md", "roc.png"}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "| ham | 60 |" in card and "| spam | 40 |" in card
+    assert "stratified 80/20, seed 42" in card and "time-ordered" in card
+    assert (out / "roc.png").read_bytes().startswith(b"\x89PNG")
+    check = ClassifierCheck.from_file(out / "classifier.skops")
+    spam = (tiny_corpus / "spam" / "0001.eml").read_bytes()
+    assert [s.name for s in check.classify(spam).symbols] == ["ML_SPAM"]
+
+
+def test_refuses_a_worse_model_unless_forced(tiny_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "models"
+    assert train("--corpus", tiny_corpus, "--out", out).returncode == 0
+    current = (out / "classifier.skops").read_bytes()
+    # Same messages, every training label flipped; held-out labels stay true: surely worse.
+    flipped = tmp_path / "flipped"
+    for side, other in (("ham", "spam"), ("spam", "ham")):
+        for path in (tiny_corpus / side).iterdir():
+            target = side if held_out(path.read_bytes()) else other
+            (flipped / target).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, flipped / target / f"{side}-{path.name}")
+    refused = train("--corpus", flipped, "--out", out)
+    assert refused.returncode == 1
+    assert "worse on the same held-out mail" in refused.stderr
+    assert (out / "classifier.skops").read_bytes() == current
+    forced = train("--corpus", flipped, "--out", out, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "classifier.skops").read_bytes() != current
+
+
+def test_feedback_store_joins_the_corpus(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", n_ham=30, n_spam=20)
+    storage = tmp_path / "var"
+    extra = write_corpus(tmp_path / "extra", n_ham=10, n_spam=10, seed=8)
+    for side in ("ham", "spam"):
+        for path in (extra / side).iterdir():
+            record_feedback(storage, side, path.read_bytes())  # type: ignore[arg-type]
+    out = tmp_path / "models"
+    done = train("--corpus", corpus, "--feedback", storage / "feedback", "--out", out)
+    assert done.returncode == 0, done.stderr
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "| ham | 40 |" in card and "| spam | 30 |" in card
+
+
+def test_bad_arguments_and_corpora_are_clear_errors(tmp_path: Path) -> None:
+    missing = train("--corpus", tmp_path / "nope")
+    assert missing.returncode == 2 and "not a directory" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    no_layout = train("--corpus", tmp_path / "empty", "--out", tmp_path / "out")
+    assert no_layout.returncode == 2 and "ham/ and/or spam/" in no_layout.stderr
+    tiny = write_corpus(tmp_path / "tiny", n_ham=3, n_spam=2)
+    too_small = train("--corpus", tiny, "--out", tmp_path / "out")
+    assert too_small.returncode == 1 and "at least 5 ham and 5 spam" in too_small.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,125 @@
+"""The classifier check: a model trained on the tiny corpus, its artefact, its explanations."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io
+
+from gateway.checks.classifier import ClassifierCheck, ClassifierModel, read_artefact
+from gateway.errors import ModelError
+from gateway.features import extract
+from gateway.model import Connection, Envelope, Transaction
+from tests.support.mailcorpus import ham_message, spam_message
+from training.fit import fit_model
+from training.readers import read_labelled_dir
+
+NOW = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_corpus: Path) -> ClassifierModel:
+    examples = read_labelled_dir(tiny_corpus, lambda path, reason: None)
+    labels = np.array([e.label for e in examples])
+    return fit_model([extract(e.raw) for e in examples], labels)
+
+
+def transaction(raw: bytes) -> Transaction:
+    return Transaction("t1", Connection("t1", "127.0.0.1"), Envelope("a@b.example", ()), raw)
+
+
+def test_spam_and_ham_get_symbols_with_probability_multipliers(model: ClassifierModel) -> None:
+    check = ClassifierCheck(model)
+    rng = random.Random(99)  # messages the model has not seen
+    spam = asyncio.run(check.run(transaction(spam_message(rng, 1000, NOW)))).symbols
+    ham = asyncio.run(check.run(transaction(ham_message(rng, 1001, NOW)))).symbols
+    assert [s.name for s in spam] == ["ML_SPAM"] and spam[0].multiplier > 0.9
+    assert [s.name for s in ham] == ["ML_HAM"] and ham[0].multiplier > 0.9
+    assert spam[0].reason.startswith(f"p={spam[0].multiplier:.3f} by ")
+
+
+def test_explanation_names_features_of_this_message_and_the_model(model: ClassifierModel) -> None:
+    raw = spam_message(random.Random(5), 2000, NOW)
+    decision, pushes = model.explain(extract(raw), top=3)
+    assert decision > 0 and len(pushes) == 3
+    assert all(p.weight > 0 for p in pushes)
+    assert [p.weight for p in pushes] == sorted((p.weight for p in pushes), reverse=True)
+    assert {p.feature for p in pushes} <= extract(raw).keys() & set(model.feature_names)
+    reason = ClassifierCheck(model, explain_features=3).classify(raw).symbols[0].reason
+    assert all(f"{p.feature}({p.weight:+.2f})" in reason for p in pushes)
+
+
+def test_undecided_middle_band_emits_nothing(model: ClassifierModel) -> None:
+    check = ClassifierCheck(model, spam_threshold=1.0, ham_threshold=0.0)
+    assert check.classify(ham_message(random.Random(1), 1, NOW)).symbols == ()
+
+
+def test_artefact_round_trip_keeps_scores(model: ClassifierModel, tmp_path: Path) -> None:
+    path = tmp_path / "m.skops"
+    dataclasses.replace(model, metadata={"trained_at": "today"}).save(path)
+    loaded = ClassifierModel.load(path)
+    rows = [extract(ham_message(random.Random(3), 3, NOW))]
+    assert loaded.metadata == {"trained_at": "today"}
+    assert loaded.decision(rows)[0] == pytest.approx(model.decision(rows)[0])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"feature_version": 999}, "feature version 999"),
+        ({"sklearn_version": "0.1"}, "scikit-learn 0.1"),
+    ],
+)
+def test_version_mismatch_is_refused(
+    model: ClassifierModel, tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "old.skops"
+    dataclasses.replace(model, **change).save(path)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match=message):
+        ClassifierModel.from_data(path, read_artefact(path))
+
+
+class Payload:
+    """Stands for code an attacker would like to run at load time."""
+
+
+def test_untrusted_types_missing_or_garbage_files_are_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.skops"
+    skops.io.dump({"format": "mailgate-classifier/2", "payload": Payload()}, evil)
+    with pytest.raises(ModelError, match="untrusted types"):
+        read_artefact(evil)
+    garbage = tmp_path / "garbage.skops"
+    garbage.write_bytes(b"not a zip file")
+    with pytest.raises(ModelError, match="not a readable classifier model"):
+        read_artefact(garbage)
+    with pytest.raises(ModelError, match="no such model file"):
+        read_artefact(tmp_path / "absent.skops")
+    partial = tmp_path / "partial.skops"
+    skops.io.dump({"format": "mailgate-classifier/2", "feature_version": 1}, partial)
+    with pytest.raises(ModelError):
+        ClassifierModel.from_data(partial, read_artefact(partial))
+
+
+def test_load_reports_the_child_loaders_error(model: ClassifierModel, tmp_path: Path) -> None:
+    path = tmp_path / "old.skops"
+    dataclasses.replace(model, feature_version=999).save(path)
+    with pytest.raises(ModelError, match="feature version 999"):
+        ClassifierModel.load(path)
+    with pytest.raises(ModelError, match="no such model file"):
+        ClassifierModel.load(tmp_path / "absent.skops")
+
+
+def test_feature_names_with_line_breaks_never_reach_the_artefact(tmp_path: Path) -> None:
+    rows = [
+        {"w:ok": 1.0, "att:type=text/\n html": 1.0},
+        {"w:ok": 1.0, "att:type=text/\n html": 1.0},
+    ]
+    rows += [{"w:bad": 1.0}, {"w:bad": 1.0}]
+    fitted = fit_model(rows * 3, np.array([0, 0, 1, 1] * 3))
+    assert set(fitted.feature_names) == {"w:ok", "w:bad"}

@@ -1,0 +1,120 @@
+"""gateway.features: what a message turns into, and what is deliberately ignored."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.features import extract
+
+PLAIN = (
+    b"From: Alice Example <alice@example.org>\n"
+    b"To: bob@example.test\n"
+    b"Subject: Lunch tomorrow\n"
+    b"Date: Mon, 17 Nov 2025 08:12:44 +0000\n"
+    b"Message-ID: <1@example.org>\n"
+    b"\n"
+    b"Shall we meet at noon? The menu is at https://www.cafe.example.co.uk/menu\n"
+)
+
+
+def test_words_structure_and_url_domains_are_named_features() -> None:
+    features = extract(PLAIN)
+    assert {"w:shall", "w:noon", "s:lunch", "w2:meet_at"} <= features.keys()
+    assert "url:dom=example.co.uk" in features  # registrable under a co.uk-style label
+    assert "url:tld=uk" in features
+    assert "mime:root=text/plain" in features
+    assert "msgid:from_domain" in features
+    assert "mailer:none" in features
+
+
+def test_mbox_envelope_line_and_gateway_headers_change_nothing() -> None:
+    with_envelope = b"From alice@example.org  Mon Nov 17 08:12:44 2025\n" + PLAIN
+    stamped = (
+        b"X-Spam-Status: Yes, score=20 required=6 symbols=ML_SPAM\n"
+        b"X-Spam-Score: 20\n"
+        b"Authentication-Results: mx.gateway.test; spf=pass smtp.mailfrom=example.org\n" + PLAIN
+    )
+    assert extract(with_envelope) == extract(PLAIN)
+    assert extract(stamped) == extract(PLAIN)
+
+
+def test_html_is_stripped_entities_decoded_and_tricks_flagged() -> None:
+    raw = (
+        b"From: Shop <deals@shop.example>\n"
+        b"Subject: Offer\n"
+        b"Content-Type: text/html; charset=utf-8\n"
+        b"\n"
+        b"<html><head><style>p {color: red}</style><script>var hidden=1;</script></head>"
+        b"<body><p>Caf&eacute; cr&egrave;me</p>"
+        b'<div style="display:none">invisible words</div>'
+        b'<a href="http://198.51.100.7/login">https://www.bank.example/</a></body></html>\n'
+    )
+    features = extract(raw)
+    assert {"w:café", "w:crème", "mime:html_only", "html:hidden_text"} <= features.keys()
+    assert "html:anchor_text_other_domain" in features
+    assert "url:ip_host" in features
+    assert not {"w:color", "w:var", "w:hidden"} & features.keys()  # style and script content
+
+
+def test_broken_charsets_and_encodings_are_tolerated() -> None:
+    raw = (
+        b"From: =?x-bogus?q?Name?= <a@b.example>\n"
+        b"Subject: =?utf-8?B?not base64 at all?=\n"
+        b"Content-Type: text/plain; charset=x-no-such-charset\n"
+        b"Content-Transfer-Encoding: base64\n"
+        b"\n"
+        b"!!! this is not base64 \xff\xfe\n"
+    )
+    features = extract(raw)
+    assert "mime:charset=x-no-such-charset" in features
+    assert "mime:text_cte=base64" in features
+
+
+def test_garbage_and_empty_input_give_features_not_errors() -> None:
+    assert "from:missing" in extract(b"")
+    assert extract(b"\x00\xff" * 1000)
+    assert extract(b"Content-Type: multipart/mixed; boundary=x\n\n--x\nbroken")
+
+
+def test_sender_relations_and_list_tags() -> None:
+    raw = (
+        b"From: Prize Desk <prize@lottery.example>\n"
+        b"Reply-To: claims@gmail.com\n"
+        b"List-Id: <fans.lists.example>\n"
+        b"Subject: [fans] You won\n"
+        b"\n"
+        b"Claim now.\n"
+    )
+    features = extract(raw)
+    assert {"rel:reply_to_other_domain", "rel:reply_to_freemail"} <= features.keys()
+    assert "s:fans" not in features  # a list's subject tag names the list, not the content
+    assert "s:won" in features
+
+
+def test_word_block_is_normalised_so_long_mail_does_not_dominate() -> None:
+    short = extract(PLAIN)
+    long = extract(PLAIN + b" ".join(b"word%d" % i for i in range(2000)))
+    assert long["w:noon"] < short["w:noon"]
+    assert short["mime:root=text/plain"] == long["mime:root=text/plain"] == 1.0
+
+
+CRAFTED = {
+    "unclosed anchors": b"Content-Type: text/html\n\n" + b'<a href="http://x.example/">' * 12000,
+    "unclosed styles": b"Content-Type: text/html\n\n" + b"<style>" * 14000,
+    "lone brackets": b"Content-Type: text/html\n\n" + b"<" * 100000,
+    "unclosed comments": b"Content-Type: text/html\n\n" + b"<!--" * 25000,
+    "digit run subject": b"Subject: (" + b"1" * 20000 + b"!\n",
+    "encoded-word flood": b"Subject: " + b"=?utf-8?q?" * 5000 + b"\n",
+    "huge recipient list": b"To: " + b"a@b.example, " * 100000 + b"\n",
+    "nested multiparts": b"Content-Type: multipart/mixed; boundary=b\n\n"
+    + b"--b\nContent-Type: multipart/mixed; boundary=b\n\n" * 5000,
+}
+
+
+@pytest.mark.parametrize("raw", CRAFTED.values(), ids=CRAFTED.keys())
+def test_crafted_input_costs_linear_time(raw: bytes) -> None:
+    started = time.perf_counter()
+    extract(b"From: a@b.example\n" + raw + b"\nbody\n")
+    assert time.perf_counter() - started < 1.0  # quadratic handling took 5 to 30 s here
