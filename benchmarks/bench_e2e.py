@@ -91,7 +91,7 @@ def start_gateway(
         "dns": {"nameservers": [nameserver], "timeout_s": 0.5, "lifetime_s": 1.0},
         "pipeline": {"rules_dir": str(ROOT / "rules")},
         "log": {"level": "warning"},
-        "checks": {"antivirus": {"enabled": False}, "classifier": {"enabled": False}},
+        "checks": {"antivirus": {"enabled": False}},
     }
     path = workdir / f"gateway-{workers}.toml"
     path.write_text(tomli_w.dumps(config), encoding="utf-8")

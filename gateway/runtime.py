@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config import Config, parse_hostport
+from gateway.errors import GatewayError
 from gateway.net.dns import Resolver
 from gateway.observe.setup import configure_logging
 from gateway.pipeline.engine import Pipeline
@@ -61,7 +62,12 @@ class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
         storage = config.storage_dir
-        storage.mkdir(parents=True, exist_ok=True)
+        try:
+            storage.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GatewayError(
+                f"cannot use [storage] dir {storage}: {exc.strerror or exc}"
+            ) from None
         self.pipeline = build_pipeline(config)
         self.spool = Spool(storage / "queue", config.queue.min_free_bytes)
         self.quarantine = QuarantineStore(storage / "quarantine")
@@ -86,6 +92,11 @@ class Runtime:
             )
 
     async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        if sock is None:
+            # Before anything else starts: a port in use is one clear line, not a traceback
+            # from a half-started gateway whose delivery workers already run.
+            listen = self.config.smtp.listen
+            sock = listening(listen, lambda: bind_listener(listen, reuse_port=False))
         await self.delivery.start()
         address = await self.front_end.start(sock)
         self._housekeeping = asyncio.create_task(self._expire_quarantine())
@@ -152,6 +163,14 @@ async def run_worker(
     await runtime.stop()
 
 
+def listening(listen: str, bind: Callable[[], socket.socket]) -> socket.socket:
+    """`bind()`, with an OSError (address in use, not ours, no permission) as a GatewayError."""
+    try:
+        return bind()
+    except OSError as exc:
+        raise GatewayError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
 def reserve_port(listen: str) -> socket.socket:
     """Bind (without listening) with SO_REUSEPORT: holds the port, so port 0 picks one for all
     workers, yet receives no connections itself."""
@@ -197,7 +216,7 @@ def format_address(host: str, port: int) -> str:
 def supervise(config: Config, announce: Callable[[str], None]) -> int:
     """Run `[smtp] workers` worker processes on one port; forward SIGTERM/SIGHUP; restart a
     worker that dies unexpectedly. Returns the exit code."""
-    holder = reserve_port(config.smtp.listen)
+    holder = listening(config.smtp.listen, lambda: reserve_port(config.smtp.listen))
     host, port = holder.getsockname()[:2]
     listen = format_address(host, port)
     context = multiprocessing.get_context("spawn")

@@ -61,7 +61,7 @@ def verdict_to_json(path: str, verdict: Verdict) -> dict[str, Any]:
 
 def render_text(path: str, verdict: Verdict) -> str:
     lines = [
-        f"{path}: {verdict.action.value.upper()}  score {verdict.score:g} "
+        f"{path}: {verdict.action.value.upper()}  score {verdict.score:.2f} "
         f"(quarantine at {verdict.quarantine_at:g}, reject at {verdict.reject_at:g})",
         f"  why: {verdict.reason}",
     ]

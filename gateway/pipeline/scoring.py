@@ -265,10 +265,10 @@ def decide(
     action, reason, forced_by, reply = Action.ACCEPT, "score below thresholds", None, None
     if final:
         if total >= limits.reject:
-            action, reason = Action.REJECT, f"score {total:g} >= reject threshold {limits.reject:g}"
+            action, reason = Action.REJECT, f"score {total:.2f} >= reject threshold {limits.reject:g}"
         elif total >= limits.quarantine:
             action = Action.QUARANTINE
-            reason = f"score {total:g} >= quarantine threshold {limits.quarantine:g}"
+            reason = f"score {total:.2f} >= quarantine threshold {limits.quarantine:g}"
 
     for result in results:
         failed = result.error is not None and on_error.get(result.check) == OnError.TEMPFAIL

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Literal, Protocol
 
 from gateway.config import QueueConfig, RelayConfig
+from gateway.errors import SpoolError
 from gateway.queue.admin import QueueStats, stats_of
 from gateway.queue.relay import RelayConnection
 from gateway.queue.retry import Disposition, RecipientOutcome, apply_attempt
@@ -208,7 +209,14 @@ class DeliveryService:
         else:
             # Persisted first, so a failing bounce never makes us relay to anyone again.
             await asyncio.to_thread(claim.update, updated)
-            await self._tell_sender(updated, data, "failure", now)
+            try:
+                await self._tell_sender(updated, data, "failure", now)
+            except SpoolError:
+                raise  # e.g. disk full: the next attempt bounces again
+            except Exception:
+                # A bounce that cannot be built (odd envelope data) would fail the same way at
+                # every scan, forever: log it, and keep the message in failed/ for the admin.
+                log.exception("queue: %s: the failure notice could not be built", entry.id)
             await asyncio.to_thread(self.spool.move_to_failed, claim, updated)
             log.warning("queue: %s failed: %s", entry.id, _summary(updated))
 

@@ -44,7 +44,10 @@ NOT_OFFERED = frozenset({"EXPN", "TURN", "ETRN", "AUTH", "BDAT", "SEND", "SOML",
 
 
 # RFC 3461: xtext is printable ASCII except "+" and "=", with "+HH" for any other byte.
-_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*")
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*")
+_ADDRESS_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+# Printable ASCII or real (not surrogate-escaped) non-ASCII characters, nothing else.
+_UTF8_ADDR = re.compile(r"[!-~\u0080-\ud7ff\ue000-\U0010ffff]+")
 _NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 MAX_ENVID_CHARS = 100  # RFC 3461 4.4
 MAX_ORCPT_CHARS = 500  # RFC 3461 4.2
@@ -55,16 +58,30 @@ def dsn_parameter_ok(key: str, value: str) -> bool:
     if key == "RET":
         return value.upper() in ("FULL", "HDRS")
     if key == "ENVID":
-        return 0 < len(value) <= MAX_ENVID_CHARS and bool(_XTEXT.fullmatch(value))
+        # Decoded, printable ASCII only (RFC 3461 4.4): it goes into a header of the DSN.
+        return (
+            0 < len(value) <= MAX_ENVID_CHARS
+            and bool(_XTEXT.fullmatch(value))
+            and _xtext_printable(value)
+        )
     if key == "NOTIFY":
         values = {v.upper() for v in value.split(",")}
         return values == {"NEVER"} or (bool(values) and values <= _NOTIFY_VALUES)
     address_type, semicolon, address = value.partition(";")  # ORCPT=type;xtext
     return (
-        bool(semicolon and address_type.isascii() and address_type.isalnum())
-        and 0 < len(value) <= MAX_ORCPT_CHARS
-        and (bool(_XTEXT.fullmatch(address)) or address_type.upper() == "UTF-8")
+        bool(semicolon and _ADDRESS_TYPE.fullmatch(address_type) and address)
+        and len(value) <= MAX_ORCPT_CHARS
+        # RFC 6533 utf-8-addr-xtext: xtext, and UTF-8 characters as they are.
+        and bool(
+            (_XTEXT.fullmatch(address) and _xtext_printable(address))
+            or (address_type.upper() == "UTF-8" and _UTF8_ADDR.fullmatch(address))
+        )
     )
+
+
+def _xtext_printable(text: str) -> bool:
+    """No "+HH" that decodes to a control character (CR LF would split the DSN's header)."""
+    return all(0x20 <= int(code, 16) < 0x7F for code in re.findall(r"\+([0-9A-Fa-f]{2})", text))
 
 
 class Hangup(Exception):

@@ -22,9 +22,20 @@ FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
 _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 
 
+# A header field line (RFC 5322 2.2: printable ASCII name, colon; obsolete space before it).
+_FIELD_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
+
+
 def stamp(raw: bytes, headers: Sequence[str]) -> bytes:
-    """`raw` with `headers` (complete "Name: value" fields, possibly folded) prepended."""
-    return b"".join(h.encode("utf-8") + b"\r\n" for h in headers) + raw
+    """`raw` with `headers` (complete "Name: value" fields, possibly folded) prepended.
+
+    A message whose first line is not a header field (no header section at all, or a line
+    starting with white space) gets an empty line after ours: otherwise its first line would
+    be read as one of our fields, or as a continuation of our Received, downstream."""
+    ours = b"".join(h.encode("utf-8") + b"\r\n" for h in headers)
+    if raw and not raw.startswith(b"\r\n") and not _FIELD_LINE.match(raw):
+        ours += b"\r\n"
+    return ours + raw
 
 
 def gateway_headers(

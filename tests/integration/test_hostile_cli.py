@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,3 +93,46 @@ def test_check_config_on_a_file_that_is_not_utf8(
     assert err.splitlines() == [
         f"gateway: {path}: invalid TOML: not UTF-8 (byte 20: invalid continuation byte)"
     ]
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path, config_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = tomllib.loads(config_path.read_text())
+        config["smtp"] = {"listen": f"127.0.0.1:{port}"}
+        config_path.write_text(tomli_w.dumps(config))
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"gateway: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_with_an_unusable_storage_dir_says_so_in_one_line(
+    tmp_path: Path, config_path: Path
+) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    config = tomllib.loads(config_path.read_text())
+    config["storage"] = {"dir": str(tmp_path / "a-file" / "var")}
+    config["smtp"] = {"listen": "127.0.0.1:0"}
+    config_path.write_text(tomli_w.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"gateway: cannot use [storage] dir {tmp_path}/a-file/var: Not a directory"
+    )

@@ -11,6 +11,7 @@ import pytest
 from gateway.cli import build_parser
 from gateway.errors import SpoolError
 from gateway.queue.delivery import DeliveryService
+from gateway.queue.dsn import SpoolBouncer
 from gateway.queue.spool import Spool
 from tests.integration.test_delivery_relay import FAST_QUEUE, message, relay_to, run, until
 from tests.support.downstream import Downstream
@@ -94,3 +95,24 @@ def test_a_corrupt_entry_is_logged_once_not_at_every_scan(
         assert list(spool.entries()) == []
     warnings = [r for r in caplog.records if "unreadable entry" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_bounce_that_cannot_be_built_does_not_loop_forever(
+    spool: Spool, downstream: Downstream
+) -> None:
+    # A CR LF in ENVID (from "+0D+0A" xtext) cannot go into the DSN's header: the notice
+    # failed at every scan and the message never left active/.
+    downstream.fail_data("554 5.6.0 Content refused")
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], message(), dsn_envid="a\r\nBcc: x")
+    bouncer = SpoolBouncer(spool, "mx.gateway.test", downstream.host)
+
+    async def scenario() -> None:
+        service = DeliveryService(
+            spool, relay_to(downstream), FAST_QUEUE, "mx.gateway.test", bouncer
+        )
+        await service.start()
+        await until(lambda: spool.ids(failed=True) == ["m1"])
+        await service.stop()
+
+    run(scenario())
+    assert spool.ids() == []

@@ -129,6 +129,9 @@ def test_dsn_parameters_are_advertised_and_kept_with_the_message(
         ("RCPT TO:<bob@example.test> NOTIFY=SOMETIMES", replies.BAD_DSN_PARAMETER),
         ("RCPT TO:<bob@example.test> ORCPT=bob@example.test", replies.BAD_DSN_PARAMETER),
         ("RCPT TO:<bob@example.test> FOO=bar", replies.UNKNOWN_PARAMETER),
+        # xtext that decodes to CR LF would split a header of the DSN
+        ("MAIL FROM:<a@sender.test> ENVID=a+0D+0ABcc:+20x@y.test", replies.BAD_DSN_PARAMETER),
+        ("RCPT TO:<bob@example.test> ORCPT=rfc822;b+0A@x.test", replies.BAD_DSN_PARAMETER),
     ],
 )
 def test_malformed_dsn_parameters_are_refused(
@@ -194,3 +197,33 @@ def test_line_limit_does_not_count_the_transparency_dot(
     else:
         assert reply == replies.LINE_TOO_LONG
         assert gateway.spool.ids() == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"just a body, no header section\r\n",
+        b"\tfolded: would extend our Received field\r\n",
+        b"From alice@sender.test Mon Jan  1 00:00:00 2024\r\nSubject: x\r\n\r\nbody\r\n",
+    ],
+)
+def test_a_message_without_headers_keeps_its_body_a_body(
+    gateway: RunningGateway, content: bytes
+) -> None:
+    with socket.create_connection((gateway.host, gateway.port), timeout=5) as sock:
+        sock.sendall(ENVELOPE + content + b".\r\nQUIT\r\n")
+        read_until_eof(sock)
+    [msg_id] = gateway.spool.ids()
+    stored = gateway.spool.read_data(msg_id)
+    head, separator, body = stored.partition(b"\r\n\r\n")
+    assert separator and body == content
+    assert head.startswith(b"Authentication-Results: ")
+    assert f" id {msg_id}".encode() in head
+
+
+def test_a_message_with_headers_is_stamped_without_an_extra_line(gateway: RunningGateway) -> None:
+    with socket.create_connection((gateway.host, gateway.port), timeout=5) as sock:
+        sock.sendall(ENVELOPE + MESSAGE + b".\r\nQUIT\r\n")
+        read_until_eof(sock)
+    [msg_id] = gateway.spool.ids()
+    assert gateway.spool.read_data(msg_id).partition(b"\r\n\r\n")[2] == b"body\r\n"
