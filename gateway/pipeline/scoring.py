@@ -265,7 +265,8 @@ def decide(
     action, reason, forced_by, reply = Action.ACCEPT, "score below thresholds", None, None
     if final:
         if total >= limits.reject:
-            action, reason = Action.REJECT, f"score {total:.2f} >= reject threshold {limits.reject:g}"
+            action = Action.REJECT
+            reason = f"score {total:.2f} >= reject threshold {limits.reject:g}"
         elif total >= limits.quarantine:
             action = Action.QUARANTINE
             reason = f"score {total:.2f} >= quarantine threshold {limits.quarantine:g}"
