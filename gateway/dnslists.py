@@ -23,13 +23,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from gateway.errors import ConfigError, DnsError
+from gateway.files import read_toml
 from gateway.model import Symbol
 from gateway.net.dns import Resolver
 
@@ -155,15 +155,7 @@ def load_zones(path: Path, kind: Kind, include_disabled: bool = False) -> list[Z
     """The enabled zones of `kind` in `path` (all of them with `include_disabled`); every zone
     is validated, enabled or not."""
     problems: list[str] = []
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    data = read_toml(path)
     if unknown := set(data) - {"zone"}:
         problems.append(f"{path}: unknown tables {sorted(unknown)} (lists go in [zone.NAME])")
     zones = []

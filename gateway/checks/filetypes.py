@@ -6,12 +6,12 @@ its first bytes, so renaming `invoice.exe` to `invoice.pdf` does not get it thro
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.files import read_toml
 
 RULES_FILE = "attachments.toml"
 
@@ -113,15 +113,7 @@ def file_extension(name: str) -> str:
 
 def load_type_rules(path: Path) -> TypeRules:
     """Read attachments.toml; every problem is reported at once as a ConfigError."""
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    data = read_toml(path)
     problems: list[str] = []
     types = {}
     for name, table in data.items():

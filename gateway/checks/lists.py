@@ -18,7 +18,6 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import logging
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from gateway.content import decode_header_value
 from gateway.errors import ConfigError
+from gateway.files import read_toml
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
@@ -120,15 +120,7 @@ def _section(table: Any, where: str, problems: list[str]) -> Lists:
 
 def load_lists(path: Path) -> tuple[Lists, Lists]:
     """(allow, block) from `path`; ConfigError with one line per problem."""
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    data = read_toml(path)
     problems: list[str] = []
     if unknown := set(data) - {"allow", "block"}:
         problems.append(f"{path}: unknown tables {sorted(unknown)} (known: allow, block)")

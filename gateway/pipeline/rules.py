@@ -15,7 +15,6 @@ that back-references and look-around are refused at load time, with the rule nam
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal, cast, get_args
 import re2
 
 from gateway.errors import ConfigError
+from gateway.files import read_toml
 from gateway.pipeline.scoring import SymbolPolicy
 
 Target = Literal["header", "body", "url", "attachment_name", "attachment_type"]
@@ -133,16 +133,9 @@ def load_rule_set(paths: Iterable[Path]) -> RuleSet:
     sources: list[str] = []
     for path in paths:
         try:
-            with path.open("rb") as handle:
-                data = tomllib.load(handle)
-        except FileNotFoundError:
-            problems.append(f"{path}: no such file")
-            continue
-        except OSError as exc:
-            problems.append(f"{path}: cannot read: {exc.strerror}")
-            continue
-        except tomllib.TOMLDecodeError as exc:
-            problems.append(f"{path}: invalid TOML: {exc}")
+            data = read_toml(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
             continue
         sources.append(str(path))
         if unknown := set(data) - {"rule"}:

@@ -7,13 +7,13 @@ The policy comes from `rules/scores.toml` (symbol weights, groups with caps) and
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.files import read_toml
 from gateway.model import Action, CheckResult, OnError, ScoredSymbol, Verdict
 
 SCORES_FILE = "scores.toml"
@@ -98,15 +98,10 @@ class Policy:
 
 def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        problems.append(f"{path}: no such file")
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(f"{path}: invalid TOML: {exc}")
-    except OSError as exc:
-        problems.append(f"{path}: cannot read: {exc.strerror}")
-    return {}
+        return read_toml(path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return {}
 
 
 def _number(value: Any) -> bool:

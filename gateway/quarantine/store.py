@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import QuarantineCorrupt, QuarantineError, QuarantineMissing, QuarantineNotFound
+from gateway.files import fsync_dir
 from gateway.model import ScoredSymbol, Transaction, Verdict, new_id
 
 INDEX_FILE = "index.sqlite3"
@@ -445,7 +446,7 @@ class QuarantineStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.link(tmp, path)  # unlike rename, refuses to replace an existing message
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except FileExistsError:
             raise QuarantineError(f"{path.stem} is already in the quarantine") from None
         except OSError as exc:
@@ -576,14 +577,6 @@ def _decoded(value: object) -> str:
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
         text = str(value)
     return " ".join(text.split())[:_MAX_HEADER_CHARS]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _utc(timestamp: float | None) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.errors import SpoolError, SpoolFull
+from gateway.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +128,6 @@ def _typed(value: Any, kind: type | tuple[type, ...], name: str = "value") -> An
 def validate_id(msg_id: str) -> None:
     if not _ID_PATTERN.fullmatch(msg_id):
         raise SpoolError(f"invalid queue id {msg_id!r}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -262,7 +255,7 @@ class Spool:
             os.rename(tmp_data, self.data_path(msg_id))
             os.rename(tmp_state, self.state_path(msg_id))
             committed = True
-            _fsync_dir(self.active_dir)
+            fsync_dir(self.active_dir)
         except OSError as exc:
             leftovers = [tmp_data, tmp_state] + ([] if committed else [self.data_path(msg_id)])
             for leftover in leftovers:
@@ -374,7 +367,7 @@ class Spool:
                 tmp.unlink()
             _write_synced(tmp, _encode(entry))
             os.rename(tmp, self.state_path(entry.id))
-            _fsync_dir(self.active_dir)
+            fsync_dir(self.active_dir)
         except OSError as exc:
             with suppress(OSError):
                 tmp.unlink()
@@ -388,7 +381,7 @@ class Spool:
             self.state_path(msg_id).unlink()
             with suppress(FileNotFoundError):
                 self.data_path(msg_id).unlink()
-            _fsync_dir(self.active_dir)
+            fsync_dir(self.active_dir)
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot remove") from exc
         finally:
@@ -402,8 +395,8 @@ class Spool:
             # State first, as in remove(); sweep() finishes the move after a crash in between.
             os.rename(self.state_path(msg_id), self.state_path(msg_id, self.failed_dir))
             os.rename(self.data_path(msg_id), self.data_path(msg_id, self.failed_dir))
-            _fsync_dir(self.active_dir)
-            _fsync_dir(self.failed_dir)
+            fsync_dir(self.active_dir)
+            fsync_dir(self.failed_dir)
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot move to failed/") from exc
         finally:

@@ -29,20 +29,11 @@ import tomli_w
 
 from gateway.config import SHIPPED_RULES_DIR
 from tests.support.dns_server import DnsTestServer
+from tests.support.gateway_fixture import merge
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 45.0
 READY_PREFIX = "gateway: listening on "
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def default_config(storage: Path, nameserver: str) -> dict[str, Any]:

@@ -1,0 +1,32 @@
+"""Small file helpers shared by every module that reads settings or writes durably."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at `path`; ConfigError with one clear line if it cannot be had."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable (the file's own fsync does not cover it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
