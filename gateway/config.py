@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +37,13 @@ def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
         host, port_text = value.split(":")
         return host, int(port_text)
     return value, default_port
+
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
 
 
 def _valid_hostport(value: str) -> str | None:
@@ -68,6 +77,11 @@ class SmtpConfig:
     def validate(self, problems: list[str], path: str) -> None:
         if err := _valid_hostport(self.listen):
             problems.append(f"{path}.listen: {err}")
+        if not _HOSTNAME.fullmatch(self.hostname):
+            problems.append(f"{path}.hostname: {self.hostname!r} is not a host name")
+        if not _PRINTABLE.fullmatch(self.banner):
+            # It goes into the 220 greeting: a CR or LF would forge another reply line.
+            problems.append(f"{path}.banner: only printable ASCII characters are allowed")
         if bool(self.tls_cert) != bool(self.tls_key):
             problems.append(f"{path}: tls_cert and tls_key must be set together")
         for name in ("tls_cert", "tls_key"):
@@ -476,6 +490,9 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             problems.append(f"{path}: expected a number, got {value!r}")
+            return None
+        if not math.isfinite(value):  # TOML allows nan and inf; no limit means either
+            problems.append(f"{path}: expected a finite number, got {value!r}")
             return None
         return float(value)
     if tp is int:

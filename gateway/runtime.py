@@ -27,6 +27,7 @@ from gateway.net.dns import Resolver
 from gateway.observe.setup import configure_logging
 from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.registry import Services, build_checks, declared_symbols
+from gateway.pipeline.runner import PhaseRunner
 from gateway.pipeline.scoring import load_policy
 from gateway.quarantine.store import QuarantineStore
 from gateway.queue.delivery import DeliveryService
@@ -44,9 +45,10 @@ WORKER_START_TIMEOUT_S = 60.0
 BLOCKING_THREADS = 32
 
 
-def build_pipeline(config: Config) -> Pipeline:
+def build_pipeline(config: Config, services: Services | None = None) -> Pipeline:
     """Checks + policy as configured; raises ConfigError / ModelError with clear messages."""
-    services = Services(resolver=Resolver.from_config(config.dns))
+    if services is None:
+        services = Services(resolver=Resolver.from_config(config.dns))
     checks = build_checks(config, services)
     return Pipeline(
         checks,
@@ -68,7 +70,9 @@ class Runtime:
             raise GatewayError(
                 f"cannot use [storage] dir {storage}: {exc.strerror or exc}"
             ) from None
-        self.pipeline = build_pipeline(config)
+        self.services = Services(resolver=Resolver.from_config(config.dns))
+        self.pipeline = build_pipeline(config, self.services)
+        self._retired: set[asyncio.Task[None]] = set()
         self.spool = Spool(storage / "queue", config.queue.min_free_bytes)
         self.quarantine = QuarantineStore(storage / "quarantine")
         # Bounces go back through the internal server, which is the one that sends mail out.
@@ -109,23 +113,31 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         await self.front_end.stop(DRAIN_TIMEOUT_S)
+        for task in list(self._retired):
+            task.cancel()
         if self.verifier is not None:
             await self.verifier.close()
         await self.delivery.stop()
         await self.pipeline.close()
 
     def reload_rules(self) -> None:
-        """SIGHUP: reload rule sets and scores; a bad file keeps the old rules and is logged."""
+        """SIGHUP: rebuild every check and the policy from the rule files, then swap them in
+        at once. Any problem keeps all of the previous rules (nothing half-reloaded)."""
         try:
-            for check in self.pipeline.checks:
-                reload = getattr(check, "reload", None)
-                if callable(reload):
-                    reload()
-            self.pipeline.replace_policy(load_policy(self.config.rules_dir))
+            fresh = build_pipeline(self.config, self.services)
         except Exception as exc:  # keep serving with the previous rules
             log.error("rules reload failed, keeping the previous rules: %s", exc)
-        else:
-            log.info("rules reloaded from %s", self.config.rules_dir)
+            return
+        retired = self.pipeline.adopt(fresh)
+        # Transactions in flight may still be inside a retired check: close it later.
+        task = asyncio.get_running_loop().create_task(self._close_later(retired))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        log.info("rules reloaded from %s", self.config.rules_dir)
+
+    async def _close_later(self, retired: PhaseRunner) -> None:
+        await asyncio.sleep(self.config.pipeline.deadline_s)
+        await retired.close()
 
     async def _expire_quarantine(self) -> None:
         days = self.config.quarantine.retention_days

@@ -158,16 +158,6 @@ class ListsCheck(Check):
         self.path = path
         self._allow, self._block = load_lists(path)  # a broken file stops startup
 
-    def reload(self) -> bool:
-        """Re-read the lists; on any problem keep the current ones and log why."""
-        try:
-            self._allow, self._block = load_lists(self.path)
-        except ConfigError as exc:
-            log.error("lists not reloaded, keeping the previous ones: %s", "; ".join(exc.problems))
-            return False
-        log.info("reloaded allow and block lists from %s", self.path)
-        return True
-
     async def run(self, tx: Transaction) -> CheckResult:
         from_values = [decode_header_value(v) for v in tx.message.get_all("From") or []]
         from_addresses = [a for _, a in email.utils.getaddresses(from_values) if a]

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gateway.content import Content, decode_header_value, message_content
-from gateway.errors import ConfigError
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 from gateway.pipeline.rules import Rule, RuleSet, load_rule_set
@@ -55,23 +54,8 @@ class RulesCheck(Check):
     def own_scores(self) -> Mapping[str, SymbolPolicy]:
         return self._rules.scores()
 
-    def reload(self) -> bool:
-        """Re-read the rule files; on any problem keep the current rules and log why."""
-        try:
-            rules = load_rule_set(self.paths)
-        except ConfigError as exc:
-            log.error(
-                "rules not reloaded, keeping the previous %d rules: %s",
-                len(self._rules.rules),
-                "; ".join(exc.problems),
-            )
-            return False
-        self._rules = rules
-        log.info("reloaded %d rules from %s", len(rules.rules), ", ".join(rules.sources))
-        return True
-
     async def run(self, tx: Transaction) -> CheckResult:
-        rules = self._rules  # one set for the whole message, whatever a reload does meanwhile
+        rules = self._rules
         msg = tx.message
         content = message_content(msg)
         found = [

@@ -68,12 +68,14 @@ class Pipeline:
         policy.check_symbols(emitted)
         return policy
 
-    def replace_policy(self, policy: Policy) -> None:
-        """Swap in reloaded scores/actions (SIGHUP); raises ConfigError and keeps the old ones.
-
-        Reload rule sets first (`reload()` of the checks that have it), then call this.
-        """
-        self.policy = self._complete(policy)
+    def adopt(self, other: Pipeline) -> PhaseRunner:
+        """Take over `other`'s checks and policy in one step (SIGHUP); returns the previous
+        runner so that the caller can close its checks once no transaction uses them."""
+        previous = self.runner
+        self.checks, self.runner, self.policy = other.checks, other.runner, other.policy
+        self.deadline_s, self._on_error = other.deadline_s, other._on_error
+        self._declared = other._declared
+        return previous
 
     async def run_phase(self, phase: Phase, tx: Transaction, final: bool = False) -> PhaseOutcome:
         """Run one phase's checks and decide on everything known so far.

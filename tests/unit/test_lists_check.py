@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import pytest
@@ -117,19 +116,6 @@ def test_bad_lists_are_explained(tmp_path: Path) -> None:
     assert "allow.client_ips: '300.1.1.1' is not an IP address or network" in text
     assert "allow.senders: '@' is not an address or a domain" in text
     assert "allow.from_domains: 'a@b.example': only domains here" in text
-
-
-def test_reload_keeps_old_lists_on_error(
-    check: ListsCheck, caplog: pytest.LogCaptureFixture
-) -> None:
-    check.path.write_text('[allow]\nclient_ips = ["nonsense"]\n')
-    with caplog.at_level(logging.ERROR):
-        assert check.reload() is False
-    assert "keeping the previous ones" in caplog.text
-    assert "LIST_ALLOW_CLIENT_IP" in symbols(check, transaction(ip="192.0.2.1"))
-    check.path.write_text('[allow]\nclient_ips = ["198.51.100.0/24"]\n')
-    assert check.reload() is True
-    assert "LIST_ALLOW_CLIENT_IP" in symbols(check, transaction(ip="198.51.100.1"))
 
 
 def test_shipped_lists_load() -> None:

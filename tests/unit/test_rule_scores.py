@@ -40,17 +40,3 @@ def test_rule_scores_come_from_the_rule_file_unless_overridden(tmp_path: Path) -
     pipeline = Pipeline([check], policy({"RULE_B": SymbolPolicy(7.0)}), 5.0)
     assert score(pipeline, "alpha") == 2.5
     assert score(pipeline, "beta") == 7.0  # scores.toml wins over the rule file
-
-
-def test_a_reloaded_new_rule_is_scored_after_the_policy_swap(tmp_path: Path) -> None:
-    path = tmp_path / "rules.toml"
-    path.write_text(RULE.format(name="A", pattern="alpha", score=2.5))
-    check = RulesCheck([path])
-    pipeline = Pipeline([check], policy({}), 5.0)
-    path.write_text(
-        RULE.format(name="A", pattern="alpha", score=2.5)
-        + RULE.format(name="NEW", pattern="gamma", score=3.0)
-    )
-    assert check.reload()
-    pipeline.replace_policy(policy({}))
-    assert score(pipeline, "alpha gamma") == 5.5

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from pathlib import Path
 
@@ -173,30 +172,6 @@ description = "x"
     assert f"{dup}: rule.RULE_OK: defined twice" in text
     assert f"{tmp_path / 'missing.toml'}: no such file" in text
     assert "RULE_OK.pattern" not in text
-
-
-def test_reload_swaps_good_rules_and_keeps_old_ones_on_a_broken_file(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = write(tmp_path, "r.toml", RULES)
-    check = RulesCheck([path])
-    path.write_text(
-        RULES + '\n[rule.RULE_NEW]\ntarget = "body"\npattern = "won"\nscore = 1.0\n'
-        'description = "new"\n'
-    )
-    assert check.reload() is True
-    assert "RULE_NEW" in check.all_symbols()
-
-    path.write_text(RULES.replace("pattern = 'you have won'", "pattern = '(unclosed'"))
-    with caplog.at_level(logging.ERROR, logger="gateway.checks.rules"):
-        assert check.reload() is False
-    assert "keeping the previous 6 rules" in caplog.text
-    assert "RULE_BODY_WINNER.pattern: not a valid RE2 expression" in caplog.text
-    assert {"RULE_NEW", "RULE_BODY_WINNER"} <= set(run(check, MESSAGE))  # old rules still on
-
-    path.write_text("this is [not toml")
-    assert check.reload() is False
-    assert "RULE_NEW" in check.all_symbols()
 
 
 def test_a_broken_rule_file_stops_startup(tmp_path: Path) -> None:
