@@ -82,9 +82,15 @@ def run_learn(args: argparse.Namespace, storage_dir: str | Path) -> int:
     """Record every message under `args.paths`; unreadable sources are reported, not fatal."""
     stored = 0
     problems = 0
+
+    def skipped(path: Path, reason: str) -> None:
+        nonlocal problems
+        problems += 1
+        print(f"learn: skipped {path}: {reason}", file=sys.stderr)
+
     for path in args.paths:
         try:
-            for message in iter_messages(Path(path)):
+            for message in iter_messages(Path(path), on_skip=skipped):
                 record_feedback(storage_dir, args.label, message.raw)
                 stored += 1
         except GatewayError as exc:

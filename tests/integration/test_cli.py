@@ -115,3 +115,18 @@ def test_scan_reports_an_unreadable_file_and_goes_on(
     assert result.returncode == 1
     assert "missing.eml: No such file or directory" in result.stderr
     assert "ham-meeting.eml: ACCEPT" in result.stdout
+
+
+def test_learn_says_which_files_it_skipped(tmp_path: Path) -> None:
+    source = tmp_path / "mail"
+    source.mkdir()
+    (source / "empty.eml").write_bytes(b"")
+    (source / "good.eml").write_bytes((EXAMPLES / "ham-meeting.eml").read_bytes())
+    config = write_config(tmp_path / "gw.toml", {
+        "relay": {"domains": ["example.test"]}, "storage": {"dir": str(tmp_path / "var")},
+    })
+    result = gateway("learn", "--ham", str(source), "--config", str(config))
+    assert result.returncode == 1
+    assert "skipped" in result.stderr and "empty.eml" in result.stderr
+    assert "recorded 1 message(s) as ham" in result.stdout
+    assert len(list((tmp_path / "var" / "feedback" / "ham").iterdir())) == 1
