@@ -13,6 +13,7 @@ import email.errors
 import email.header
 import email.parser
 import email.policy
+import fcntl
 import json
 import os
 import re
@@ -138,6 +139,9 @@ def valid_id(qid: str) -> bool:
     return _ID_PATTERN.fullmatch(qid) is not None
 
 
+INIT_LOCK_FILE = "init.lock"
+
+
 class QuarantineStore:
     """Held messages and why they were held. Safe for several threads and processes at once."""
 
@@ -155,7 +159,9 @@ class QuarantineStore:
                 "(nothing quarantined yet, or [storage] dir is wrong)"
             )
         mode = "rwc" if create else "rw"
-        with self._sql_errors():
+        # Setting WAL mode and creating the schema take locks for which SQLite does not wait:
+        # worker processes starting together take turns here instead of failing "locked".
+        with self._sql_errors(), _init_lock(root, create, busy_timeout_s):
             self._conn = sqlite3.connect(
                 f"file:{self.index_path}?mode={mode}",
                 uri=True,
@@ -577,6 +583,30 @@ def _decoded(value: object) -> str:
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
         text = str(value)
     return " ".join(text.split())[:_MAX_HEADER_CHARS]
+
+
+@contextlib.contextmanager
+def _init_lock(root: Path, create: bool, timeout_s: float) -> Iterator[None]:
+    if not create:  # opening an existing store: nothing to set up
+        yield
+        return
+    fd = os.open(root / INIT_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise QuarantineError(
+                        f"quarantine store {root} is being set up by another process "
+                        f"(waited {timeout_s:g} s); try again"
+                    ) from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _utc(timestamp: float | None) -> str:
