@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.downstream import Downstream
-from tests.support.gateway_process import GatewayProcess, GatewayProcessFactory
+from tests.support.gateway_process import GatewayProcess, GatewayProcessFactory, wait_until
 
 CLIENT_TIMEOUT_S = 15.0
 REPORT_DIR = Path(os.environ.get("GATEWAY_TEST_REPORTS", "bench-results"))
@@ -43,25 +43,6 @@ def send(gw: GatewayProcess, tag: str, source_ip: str = "127.0.0.1") -> bool:
         return True
     except (smtplib.SMTPException, OSError):
         return False
-
-
-def tags_of(downstream: Downstream) -> Counter[str]:
-    tags: Counter[str] = Counter()
-    for received in list(downstream.messages):
-        for line in received.data.split(b"\r\n"):
-            if line.startswith(b"Subject: "):
-                tags[line[9:].decode()] += 1
-                break
-    return tags
-
-
-def wait_until(predicate: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def report(name: str, data: dict[str, object]) -> None:
@@ -96,8 +77,8 @@ def test_sigkill_while_ten_clients_send_loses_nothing(
             future.result(timeout=60)
     accepted_at_kill = len(accepted)
     gw.start()  # same storage, same port: the queue resumes
-    delivered = wait_until(lambda: set(accepted) <= set(tags_of(downstream)), 60)
-    tags = tags_of(downstream)
+    delivered = wait_until(lambda: set(accepted) <= set(downstream.subjects()), 60)
+    tags = downstream.subjects()
     lost = sorted(set(accepted) - set(tags))
     duplicates = {t: n for t, n in tags.items() if n > 1}
     report(
@@ -125,11 +106,11 @@ def test_messages_wait_while_downstream_is_down_then_all_arrive_once(
     tags = [f"outage-{n}" for n in range(20)]
     assert all(send(gw, tag) for tag in tags)
     time.sleep(2.0)  # several retry rounds against a closed port
-    assert tags_of(downstream) == Counter()
+    assert downstream.subjects() == Counter()
     downstream.start()
-    assert wait_until(lambda: set(tags) <= set(tags_of(downstream)), 30), gw.log_tail()
+    assert wait_until(lambda: set(tags) <= set(downstream.subjects()), 30), gw.log_tail()
     time.sleep(1.0)  # would-be duplicates have time to show up
-    assert tags_of(downstream) == Counter({tag: 1 for tag in tags})
+    assert downstream.subjects() == Counter({tag: 1 for tag in tags})
 
 
 @pytest.mark.timeout(120)
@@ -150,9 +131,9 @@ def test_two_hundred_concurrent_clients_all_accepted_and_delivered_once(
         results = list(pool.map(client, range(200)))
     assert results.count(True) == 200, gw.log_tail()
     tags = [f"crowd-{n}" for n in range(200)]
-    assert wait_until(lambda: set(tags) <= set(tags_of(downstream)), 60), gw.log_tail()
+    assert wait_until(lambda: set(tags) <= set(downstream.subjects()), 60), gw.log_tail()
     time.sleep(1.0)
-    assert tags_of(downstream) == Counter({tag: 1 for tag in tags})
+    assert downstream.subjects() == Counter({tag: 1 for tag in tags})
 
 
 @pytest.mark.timeout(90)
@@ -172,5 +153,5 @@ def test_sigterm_drains_and_sighup_reload_survives_broken_rules(
     gw.signal(signal.SIGHUP)
     assert wait_until(lambda: "rules reload failed" in gw.log_tail(100), 10)
     assert send(gw, "after-bad-reload")  # still serving with the old rules
-    assert wait_until(lambda: "after-bad-reload" in tags_of(downstream), 10)
+    assert wait_until(lambda: "after-bad-reload" in downstream.subjects(), 10)
     assert gw.terminate() == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.downstream import Downstream
-from tests.support.gateway_process import GatewayProcess, GatewayProcessFactory
+from tests.support.gateway_process import GatewayProcess, GatewayProcessFactory, wait_until
 
 
 def children(pid: int) -> list[int]:
@@ -46,24 +46,6 @@ def send(gw: GatewayProcess, tag: str) -> None:
         )
 
 
-def subjects(downstream: Downstream) -> Counter[str]:
-    return Counter(
-        line.decode()[9:]
-        for m in list(downstream.messages)
-        for line in m.data.split(b"\r\n")
-        if line.startswith(b"Subject: ")
-    )
-
-
-def wait_until(predicate: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.timeout(120)
 def test_two_workers_share_the_port_and_the_spool(
     gateway_process: GatewayProcessFactory, downstream: Downstream
@@ -73,16 +55,16 @@ def test_two_workers_share_the_port_and_the_spool(
     tags = [f"w-{n}" for n in range(30)]
     for tag in tags:
         send(gw, tag)
-    assert wait_until(lambda: set(tags) <= set(subjects(downstream)), 30), gw.log_tail()
+    assert wait_until(lambda: set(tags) <= set(downstream.subjects()), 30), gw.log_tail()
     time.sleep(0.5)
-    assert subjects(downstream) == Counter({tag: 1 for tag in tags})
+    assert downstream.subjects() == Counter({tag: 1 for tag in tags})
 
     # A worker that dies is replaced; the port keeps answering meanwhile.
     victim = workers_of(gw)[0]
     os.kill(victim, signal.SIGKILL)
     assert wait_until(lambda: len(workers_of(gw)) == 2 and victim not in workers_of(gw), 30)
     send(gw, "after-restart")
-    assert wait_until(lambda: "after-restart" in subjects(downstream), 15)
+    assert wait_until(lambda: "after-restart" in downstream.subjects(), 15)
 
     assert gw.terminate() == 0
     assert wait_until(lambda: not workers_of(gw), 5)

@@ -19,6 +19,7 @@ import ipaddress
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,18 @@ class Downstream:
         return await asyncio.to_thread(self.wait_for, count, timeout_s)
 
     # -- lifecycle -------------------------------------------------------------------------
+
+
+    def subjects(self) -> Counter[str]:
+        """How often each Subject arrived: tests tag messages by subject to spot loss and
+        duplicates."""
+        found: Counter[str] = Counter()
+        for received in list(self.messages):
+            for line in received.data.split(b"\r\n"):
+                if line.startswith(b"Subject: "):
+                    found[line[9:].decode(errors="replace")] += 1
+                    break
+        return found
 
     def _factory(self) -> SMTP:
         server = self

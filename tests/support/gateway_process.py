@@ -141,6 +141,16 @@ class GatewayProcess:
 GatewayProcessFactory = Callable[..., GatewayProcess]
 
 
+def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll `predicate` every 0.1 s until it holds (True) or `timeout_s` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 @pytest.fixture
 def gateway_process(tmp_path: Path, dns_server: DnsTestServer) -> Iterator[GatewayProcessFactory]:
     dns_server.set_zone(".", {})
