@@ -3,9 +3,11 @@
 All on loopback, in one run, so the machine's noise hits both alike; the figure that matters is
 the ratio. 4 KB messages, one message per SMTP session (as an MX sees them), 20 concurrent
 clients. The gateway runs as a real `gateway serve` process (1 worker, then 2 workers), the
-sink as a separate process, the client here (asyncio + aiosmtplib).
+sink as a separate process, the client here (asyncio + aiosmtplib). `--checks full` runs every
+default check (antivirus off: no clamd here), `--checks spine` only the built-in headers and
+gtube checks (the cost of the SMTP, spool and delivery spine itself); the default runs both.
 
-    python benchmarks/bench_e2e.py [--messages 2000] [--clients 20] [--json OUT]
+    python benchmarks/bench_e2e.py [--messages 2000] [--clients 20] [--checks both] [--json OUT]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import tomli_w
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.config import ChecksConfig  # noqa: E402
 from tests.support.dns_server import DnsTestServer  # noqa: E402
 
 SINK_CODE = """
@@ -80,25 +83,35 @@ def start_sink() -> tuple[subprocess.Popen[bytes], int]:
     return process, int(read_line(process, 20))
 
 
+CHECK_MODES = ("full", "spine")
+SPINE_CHECKS = ("headers", "gtube")
+
+
 def start_gateway(
-    workdir: Path, sink_port: int, nameserver: str, workers: int
+    workdir: Path, sink_port: int, nameserver: str, workers: int, checks: str = "full"
 ) -> tuple[subprocess.Popen[bytes], int]:
     config: dict[str, Any] = {
         "smtp": {"listen": "127.0.0.1:0", "workers": workers, "max_connections_per_ip": 100},
         "relay": {"port": sink_port, "domains": ["example.test"], "tls": "none"},
         "queue": {"min_free_bytes": 1},
-        "storage": {"dir": str(workdir / f"var-{workers}")},
+        "storage": {"dir": str(workdir / f"var-{checks}-{workers}")},
         "dns": {"nameservers": [nameserver], "timeout_s": 0.5, "lifetime_s": 1.0},
         "pipeline": {"rules_dir": str(ROOT / "rules")},
         "log": {"level": "warning"},
         "checks": {"antivirus": {"enabled": False}},
     }
-    path = workdir / f"gateway-{workers}.toml"
+    if checks == "spine":
+        config["checks"] = {
+            name: {"enabled": False}
+            for name in ChecksConfig.__dataclass_fields__
+            if name not in SPINE_CHECKS
+        }
+    path = workdir / f"gateway-{checks}-{workers}.toml"
     path.write_text(tomli_w.dumps(config), encoding="utf-8")
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
         stdout=subprocess.PIPE,
-        stderr=(workdir / f"gateway-{workers}.log").open("wb"),
+        stderr=(workdir / f"gateway-{checks}-{workers}.log").open("wb"),
     )
     line = read_line(process, 60)
     return process, int(line.rsplit(":", 1)[1])
@@ -172,12 +185,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
+def result_key(checks: str, workers: int) -> str:
+    # "gateway_1w" as before for the full set of checks, "spine_1w" for the spine.
+    return f"{'gateway' if checks == 'full' else 'spine'}_{workers}w"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--checks", choices=(*CHECK_MODES, "both"), default="both")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    modes = CHECK_MODES if args.checks == "both" else (args.checks,)
 
     dns = DnsTestServer().start()
     dns.set_zone(".", {})  # NXDOMAIN for everything: no lookup leaves the machine
@@ -191,40 +211,44 @@ def main() -> int:
         asyncio.run(drive(sink_port, 200, args.clients))  # warm-up
         results["direct"] = measured(sink_port, args.messages, args.clients, {"sink": sink.pid})
         with tempfile.TemporaryDirectory() as tmp:
-            for workers in (1, 2):
-                gateway, port = start_gateway(Path(tmp), sink_port, dns.address, workers)
-                try:
-                    asyncio.run(drive(port, 200, args.clients))  # warm-up
-                    results[f"gateway_{workers}w"] = measured(
-                        port, args.messages, args.clients,
-                        {"gateway": gateway.pid, "sink": sink.pid},
+            for checks in modes:
+                for workers in (1, 2):
+                    gateway, port = start_gateway(
+                        Path(tmp), sink_port, dns.address, workers, checks
                     )
-                finally:
-                    stop(gateway)
+                    try:
+                        asyncio.run(drive(port, 200, args.clients))  # warm-up
+                        results[result_key(checks, workers)] = measured(
+                            port, args.messages, args.clients,
+                            {"gateway": gateway.pid, "sink": sink.pid},
+                        )
+                    finally:
+                        stop(gateway)
     finally:
         stop(sink)
         dns.stop()
-    direct = results["direct"]["rate_per_s"]
-    for workers in (1, 2):
-        entry = results[f"gateway_{workers}w"]
-        entry["ratio_to_direct"] = round(entry["rate_per_s"] / direct, 3)
-    results["scaling_2w_over_1w"] = round(
-        results["gateway_2w"]["rate_per_s"] / results["gateway_1w"]["rate_per_s"], 3
+    direct = results["direct"]
+    names = [result_key(checks, workers) for checks in modes for workers in (1, 2)]
+    for name in names:
+        ratio = results[name]["rate_per_s"] / direct["rate_per_s"]
+        results[name]["ratio_to_direct"] = round(ratio, 3)
+    for checks in modes:
+        one, two = results[result_key(checks, 1)], results[result_key(checks, 2)]
+        results[f"scaling_2w_over_1w_{checks}"] = round(two["rate_per_s"] / one["rate_per_s"], 3)
+    print(
+        f"{'path':<14}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'failed':>8}"
+        f"{'gw CPU ms/msg':>15}"
     )
-    print(f"{'path':<14}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'failed':>8}")
-    for name in ("direct", "gateway_1w", "gateway_2w"):
+    for name in ("direct", *names):
         r = results[name]
-        ratio = r.get("ratio_to_direct", 1.0)
+        cpu = r.get("gateway_cpu_ms_per_msg", "")
         print(
-            f"{name:<14}{r['rate_per_s']:>9}{r['p50_ms']:>9}{r['p99_ms']:>9}{ratio:>8}"
-            f"{r['failures']:>8}"
+            f"{name:<14}{r['rate_per_s']:>9}{r['p50_ms']:>9}{r['p99_ms']:>9}"
+            f"{r.get('ratio_to_direct', 1.0):>8}{r['failures']:>8}{cpu:>15}"
         )
-    print(f"2 workers / 1 worker: {results['scaling_2w_over_1w']}")
-    print("CPU ms per message: sink (direct) {}, gateway (1 worker) {}, gateway (2 workers) {}"
-          .format(direct_cpu := results["direct"]["sink_cpu_ms_per_msg"],
-                  results["gateway_1w"]["gateway_cpu_ms_per_msg"],
-                  results["gateway_2w"]["gateway_cpu_ms_per_msg"]))
-    del direct_cpu
+    for checks in modes:
+        print(f"2 workers / 1 worker ({checks}): {results[f'scaling_2w_over_1w_{checks}']}")
+    print(f"sink CPU ms per message (direct): {direct['sink_cpu_ms_per_msg']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -23,6 +23,7 @@ import html
 import itertools
 import math
 import re
+import string
 from collections.abc import Callable
 from email.header import decode_header
 from email.message import Message
@@ -363,10 +364,10 @@ def _url_features(add: _Adder, urls: list[str], from_domain: str) -> None:
 
 def _text_features(features: Features, subject: str, texts: list[str]) -> None:
     body = " ".join(texts)[:MAX_TEXT_CHARS]
-    letters = [ch for ch in body[:20_000] if ch.isalpha()]
+    letters, upper = _letters_and_upper(body[:20_000])
     if letters:
-        upper = sum(ch.isupper() for ch in letters) / len(letters)
-        features[f"text:upper_ratio={min(int(upper * 10), 5) / 10}"] = 1.0
+        ratio = upper / letters
+        features[f"text:upper_ratio={min(int(ratio * 10), 5) / 10}"] = 1.0
     features[f"text:words={_bucket(len(body.split()))}"] = 1.0
     features[f"text:exclamations={_bucket(body.count('!'))}"] = 1.0
     if re.search(r"[$€£]\s?\d", body):
@@ -376,6 +377,23 @@ def _text_features(features: Features, subject: str, texts: list[str]) -> None:
     bigrams = [f"{a}_{b}" for a, b in itertools.pairwise(words)]
     _weighted_terms(features, "w:", words, TEXT_BLOCK_WEIGHT)
     _weighted_terms(features, "w2:", bigrams, TEXT_BLOCK_WEIGHT)
+
+
+# For ASCII text (most mail) letters are A-Z and a-z: counted by deleting them (C speed), the
+# same counts as the per-character loop that other text takes.
+_DROP_LETTERS = str.maketrans("", "", string.ascii_letters)
+_DROP_UPPER = str.maketrans("", "", string.ascii_uppercase)
+
+
+def _letters_and_upper(text: str) -> tuple[int, int]:
+    """How many characters of `text` are letters, and how many of those upper case."""
+    if text.isascii():
+        return (
+            len(text) - len(text.translate(_DROP_LETTERS)),
+            len(text) - len(text.translate(_DROP_UPPER)),
+        )
+    letters = [ch for ch in text if ch.isalpha()]
+    return len(letters), sum(ch.isupper() for ch in letters)
 
 
 def _weighted_terms(features: Features, prefix: str, terms: list[str], scale: float) -> None:

@@ -137,10 +137,21 @@ class Transaction:
     def with_results(self, results: Mapping[str, CheckResult]) -> Transaction:
         """A copy that also knows `results` (how the runner adds results; checks never call it)."""
         merged = {**self._results, **results}
-        return Transaction(self.id, self.connection, self.envelope, self.raw, merged)
+        return self._sharing_parse(
+            Transaction(self.id, self.connection, self.envelope, self.raw, merged)
+        )
 
     def with_envelope(self, envelope: Envelope) -> Transaction:
-        return Transaction(self.id, self.connection, envelope, self.raw, self._results)
+        return self._sharing_parse(
+            Transaction(self.id, self.connection, envelope, self.raw, self._results)
+        )
+
+    def _sharing_parse(self, copy: Transaction) -> Transaction:
+        """`copy` (same raw bytes) reuses this one's parsed message, if any: the runner makes
+        a copy after every dependency level, and parsing again cost each level milliseconds."""
+        if "message" in self.__dict__:
+            copy.__dict__["message"] = self.__dict__["message"]
+        return copy
 
     def with_raw(self, raw: bytes) -> Transaction:
         return Transaction(self.id, self.connection, self.envelope, raw, self._results)

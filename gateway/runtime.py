@@ -9,6 +9,7 @@ whose per-message locks keep two workers from relaying the same message.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import multiprocessing
@@ -39,8 +40,9 @@ from gateway.smtp.server import SmtpFrontEnd, bind_listener
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 30.0
-# A worker that dies sooner than this after its start is not restarted again and again.
-RESTART_BACKOFF_S = 5.0
+# Workers are restarted when they die, unless they crash this often in this window.
+MAX_CRASHES = 5
+CRASH_WINDOW_S = 60.0
 WORKER_START_TIMEOUT_S = 60.0
 BLOCKING_THREADS = 32
 
@@ -205,7 +207,7 @@ def _worker_main(config: Config, listen: str, ready: multiprocessing.queues.Queu
 
 def _wait_ready(
     ready: multiprocessing.queues.Queue[int],
-    workers: dict[int, tuple[multiprocessing.process.BaseProcess, float]],
+    workers: dict[int, multiprocessing.process.BaseProcess],
     count: int,
 ) -> bool:
     """True once `count` workers listen; False if one dies first or the time runs out."""
@@ -216,7 +218,7 @@ def _wait_ready(
             ready.get(timeout=0.5)
             started += 1
         except queue.Empty:
-            if any(not p.is_alive() for p, _ in workers.values()):
+            if any(not p.is_alive() for p in workers.values()):
                 return False
     return started == count
 
@@ -233,12 +235,12 @@ def supervise(config: Config, announce: Callable[[str], None]) -> int:
     listen = format_address(host, port)
     context = multiprocessing.get_context("spawn")
     ready: multiprocessing.queues.Queue[int] = context.Queue()
-    workers: dict[int, tuple[multiprocessing.process.BaseProcess, float]] = {}
+    workers: dict[int, multiprocessing.process.BaseProcess] = {}
 
     def start_worker(slot: int) -> None:
         process = context.Process(target=_worker_main, args=(config, listen, ready))
         process.start()
-        workers[slot] = (process, time.monotonic())
+        workers[slot] = process
 
     stopping = False
 
@@ -246,7 +248,7 @@ def supervise(config: Config, announce: Callable[[str], None]) -> int:
         nonlocal stopping
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
-        for process, _ in workers.values():
+        for process in workers.values():
             if process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
@@ -262,20 +264,23 @@ def supervise(config: Config, announce: Callable[[str], None]) -> int:
         log.error("workers did not all start within %ss", WORKER_START_TIMEOUT_S)
         stopping, exit_code = True, 1
         forward(signal.SIGTERM, None)
+    crashes: collections.deque[float] = collections.deque(maxlen=MAX_CRASHES)
     while not stopping:
         time.sleep(0.5)
-        for slot, (process, started) in list(workers.items()):
+        for slot, process in list(workers.items()):
             if process.is_alive() or stopping:
                 continue
             log.error("worker %d (pid %s) exited with %s", slot, process.pid, process.exitcode)
-            if time.monotonic() - started < RESTART_BACKOFF_S:
-                log.error("worker %d died right after starting: giving up", slot)
+            crashes.append(time.monotonic())
+            if len(crashes) == MAX_CRASHES and crashes[-1] - crashes[0] < CRASH_WINDOW_S:
+                # A worker that keeps dying would only hide the cause: stop and say so.
+                log.error("%d worker crashes within %.0fs: giving up", MAX_CRASHES, CRASH_WINDOW_S)
                 stopping, exit_code = True, 1
                 forward(signal.SIGTERM, None)
                 break
             start_worker(slot)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S + 30
-    for process, _ in workers.values():
+    for process in workers.values():
         process.join(timeout=max(0.1, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()

@@ -37,8 +37,13 @@ def deobfuscate(text: str) -> str:
 
 def find_urls(text: str, limit: int = 500) -> list[str]:
     """URLs in free text, in order of appearance, at most `limit`."""
+    text = deobfuscate(text)
+    # Every match holds "://" or "www." (in any case): text with neither, most mail, is not
+    # run through the pattern (which tries its look-behind at every position).
+    if "://" not in text and "www." not in text.lower():
+        return []
     found: list[str] = []
-    for match in _URL.finditer(deobfuscate(text)):
+    for match in _URL.finditer(text):
         found.append(match.group(0).rstrip(_TRAILING))
         if len(found) >= limit:
             break

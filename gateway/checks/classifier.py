@@ -36,6 +36,8 @@ TRUSTED_TYPES: tuple[str, ...] = ()
 # The library that fitted the weights; read from metadata so scoring need not import it.
 SKLEARN_VERSION = version("scikit-learn")
 LOAD_TIMEOUT_S = 60.0
+# Up to this size a message is classified on the event loop (as checks/attachments.py does).
+INLINE_MAX_BYTES = 64 * 1024
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 
@@ -198,7 +200,10 @@ class ClassifierCheck(Check):
         return cls(ClassifierModel.load(path), **settings)
 
     async def run(self, tx: Transaction) -> CheckResult:
-        # Parsing a large message takes milliseconds: keep the event loop free meanwhile.
+        # Parsing a large message takes milliseconds: keep the event loop free meanwhile. A
+        # small one costs less than the thread hop (which also holds the GIL to hand over).
+        if len(tx.raw) <= INLINE_MAX_BYTES:
+            return self.classify(tx.raw)
         return await asyncio.to_thread(self.classify, tx.raw)
 
     def classify(self, raw: bytes) -> CheckResult:

@@ -69,6 +69,8 @@ def connection_fields(connection: Connection) -> dict[str, Any]:
 
 def log_transaction(record: TransactionRecord) -> None:
     """Emit the record as one JSON line; also attached as `record.transaction` for handlers."""
+    if not log.isEnabledFor(logging.INFO):
+        return  # nobody would see it: not worth the JSON
     # Shallow: the record holds plain lists and dicts already (asdict deep-copies, slowly).
     data = {f.name: getattr(record, f.name) for f in fields(record)}
     # ASCII escapes keep client bytes that were not UTF-8 (surrogates) from breaking a handler.

@@ -50,7 +50,10 @@ class PhaseRunner:
         `deadline` is a time.monotonic() value: no check runs past it.
         """
         for level in self._levels[phase]:
-            results = await asyncio.gather(*(self._run_one(c, tx, deadline) for c in level))
+            if len(level) == 1:  # nothing to run beside it: no task to create for gather
+                results = [await self._run_one(level[0], tx, deadline)]
+            else:
+                results = await asyncio.gather(*(self._run_one(c, tx, deadline) for c in level))
             tx = tx.with_results({r.check: r for r in results})
         return tx
 

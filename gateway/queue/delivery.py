@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 STOP_DRAIN_S = 10.0  # how long stop() lets in-flight deliveries finish
 STATS_LOG_INTERVAL_S = 60.0  # queue size and oldest age go to the log this often
+# Just-spooled messages handed over in memory (see notify) take at most this much memory;
+# beyond it they are read back from the spool as any other.
+FRESH_MAX_BYTES = 32 * 1024 * 1024
 
 
 class Bouncer(Protocol):
@@ -58,6 +61,8 @@ class DeliveryService:
         self.clock = clock
         self._work: asyncio.Queue[str] = asyncio.Queue()
         self._known: set[str] = set()  # ids waiting in _work or being worked on here
+        self._fresh: dict[str, bytes] = {}  # data handed over by notify(), by id
+        self._fresh_bytes = 0
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
         self._scanner: asyncio.Task[None] | None = None
@@ -78,11 +83,15 @@ class DeliveryService:
             )
         self._scanner = asyncio.create_task(self._scan_loop(), name="delivery-scanner")
 
-    def notify(self, msg_id: str) -> None:
-        """Deliver `msg_id` soon (call from the event loop, after it is spooled)."""
+    def notify(self, msg_id: str, data: bytes | None = None) -> None:
+        """Deliver `msg_id` soon (call from the event loop, after it is spooled). `data`, the
+        bytes just spooled, spares reading them back: the claim (flock) is still taken."""
         if self._stopping or msg_id in self._known:
             return
         self._known.add(msg_id)
+        if data is not None and self._fresh_bytes + len(data) <= FRESH_MAX_BYTES:
+            self._fresh[msg_id] = data
+            self._fresh_bytes += len(data)
         self._work.put_nowait(msg_id)
 
     async def stop(self, drain_s: float = STOP_DRAIN_S) -> None:
@@ -148,25 +157,47 @@ class DeliveryService:
             finally:
                 self._busy.discard(task)
                 self._known.discard(msg_id)
+                fresh = self._fresh.pop(msg_id, None)
+                if fresh is not None:
+                    self._fresh_bytes -= len(fresh)
 
-    async def _claim(self, msg_id: str) -> Claim | None:
-        # Run in a thread; if we are cancelled meanwhile, the claim must still be released.
-        future = asyncio.ensure_future(asyncio.to_thread(self.spool.try_claim, msg_id))
+    async def _claim(self, msg_id: str) -> tuple[Claim, bytes] | None:
+        fresh = self._fresh.get(msg_id)
+        if fresh is not None:
+            # Spooled by this process a moment ago: its small state file is in the page
+            # cache, and the claim (open, flock, stat, read) costs less here than a thread
+            # hop. The data came with notify().
+            return self._claim_and_read(msg_id, fresh)
+        # Else one thread hop for the claim and the data. If we are cancelled meanwhile, the
+        # claim must still be released.
+        future = asyncio.ensure_future(asyncio.to_thread(self._claim_and_read, msg_id, None))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             future.add_done_callback(_release_claim)
             raise
 
-    async def _deliver(self, msg_id: str, connection: RelayConnection) -> None:
-        claim = await self._claim(msg_id)
+    def _claim_and_read(self, msg_id: str, fresh: bytes | None) -> tuple[Claim, bytes] | None:
+        claim = self.spool.try_claim(msg_id)
         if claim is None:
+            return None
+        if fresh is not None and len(fresh) == claim.entry.size:
+            return claim, fresh
+        try:
+            return claim, claim.read_data()
+        except BaseException:
+            claim.release()
+            raise
+
+    async def _deliver(self, msg_id: str, connection: RelayConnection) -> None:
+        claimed = await self._claim(msg_id)
+        if claimed is None:
             return  # another worker or process has it, or it is gone
+        claim, data = claimed
         try:
             entry = claim.entry
             if entry.held or entry.next_attempt_at > self.clock():
                 return
-            data = await asyncio.to_thread(claim.read_data)
             pending = [i for i, r in enumerate(entry.recipients) if r.status == "pending"]
             # Nothing pending: a crash interrupted the removal or the bounce; finish it.
             results = (
@@ -239,11 +270,11 @@ class DeliveryService:
             self.notify(dsn_id)
 
 
-def _release_claim(future: asyncio.Future[Claim | None]) -> None:
+def _release_claim(future: asyncio.Future[tuple[Claim, bytes] | None]) -> None:
     if not future.cancelled() and future.exception() is None:
-        claim = future.result()
-        if claim is not None:
-            claim.release()
+        claimed = future.result()
+        if claimed is not None:
+            claimed[0].release()
 
 
 def _summary(entry: QueueEntry) -> str:

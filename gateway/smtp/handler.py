@@ -66,7 +66,7 @@ class MessageSpool(Protocol):
 
 
 class DeliveryNotifier(Protocol):
-    def notify(self, msg_id: str) -> None: ...
+    def notify(self, msg_id: str, data: bytes | None = None) -> None: ...
 
 
 class RecipientChecker(Protocol):
@@ -338,7 +338,7 @@ class SmtpHandler:
                             rcpt_orcpt=current.rcpt_orcpt,
                         )
                     )
-                    self.delivery.notify(tx.id)
+                    self.delivery.notify(tx.id, data)
                     queue_id, reply = tx.id, replies.queued(tx.id)
                 else:
                     quarantine_id = await asyncio.to_thread(self.quarantine.add, tx, verdict, data)

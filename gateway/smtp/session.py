@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import __ident__ as aiosmtpd_ident
 
 from gateway.config import SmtpConfig
 from gateway.model import Connection, new_id
@@ -104,14 +105,47 @@ class GatewaySMTP(SMTP):
     ) -> None:
         # aiosmtpd sizes its StreamReader by this: the transport pauses above twice as much.
         self.line_length_limit = max(config.max_line_bytes, READ_SIZE)
-        super().__init__(
-            handler,
-            enable_SMTPUTF8=True,
-            hostname=config.hostname,
-            tls_context=tls_context,
-            timeout=backstop_timeout_s,  # aiosmtpd's own timer: a last resort, closes silently
-            loop=asyncio.get_running_loop(),
+        # SMTP.__init__ is skipped: per connection it builds its AUTH, hook and command tables
+        # with inspect.getmembers/dir over the session and the handler (~5% of the gateway's
+        # CPU per message), tables this class never reads (it dispatches from `_commands`,
+        # calls the handler directly and offers no AUTH). Here is everything else it sets that
+        # the inherited transport code (connection_made/lost, timeout, push) uses;
+        # tests/unit/test_session_init.py checks the attribute set against aiosmtpd's.
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(loop=loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected,
+            loop=loop,
         )
+        self.__ident__ = aiosmtpd_ident
+        self.event_handler = handler
+        self.data_size_limit = None  # ours: DataCollector enforces max_message_bytes
+        self.enable_SMTPUTF8 = True
+        self._decode_data = False
+        self.hostname = config.hostname
+        self.tls_context = tls_context
+        self.require_starttls = False
+        self._timeout_duration = backstop_timeout_s  # aiosmtpd's timer: a last resort
+        self._timeout_handle: asyncio.TimerHandle | None = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport: asyncio.BaseTransport | None = None
+        self.session = None
+        self.envelope = None
+        self.transport: asyncio.BaseTransport | None = None
+        self._handler_coroutine: asyncio.Task[None] | None = None
+        self._auth_require_tls = True
+        self._proxy_timeout = None
+        self._authenticator = None
+        self._auth_callback = None
+        self._auth_required = False
+        self._auth_methods = {}
+        self._handle_hooks = {}
+        self._ehlo_hook_ver = None
+        self._smtp_methods = {}
+        self._enforce_call_limit = False
         self.config = config
         self.gateway = handler
         self.limiter = limiter
@@ -241,10 +275,17 @@ class GatewaySMTP(SMTP):
             raise Hangup(replies.IDLE_TIMEOUT) from None
 
     async def push(self, status: Any) -> None:
-        # A client that does not read its replies must not hold the session forever.
+        # A client that does not read its replies must not hold the session forever. Most
+        # replies go out at once: with nothing left buffered, drain() cannot wait, and the
+        # timer (a heap entry per reply) is skipped.
+        reply = status.encode() if isinstance(status, str) else status
+        self._writer.write(reply + b"\r\n")
+        if not self._writer.transport.get_write_buffer_size():
+            await self._writer.drain()
+            return
         try:
             async with asyncio.timeout(self.config.idle_timeout_s):
-                await super().push(status)
+                await self._writer.drain()
         except TimeoutError:
             raise Hangup(None) from None
 
@@ -286,7 +327,8 @@ class GatewaySMTP(SMTP):
     # -- commands ------------------------------------------------------------------------------
 
     def _state(self) -> SessionState:
-        # A method, not a property: aiosmtpd's __init__ calls getattr on every member.
+        # A method, not a property: aiosmtpd's __init__ (skipped here, see there) calls getattr
+        # on every member of its instances.
         assert self.state is not None
         return self.state
 

@@ -375,3 +375,61 @@ def test_required_tls_without_starttls_defers(spool: Spool, downstream: Downstre
     [entry] = spool.entries()
     assert "STARTTLS" in entry.last_error
     assert downstream.messages == []
+
+
+def test_pooled_connection_timed_out_by_the_server_is_replaced_at_once(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No RSET before reuse: a 421 to MAIL on a reused connection (the server timed it out)
+    is met by MAIL on a new connection, not by deferring the message."""
+    connections: list[int] = []
+    delivered: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        number = len(connections)
+        writer.write(b"220 fake ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250 fake\r\n")
+            elif verb == b"MAIL" and number == 1 and delivered:
+                writer.write(b"421 4.4.2 idle too long\r\n")
+                await writer.drain()
+                break
+            elif verb == b"DATA":
+                writer.write(b"354 go\r\n")
+                body = b""
+                while (chunk := await reader.readline()) != b".\r\n":
+                    body += chunk
+                delivered.append(body)
+                writer.write(b"250 2.0.0 ok\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        relay = RelayConfig(
+            host="127.0.0.1", port=port, domains=("example.test",), tls="none", connections=1
+        )
+        service = DeliveryService(spool, relay, FAST_QUEUE, "mx.gateway.test")
+        await service.start()
+        for n in (1, 2):
+            spool.enqueue(f"m{n}", "a@example.org", ["b@example.test"], message(n))
+            service.notify(f"m{n}")
+            await until(lambda n=n: len(delivered) == n)  # type: ignore[misc]
+        await until(lambda: not spool.ids())
+        await service.stop()
+        server.close()
+
+    caplog.set_level("INFO", logger="gateway.queue")
+    run(scenario())
+    assert len(connections) == 2
+    assert "deferred" not in caplog.text
+    assert not spool.ids(failed=True)

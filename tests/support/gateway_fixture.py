@@ -47,7 +47,7 @@ class RecordingDelivery:
     def __init__(self) -> None:
         self.notified: list[str] = []
 
-    def notify(self, msg_id: str) -> None:
+    def notify(self, msg_id: str, data: bytes | None = None) -> None:
         self.notified.append(msg_id)
 
 

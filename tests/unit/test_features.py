@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
+import string
 import time
 
 import pytest
 
-from gateway.features import extract
+from gateway.features import _letters_and_upper, extract
 
 PLAIN = (
     b"From: Alice Example <alice@example.org>\n"
@@ -118,3 +120,14 @@ def test_crafted_input_costs_linear_time(raw: bytes) -> None:
     started = time.perf_counter()
     extract(b"From: a@b.example\n" + raw + b"\nbody\n")
     assert time.perf_counter() - started < 1.0  # quadratic handling took 5 to 30 s here
+
+
+def test_letter_counts_match_the_per_character_definition() -> None:
+    # The ASCII fast path must count exactly as isalpha()/isupper() do (features feed a model).
+    rng = random.Random(7)
+    alphabets = (string.printable, string.printable + "éÉßǅΣωⅠ½\u2019")
+    for n in range(2000):
+        text = "".join(rng.choice(alphabets[n % 2]) for _ in range(rng.randint(0, 120)))
+        letters = [ch for ch in text if ch.isalpha()]
+        expected = (len(letters), sum(ch.isupper() for ch in letters))
+        assert _letters_and_upper(text) == expected

@@ -6,6 +6,7 @@ import base64
 import email
 import email.policy
 import quopri
+import random
 import socket
 import sys
 
@@ -13,8 +14,11 @@ import pytest
 
 from gateway.content import decode_header_value, html_text_and_links, message_content
 from gateway.urls import (
+    _TRAILING,
+    _URL,
     content_domains,
     content_urls,
+    deobfuscate,
     find_urls,
     registered_domain,
     unique_domains,
@@ -203,3 +207,12 @@ def test_work_per_message_is_bounded() -> None:
         + "--b--\r\n"
     ).encode()
     assert len(message_content(parse(many)).attachments) == content_module.MAX_PARTS
+
+
+def test_text_without_a_scheme_or_www_skips_the_pattern_but_finds_the_same() -> None:
+    rng = random.Random(5)
+    pieces = ["www.", "WwW.", "http", "://", "x.example", " ", "ftp", ".", "w", "/", "é", "hxxp"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        expected = [m.group(0).rstrip(_TRAILING) for m in _URL.finditer(deobfuscate(text))]
+        assert find_urls(text) == expected
