@@ -121,8 +121,16 @@ def _authserv_id(value: bytes) -> bytes:
         elif not char.isspace():
             break
         i += 1
+    quoted = re.match(rb'"((?:[^"\\]|\\.)*)"', text[i:])
+    if quoted:  # authserv-id is a "value": token or quoted-string (RFC 8601 2.2)
+        return re.sub(rb"\\(.)", rb"\1", quoted.group(1))
     match = re.match(rb"[^\s;(]*", text[i:])
     return match.group(0) if match else b""
+
+
+def _same_host(a: bytes, b: bytes) -> bool:
+    """Host names compare case-insensitively and without a trailing root dot."""
+    return a.strip().rstrip(b".").lower() == b.strip().rstrip(b".").lower()
 
 
 def remove_our_authentication_results(raw: bytes, authserv_id: str) -> bytes:
@@ -149,7 +157,7 @@ def remove_our_authentication_results(raw: bytes, authserv_id: str) -> bytes:
                 if more[:1] not in (b" ", b"\t"):
                     break
                 following.append(more)
-            dropping = _authserv_id(b"".join(following)).lower() == ours
+            dropping = _same_host(_authserv_id(b"".join(following)), ours)
         if not dropping:
             kept.append(line)
     return b"".join(kept)

@@ -203,6 +203,8 @@ class ZoneClient:
         zone = self.zone
         if self.paused:
             return [Symbol(self.error_symbol, f"{subject} zone={zone.zone} paused after failures")]
+        if not _fits_dns(name):  # the message's fault, not the list's: never counts as failure
+            return []
         try:
             answer = await self.resolver.lookup(name, "A")
         except DnsError as exc:
@@ -249,3 +251,9 @@ class ZoneClient:
                 reason,
             )
         return [Symbol(self.error_symbol, reason)]
+
+
+def _fits_dns(name: str) -> bool:
+    """Whether `name` can be asked at all: labels of 1-63 octets, 253 in all."""
+    labels = name.rstrip(".").split(".")
+    return len(name.rstrip(".")) <= 253 and all(0 < len(label) <= 63 for label in labels)

@@ -23,7 +23,10 @@ _BRACKET_DOT = re.compile(r"[\[({]\s*(?:\.|dot)\s*[\])}]\s?", re.IGNORECASE)
 # A URL with a scheme, or a bare www. host; stops at whitespace, quotes and angle brackets.
 _URL = re.compile(r"""(?<![\w.-])(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""", re.IGNORECASE)
 _TRAILING = ".,;:!?)'\""
-_HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$")
+# DNS limits included (63 per label, 253 in all): a longer "host" is no domain to look up.
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
 
 
 def deobfuscate(text: str) -> str:

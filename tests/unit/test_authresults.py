@@ -86,3 +86,18 @@ def test_message_without_ours_is_unchanged_byte_for_byte() -> None:
     assert remove_our_authentication_results(b"", ID) == b""
     headers_only = b"Authentication-Results: mx.gateway.test; none\r\n"
     assert remove_our_authentication_results(headers_only, ID) == b""
+
+
+def test_forged_headers_in_quoted_or_dotted_form_are_removed_too() -> None:
+    from gateway.authresults import remove_our_authentication_results
+
+    raw = (
+        b'Authentication-Results: "mx.example.org"; dmarc=pass\r\n'
+        b"Authentication-Results: MX.Example.Org.; dmarc=pass\r\n"
+        b'Authentication-Results: (comment) "mx.ex\\ample.org" ; dkim=pass\r\n'
+        b"Authentication-Results: other.example; spf=pass\r\n"
+        b"Subject: x\r\n\r\nbody\r\n"
+    )
+    assert remove_our_authentication_results(raw, "mx.example.org") == (
+        b"Authentication-Results: other.example; spf=pass\r\nSubject: x\r\n\r\nbody\r\n"
+    )

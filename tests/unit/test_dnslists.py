@@ -85,3 +85,11 @@ def test_bad_zones_are_explained(tmp_path: Path) -> None:
         "zone.c.answers: a table of answer address -> symbol is required",
     ):
         assert expected in text
+
+
+def test_names_dns_cannot_carry_are_skipped_not_counted_as_list_failures() -> None:
+    from gateway.dnslists import _fits_dns
+
+    assert _fits_dns("evil.example.com.dbl.test")
+    assert not _fits_dns("x" * 64 + ".example.com.dbl.test")
+    assert not _fits_dns(".".join(["y" * 60] * 5))

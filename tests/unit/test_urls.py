@@ -216,3 +216,10 @@ def test_text_without_a_scheme_or_www_skips_the_pattern_but_finds_the_same() -> 
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
         expected = [m.group(0).rstrip(_TRAILING) for m in _URL.finditer(deobfuscate(text))]
         assert find_urls(text) == expected
+
+
+def test_names_beyond_dns_limits_are_not_domains() -> None:
+    # Looked up anyway, they would fail in the resolver and pause the domain lists for all mail.
+    assert registered_domain("a" * 64 + ".example.com") is None
+    assert registered_domain(".".join(["b" * 60] * 5) + ".example.com") is None
+    assert registered_domain("a" * 63 + ".example.com") == "example.com"
