@@ -161,6 +161,8 @@ async def run_worker(
     config: Config, sock: socket.socket | None, on_ready: Callable[[str, int], None]
 ) -> None:
     """Run one Runtime until SIGTERM/SIGINT; SIGHUP reloads rules."""
+    # A reload asked for while the rules are first loaded must not kill the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     loop = asyncio.get_running_loop()
     # Spool fsyncs and the library-bound checks (SPF, DKIM, ARC, attachments) run in threads;
     # the default pool (cores + 4) would queue them behind each other under load.

@@ -440,4 +440,6 @@ class Spool:
 
 
 def _encode(entry: QueueEntry) -> bytes:
-    return json.dumps(entry.to_json(), ensure_ascii=False, sort_keys=True).encode("utf-8")
+    # ASCII escapes: downstream replies can carry undecodable bytes (surrogates), which would
+    # make the state unwritable and the message be resent at every scan.
+    return json.dumps(entry.to_json(), ensure_ascii=True, sort_keys=True).encode("ascii")

@@ -33,6 +33,7 @@ _DOT_ATOM = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _DOT_ATOM_UTF8 = re.compile(
     rf"[{_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+(?:\.[{_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+)*"
 )
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 _NOT_UTF8 = re.compile(r"[\ud800-\udfff]")  # surrogateescape stand-ins for invalid bytes
 
@@ -93,6 +94,8 @@ def sender_problem(path: str, smtputf8: bool) -> str | None:
         return None
     if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_OCTETS:
         return "too long"
+    if _CONTROL.search(path):  # never, not even quoted: they break relaying and DSNs
+        return "control characters"
     if _CONTROL_OR_SPACE.search(path) and not path.startswith('"'):
         return "control characters or spaces"
     if not path.isascii() and not smtputf8:

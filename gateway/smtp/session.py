@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,9 @@ def dsn_parameter_ok(key: str, value: str) -> bool:
 def _xtext_printable(text: str) -> bool:
     """No "+HH" that decodes to a control character (CR LF would split the DSN's header)."""
     return all(0x20 <= int(code, 16) < 0x7F for code in re.findall(r"\+([0-9A-Fa-f]{2})", text))
+
+
+MAX_SIZE_DIGITS = 20
 
 
 class Hangup(Exception):
@@ -373,7 +377,8 @@ class GatewaySMTP(SMTP):
             key, _, value = param.partition("=")
             key = key.upper()
             if key == "SIZE" and value.isdigit() and value.isascii():
-                size = int(value)
+                # More digits than any real size (and than int() takes): simply too big.
+                size = int(value) if len(value) <= MAX_SIZE_DIGITS else sys.maxsize
             elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
                 pass  # 8BITMIME is advertised: both are fine as they are
             elif key == "BODY":

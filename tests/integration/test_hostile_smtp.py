@@ -227,3 +227,19 @@ def test_a_message_with_headers_is_stamped_without_an_extra_line(gateway: Runnin
         read_until_eof(sock)
     [msg_id] = gateway.spool.ids()
     assert gateway.spool.read_data(msg_id).partition(b"\r\n\r\n")[2] == b"body\r\n"
+
+
+def test_control_characters_in_a_quoted_sender_are_refused(gateway: RunningGateway) -> None:
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        for sender in ('<"a\x01b"@ext.test>', '<"a\x7fb"@ext.test>', '<"a\x00b"@ext.test>'):
+            assert client.command(f"MAIL FROM:{sender}") == replies.BAD_SENDER
+        assert client.command('MAIL FROM:<"a b"@ext.test>') == replies.sender_ok()
+
+
+def test_an_absurdly_long_size_is_too_big_not_an_internal_error(gateway: RunningGateway) -> None:
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        reply = client.command("MAIL FROM:<a@sender.test> SIZE=" + "9" * 5000)
+        assert reply == replies.too_big(gateway.config.smtp.max_message_bytes)
+        assert client.command("MAIL FROM:<a@sender.test>") == replies.sender_ok()
