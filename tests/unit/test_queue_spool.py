@@ -187,12 +187,10 @@ def test_enospc_is_spool_full_and_leaves_nothing_behind(
 
 def test_state_with_undecodable_reply_bytes_is_still_written(tmp_path: Path) -> None:
     # aiosmtplib hands over non-UTF-8 replies with surrogate escapes ("f\xfcr" from Latin-1).
-
     spool = Spool(tmp_path / "queue", min_free_bytes=0)
-    spool.enqueue(
-        "1a2b3c4d5e6f7a8b9c0d1", "a@x.test", ["b@example.test"], b"Subject: x\r\n\r\nx\r\n"
-    )
-    claim = spool.try_claim("1a2b3c4d5e6f7a8b9c0d1")
+    msg_id = "1a2b3c4d5e6f7a8b9c0d1"
+    spool.enqueue(msg_id, "a@x.test", ["b@example.test"], b"Subject: x\r\n\r\nx\r\n")
+    claim = spool.try_claim(msg_id)
     assert claim is not None
     try:
         claim.update(dataclasses.replace(claim.entry, last_error="450 Postfach voll f\udcfcr b"))
