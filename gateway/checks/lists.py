@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.content import decode_header_value
 from gateway.errors import ConfigError
 from gateway.files import read_toml
-from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
+from gateway.model import CheckResult, DmarcFacts, OnError, Phase, SpfFacts, Symbol, Transaction
 from gateway.pipeline.check import Check
 
 log = logging.getLogger(__name__)
@@ -147,6 +146,7 @@ def _client_ip_match(networks: Iterable[Network], ip: str) -> str | None:
 class ListsCheck(Check):
     name = "lists"
     phase = Phase.DATA
+    requires = ("dmarc",)  # allowing a From domain needs DMARC's verdict on it
     symbols = frozenset(
         f"LIST_{verdict}_{part}" for verdict in ("ALLOW", "BLOCK") for part in _SYMBOL_PART.values()
     )
@@ -159,28 +159,50 @@ class ListsCheck(Check):
         self._allow, self._block = load_lists(path)  # a broken file stops startup
 
     async def run(self, tx: Transaction) -> CheckResult:
-        from_values = [decode_header_value(v) for v in tx.message.get_all("From") or []]
+        # Parsed raw, as DMARC parses it: decoding first would let an encoded display name
+        # ("=?utf-8?q?ceo=40partner.example?=") pose as an address.
+        from_values = [str(v) for v in tx.message.get_all("From") or []]
         from_addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
         found: list[Symbol] = []
         for verdict, lists in (("ALLOW", self._allow), ("BLOCK", self._block)):
+            allowing = verdict == "ALLOW"
             if entry := _client_ip_match(lists.client_ips, tx.connection.client_ip):
                 found.append(
                     Symbol(
                         f"LIST_{verdict}_CLIENT_IP", f"ip={tx.connection.client_ip} entry={entry}"
                     )
                 )
-            if tx.envelope.mail_from and (entry := lists.senders.match(tx.envelope.mail_from)):
+            sender_ok = not allowing or _spf_passed(tx)  # a forged sender earns no bonus
+            if (
+                tx.envelope.mail_from
+                and sender_ok
+                and (entry := lists.senders.match(tx.envelope.mail_from))
+            ):
                 found.append(
                     Symbol(
                         f"LIST_{verdict}_SENDER", f"sender={tx.envelope.mail_from} entry={entry}"
                     )
                 )
-            for address in from_addresses:
+            # Allowing a From needs one From address that DMARC authenticated.
+            from_ok = not allowing or (len(from_addresses) == 1 and _dmarc_passed(tx))
+            for address in from_addresses if from_ok else []:
                 if entry := lists.from_domains.match(address):
                     found.append(Symbol(f"LIST_{verdict}_FROM", f"from={address} entry={entry}"))
                     break
-            for rcpt in tx.envelope.rcpt_tos:
-                if entry := lists.recipients.match(rcpt):
-                    found.append(Symbol(f"LIST_{verdict}_RCPT", f"rcpt={rcpt} entry={entry}"))
-                    break
+            # One listed recipient must not decide for the others (a spamtrap in Cc, or an
+            # allowed abuse@ added to spam): only a message for listed recipients alone counts.
+            matches = [lists.recipients.match(rcpt) for rcpt in tx.envelope.rcpt_tos]
+            if matches and all(matches):
+                rcpts = ",".join(tx.envelope.rcpt_tos)
+                found.append(Symbol(f"LIST_{verdict}_RCPT", f"rcpt={rcpts} entry={matches[0]}"))
         return self.result(*found)
+
+
+def _spf_passed(tx: Transaction) -> bool:
+    facts = tx.facts("spf")
+    return isinstance(facts, SpfFacts) and facts.result == "pass"
+
+
+def _dmarc_passed(tx: Transaction) -> bool:
+    facts = tx.facts("dmarc")
+    return isinstance(facts, DmarcFacts) and facts.result == "pass"

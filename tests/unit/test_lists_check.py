@@ -10,7 +10,17 @@ import pytest
 from gateway.checks.lists import ListsCheck, load_lists
 from gateway.config import SHIPPED_RULES_DIR
 from gateway.errors import ConfigError
-from gateway.model import Action, CheckResult, Connection, Envelope, Phase, Symbol, Transaction
+from gateway.model import (
+    Action,
+    CheckResult,
+    Connection,
+    DmarcFacts,
+    Envelope,
+    Phase,
+    SpfFacts,
+    Symbol,
+    Transaction,
+)
 from gateway.pipeline.check import Check
 from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.scoring import load_policy
@@ -35,9 +45,16 @@ def transaction(
     sender: str = "x@elsewhere.example",
     rcpts: tuple[str, ...] = ("u@example.test",),
     from_header: str = "X <x@elsewhere.example>",
+    spf: str = "none",
+    dmarc: str = "none",
 ) -> Transaction:
     raw = f"From: {from_header}\r\nSubject: hi\r\n\r\nbody\r\n".encode()
-    return Transaction("t", Connection("t", ip), Envelope(sender, rcpts), raw)
+    domain = sender.rpartition("@")[2]
+    results = {
+        "spf": CheckResult("spf", facts=SpfFacts(spf, "mailfrom", domain, ip)),  # type: ignore[arg-type]
+        "dmarc": CheckResult("dmarc", facts=DmarcFacts(dmarc, "")),  # type: ignore[arg-type]
+    }
+    return Transaction("t", Connection("t", ip), Envelope(sender, rcpts), raw, results)
 
 
 @pytest.fixture
@@ -71,12 +88,13 @@ def test_nothing_listed(check: ListsCheck) -> None:
             {"LIST_BLOCK_CLIENT_IP": "ip=::ffff:203.0.113.66 entry=203.0.113.66/32"},
         ),
         (
-            transaction(sender="Boss@Partner.Example"),
+            transaction(sender="Boss@Partner.Example", spf="pass"),
             {"LIST_ALLOW_SENDER": "sender=Boss@Partner.Example entry=boss@partner.example"},
         ),
+        (transaction(sender="Boss@Partner.Example", spf="softfail"), {}),  # forged: no bonus
         (transaction(sender="other@partner.example"), {}),  # an address entry is exact
         (
-            transaction(sender="a@mail.newsletter.example"),
+            transaction(sender="a@mail.newsletter.example", spf="pass"),
             {"LIST_ALLOW_SENDER": "sender=a@mail.newsletter.example entry=newsletter.example"},
         ),
         (transaction(sender="a@notnewsletter.example"), {}),  # subdomains, not suffixes
@@ -85,8 +103,23 @@ def test_nothing_listed(check: ListsCheck) -> None:
             {"LIST_BLOCK_FROM": "from=x@www.bad.example entry=bad.example"},
         ),
         (
-            transaction(rcpts=("u@example.test", "ABUSE@example.test")),
+            transaction(rcpts=("ABUSE@example.test",)),
             {"LIST_ALLOW_RCPT": "rcpt=ABUSE@example.test entry=abuse@example.test"},
+        ),
+        (transaction(rcpts=("u@example.test", "ABUSE@example.test")), {}),  # not for everyone
+        (transaction(rcpts=("u@example.test", "honeypot@example.test")), {}),
+        (
+            transaction(from_header="P <news@partner.example>", dmarc="pass"),
+            {"LIST_ALLOW_FROM": "from=news@partner.example entry=partner.example"},
+        ),
+        (transaction(from_header="P <news@partner.example>", dmarc="fail"), {}),
+        (transaction(from_header="news@partner.example, x@evil.example", dmarc="pass"), {}),
+        (  # an encoded display name is not an address
+            transaction(
+                from_header="=?utf-8?q?ceo=40partner.example=2C?= <spam@evil.example>",
+                dmarc="pass",
+            ),
+            {},
         ),
         (
             transaction(sender="a@spammer.example", rcpts=("honeypot@example.test",)),
