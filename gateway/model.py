@@ -255,6 +255,7 @@ class ArcFacts:
     sealers: tuple[str, ...] = ()  # d= of ARC-Seal i=1..n
     sealer_dmarc: tuple[str, ...] = ()  # dmarc= claimed in ARC-Authentication-Results i=1..n
     reason: str = ""
+    sealer_header_from: tuple[str, ...] = ()  # the header.from each of those claims was about
 
 
 @dataclass(frozen=True, slots=True)

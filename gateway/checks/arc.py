@@ -16,7 +16,11 @@ from gateway.model import ArcFacts, ArcResult, CheckResult, OnError, Phase, Symb
 from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check
 
-_DMARC_IN_AAR = re.compile(rb"\bdmarc\s*=\s*([a-z]+)", re.IGNORECASE)
+# The dmarc result entry of an ARC-Authentication-Results value: a "dmarc=" that starts an
+# entry (not one inside another entry's property such as smtp.mailfrom=dmarc=pass@...), and
+# the header.from it was about.
+_DMARC_IN_AAR = re.compile(rb"(?:^|;)\s*dmarc\s*=\s*([a-z]+)([^;]*)", re.IGNORECASE)
+_HEADER_FROM = re.compile(rb"\bheader\.from\s*=\s*([^\s;()]+)", re.IGNORECASE)
 
 
 def _text(value: object) -> str:
@@ -38,15 +42,17 @@ def verify_arc(raw: bytes, resolver: Resolver, min_rsa_bits: int) -> ArcFacts:
         return ArcFacts("none")
     ordered = sorted(instances, key=lambda i: int(i["instance"]))  # oldest (i=1) first
     sealers = tuple(_text(i.get("as-domain")).lower() for i in ordered)
-    claims = []
+    claims, claimed_froms = [], []
     for instance in ordered:
         found = _DMARC_IN_AAR.search(instance.get("aar-value") or b"")
         claims.append(_text(found.group(1)).lower() if found else "")
+        header_from = _HEADER_FROM.search(found.group(2)) if found else None
+        claimed_froms.append(_text(header_from.group(1)).lower() if header_from else "")
     reason = _text(why)
     if lookups.last.startswith("dns-error"):
         reason += f" ({lookups.last})"
     result: ArcResult = "pass" if verdict == dkim.CV_Pass else "fail"
-    return ArcFacts(result, len(ordered), sealers, tuple(claims), reason)
+    return ArcFacts(result, len(ordered), sealers, tuple(claims), reason, tuple(claimed_froms))
 
 
 def arc_symbol(facts: ArcFacts) -> Symbol:

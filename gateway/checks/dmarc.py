@@ -183,6 +183,18 @@ class DmarcCheck(Check):
             record_text, record_domain = found
             record = parse_record(record_text)
         except DnsError as exc:
+            # An identifier equal to the From domain is aligned under any record: no need to
+            # defer mail whose record we cannot read if it passes that way.
+            spf_exact = (
+                isinstance(spf, SpfFacts)
+                and spf.result == "pass"
+                and (spf.domain.lower() == from_domain)
+            )
+            dkim_exact = isinstance(dkim, DkimFacts) and from_domain in (
+                d.lower() for d in dkim.domains_with("pass")
+            )
+            if spf_exact or dkim_exact:
+                return DmarcFacts("pass", from_domain, "none", "none", spf_exact, dkim_exact)
             return DmarcFacts("temperror", from_domain, override=f"record lookup: {exc}")
         except MalformedRecord as exc:
             return DmarcFacts("permerror", from_domain, override=str(exc))
@@ -210,24 +222,27 @@ class DmarcCheck(Check):
                 aligned(d, from_domain, record.strict_dkim) for d in dkim.domains_with("temperror")
             )
         )
-        if unsure:
+        if unsure and policy != "none":  # p=none: nothing to enforce, nothing to defer
             return dataclasses.replace(
                 base, result="temperror", override="aligned SPF/DKIM had a DNS error"
             )
-        vouched = self._trusted_sealer_vouches(arc)
+        vouched = self._trusted_sealer_vouches(arc, from_domain)
         if vouched:
             return dataclasses.replace(base, result="fail", override=vouched)
         sampled = random.Random(tx.id).random() * 100 < record.pct
         disposition = policy if sampled else _ONE_LESS_STRICT[policy]
         return dataclasses.replace(base, result="fail", disposition=disposition)
 
-    def _trusted_sealer_vouches(self, arc: object) -> str:
-        """RFC 8617 7.2.1: a validated chain sealed by a trusted forwarder that saw dmarc=pass."""
-        if not isinstance(arc, ArcFacts) or arc.result != "pass":
+    def _trusted_sealer_vouches(self, arc: object, from_domain: str) -> str:
+        """RFC 8617 7.2.1: a validated chain whose newest seal is a trusted forwarder's that
+        saw dmarc=pass for this From domain. Older seals do not count: whoever added the
+        newer ones may have changed From and the body after the trusted hop."""
+        if not isinstance(arc, ArcFacts) or arc.result != "pass" or not arc.sealers:
             return ""
-        for sealer, claimed in zip(arc.sealers, arc.sealer_dmarc, strict=False):
-            if sealer in self.trusted_arc_sealers and claimed == "pass":
-                return f"trusted ARC sealer {sealer} saw dmarc=pass"
+        sealer, claimed = arc.sealers[-1], arc.sealer_dmarc[-1]
+        claimed_from = arc.sealer_header_from[-1] if arc.sealer_header_from else ""
+        if sealer in self.trusted_arc_sealers and claimed == "pass" and claimed_from == from_domain:
+            return f"trusted ARC sealer {sealer} saw dmarc=pass for {from_domain}"
         return ""
 
 

@@ -14,7 +14,7 @@ from gateway.checks.dkim import DkimCheck
 from gateway.checks.dmarc import DmarcCheck
 from gateway.checks.spf import SpfCheck
 from gateway.config import SHIPPED_RULES_DIR
-from gateway.model import Action, Connection, Envelope, Transaction
+from gateway.model import Action, ArcFacts, Connection, Envelope, Transaction
 from gateway.net.dns import Resolver
 from gateway.pipeline.engine import PhaseOutcome, Pipeline
 from gateway.pipeline.scoring import load_policy
@@ -141,6 +141,17 @@ def test_subdomain_policy_from_the_organisational_domain(dns_server: DnsTestServ
     assert _dmarc_symbols(_run(dns_server, _message())) == ["DMARC_FAIL"]
 
 
+def test_dns_timeout_on_the_record_with_an_exact_spf_pass_is_a_pass(
+    dns_server: DnsTestServer,
+) -> None:
+    # SPF passed for the From domain itself: aligned under any record, nothing to defer.
+    _serve(dns_server, "v=DMARC1; p=reject")
+    dns_server.drop.add(("_dmarc.example.test", "TXT"))
+    outcome = _run(dns_server, _message(), ip=GOOD_IP)
+    assert _dmarc_symbols(outcome) == ["DMARC_PASS"]
+    assert outcome.verdict.action == Action.ACCEPT
+
+
 def test_missing_record_is_none(dns_server: DnsTestServer) -> None:
     _serve(dns_server, None)
     outcome = _run(dns_server, _message())
@@ -157,7 +168,7 @@ def test_malformed_record_is_permerror(dns_server: DnsTestServer, record: str) -
 def test_dns_timeout_on_the_record_defers(dns_server: DnsTestServer) -> None:
     _serve(dns_server, "v=DMARC1; p=reject")
     dns_server.drop.add(("_dmarc.example.test", "TXT"))
-    outcome = _run(dns_server, _message(), ip=GOOD_IP)
+    outcome = _run(dns_server, _message(), ip=BAD_IP)
     assert _dmarc_symbols(outcome) == ["DMARC_TEMPERROR"]
     assert outcome.verdict.action == Action.TEMPFAIL
     assert outcome.verdict.reply is not None and outcome.verdict.reply.startswith("451 4.4.3")
@@ -209,3 +220,21 @@ def test_authentication_results_header_parses(dns_server: DnsTestServer) -> None
     assert parsed.authserv_id == AUTHSERV_ID
     found = {(r.method, r.result) for r in parsed.results}
     assert found == {("spf", "pass"), ("dkim", "pass"), ("arc", "none"), ("dmarc", "pass")}
+
+
+def test_only_the_newest_seal_of_a_trusted_sealer_for_this_from_vouches() -> None:
+    resolver = Resolver(["127.0.0.1:9"], timeout_s=0.1, lifetime_s=0.1, cache_entries=0)
+    check = DmarcCheck(resolver, trusted_arc_sealers=("forwarder.test",))
+
+    def vouches(sealers: tuple[str, ...], claims: tuple[str, ...], froms: tuple[str, ...]) -> bool:
+        arc = ArcFacts("pass", len(sealers), sealers, claims, "", froms)
+        return bool(check._trusted_sealer_vouches(arc, "example.test"))
+
+    assert vouches(("forwarder.test",), ("pass",), ("example.test",))
+    # A later hop (who may have changed From and body) sealed after the trusted one.
+    assert not vouches(
+        ("forwarder.test", "attacker.test"), ("pass", "pass"), ("example.test", "example.test")
+    )
+    # The trusted sealer saw dmarc=pass for another From domain.
+    assert not vouches(("forwarder.test",), ("pass",), ("attacker.test",))
+    assert not vouches(("forwarder.test",), ("fail",), ("example.test",))
