@@ -194,6 +194,7 @@ class DeliveryService:
         if claimed is None:
             return  # another worker or process has it, or it is gone
         claim, data = claimed
+        settling: asyncio.Future[None] | None = None
         try:
             entry = claim.entry
             if entry.held or entry.next_attempt_at > self.clock():
@@ -211,9 +212,15 @@ class DeliveryService:
                 else []
             )
             outcomes = dict(zip(pending, results, strict=True))
-            await self._settle(claim, entry, outcomes, data)
+            # Shielded: once the downstream has answered, its outcome is recorded even if we
+            # are being stopped, and the claim is held until the record is written.
+            settling = asyncio.ensure_future(self._settle(claim, entry, outcomes, data))
+            await asyncio.shield(settling)
         finally:
-            claim.release()
+            if settling is not None and not settling.done():
+                settling.add_done_callback(lambda _: claim.release())
+            else:
+                claim.release()
 
     async def _settle(
         self, claim: Claim, entry: QueueEntry, outcomes: dict[int, RecipientOutcome], data: bytes
