@@ -23,6 +23,7 @@ def _reason(text: str) -> str:
 
 # -- session -------------------------------------------------------------------------------
 CLOSING = "221 2.0.0 Bye"
+NO_SERVICE = "503 5.5.1 No service here, only QUIT"
 NOOP = "250 2.0.0 Ok"
 RESET = "250 2.0.0 Ok: reset"
 HELP = "214 2.0.0 See RFC 5321"

@@ -190,6 +190,10 @@ class GatewaySMTP(SMTP):
         self._session_deadline = self.loop.time() + self.config.session_timeout_s
         try:
             refusal = await self.gateway.connect(state)
+            if refusal is not None and refusal.startswith("554"):
+                await self.push(refusal)
+                await self._wait_for_quit()
+                raise Hangup(None)
             if refusal is not None:
                 raise Hangup(refusal)
             await self.push(replies.greeting(self.config.hostname, self.config.banner))
@@ -229,6 +233,16 @@ class GatewaySMTP(SMTP):
                     await self.push(reply)
             finally:
                 self.busy = False
+
+    async def _wait_for_quit(self) -> None:
+        """RFC 5321 3.1: after a 554 greeting the client may only QUIT; anything else gets
+        503 (as Postfix's postscreen does), bounded by the bad-command limit and timeouts."""
+        for _ in range(self.config.max_bad_commands):
+            line = await self._read_command()
+            if line is not None and line.strip().upper() == b"QUIT":
+                await self.push(replies.CLOSING)
+                return
+            await self.push(replies.NO_SERVICE)
 
     async def _read_command(self) -> bytes | None:
         """The next command line, or None when it was longer than max_line_bytes."""

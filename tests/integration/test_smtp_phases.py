@@ -73,13 +73,17 @@ def probed(gateway: RunningGateway) -> RunningGateway:
     return gateway
 
 
-def test_connect_reject_is_554_and_closes(
+def test_connect_reject_is_554_then_503_until_quit(
     probed: RunningGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.transaction")
     with RawSmtp(probed.host, probed.port, source_ip="127.0.0.3") as client:
         reply = client.reply()
         assert reply.startswith("554 5.7.1 Refused (PROBE_CONNECT_REJECT forces reject)")
+        # RFC 5321 3.1: the client may only QUIT now.
+        assert client.command("EHLO client.test") == replies.NO_SERVICE
+        assert client.command("MAIL FROM:<a@sender.test>") == replies.NO_SERVICE
+        assert client.command("QUIT") == replies.CLOSING
         assert client.closed_by_server()
     [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.transaction"]
     assert line["outcome"] == "reject"
