@@ -24,6 +24,9 @@ Kind = Literal["failure", "delay"]
 _STATUS_IN_REPLY = re.compile(r"^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b")
 _EXPIRED_STATUS = "4.4.7"  # RFC 3463: delivery time expired
 _POLICY = email.policy.SMTP.clone(max_line_length=998)
+# For an SMTPUTF8 sender: its address goes into To: as UTF-8 (RFC 6532); an encoded word is not
+# allowed inside an address (RFC 2047 section 5).
+_POLICY_UTF8 = _POLICY.clone(utf8=True)
 
 
 def wanted(recipient: RecipientState, kind: Kind) -> bool:
@@ -65,7 +68,8 @@ def build_dsn(
     now: float,
 ) -> bytes:
     """The multipart/report message (CRLF line ends, ready to queue)."""
-    report = email.message.Message(policy=_POLICY)
+    policy = _POLICY if entry.mail_from.isascii() else _POLICY_UTF8
+    report = email.message.Message(policy=policy)
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_mta}>"
     report["To"] = entry.mail_from
     report["Subject"] = (
@@ -91,7 +95,7 @@ def build_dsn(
     report.attach(status)
 
     report.attach(_returned(original, full=entry.dsn_ret.upper() == "FULL"))
-    return report.as_bytes(policy=_POLICY)
+    return report.as_bytes(policy=policy)
 
 
 def _explanation(

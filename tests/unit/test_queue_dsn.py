@@ -127,3 +127,12 @@ def test_dsn_parameters_are_read_from_smtp_options() -> None:
     notify, orcpt = rcpt_dsn_options(["NOTIFY=SUCCESS,delay", "ORCPT=rfc822;b+2Bx@example.test"])
     assert notify == ("SUCCESS", "DELAY") and orcpt == "rfc822;b+x@example.test"
     assert rcpt_dsn_options([]) == ((), "")
+
+
+def test_dsn_to_an_smtputf8_sender_carries_the_address_as_utf8() -> None:
+    failed = RecipientState("b@example.test", "failed", "550 5.1.1 No such user")
+    queued = entry(failed, mail_from="jörg@exämple.de")
+    dsn = build_dsn(queued, ORIGINAL, "failure", recipients_to_report(queued, "failure"),
+                    "mx.gateway.test", "relay.internal", NOW)  # fmt: skip
+    assert "To: jörg@exämple.de\r\n".encode() in dsn
+    assert b"=?utf-8?" not in dsn.split(b"\r\n\r\n", 1)[0]
