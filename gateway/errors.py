@@ -37,6 +37,10 @@ class SpoolFull(SpoolError):
     """Not enough free space to accept a message safely."""
 
 
+class AlreadyQueued(SpoolError):
+    """A message with this queue id is already in the spool."""
+
+
 class ModelError(GatewayError):
     """The classifier artefact is missing, unsafe or does not match this code."""
 

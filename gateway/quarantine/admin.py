@@ -7,7 +7,7 @@ import email.utils
 from collections.abc import Callable
 from typing import Protocol
 
-from gateway.errors import GatewayError, QuarantineError
+from gateway.errors import AlreadyQueued, GatewayError, QuarantineError
 from gateway.quarantine.store import QuarantineStore
 
 RELEASE_HEADER = "X-Quarantine-Released"
@@ -41,6 +41,9 @@ def release(
         raw = store.read_message(qid)
         data = with_release_header(raw, qid, released_by, now)
         sink.enqueue(entry.release_id, entry.mail_from, list(entry.rcpt_tos), data)
+    except AlreadyQueued:
+        # A release that died after queueing, retaken: the queue has it, so it is released.
+        pass
     except BaseException:
         store.abandon_release(entry)
         raise

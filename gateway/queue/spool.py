@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.errors import SpoolError, SpoolFull
+from gateway.errors import AlreadyQueued, SpoolError, SpoolFull
 from gateway.files import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class Spool:
             dsn_envid=dsn_envid,
         )
         if self.state_path(msg_id).exists():
-            raise SpoolError(f"{msg_id}: already queued")
+            raise AlreadyQueued(f"{msg_id}: already queued")
         tmp_data, tmp_state = self.tmp_dir / f"{msg_id}.eml", self.tmp_dir / f"{msg_id}.json"
         committed = False
         try:

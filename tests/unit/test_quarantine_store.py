@@ -250,3 +250,22 @@ def test_threads_adding_at_once_lose_nothing(quarantine_store: QuarantineStore) 
         thread.join(timeout=30)
     assert sorted(added) == sorted(e.id for e in quarantine_store.find(Filter(limit=None)))
     assert len(added) == 60
+
+
+def test_a_release_retaken_after_its_process_died_post_queue_completes(
+    quarantine_store: QuarantineStore, tmp_path: Path
+) -> None:
+    from gateway.quarantine.admin import release
+    from gateway.queue.spool import Spool
+
+    spool = Spool(tmp_path / "queue", min_free_bytes=0)
+    qid = hold(quarantine_store)
+    claim = quarantine_store.claim_release(qid)
+    # The first releaser queued the message and died before marking the row released.
+    spool.enqueue(
+        claim.release_id, claim.mail_from, list(claim.rcpt_tos), b"Subject: x\r\n\r\nx\r\n"
+    )
+    later = time.time() + 3600  # the claim is stale by now
+    assert release(quarantine_store, spool, qid, released_by="admin", now=later) == claim.release_id
+    assert quarantine_store.get(qid).state == State.RELEASED
+    assert spool.ids() == [claim.release_id]  # queued once, not twice, not held again
