@@ -7,6 +7,7 @@ parameters (RFC 3461). It is queued like any other message and relayed to the in
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import email.parser
 import email.policy
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from email.mime.text import MIMEText
 from typing import Literal
 
-from gateway.model import new_id
+from gateway.errors import AlreadyQueued
 from gateway.queue.spool import QueueEntry, RecipientState, Spool
 
 Kind = Literal["failure", "delay"]
@@ -185,8 +186,11 @@ class SpoolBouncer:
         if not recipients:
             return None
         dsn = build_dsn(entry, original, kind, recipients, self.reporting_mta, self.remote_mta, now)
-        dsn_id = new_id()
-        self.spool.enqueue(dsn_id, "", [entry.mail_from], dsn, now=now)
+        # One id per message and kind: after a crash between queueing the DSN and recording
+        # that it was queued, the retry finds it in the queue instead of sending a second one.
+        dsn_id = f"{entry.id}-{kind}"
+        with contextlib.suppress(AlreadyQueued):
+            self.spool.enqueue(dsn_id, "", [entry.mail_from], dsn, now=now)
         return dsn_id
 
 

@@ -136,3 +136,13 @@ def test_dsn_to_an_smtputf8_sender_carries_the_address_as_utf8() -> None:
                     "mx.gateway.test", "relay.internal", NOW)  # fmt: skip
     assert "To: jörg@exämple.de\r\n".encode() in dsn
     assert b"=?utf-8?" not in dsn.split(b"\r\n\r\n", 1)[0]
+
+
+def test_a_bounce_retried_after_a_crash_is_queued_once(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "queue", min_free_bytes=0)
+    bouncer = SpoolBouncer(spool, "mx.gateway.test", "relay.internal")
+    failed = RecipientState("b@example.test", "failed", "550 5.1.1 No such user")
+    first = bouncer.notify(entry(failed), ORIGINAL, "failure", NOW)
+    # The crash came before the message was moved to failed/: the same bounce is asked again.
+    again = bouncer.notify(entry(failed), ORIGINAL, "failure", NOW + 60)
+    assert first == again and spool.ids() == [first]
