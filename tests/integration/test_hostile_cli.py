@@ -46,6 +46,17 @@ def scan_json(
     return code, [json.loads(line) for line in out.splitlines()], err
 
 
+def serve(config_path: Path) -> subprocess.CompletedProcess[str]:
+    """`gateway serve` expected to fail at start-up (so it returns on its own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_scan_gives_each_message_of_an_mbox_its_own_verdict(
     config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -103,13 +114,7 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path, config_path:
         config = tomllib.loads(config_path.read_text())
         config["smtp"] = {"listen": f"127.0.0.1:{port}"}
         config_path.write_text(tomli_w.dumps(config))
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = serve(config_path)
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1] == (
         f"gateway: cannot listen on 127.0.0.1:{port}: Address already in use"
@@ -125,13 +130,7 @@ def test_serve_with_an_unusable_storage_dir_says_so_in_one_line(
     config["storage"] = {"dir": str(tmp_path / "a-file" / "var")}
     config["smtp"] = {"listen": "127.0.0.1:0"}
     config_path.write_text(tomli_w.dumps(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve(config_path)
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1] == (
         f"gateway: cannot use [storage] dir {tmp_path}/a-file/var: Not a directory"
