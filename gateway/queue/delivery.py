@@ -228,7 +228,7 @@ class DeliveryService:
         now = self.clock()
         updated, disposition = apply_attempt(entry, outcomes, now, self.queue)
         if disposition is Disposition.DONE:
-            await asyncio.to_thread(self.spool.remove, claim)  # first: the duplicate window
+            self.spool.remove(claim)  # first: the duplicate window; two unlinks, no hop
             log.info("queue: %s delivered to %s", entry.id, _summary(updated))
         elif disposition is Disposition.RETRY:
             if self._delay_warning_due(updated, now):

@@ -3,15 +3,18 @@
 Layout below `root` (storage_dir/"queue"):
 
     tmp/              files being written; never read by the delivery side
-    active/ID.eml     the message bytes exactly as relayed (CRLF line ends)
-    active/ID.json    envelope + delivery state; its presence is what makes a message queued
+    active/ID.msg     one line of JSON (envelope and initial state), then the message bytes
+                      exactly as relayed (CRLF line ends); never changed once in place
+    active/ID.json    the newer state, once delivery has changed it (absent until then)
     failed/ID.*       messages that failed permanently, kept for the admin
 
-Enqueue writes both files in tmp/, fsyncs them, renames the data first and the state last into
-active/, then fsyncs the directory: a message is visible exactly when it is complete.
+Enqueue writes ID.msg in tmp/, fsyncs it and renames it into active/, then fsyncs the
+directory: one file, so one create and one fsync per message (creating files is the dearest
+thing the spool does on ext4), and the message is visible exactly when it is complete.
 Several processes may share one spool: a message is claimed by an exclusive, non-blocking
-flock on its data file (the data file's inode never changes; the state file is replaced on
-every update, so it cannot carry the lock).
+flock on its ID.msg (its inode never changes; the state file is replaced on every update, so it
+cannot carry the lock). A spool written by the earlier two-file layout (ID.eml + ID.json) is
+converted by `sweep()`, which the delivery service runs at start.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ RecipientStatus = Literal["pending", "delivered", "failed"]
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-# A data file without its state file is either an enqueue between its two renames (fresh) or
-# the leftover of a crash while removing a message (old): only old ones are swept.
+# Files in tmp/ older than this are leftovers of a crash, as are state files without their
+# message (a crash while removing one).
 ORPHAN_GRACE_S = 3600.0
 STATE_VERSION = 1
+# The JSON line heading a message file: 1000 recipients take ~100 KB.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+_HEADER_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +136,49 @@ def validate_id(msg_id: str) -> None:
         raise SpoolError(f"invalid queue id {msg_id!r}")
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def _write_synced(path: Path, *parts: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        # One writev for the usual case: each system call here is also a GIL hand-back
+        # (this runs in a worker thread), which costs more than the call itself.
+        written = os.writev(fd, parts)
+        for part in parts:
+            view = memoryview(part)[written:]
+            written = max(0, written - len(part))
+            while view:
+                view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _read_header(fd: int) -> tuple[dict[str, Any], int]:
+    """The JSON line heading a message file, and where the message bytes start."""
+    head = b""
+    while b"\n" not in head:
+        if len(head) >= MAX_HEADER_BYTES:
+            raise ValueError("no envelope line")
+        chunk = os.pread(fd, _HEADER_CHUNK, len(head))
+        if not chunk:
+            raise ValueError("truncated envelope line")
+        head += chunk
+    line = head[: head.index(b"\n")]
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("envelope line is not an object")
+    return data, len(line) + 1
+
+
+def _read_from(fd: int, offset: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks: list[bytes] = []
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 def _spool_error(exc: OSError, what: str) -> SpoolError:
@@ -148,25 +187,27 @@ def _spool_error(exc: OSError, what: str) -> SpoolError:
     return SpoolError(f"{what}: {exc.strerror or exc}")
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A message checked and encoded by `Spool.prepare`, for `Spool.commit` to write."""
+
+    entry: QueueEntry
+    header: bytes  # the envelope line
+    data: bytes
+    stale_state: bool  # a state file of an earlier message with this id is in the way
+
+
 class Claim:
     """Exclusive ownership of one queued message by this process, until `release()`."""
 
-    def __init__(self, spool: Spool, entry: QueueEntry, fd: int) -> None:
+    def __init__(self, spool: Spool, entry: QueueEntry, fd: int, data_offset: int) -> None:
         self.spool = spool
         self.entry = entry
         self._fd = fd
+        self._data_offset = data_offset
 
     def read_data(self) -> bytes:
-        size = os.fstat(self._fd).st_size
-        chunks: list[bytes] = []
-        offset = 0
-        while offset < size:
-            chunk = os.pread(self._fd, size - offset, offset)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            offset += len(chunk)
-        return b"".join(chunks)
+        return _read_from(self._fd, self._data_offset)
 
     def update(self, entry: QueueEntry) -> None:
         """Persist new state for this message (atomic replace of its state file)."""
@@ -215,10 +256,31 @@ class Spool:
         rcpt_orcpt: Sequence[str] = (),
         now: float | None = None,
     ) -> None:
-        """Blocking: write tmp, fsync, atomic rename into the queue, fsync the directory.
+        """Blocking: `prepare` and `commit` in one go."""
+        self.commit(
+            self.prepare(
+                msg_id, mail_from, rcpt_tos, data, dsn_ret=dsn_ret, dsn_envid=dsn_envid,
+                rcpt_notify=rcpt_notify, rcpt_orcpt=rcpt_orcpt, now=now,
+            )
+        )  # fmt: skip
 
-        Raises SpoolFull (no room / ENOSPC) or SpoolError. Never leaves a partial file visible
-        to the delivery side. The optional DSN arguments are per recipient, in rcpt_tos order.
+    def prepare(
+        self,
+        msg_id: str,
+        mail_from: str,
+        rcpt_tos: Sequence[str],
+        data: bytes,
+        *,
+        dsn_ret: str = "",
+        dsn_envid: str = "",
+        rcpt_notify: Sequence[Sequence[str]] = (),
+        rcpt_orcpt: Sequence[str] = (),
+        now: float | None = None,
+    ) -> Prepared:
+        """The checks before writing, quick enough for the event loop (a statvfs, two stats).
+
+        Raises AlreadyQueued, SpoolFull (no room) or SpoolError. The optional DSN arguments
+        are per recipient, in rcpt_tos order.
         """
         validate_id(msg_id)
         if not rcpt_tos:
@@ -244,29 +306,38 @@ class Spool:
             dsn_ret=dsn_ret,
             dsn_envid=dsn_envid,
         )
-        if self.state_path(msg_id).exists():
+        if self.data_path(msg_id).exists():
             raise AlreadyQueued(f"{msg_id}: already queued")
-        tmp_data, tmp_state = self.tmp_dir / f"{msg_id}.eml", self.tmp_dir / f"{msg_id}.json"
-        committed = False
+        # A state file left by a crash while this id was last removed must not stand for the
+        # new message (a released quarantine copy keeps its id).
+        stale_state = self.state_path(msg_id).exists()
+        return Prepared(entry, _encode(entry) + b"\n", data, stale_state)
+
+    def commit(self, prepared: Prepared) -> None:
+        """Blocking: write tmp, fsync, atomic rename into the queue, fsync the directory.
+
+        Raises SpoolFull (ENOSPC) or SpoolError, and never leaves a partial file visible to
+        the delivery side.
+        """
+        msg_id = prepared.entry.id
+        tmp = self.tmp_dir / f"{msg_id}.msg"
         try:
-            _write_synced(tmp_data, data)
-            _write_synced(tmp_state, _encode(entry))
-            # Data first, state last: the state file is the commit record the scanner looks for.
-            os.rename(tmp_data, self.data_path(msg_id))
-            os.rename(tmp_state, self.state_path(msg_id))
-            committed = True
+            _write_synced(tmp, prepared.header, prepared.data)
+            if prepared.stale_state:
+                with suppress(FileNotFoundError):
+                    self.state_path(msg_id).unlink()
+            os.rename(tmp, self.data_path(msg_id))
             fsync_dir(self.active_dir)
         except OSError as exc:
-            leftovers = [tmp_data, tmp_state] + ([] if committed else [self.data_path(msg_id)])
-            for leftover in leftovers:
-                with suppress(OSError):
-                    leftover.unlink()
+            with suppress(OSError):
+                tmp.unlink()
             raise _spool_error(exc, f"{msg_id}: cannot spool") from exc
 
     # -- reading ---------------------------------------------------------------------------
 
     def data_path(self, msg_id: str, directory: Path | None = None) -> Path:
-        return (directory or self.active_dir) / f"{msg_id}.eml"
+        """The message file: envelope line and message bytes; its presence queues it."""
+        return (directory or self.active_dir) / f"{msg_id}.msg"
 
     def state_path(self, msg_id: str, directory: Path | None = None) -> Path:
         return (directory or self.active_dir) / f"{msg_id}.json"
@@ -274,30 +345,52 @@ class Spool:
     def ids(self, failed: bool = False) -> list[str]:
         """Queued (or failed) message ids, oldest first (ids are time-sortable)."""
         directory = self.failed_dir if failed else self.active_dir
-        return sorted(p.stem for p in directory.glob("*.json"))
+        return sorted(p.stem for p in directory.glob("*.msg"))
 
     def load(self, msg_id: str, failed: bool = False) -> QueueEntry:
         """The state of one message; SpoolError if it does not exist or cannot be read."""
         validate_id(msg_id)
-        path = self.state_path(msg_id, self.failed_dir if failed else None)
+        directory = self.failed_dir if failed else None
         try:
-            entry = QueueEntry.from_json(json.loads(path.read_bytes()))
+            fd = os.open(self.data_path(msg_id, directory), os.O_RDONLY)
         except FileNotFoundError:
             raise SpoolError(f"{msg_id}: not in the queue") from None
+        except OSError as exc:
+            raise _spool_error(exc, f"{msg_id}: cannot read state") from exc
+        try:
+            return self._load(msg_id, fd, directory)[0]
+        finally:
+            os.close(fd)
+
+    def _load(self, msg_id: str, fd: int, directory: Path | None) -> tuple[QueueEntry, int]:
+        """State (the state file if any, else the envelope line) and the data offset."""
+        try:
+            header, offset = _read_header(fd)
+            try:
+                data = json.loads(self.state_path(msg_id, directory).read_bytes())
+            except FileNotFoundError:
+                data = header
+            entry = QueueEntry.from_json(data)
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot read state") from exc
         except (ValueError, KeyError, TypeError, AttributeError, SpoolError) as exc:
             raise SpoolError(f"{msg_id}: corrupt state file: {exc}") from exc
         if entry.id != msg_id:
             raise SpoolError(f"{msg_id}: corrupt state file: it names {entry.id!r}")
-        return entry
+        return entry, offset
 
     def read_data(self, msg_id: str, failed: bool = False) -> bytes:
         validate_id(msg_id)
         try:
-            return self.data_path(msg_id, self.failed_dir if failed else None).read_bytes()
+            fd = os.open(self.data_path(msg_id, self.failed_dir if failed else None), os.O_RDONLY)
+            try:
+                return _read_from(fd, _read_header(fd)[1])
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot read message") from exc
+        except ValueError as exc:
+            raise SpoolError(f"{msg_id}: corrupt message file: {exc}") from exc
 
     def entries(self, failed: bool = False) -> Iterator[QueueEntry]:
         """Every readable entry; one vanishing meanwhile is skipped, a corrupt one logged."""
@@ -306,7 +399,7 @@ class Spool:
                 yield self.load(msg_id, failed)
             except SpoolError as exc:
                 directory = self.failed_dir if failed else None
-                if self.state_path(msg_id, directory).exists() and msg_id not in self._reported:
+                if self.data_path(msg_id, directory).exists() and msg_id not in self._reported:
                     # Once per entry and process: the queue scanner meets it every few seconds.
                     self._reported.add(msg_id)
                     log.warning("queue: skipping unreadable entry: %s", exc)
@@ -330,11 +423,11 @@ class Spool:
             # The holder before us may have removed or moved the message after we opened it.
             if os.stat(path).st_ino != os.fstat(fd).st_ino:
                 raise FileNotFoundError(path)
-            entry = self.load(msg_id)
+            entry, offset = self._load(msg_id, fd, None)
         except (OSError, SpoolError):
             os.close(fd)
             return None
-        return Claim(self, entry, fd)
+        return Claim(self, entry, fd, offset)
 
     @contextmanager
     def claimed(self, msg_id: str) -> Iterator[Claim | None]:
@@ -374,14 +467,18 @@ class Spool:
             raise _spool_error(exc, f"{entry.id}: cannot update state") from exc
 
     def remove(self, claim: Claim) -> None:
-        """Delete a claimed message (delivered or deleted by the admin)."""
+        """Delete a claimed message (delivered or deleted by the admin).
+
+        Two unlinks and no fsync, cheap enough for the event loop: a power loss right after
+        can bring the message back, to be delivered twice, never lost (as Postfix does).
+        """
         msg_id = claim.entry.id
         try:
-            # State first: once it is gone no scanner can pick the message up again.
-            self.state_path(msg_id).unlink()
+            # The message file first: once it is gone no scanner can pick the message up
+            # again, whereas without its state file it would be sent with its first state.
+            self.data_path(msg_id).unlink()
             with suppress(FileNotFoundError):
-                self.data_path(msg_id).unlink()
-            fsync_dir(self.active_dir)
+                self.state_path(msg_id).unlink()
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot remove") from exc
         finally:
@@ -392,9 +489,10 @@ class Spool:
         msg_id = entry.id
         try:
             claim.update(entry)
-            # State first, as in remove(); sweep() finishes the move after a crash in between.
-            os.rename(self.state_path(msg_id), self.state_path(msg_id, self.failed_dir))
+            # The message file first, as in remove(); sweep() moves the state file after it
+            # when a crash comes in between.
             os.rename(self.data_path(msg_id), self.data_path(msg_id, self.failed_dir))
+            os.rename(self.state_path(msg_id), self.state_path(msg_id, self.failed_dir))
             fsync_dir(self.active_dir)
             fsync_dir(self.failed_dir)
         except OSError as exc:
@@ -406,16 +504,18 @@ class Spool:
         """Remove a message from failed/ (the admin is done with it)."""
         validate_id(msg_id)
         try:
-            self.state_path(msg_id, self.failed_dir).unlink()
+            self.data_path(msg_id, self.failed_dir).unlink()
             with suppress(FileNotFoundError):
-                self.data_path(msg_id, self.failed_dir).unlink()
+                self.state_path(msg_id, self.failed_dir).unlink()
         except FileNotFoundError:
             raise SpoolError(f"{msg_id}: not among the failed messages") from None
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot delete") from exc
 
     def sweep(self, now: float | None = None) -> int:
-        """Remove leftovers of crashes: stale tmp files, data files without state. Returns count."""
+        """Clear up after crashes and convert the old layout. Returns how many files it
+        removed, moved or converted: stale tmp files; state files whose message is gone (moved
+        on to failed/ when the message is there); old-layout ID.eml + ID.json pairs."""
         cutoff = (time.time() if now is None else now) - ORPHAN_GRACE_S
         swept = 0
         for path in self.tmp_dir.iterdir():
@@ -423,23 +523,54 @@ class Spool:
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
                     swept += 1
-        for data in self.active_dir.glob("*.eml"):
-            msg_id = data.stem
-            if self.state_path(msg_id).exists():
-                continue
-            with suppress(OSError), self._locked(data) as locked:
-                if not locked or self.state_path(msg_id).exists():
-                    continue  # a worker is moving or removing it right now
-                if self.state_path(msg_id, self.failed_dir).exists():
-                    os.rename(data, self.data_path(msg_id, self.failed_dir))
-                    swept += 1
-                elif data.stat().st_mtime < cutoff:
-                    data.unlink()
+        for directory in (self.active_dir, self.failed_dir):
+            swept += self._convert_old_layout(directory, cutoff)
+        for state in self.active_dir.glob("*.json"):
+            msg_id = state.stem
+            with suppress(OSError):
+                if self.data_path(msg_id).exists():
+                    continue
+                failed_state = self.state_path(msg_id, self.failed_dir)
+                if self.data_path(msg_id, self.failed_dir).exists():
+                    if not failed_state.exists():
+                        os.rename(state, failed_state)
+                        swept += 1
+                elif state.stat().st_mtime < cutoff:
+                    state.unlink()
                     swept += 1
         return swept
+
+    def _convert_old_layout(self, directory: Path, cutoff: float) -> int:
+        converted = 0
+        for old_data in directory.glob("*.eml"):
+            msg_id = old_data.stem
+            with suppress(OSError, ValueError, SpoolError):
+                validate_id(msg_id)
+                state = self.state_path(msg_id, directory)
+                if not state.exists():
+                    # Old layout: a data file without state was an interrupted move to failed/
+                    # (converted there next), enqueue or removal.
+                    if self.state_path(msg_id, self.failed_dir).exists():
+                        os.rename(old_data, self.failed_dir / old_data.name)
+                        converted += 1
+                    elif old_data.stat().st_mtime < cutoff:
+                        old_data.unlink()
+                        converted += 1
+                    continue
+                entry = QueueEntry.from_json(json.loads(state.read_bytes()))
+                tmp = self.tmp_dir / f"{msg_id}.convert.msg"
+                with suppress(FileNotFoundError):
+                    tmp.unlink()
+                _write_synced(tmp, _encode(entry) + b"\n", old_data.read_bytes())
+                os.rename(tmp, self.data_path(msg_id, directory))  # the state file stays on
+                fsync_dir(directory)
+                old_data.unlink()
+                converted += 1
+        return converted
 
 
 def _encode(entry: QueueEntry) -> bytes:
     # ASCII escapes: downstream replies can carry undecodable bytes (surrogates), which would
-    # make the state unwritable and the message be resent at every scan.
+    # make the state unwritable and the message be resent at every scan. One line, no indent:
+    # it heads the message file.
     return json.dumps(entry.to_json(), ensure_ascii=True, sort_keys=True).encode("ascii")

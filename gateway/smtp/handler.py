@@ -9,12 +9,11 @@ per transaction. Any exception in a phase becomes `451 4.3.0` with the transacti
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from gateway.authresults import authentication_results_field, remove_our_authentication_results
 from gateway.config import Config
@@ -48,10 +47,15 @@ log = logging.getLogger(__name__)
 ABANDONED = "abandoned"
 
 
-class MessageSpool(Protocol):
+PreparedT = TypeVar("PreparedT")
+
+
+class MessageSpool(Protocol[PreparedT]):
+    """The durable queue: `prepare` checks on the event loop, `commit` writes in a thread."""
+
     def has_room(self, size: int) -> bool: ...
 
-    def enqueue(
+    def prepare(
         self,
         msg_id: str,
         mail_from: str,
@@ -62,7 +66,9 @@ class MessageSpool(Protocol):
         dsn_envid: str = "",
         rcpt_notify: Sequence[Sequence[str]] = (),
         rcpt_orcpt: Sequence[str] = (),
-    ) -> None: ...
+    ) -> PreparedT: ...
+
+    def commit(self, prepared: PreparedT) -> None: ...
 
 
 class DeliveryNotifier(Protocol):
@@ -112,7 +118,7 @@ class SmtpHandler:
         self,
         config: Config,
         pipeline: Pipeline,
-        spool: MessageSpool,
+        spool: MessageSpool[Any],
         delivery: DeliveryNotifier,
         quarantine: QuarantineSink,
         verifier: RecipientChecker | None = None,
@@ -325,19 +331,17 @@ class SmtpHandler:
             try:
                 if verdict.action is Action.ACCEPT:
                     env = tx.envelope
-                    await asyncio.to_thread(
-                        functools.partial(
-                            self.spool.enqueue,
-                            tx.id,
-                            env.mail_from,
-                            env.rcpt_tos,
-                            data,
-                            dsn_ret=current.dsn_ret,
-                            dsn_envid=current.dsn_envid,
-                            rcpt_notify=current.rcpt_notify,
-                            rcpt_orcpt=current.rcpt_orcpt,
-                        )
+                    prepared = self.spool.prepare(
+                        tx.id,
+                        env.mail_from,
+                        env.rcpt_tos,
+                        data,
+                        dsn_ret=current.dsn_ret,
+                        dsn_envid=current.dsn_envid,
+                        rcpt_notify=current.rcpt_notify,
+                        rcpt_orcpt=current.rcpt_orcpt,
                     )
+                    await asyncio.to_thread(self.spool.commit, prepared)
                     self.delivery.notify(tx.id, data)
                     queue_id, reply = tx.id, replies.queued(tx.id)
                 else:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from typing import Any
 
 from gateway.config import Config, SmtpConfig, parse_hostport
 from gateway.pipeline.engine import Pipeline
@@ -67,7 +68,7 @@ class SmtpFrontEnd:
         self,
         config: Config,
         pipeline: Pipeline,
-        spool: MessageSpool,
+        spool: MessageSpool[Any],
         delivery: DeliveryNotifier,
         quarantine: QuarantineSink,
         verifier: RecipientChecker | None = None,

@@ -32,9 +32,30 @@ def spool(tmp_path: Path) -> Spool:
     return Spool(tmp_path / "queue", min_free_bytes=0)
 
 
+GOOD_HEADER = {**BAD_TYPES, "received_at": 0}
+
+
 def plant(spool: Spool, name: str, state: object) -> None:
-    spool.data_path(name).write_bytes(b"Subject: x\r\n\r\nx\r\n")
+    """A message file with a sound envelope line, and a state file `state` over it."""
+    header = json.dumps({**GOOD_HEADER, "id": name}).encode()
+    spool.data_path(name).write_bytes(header + b"\nSubject: x\r\n\r\nx\r\n")
     spool.state_path(name).write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"Subject: x\r\n\r\nx\r\n", b"[1, 2]\nSubject: x\r\n", b'{"id": "bad1"', b"\xff\n"],
+)
+def test_a_message_file_without_a_sound_envelope_line_is_corrupt(
+    spool: Spool, content: bytes
+) -> None:
+    spool.data_path("bad1").write_bytes(content)
+    with pytest.raises(SpoolError, match="corrupt"):
+        spool.load("bad1")
+    with pytest.raises(SpoolError, match="corrupt"):
+        spool.read_data("bad1")
+    assert list(spool.entries()) == []
+    assert spool.try_claim("bad1") is None
 
 
 @pytest.mark.parametrize(

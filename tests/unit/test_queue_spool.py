@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import time
@@ -64,33 +65,72 @@ def test_failure_before_commit_leaves_nothing_visible(
     real_rename = os.rename
     calls: list[str] = []
 
-    def rename_then_fail_on_state(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+    def failing_rename(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
         calls.append(str(dst))
-        if str(dst).endswith(".json"):
-            raise OSError(5, "Input/output error")
-        real_rename(src, dst)
+        raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "rename", rename_then_fail_on_state)
+    monkeypatch.setattr(os, "rename", failing_rename)
     with pytest.raises(SpoolError, match="cannot spool"):
         spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
-    assert len(calls) == 2  # the data file was renamed in, then the state rename failed
+    assert calls == [str(spool.data_path("m1"))]  # written and synced, then the commit failed
+    monkeypatch.setattr(os, "rename", real_rename)
     assert spool.ids() == []
     assert list(spool.active_dir.iterdir()) == []
     assert list(spool.tmp_dir.iterdir()) == []
 
 
 def test_crash_leftovers_are_invisible_and_swept(spool: Spool) -> None:
-    # A crash mid-write leaves tmp files; one mid-removal leaves a data file without state.
-    (spool.tmp_dir / "m1.eml").write_bytes(MESSAGE[:5])
-    (spool.active_dir / "m2.eml").write_bytes(MESSAGE)
-    (spool.active_dir / "m3.eml").write_bytes(MESSAGE)  # fresh: an enqueue between renames
+    # A crash mid-write leaves tmp files; one mid-removal leaves a state file without message.
+    (spool.tmp_dir / "m1.msg").write_bytes(MESSAGE[:5])
+    (spool.tmp_dir / "m4.msg").write_bytes(MESSAGE[:5])  # fresh: being written right now
+    spool.state_path("m2").write_text("{}")
+    spool.state_path("m3").write_text("{}")  # fresh: within the grace period
     old = time.time() - ORPHAN_GRACE_S - 10
-    os.utime(spool.tmp_dir / "m1.eml", (old, old))
-    os.utime(spool.active_dir / "m2.eml", (old, old))
+    os.utime(spool.tmp_dir / "m1.msg", (old, old))
+    os.utime(spool.state_path("m2"), (old, old))
     assert spool.ids() == []
     assert spool.sweep() == 2
-    assert list(spool.tmp_dir.iterdir()) == []
-    assert sorted(p.name for p in spool.active_dir.iterdir()) == ["m3.eml"]
+    assert [p.name for p in spool.tmp_dir.iterdir()] == ["m4.msg"]
+    assert sorted(p.name for p in spool.active_dir.iterdir()) == ["m3.json"]
+
+
+def test_a_state_file_left_from_an_earlier_life_of_the_id_is_not_used(spool: Spool) -> None:
+    # A crash between the two unlinks of remove() leaves the old state (all delivered); a
+    # quarantine release queues the same id again, and must be delivered.
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    claim = spool.try_claim("m1")
+    assert claim is not None
+    recipients = tuple(dataclasses.replace(r, status="delivered") for r in claim.entry.recipients)
+    delivered = dataclasses.replace(claim.entry, recipients=recipients)
+    claim.update(delivered)
+    state = spool.state_path("m1").read_bytes()
+    spool.remove(claim)
+    spool.state_path("m1").write_bytes(state)
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    assert [r.status for r in spool.load("m1").recipients] == ["pending"]
+
+
+def test_a_spool_in_the_old_two_file_layout_is_converted(spool: Spool) -> None:
+    def old_layout(directory: Path, msg_id: str, state_dir: Path | None = None) -> None:
+        spool.enqueue(msg_id, "a@example.org", ["b@example.test"], MESSAGE + msg_id.encode())
+        state = spool.load(msg_id)
+        (directory / f"{msg_id}.eml").write_bytes(spool.read_data(msg_id))
+        (state_dir or directory).joinpath(f"{msg_id}.json").write_text(
+            json.dumps({**state.to_json(), "attempts": 2})
+        )
+        spool.data_path(msg_id).unlink()
+
+    old_layout(spool.active_dir, "m1")
+    old_layout(spool.failed_dir, "m2")
+    old_layout(spool.active_dir, "m3", state_dir=spool.failed_dir)  # a crash mid-move
+    assert spool.ids() == [] and spool.ids(failed=True) == []
+    assert spool.sweep() == 4
+    assert spool.ids() == ["m1"] and spool.ids(failed=True) == ["m2", "m3"]
+    assert spool.read_data("m1") == MESSAGE + b"m1" and spool.load("m1").attempts == 2
+    assert spool.read_data("m3", failed=True) == MESSAGE + b"m3"
+    assert not list(spool.active_dir.glob("*.eml")) and not list(spool.failed_dir.glob("*.eml"))
+    with spool.claimed("m1") as claim:
+        assert claim is not None and claim.read_data() == MESSAGE + b"m1"
 
 
 def test_a_claim_is_exclusive_across_open_file_descriptions(spool: Spool) -> None:
@@ -131,9 +171,14 @@ def test_state_updates_and_failed_moves_persist(spool: Spool) -> None:
 
 def test_crash_during_failed_move_is_finished_by_sweep(spool: Spool) -> None:
     spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
-    os.rename(spool.state_path("m1"), spool.state_path("m1", spool.failed_dir))
+    with spool.claimed("m1") as claim:
+        assert claim is not None
+        claim.update(dataclasses.replace(claim.entry, last_error="550 no"))
+    os.rename(spool.data_path("m1"), spool.data_path("m1", spool.failed_dir))
+    assert spool.ids() == [] and spool.load("m1", failed=True).last_error == ""
     assert spool.sweep() == 1
     assert spool.read_data("m1", failed=True) == MESSAGE
+    assert spool.load("m1", failed=True).last_error == "550 no"
 
 
 def test_corrupt_state_is_a_clear_error(spool: Spool, caplog: pytest.LogCaptureFixture) -> None:
@@ -182,7 +227,7 @@ def test_enospc_is_spool_full_and_leaves_nothing_behind(
         spool.enqueue("big", "a@example.org", ["b@example.test"], b"x" * 400_000)
     assert spool.ids() == ["small"]
     assert list(spool.tmp_dir.iterdir()) == []
-    assert sorted(p.name for p in spool.active_dir.iterdir()) == ["small.eml", "small.json"]
+    assert sorted(p.name for p in spool.active_dir.iterdir()) == ["small.msg"]
 
 
 def test_state_with_undecodable_reply_bytes_is_still_written(tmp_path: Path) -> None:
