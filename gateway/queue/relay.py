@@ -1,7 +1,7 @@
 """One reusable SMTP connection to the internal server: send a message, probe a recipient.
 
-The only module that talks aiosmtplib. Every reply or failure becomes a RecipientOutcome, so
-the delivery side never sees a third-party exception.
+Every reply or failure becomes a RecipientOutcome, so the delivery side never sees a protocol
+exception. The SMTP itself (pipelining, STARTTLS, bounded reads) is in smtp_client.
 """
 
 from __future__ import annotations
@@ -10,73 +10,64 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
-import aiosmtplib
-
 from gateway.config import RelayConfig
 from gateway.queue.retry import RecipientOutcome
+from gateway.queue.smtp_client import Refused, Reply, SmtpClient, SmtpClientError
 
 log = logging.getLogger(__name__)
 
 ProbeResult = Literal["ok", "unknown", "unavailable"]
-_TLS_MODE: dict[str, bool | None] = {"opportunistic": None, "required": True, "none": False}
+QUIT_TIMEOUT_S = 5.0
 
 
-def _reply(exc: aiosmtplib.SMTPResponseException) -> RecipientOutcome:
-    reply = f"{exc.code} {exc.message}"
-    if 500 <= exc.code < 600:
-        return RecipientOutcome("permanent", reply)
-    return RecipientOutcome("temporary", reply)
+def _outcome(reply: Reply) -> RecipientOutcome:
+    if 500 <= reply.code < 600:
+        return RecipientOutcome("permanent", str(reply))
+    return RecipientOutcome("temporary", str(reply))
 
 
 class _Stale(Exception):
-    """MAIL failed on a reused connection because the connection was gone."""
-
-
-def _went_stale(exc: aiosmtplib.SMTPException) -> bool:
-    return isinstance(exc, aiosmtplib.SMTPServerDisconnected) or (
-        isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 421
-    )
+    """A reused connection turned out to be gone (or 421) before the message was sent."""
 
 
 class RelayConnection:
     """An SMTP client session kept open between messages. RSET only when the last transaction
-    did not end with the 250 to its data (a probe, a refusal, an error): after that 250 the
+    did not end with the reply to its data (a probe, a refusal, an error): after that reply the
     server has reset itself (RFC 5321 4.1.1.4), and an RSET would only cost a round trip."""
 
     def __init__(self, relay: RelayConfig, hostname: str) -> None:
         self.relay = relay
         self.hostname = hostname
-        self._client: aiosmtplib.SMTP | None = None
-        self._in_transaction = False  # MAIL sent, and no 250 to DATA or RSET since
+        self._client: SmtpClient | None = None
+        self._in_transaction = False  # MAIL sent, and no final reply to the data or RSET since
 
     @property
     def target(self) -> str:
         return f"{self.relay.host}:{self.relay.port}"
 
-    async def _ready(self) -> tuple[aiosmtplib.SMTP, bool]:
+    async def _ready(self) -> tuple[SmtpClient, bool]:
         """A connected client with no open transaction, and whether it is a reused one;
         reconnects when the old one died."""
-        if self._client is not None and self._client.is_connected:
+        client = self._client
+        if client is not None and client.is_connected:
             if not self._in_transaction:
-                return self._client, True
+                return client, True
             try:
-                await self._client.rset()
-                self._in_transaction = False
-                return self._client, True
-            except aiosmtplib.SMTPException:
-                await self.close()
-        client = aiosmtplib.SMTP(
-            hostname=self.relay.host,
-            port=self.relay.port,
-            local_hostname=self.hostname,
-            timeout=self.relay.timeout_s,
-            start_tls=_TLS_MODE[self.relay.tls],
-            validate_certs=self.relay.tls_verify,
+                if (await client.command("RSET")).code == 250:
+                    self._in_transaction = False
+                    return client, True
+            except SmtpClientError:
+                pass
+        await self.close()
+        self._client = await SmtpClient.connect(
+            self.relay.host,
+            self.relay.port,
+            self.hostname,
+            self.relay.timeout_s,
+            tls=self.relay.tls,
+            tls_verify=self.relay.tls_verify,
         )
-        await client.connect()
-        await client.ehlo()
-        self._client = client
-        return client, False
+        return self._client, False
 
     async def send(
         self, mail_from: str, recipients: Sequence[str], data: bytes, smtputf8: bool = False
@@ -84,14 +75,13 @@ class RelayConnection:
         """Relay `data` byte-for-byte; one outcome per recipient, in order."""
         try:
             return await self._transaction(mail_from, recipients, data, smtputf8)
-        except aiosmtplib.SMTPResponseException as exc:
-            # A refusal of the whole transaction (greeting, EHLO, MAIL, DATA) applies to all.
-            if exc.code == 421 or not self._client or not self._client.is_connected:
-                await self.close()
-            return [_reply(exc)] * len(recipients)
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except Refused as exc:
+            # The server turned the session away (greeting, EHLO, STARTTLS): for everyone.
             await self.close()
-            reason = f"connection to {self.target} failed: {exc or type(exc).__name__}"
+            return [_outcome(exc.reply)] * len(recipients)
+        except SmtpClientError as exc:
+            await self.close()
+            reason = f"connection to {self.target} failed: {exc}"
             return [RecipientOutcome("temporary", reason)] * len(recipients)
 
     async def _transaction(
@@ -107,7 +97,7 @@ class RelayConnection:
 
     async def _on(
         self,
-        client: aiosmtplib.SMTP,
+        client: SmtpClient,
         reused: bool,
         mail_from: str,
         recipients: Sequence[str],
@@ -117,71 +107,69 @@ class RelayConnection:
         encoding = "ascii"
         options: list[str] = []
         if smtputf8:
-            if not client.supports_extension("smtputf8"):
+            if not client.supports("smtputf8"):
                 reason = f"{self.target} does not offer SMTPUTF8, which the envelope needs"
                 return [RecipientOutcome("permanent", f"550 5.6.7 {reason}")] * len(recipients)
             options.append("SMTPUTF8")
             encoding = "utf-8"
-        if not data.isascii() and client.supports_extension("8bitmime"):
+        if not data.isascii() and client.supports("8bitmime"):
             options.append("BODY=8BITMIME")
-        if client.supports_extension("size"):
+        if client.supports("size"):
             options.append(f"SIZE={len(data)}")
         self._in_transaction = True
         try:
-            await client.mail(mail_from, options=options, encoding=encoding)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException) as exc:
-            # A reused connection the server dropped or timed out (421) since its last
-            # message, as the RSET this replaces would have found: MAIL once more on a new
-            # one. Nothing of the message was sent yet.
-            if reused and _went_stale(exc):
+            replies = await client.transaction(mail_from, options, recipients, encoding)
+        except SmtpClientError as exc:
+            # A reused connection the server dropped since its last message: nothing of the
+            # message was sent yet, so once more on a new one.
+            if reused:
                 raise _Stale from exc
             raise
-        outcomes: list[RecipientOutcome | None] = []
-        for rcpt in recipients:
-            try:
-                await client.rcpt(rcpt, encoding=encoding)
-                outcomes.append(None)  # accepted so far; decided by the reply to DATA
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                outcomes.append(_reply(exc))
-        if all(o is not None for o in outcomes):
-            await client.rset()
-            self._in_transaction = False
+        if not replies.mail.positive:
+            if reused and replies.mail.code == 421:
+                raise _Stale
+            if replies.mail.code == 421:
+                await self.close()
+            return [_outcome(replies.mail)] * len(recipients)
+        outcomes = [None if r.positive else _outcome(r) for r in replies.rcpts]
+        if replies.data is None or replies.data.code != 354:
+            # No recipient left, or DATA refused: the transaction stays open until RSET.
+            if replies.data is not None and any(o is None for o in outcomes):
+                refused = _outcome(replies.data)
+                return [o if o is not None else refused for o in outcomes]
             return [o for o in outcomes if o is not None]
-        try:
-            response = await client.data(data)
-        except aiosmtplib.SMTPDataError as exc:
-            refused = _reply(exc)  # only for the recipients the server had accepted
-            return [o if o is not None else refused for o in outcomes]
+        final = await client.send_data(data)
         self._in_transaction = False
-        delivered = RecipientOutcome("delivered", f"{response.code} {response.message}")
-        return [o if o is not None else delivered for o in outcomes]
+        verdict = RecipientOutcome("delivered", str(final)) if final.positive else _outcome(final)
+        return [o if o is not None else verdict for o in outcomes]
 
     async def probe(self, mail_from: str, rcpt: str) -> tuple[ProbeResult, str]:
         """Would the internal server accept `rcpt`? MAIL + RCPT only; the next use resets."""
         encoding = "ascii" if (mail_from + rcpt).isascii() else "utf-8"
         try:
             client, _ = await self._ready()
-            if encoding == "utf-8" and not client.supports_extension("smtputf8"):
+            if encoding == "utf-8" and not client.supports("smtputf8"):
                 return "unavailable", f"{self.target} does not offer SMTPUTF8"
             options = ["SMTPUTF8"] if encoding == "utf-8" else []
             self._in_transaction = True
-            await client.mail(mail_from, options=options, encoding=encoding)
-            try:
-                response = await client.rcpt(rcpt, encoding=encoding)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                result: ProbeResult = "unknown" if 500 <= exc.code < 600 else "unavailable"
-                return result, f"{exc.code} {exc.message}"
-            return "ok", f"{response.code} {response.message}"
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            mail = await client.command(" ".join([f"MAIL FROM:<{mail_from}>", *options]), encoding)
+            if not mail.positive:
+                return "unavailable", str(mail)
+            reply = await client.command(f"RCPT TO:<{rcpt}>", encoding)
+        except (Refused, SmtpClientError) as exc:
             await self.close()
-            return "unavailable", f"probe via {self.target} failed: {exc or type(exc).__name__}"
+            return "unavailable", f"probe via {self.target} failed: {exc}"
+        if reply.positive:
+            return "ok", str(reply)
+        return ("unknown" if 500 <= reply.code < 600 else "unavailable"), str(reply)
 
     async def close(self) -> None:
         client, self._client = self._client, None
         self._in_transaction = False
-        if client is None or not client.is_connected:
+        if client is None:
             return
-        try:
-            await client.quit(timeout=min(self.relay.timeout_s, 5.0))
-        except (aiosmtplib.SMTPException, OSError):
+        if not client.is_connected:
             client.close()
+            return
+        client.timeout_s = min(client.timeout_s, QUIT_TIMEOUT_S)
+        await client.quit()

@@ -7,6 +7,7 @@ Layout below `root` (storage_dir/"queue"):
                       exactly as relayed (CRLF line ends); never changed once in place
     active/ID.json    the newer state, once delivery has changed it (absent until then)
     failed/ID.*       messages that failed permanently, kept for the admin
+    recycled/NAME     emptied message files waiting to be written again
 
 Enqueue writes ID.msg in tmp/, fsyncs it and renames it into active/, then fsyncs the
 directory: one file, so one create and one fsync per message (creating files is the dearest
@@ -15,6 +16,11 @@ Several processes may share one spool: a message is claimed by an exclusive, non
 flock on its ID.msg (its inode never changes; the state file is replaced on every update, so it
 cannot carry the lock). A spool written by the earlier two-file layout (ID.eml + ID.json) is
 converted by `sweep()`, which the delivery service runs at start.
+
+Delivered messages' files are emptied and kept in recycled/ to be reused by the next enqueue
+instead of unlinked: on ext4 without a journal, creating a file scans the inode bitmap past
+every inode freed in the last seconds (`recently_deleted`), a cost that grows with the mail
+rate (a fifth of the gateway's CPU at 400 msg/s on the benchmark machine).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ STATE_VERSION = 1
 # The JSON line heading a message file: 1000 recipients take ~100 KB.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 _HEADER_CHUNK = 64 * 1024
+FREE_SPACE_TTL_S = 1.0
+RECYCLE_POOL_MAX = 256  # emptied files kept for reuse (inodes only: they hold no data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +70,7 @@ class RecipientState:
 
 @dataclass(frozen=True, slots=True)
 class QueueEntry:
-    """Envelope and delivery state of one queued message (the content of ID.json)."""
+    """Envelope and delivery state of one queued message (its envelope line, or ID.json)."""
 
     id: str
     mail_from: str
@@ -87,7 +95,11 @@ class QueueEntry:
         return any(not a.isascii() for a in addresses)
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Field by field, not dataclasses.asdict (a deep copy): this runs for every message.
+        data: dict[str, Any] = {f: getattr(self, f) for f in _ENTRY_FIELDS}
+        data["recipients"] = [
+            {f: getattr(r, f) for f in _RECIPIENT_FIELDS} for r in self.recipients
+        ]
         data["version"] = STATE_VERSION
         return data
 
@@ -117,6 +129,8 @@ class QueueEntry:
         return entry
 
 
+_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(QueueEntry) if f.name != "recipients")
+_RECIPIENT_FIELDS = tuple(f.name for f in dataclasses.fields(RecipientState))
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "str": str,
     "float": (int, float),
@@ -136,8 +150,16 @@ def validate_id(msg_id: str) -> None:
         raise SpoolError(f"invalid queue id {msg_id!r}")
 
 
-def _write_synced(path: Path, *parts: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+def _write_synced(path: Path, *parts: bytes, reuse: Path | None = None) -> None:
+    """Write `parts` to a new file `path` and fsync it; `reuse` names an emptied file to move
+    there and write into instead of creating one (see the module docstring)."""
+    fd = -1
+    if reuse is not None:
+        with suppress(FileNotFoundError):  # another process may have taken it
+            os.rename(reuse, path)
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    if fd < 0:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
         # One writev for the usual case: each system call here is also a GIL hand-back
         # (this runs in a worker thread), which costs more than the call itself.
@@ -195,6 +217,7 @@ class Prepared:
     header: bytes  # the envelope line
     data: bytes
     stale_state: bool  # a state file of an earlier message with this id is in the way
+    reuse: str | None = None  # an emptied file in recycled/ to write into
 
 
 class Claim:
@@ -227,18 +250,28 @@ class Spool:
         self.tmp_dir = self.root / "tmp"
         self.active_dir = self.root / "active"
         self.failed_dir = self.root / "failed"
+        self.recycled_dir = self.root / "recycled"
         self._reported: set[str] = set()  # unreadable entries already logged
+        self._free, self._free_read_at = 0, float("-inf")
+        dirs = (self.tmp_dir, self.active_dir, self.failed_dir, self.recycled_dir)
         try:
-            for directory in (self.tmp_dir, self.active_dir, self.failed_dir):
+            for directory in dirs:
                 directory.mkdir(parents=True, exist_ok=True)
+            # Names in recycled/ this process may reuse (list.pop/append: safe across threads).
+            self._recycled = [p.name for p in self.recycled_dir.iterdir()][:RECYCLE_POOL_MAX]
         except OSError as exc:
             raise _spool_error(exc, f"cannot create spool {self.root}") from exc
 
     # -- accepting -------------------------------------------------------------------------
 
     def free_bytes(self) -> int:
-        stats = os.statvfs(self.root)
-        return stats.f_bavail * stats.f_frsize
+        """Free space for the spool, read at most every FREE_SPACE_TTL_S (asked at every MAIL
+        and enqueue); a disk filling faster than that still ends in ENOSPC -> SpoolFull."""
+        now = time.monotonic()
+        if now - self._free_read_at >= FREE_SPACE_TTL_S:
+            stats = os.statvfs(self.root)
+            self._free, self._free_read_at = stats.f_bavail * stats.f_frsize, now
+        return self._free
 
     def has_room(self, size: int) -> bool:
         return self.free_bytes() - size >= self.min_free_bytes
@@ -311,7 +344,8 @@ class Spool:
         # A state file left by a crash while this id was last removed must not stand for the
         # new message (a released quarantine copy keeps its id).
         stale_state = self.state_path(msg_id).exists()
-        return Prepared(entry, _encode(entry) + b"\n", data, stale_state)
+        reuse = self._recycled.pop() if self._recycled else None
+        return Prepared(entry, _encode(entry) + b"\n", data, stale_state, reuse)
 
     def commit(self, prepared: Prepared) -> None:
         """Blocking: write tmp, fsync, atomic rename into the queue, fsync the directory.
@@ -322,7 +356,8 @@ class Spool:
         msg_id = prepared.entry.id
         tmp = self.tmp_dir / f"{msg_id}.msg"
         try:
-            _write_synced(tmp, prepared.header, prepared.data)
+            reuse = self.recycled_dir / prepared.reuse if prepared.reuse else None
+            _write_synced(tmp, prepared.header, prepared.data, reuse=reuse)
             if prepared.stale_state:
                 with suppress(FileNotFoundError):
                     self.state_path(msg_id).unlink()
@@ -384,9 +419,15 @@ class Spool:
         try:
             fd = os.open(self.data_path(msg_id, self.failed_dir if failed else None), os.O_RDONLY)
             try:
-                return _read_from(fd, _read_header(fd)[1])
+                header, offset = _read_header(fd)
+                if header.get("id") != msg_id:
+                    # Delivered and its file reused for another message since we opened it.
+                    raise SpoolError(f"{msg_id}: not in the queue")
+                return _read_from(fd, offset)
             finally:
                 os.close(fd)
+        except FileNotFoundError:
+            raise SpoolError(f"{msg_id}: not in the queue") from None
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot read message") from exc
         except ValueError as exc:
@@ -469,14 +510,26 @@ class Spool:
     def remove(self, claim: Claim) -> None:
         """Delete a claimed message (delivered or deleted by the admin).
 
-        Two unlinks and no fsync, cheap enough for the event loop: a power loss right after
-        can bring the message back, to be delivered twice, never lost (as Postfix does).
+        A rename, a truncate and an unlink, without fsync: cheap enough for the event loop. A
+        power loss right after can bring the message back, to be delivered twice, never lost
+        (as Postfix does).
         """
         msg_id = claim.entry.id
+        path = self.data_path(msg_id)
         try:
             # The message file first: once it is gone no scanner can pick the message up
             # again, whereas without its state file it would be sent with its first state.
-            self.data_path(msg_id).unlink()
+            if len(self._recycled) < RECYCLE_POOL_MAX:
+                spare = self.recycled_dir / msg_id
+                os.rename(path, spare)
+                try:
+                    os.truncate(spare, 0)
+                except OSError:
+                    spare.unlink()
+                    raise
+                self._recycled.append(msg_id)
+            else:
+                path.unlink()
             with suppress(FileNotFoundError):
                 self.state_path(msg_id).unlink()
         except OSError as exc:
@@ -515,7 +568,8 @@ class Spool:
     def sweep(self, now: float | None = None) -> int:
         """Clear up after crashes and convert the old layout. Returns how many files it
         removed, moved or converted: stale tmp files; state files whose message is gone (moved
-        on to failed/ when the message is there); old-layout ID.eml + ID.json pairs."""
+        on to failed/ when the message is there); old-layout ID.eml + ID.json pairs; spare
+        files beyond the recycling pool."""
         cutoff = (time.time() if now is None else now) - ORPHAN_GRACE_S
         swept = 0
         for path in self.tmp_dir.iterdir():
@@ -525,6 +579,12 @@ class Spool:
                     swept += 1
         for directory in (self.active_dir, self.failed_dir):
             swept += self._convert_old_layout(directory, cutoff)
+        pool = set(self._recycled)
+        for spare in self.recycled_dir.iterdir():
+            if spare.name not in pool:  # beyond RECYCLE_POOL_MAX (e.g. left by admin deletes)
+                with suppress(OSError):
+                    spare.unlink()
+                    swept += 1
         for state in self.active_dir.glob("*.json"):
             msg_id = state.stem
             with suppress(OSError):

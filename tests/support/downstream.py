@@ -81,6 +81,14 @@ class _Handler:
     def __init__(self, server: Downstream) -> None:
         self.server = server
 
+    async def handle_EHLO(
+        self, smtp: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.server.pipelining:  # aiosmtpd reads pipelined commands fine; it just never says so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -124,8 +132,10 @@ class Downstream:
         smtputf8: bool = True,
         host: str = "127.0.0.1",
         line_length_limit: int = 10_000,
+        pipelining: bool = True,
     ) -> None:
         self.host = host
+        self.pipelining = pipelining
         self.line_length_limit = line_length_limit
         self.port = 0
         self.messages: list[ReceivedMessage] = []

@@ -94,6 +94,48 @@ def test_crash_leftovers_are_invisible_and_swept(spool: Spool) -> None:
     assert sorted(p.name for p in spool.active_dir.iterdir()) == ["m3.json"]
 
 
+def test_a_delivered_message_file_is_emptied_and_reused(spool: Spool) -> None:
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    inode = spool.data_path("m1").stat().st_ino
+    claim = spool.try_claim("m1")
+    assert claim is not None
+    spool.remove(claim)
+    spares = list(spool.recycled_dir.iterdir())
+    assert [p.stat().st_size for p in spares] == [0] and spool.ids() == []
+    spool.enqueue("m2", "a@example.org", ["b@example.test"], MESSAGE + b"more\r\n")
+    assert spool.data_path("m2").stat().st_ino == inode
+    assert spool.read_data("m2") == MESSAGE + b"more\r\n"
+    assert list(spool.recycled_dir.iterdir()) == [] and list(spool.tmp_dir.iterdir()) == []
+    with pytest.raises(SpoolError, match="not in the queue"):
+        spool.read_data("m1")
+
+
+def test_a_spare_file_taken_by_another_process_falls_back_to_a_new_file(spool: Spool) -> None:
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    with spool.claimed("m1") as claim:
+        assert claim is not None
+        spool.remove(claim)
+    other = Spool(spool.root, min_free_bytes=0)  # another worker: it knows the same spare
+    other.enqueue("m2", "a@example.org", ["b@example.test"], MESSAGE)
+    spool.enqueue("m3", "a@example.org", ["b@example.test"], MESSAGE)
+    assert spool.ids() == ["m2", "m3"]
+    assert spool.read_data("m2") == spool.read_data("m3") == MESSAGE
+
+
+def test_the_recycling_pool_is_bounded(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.queue.spool.RECYCLE_POOL_MAX", 2)
+    for number in range(4):
+        spool.enqueue(f"m{number}", "a@example.org", ["b@example.test"], MESSAGE)
+    for number in range(4):
+        with spool.claimed(f"m{number}") as claim:
+            assert claim is not None
+            spool.remove(claim)
+    assert sorted(p.name for p in spool.recycled_dir.iterdir()) == ["m0", "m1"]
+    (spool.recycled_dir / "left-by-admin").write_bytes(b"")
+    assert spool.sweep() == 1
+    assert sorted(p.name for p in spool.recycled_dir.iterdir()) == ["m0", "m1"]
+
+
 def test_a_state_file_left_from_an_earlier_life_of_the_id_is_not_used(spool: Spool) -> None:
     # A crash between the two unlinks of remove() leaves the old state (all delivered); a
     # quarantine release queues the same id again, and must be delivered.

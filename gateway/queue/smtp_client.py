@@ -1,0 +1,254 @@
+"""A small SMTP client for relaying to the internal server: RFC 5321 with PIPELINING (RFC 2920),
+STARTTLS (RFC 3207) and SMTPUTF8 (RFC 6531).
+
+aiosmtplib cannot pipeline (its documentation warns that pipelined replies get lost), so each
+message cost MAIL, RCPT..., DATA and the message as separate round trips, and under load the
+relay fell behind the front end sharing its event loop. With PIPELINING offered, MAIL, every
+RCPT and DATA go out in one write and the message with its final dot in a second: two round
+trips per message. Reads are bounded (line length, lines per reply) and every wait has a
+timeout, since even an internal server can misbehave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+MAX_REPLY_LINE = 4096  # bytes; RFC 5321 allows 512
+MAX_REPLY_LINES = 100
+_REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -]|\r?\n)(.*?)\r?\n?$", re.DOTALL)
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+TlsMode = Literal["opportunistic", "required", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    text: str
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class SmtpClientError(Exception):
+    """The connection failed, timed out, or the server did not speak SMTP."""
+
+
+class Refused(Exception):
+    """The server refused the session itself (greeting, EHLO/HELO, STARTTLS)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Replies to one transaction's commands; `data` is None when DATA was not sent."""
+
+    mail: Reply
+    rcpts: tuple[Reply, ...]
+    data: Reply | None
+
+
+class SmtpClient:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout_s: float
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.timeout_s = timeout_s
+        self.extensions: dict[str, str] = {}
+        self.tls = False
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        local_hostname: str,
+        timeout_s: float,
+        tls: TlsMode = "opportunistic",
+        tls_verify: bool = False,
+    ) -> SmtpClient:
+        """Connected, greeted, EHLO done (and STARTTLS when offered and wanted).
+
+        Raises Refused when the server turns us away, SmtpClientError otherwise."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                reader, writer = await asyncio.open_connection(host, port, limit=MAX_REPLY_LINE)
+        except (OSError, TimeoutError) as exc:
+            raise SmtpClientError(_describe(exc)) from exc
+        client = cls(reader, writer, timeout_s)
+        try:
+            greeting = await client.read_reply()
+            if greeting.code != 220:
+                raise Refused(greeting)
+            await client._hello(local_hostname)
+            if tls != "none" and "starttls" in client.extensions:
+                reply = await client.command("STARTTLS")
+                if reply.code != 220:
+                    raise Refused(reply)
+                await client._start_tls(host, tls_verify)
+                await client._hello(local_hostname)
+            elif tls == "required":
+                raise SmtpClientError(f"{host}:{port} does not offer STARTTLS, which is required")
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def _hello(self, local_hostname: str) -> None:
+        reply, lines = await self._command_lines(f"EHLO {local_hostname}")
+        if reply.code == 250:
+            self.extensions = _extensions(lines[1:])
+            return
+        reply = await self.command(f"HELO {local_hostname}")
+        if reply.code != 250:
+            raise Refused(reply)
+        self.extensions = {}
+
+    async def _start_tls(self, host: str, verify: bool) -> None:
+        context = ssl.create_default_context()
+        if not verify:  # internal servers often have self-signed certificates
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._writer.start_tls(context, server_hostname=host)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise SmtpClientError(f"TLS handshake failed: {_describe(exc)}") from exc
+        self.tls = True
+
+    # -- talking ---------------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return not self._writer.is_closing() and not self._reader.at_eof()
+
+    def supports(self, extension: str) -> bool:
+        return extension.lower() in self.extensions
+
+    async def command(self, line: str, encoding: str = "ascii") -> Reply:
+        return (await self._command_lines(line, encoding))[0]
+
+    async def _command_lines(self, line: str, encoding: str = "ascii") -> tuple[Reply, list[str]]:
+        await self._write(_encode_line(line, encoding))
+        return await self._read_reply_lines()
+
+    async def transaction(
+        self,
+        mail_from: str,
+        options: Sequence[str],
+        recipients: Sequence[str],
+        encoding: str = "ascii",
+    ) -> Envelope:
+        """MAIL, RCPT for each recipient and, if one was accepted, DATA: one write when the
+        server offers PIPELINING. Replies in order; the message goes with `send_data`."""
+        mail_line = " ".join([f"MAIL FROM:<{mail_from}>", *options])
+        rcpt_lines = [f"RCPT TO:<{rcpt}>" for rcpt in recipients]
+        if self.supports("pipelining"):
+            batch = [mail_line, *rcpt_lines, "DATA"]
+            await self._write(b"".join(_encode_line(line, encoding) for line in batch))
+            mail = await self.read_reply()
+            rcpts = tuple([await self.read_reply() for _ in rcpt_lines])
+            data: Reply | None = await self.read_reply()
+            assert data is not None
+            if data.code == 354 and not any(r.positive for r in rcpts):
+                # A server that opened DATA without a recipient: end it at once (RFC 2920 3.1).
+                await self._write(b".\r\n")
+                await self.read_reply()
+                data = Reply(554, "5.5.1 no valid recipients")
+            return Envelope(mail, rcpts, data)
+        mail = await self.command(mail_line, encoding)
+        if not mail.positive:
+            return Envelope(mail, (), None)
+        rcpts = tuple([await self.command(line, encoding) for line in rcpt_lines])
+        if not any(r.positive for r in rcpts):
+            return Envelope(mail, rcpts, None)
+        return Envelope(mail, rcpts, await self.command("DATA"))
+
+    async def send_data(self, data: bytes) -> Reply:
+        """The message after a 354: CRLF line ends, dot-stuffed, with the final dot."""
+        if _BARE_LINE_END.search(data):  # never in spooled mail; never relay one either
+            data = _BARE_LINE_END.sub(b"\r\n", data)
+        data = data.replace(b"\r\n.", b"\r\n..")
+        if data.startswith(b"."):
+            data = b"." + data
+        if data and not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        await self._write(data + b".\r\n")
+        return await self.read_reply()
+
+    async def read_reply(self) -> Reply:
+        return (await self._read_reply_lines())[0]
+
+    async def _read_reply_lines(self) -> tuple[Reply, list[str]]:
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while len(lines) < MAX_REPLY_LINES:
+                    raw = await self._reader.readline()
+                    if not raw.endswith(b"\n"):
+                        raise SmtpClientError("connection closed by the server")
+                    match = _REPLY_LINE.fullmatch(raw)
+                    if match is None:
+                        raise SmtpClientError(f"not an SMTP reply: {raw[:80]!r}")
+                    code = int(match.group(1))
+                    lines.append(match.group(3).decode("utf-8", "surrogateescape"))
+                    if match.group(2) != b"-":
+                        return Reply(code, " ".join(lines)), lines
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: line over the limit
+            raise SmtpClientError(f"reading a reply: {_describe(exc)}") from exc
+        raise SmtpClientError(f"reply longer than {MAX_REPLY_LINES} lines")
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+            async with asyncio.timeout(self.timeout_s):
+                await self._writer.drain()
+        except (OSError, TimeoutError) as exc:
+            raise SmtpClientError(f"sending: {_describe(exc)}") from exc
+
+    async def quit(self) -> None:
+        """QUIT politely (errors ignored), then close."""
+        try:
+            await self.command("QUIT")
+        except SmtpClientError:
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__  # a timeout has no message
+
+
+def _encode_line(line: str, encoding: str) -> bytes:
+    if "\r" in line or "\n" in line:
+        raise SmtpClientError("line break inside an SMTP command")
+    try:
+        return line.encode(encoding) + b"\r\n"
+    except UnicodeEncodeError as exc:
+        raise SmtpClientError(f"cannot send {line!r} without SMTPUTF8") from exc
+
+
+def _extensions(lines: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in lines:
+        keyword, _, parameters = line.strip().partition(" ")
+        if keyword:
+            found[keyword.lower()] = parameters
+    return found

@@ -1,0 +1,204 @@
+"""The relay's SMTP client: pipelining, plain servers, dot-stuffing, and internal servers that
+misbehave (a scripted raw server on loopback answers what each test needs)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from gateway.config import RelayConfig
+from gateway.queue.relay import RelayConnection
+from gateway.queue.retry import RecipientOutcome
+from tests.support.downstream import Downstream
+
+STUFFED = b"Subject: dots\r\n\r\n.\r\n..two\r\n.three\r\nlast line without a dot\r\n"
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def relay_config(port: int, timeout_s: float = 5.0) -> RelayConfig:
+    return RelayConfig(port=port, domains=("example.test",), tls="none", timeout_s=timeout_s)
+
+
+async def with_script(script: Script, use: Callable[[int], Awaitable[None]]) -> list[bytes]:
+    """Run `use(port)` against a raw server running `script` per connection; what it read."""
+    received: list[bytes] = []
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        recording = _Recording(reader, received)
+        try:
+            await script(recording, writer)  # type: ignore[arg-type]
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    try:
+        await asyncio.wait_for(use(server.sockets[0].getsockname()[1]), 20)
+    finally:
+        server.close()
+    return received
+
+
+class _Recording:
+    def __init__(self, reader: asyncio.StreamReader, received: list[bytes]) -> None:
+        self.reader, self.received = reader, received
+
+    async def readline(self) -> bytes:
+        line = await asyncio.wait_for(self.reader.readline(), 5)
+        self.received.append(line)
+        return line
+
+
+async def greet(writer: asyncio.StreamWriter) -> None:
+    writer.write(b"220 internal.test ESMTP\r\n")
+    await writer.drain()
+
+
+async def ehlo(reader: _Recording, writer: asyncio.StreamWriter, *extensions: str) -> None:
+    await reader.readline()
+    lines = ["internal.test", *extensions, "HELP"]
+    text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
+    writer.write(text.encode())
+    await writer.drain()
+
+
+def run(coro: Awaitable[object]) -> object:
+    return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
+
+
+def test_with_pipelining_the_envelope_goes_out_before_any_reply() -> None:
+    # This server answers nothing until it has MAIL, both RCPTs and DATA: a client waiting
+    # for each reply would hang here until its timeout.
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        await greet(writer)
+        await ehlo(reader, writer, "PIPELINING", "SIZE 1000000")
+        commands = [await reader.readline() for _ in range(4)]
+        assert commands[0].startswith(b"MAIL FROM:<a@example.org> SIZE=")
+        assert commands[3] == b"DATA\r\n"
+        writer.write(b"250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n354 go\r\n")
+        while (await reader.readline()) != b".\r\n":
+            pass
+        writer.write(b"250 2.0.0 queued as X\r\n")
+        await reader.readline()  # QUIT
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        connection = RelayConnection(relay_config(port, timeout_s=2.0), "gw.test")
+        outcomes.extend(
+            await connection.send("a@example.org", ["b@example.test", "c@example.test"], STUFFED)
+        )
+        await connection.close()
+
+    received = run(with_script(script, use))
+    assert [o.kind for o in outcomes] == ["delivered", "permanent"]
+    assert outcomes[0].reply == "250 2.0.0 queued as X"
+    assert outcomes[1].reply == "550 5.1.1 no such user"
+    assert b"..\r\n" in received and b"...two\r\n" in received  # type: ignore[operator]
+
+
+def test_a_server_opening_data_without_recipients_gets_an_empty_message_ended() -> None:
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        await greet(writer)
+        await ehlo(reader, writer, "PIPELINING")
+        for _ in range(3):
+            await reader.readline()
+        writer.write(b"250 ok\r\n450 4.2.1 try later\r\n354 go ahead anyway\r\n")
+        assert await reader.readline() == b".\r\n"  # not the message
+        writer.write(b"554 5.5.1 no valid recipients\r\n")
+        await reader.readline()
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        connection = RelayConnection(relay_config(port), "gw.test")
+        outcomes.extend(await connection.send("a@example.org", ["b@example.test"], STUFFED))
+        await connection.close()
+
+    run(with_script(script, use))
+    assert [(o.kind, o.reply) for o in outcomes] == [("temporary", "450 4.2.1 try later")]
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (b"hello there\r\n", "not an SMTP reply"),
+        (b"250-more\r\n" * 200, "longer than 100 lines"),
+        (b"250 " + b"x" * 10_000 + b"\r\n", "reading a reply"),
+        (b"", "connection closed by the server"),
+        (None, "reading a reply: TimeoutError"),
+    ],
+)
+def test_a_misbehaving_internal_server_defers_the_message(
+    answer: bytes | None, expected: str
+) -> None:
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        await greet(writer)
+        await ehlo(reader, writer, "PIPELINING")
+        for _ in range(3):
+            await reader.readline()
+        if answer is None:
+            await asyncio.sleep(1)  # longer than the client's timeout
+            return
+        writer.write(answer)
+        await writer.drain()
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        connection = RelayConnection(relay_config(port, timeout_s=0.5), "gw.test")
+        outcomes.extend(await connection.send("a@example.org", ["b@example.test"], STUFFED))
+        await connection.close()
+
+    run(with_script(script, use))
+    [outcome] = outcomes
+    assert outcome.kind == "temporary" and expected in outcome.reply
+
+
+def test_a_greeting_refusal_applies_to_every_recipient() -> None:
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"554 5.3.2 not accepting mail from you\r\n")
+        await writer.drain()
+        await reader.readline()
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        connection = RelayConnection(relay_config(port), "gw.test")
+        rcpts = ["b@example.test", "c@example.test"]
+        outcomes.extend(await connection.send("a@x.test", rcpts, b""))
+
+    run(with_script(script, use))
+    assert [(o.kind, o.reply) for o in outcomes] == [
+        ("permanent", "554 5.3.2 not accepting mail from you")
+    ] * 2
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_real_server_with_and_without_pipelining(pipelining: bool) -> None:
+    downstream = Downstream(pipelining=pipelining)
+    downstream.start()
+    try:
+        downstream.fail_rcpt("550 5.1.1 unknown", rcpt="nobody@example.test")
+        outcomes: list[list[RecipientOutcome]] = []
+
+        async def use() -> None:
+            connection = RelayConnection(relay_config(downstream.port), "gw.test")
+            for rcpts in (["b@example.test", "nobody@example.test"], ["nobody@example.test"]):
+                outcomes.append(await connection.send("a@example.org", rcpts, STUFFED))
+            outcomes.append(await connection.send("a@example.org", ["c@example.test"], STUFFED))
+            await connection.close()
+
+        run(use())
+        kinds = [[o.kind for o in attempt] for attempt in outcomes]
+        assert kinds == [["delivered", "permanent"], ["permanent"], ["delivered"]]
+        received = downstream.wait_for(2)
+        assert [m.data for m in received] == [STUFFED, STUFFED]  # dots un-stuffed intact
+        assert [m.rcpt_tos for m in received] == [("b@example.test",), ("c@example.test",)]
+        assert downstream.connections_made == 1
+    finally:
+        downstream.stop()
