@@ -23,7 +23,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Make a rename or unlink in `path` durable (the file's own fsync does not cover it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

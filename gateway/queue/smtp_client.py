@@ -179,7 +179,10 @@ class SmtpClient:
 
     async def send_data(self, data: bytes) -> Reply:
         """The message after a 354: CRLF line ends, dot-stuffed, with the final dot."""
-        if _BARE_LINE_END.search(data):  # never in spooled mail; never relay one either
+        crlf = data.count(b"\r\n")
+        if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
+            # A bare CR or LF: never in spooled mail, and never relayed either (three counts
+            # cost far less than the regular expression's scan of every message).
             data = _BARE_LINE_END.sub(b"\r\n", data)
         data = data.replace(b"\r\n.", b"\r\n..")
         if data.startswith(b"."):

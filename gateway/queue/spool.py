@@ -150,7 +150,7 @@ def validate_id(msg_id: str) -> None:
         raise SpoolError(f"invalid queue id {msg_id!r}")
 
 
-def _write_synced(path: Path, *parts: bytes, reuse: Path | None = None) -> None:
+def _write_synced(path: str | Path, *parts: bytes, reuse: str | None = None) -> None:
     """Write `parts` to a new file `path` and fsync it; `reuse` names an emptied file to move
     there and write into instead of creating one (see the module docstring)."""
     fd = -1
@@ -253,6 +253,9 @@ class Spool:
         self.recycled_dir = self.root / "recycled"
         self._reported: set[str] = set()  # unreadable entries already logged
         self._free, self._free_read_at = 0, float("-inf")
+        # The per-message paths as plain strings: pathlib costs more than the system calls.
+        self._tmp, self._active = str(self.tmp_dir), str(self.active_dir)
+        self._spares = str(self.recycled_dir)
         dirs = (self.tmp_dir, self.active_dir, self.failed_dir, self.recycled_dir)
         try:
             for directory in dirs:
@@ -339,11 +342,11 @@ class Spool:
             dsn_ret=dsn_ret,
             dsn_envid=dsn_envid,
         )
-        if self.data_path(msg_id).exists():
+        if os.path.exists(f"{self._active}/{msg_id}.msg"):
             raise AlreadyQueued(f"{msg_id}: already queued")
         # A state file left by a crash while this id was last removed must not stand for the
         # new message (a released quarantine copy keeps its id).
-        stale_state = self.state_path(msg_id).exists()
+        stale_state = os.path.exists(f"{self._active}/{msg_id}.json")
         reuse = self._recycled.pop() if self._recycled else None
         return Prepared(entry, _encode(entry) + b"\n", data, stale_state, reuse)
 
@@ -354,18 +357,18 @@ class Spool:
         the delivery side.
         """
         msg_id = prepared.entry.id
-        tmp = self.tmp_dir / f"{msg_id}.msg"
+        tmp = f"{self._tmp}/{msg_id}.msg"
         try:
-            reuse = self.recycled_dir / prepared.reuse if prepared.reuse else None
+            reuse = f"{self._spares}/{prepared.reuse}" if prepared.reuse else None
             _write_synced(tmp, prepared.header, prepared.data, reuse=reuse)
             if prepared.stale_state:
                 with suppress(FileNotFoundError):
-                    self.state_path(msg_id).unlink()
-            os.rename(tmp, self.data_path(msg_id))
-            fsync_dir(self.active_dir)
+                    os.unlink(f"{self._active}/{msg_id}.json")
+            os.rename(tmp, f"{self._active}/{msg_id}.msg")
+            fsync_dir(self._active)
         except OSError as exc:
             with suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise _spool_error(exc, f"{msg_id}: cannot spool") from exc
 
     # -- reading ---------------------------------------------------------------------------
@@ -402,7 +405,9 @@ class Spool:
         try:
             header, offset = _read_header(fd)
             try:
-                data = json.loads(self.state_path(msg_id, directory).read_bytes())
+                state = f"{directory or self._active}/{msg_id}.json"
+                with open(state, "rb") as handle:
+                    data = json.loads(handle.read())
             except FileNotFoundError:
                 data = header
             entry = QueueEntry.from_json(data)
@@ -450,7 +455,7 @@ class Spool:
     def try_claim(self, msg_id: str) -> Claim | None:
         """Claim a queued message, or None if another worker holds it or it is gone."""
         validate_id(msg_id)
-        path = self.data_path(msg_id)
+        path = f"{self._active}/{msg_id}.msg"
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -515,23 +520,23 @@ class Spool:
         (as Postfix does).
         """
         msg_id = claim.entry.id
-        path = self.data_path(msg_id)
+        path = f"{self._active}/{msg_id}.msg"
         try:
             # The message file first: once it is gone no scanner can pick the message up
             # again, whereas without its state file it would be sent with its first state.
             if len(self._recycled) < RECYCLE_POOL_MAX:
-                spare = self.recycled_dir / msg_id
+                spare = f"{self._spares}/{msg_id}"
                 os.rename(path, spare)
                 try:
                     os.truncate(spare, 0)
                 except OSError:
-                    spare.unlink()
+                    os.unlink(spare)
                     raise
                 self._recycled.append(msg_id)
             else:
-                path.unlink()
+                os.unlink(path)
             with suppress(FileNotFoundError):
-                self.state_path(msg_id).unlink()
+                os.unlink(f"{self._active}/{msg_id}.json")
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot remove") from exc
         finally:

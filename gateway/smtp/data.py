@@ -71,6 +71,23 @@ class DataCollector:
             self._parts.append(line)
         return False
 
+    def feed_block(self, block: bytes) -> bool:
+        """All of DATA through its final CRLF.CRLF (not starting with a dot), in one go. Only
+        for a block `feed` would take without objection: no bare CR or LF, every line within
+        the line limit, the whole within the size limit; else False, with nothing taken."""
+        content = block[:-3]  # up to the CRLF before the final dot
+        crlf = content.count(b"\r\n")
+        if content.count(b"\r") != crlf or content.count(b"\n") != crlf:
+            return False
+        if max(map(len, content.split(b"\r\n"))) + 2 > self.max_line_bytes:
+            return False
+        content = content.replace(b"\r\n.", b"\r\n")  # the transparency dots
+        if len(content) > self.max_message_bytes:
+            return False
+        self.size = len(content)
+        self._parts.append(content)
+        return True
+
     def fragment(self, data: bytes) -> None:
         """A piece of a line longer than max_line_bytes: never stored, only counted."""
         self._line_bytes += len(data)

@@ -33,11 +33,33 @@ class LineReader:
             if len(self._buffer) >= limit:
                 return self._take(limit), False
             self._scanned = len(self._buffer)
-            async with asyncio.timeout_at(deadline):
-                data = await self._reader.read(READ_SIZE)
-            if not data:
-                raise asyncio.IncompleteReadError(bytes(self._buffer), None)
-            self._buffer += data
+            await self.fill(deadline)
+
+    def take_through(self, marker: bytes, max_bytes: int) -> bytes | None:
+        """The buffered bytes up to and including the first `marker`, if it ends within
+        `max_bytes`; None (nothing taken) if it is not buffered yet."""
+        end = self._buffer.find(marker, 0, max_bytes)
+        return None if end == -1 else self._take(end + len(marker))
+
+    def unread(self, data: bytes) -> None:
+        """Put taken bytes back in front of the buffer."""
+        self._buffer[:0] = data
+        self._scanned = 0
+
+    def starts_with(self, prefix: bytes) -> bool:
+        return self._buffer.startswith(prefix)
+
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    async def fill(self, deadline: float) -> None:
+        """One network read into the buffer; TimeoutError at `deadline`, IncompleteReadError
+        at EOF."""
+        async with asyncio.timeout_at(deadline):
+            data = await self._reader.read(READ_SIZE)
+        if not data:
+            raise asyncio.IncompleteReadError(bytes(self._buffer), None)
+        self._buffer += data
 
     def discard_buffered(self) -> None:
         """Forget bytes received but not read yet (plaintext pipelined after STARTTLS)."""

@@ -202,3 +202,35 @@ def test_real_server_with_and_without_pipelining(pipelining: bool) -> None:
         assert downstream.connections_made == 1
     finally:
         downstream.stop()
+
+
+def test_bare_line_ends_are_never_relayed() -> None:
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        await greet(writer)
+        await ehlo(reader, writer, "PIPELINING")
+        for _ in range(3):
+            await reader.readline()
+        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        while (await reader.readline()) != b".\r\n":
+            pass
+        writer.write(b"250 ok\r\n")
+        await reader.readline()
+
+    async def use(port: int) -> None:
+        connection = RelayConnection(relay_config(port), "gw.test")
+        data = b"Subject: x\r\n\r\nbare\nLF\rCR\r\n.\n"
+        [outcome] = await connection.send("a@example.org", ["b@example.test"], data)
+        assert outcome.kind == "delivered"
+        await connection.close()
+
+    received = run(with_script(script, use))
+    body = received[received.index(b"DATA\r\n") + 1 :]  # type: ignore[union-attr]
+    assert body[:7] == [
+        b"Subject: x\r\n",
+        b"\r\n",
+        b"bare\r\n",
+        b"LF\r\n",
+        b"CR\r\n",
+        b"..\r\n",
+        b".\r\n",
+    ]

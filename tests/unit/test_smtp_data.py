@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -93,3 +94,42 @@ def test_fragments_of_an_overlong_line_keep_the_line_start_straight() -> None:
     assert not collector.feed(b".\r\n")  # the tail of the long line, not an end
     assert collector.feed(b".\r\n")
     assert collector.problem is DataProblem.LINE_TOO_LONG
+
+
+PIECES = [b"text", b"x" * 400, b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b" ", b"\xe9"]
+
+
+def test_a_clean_block_is_taken_whole_exactly_as_line_by_line() -> None:
+    # Random DATA streams, 1000 lines limit: whenever feed_block takes a block it must agree
+    # with feeding it line by line; when it declines it must have taken nothing.
+    generator = random.Random(7)
+    taken = declined = 0
+    for _ in range(3000):
+        body = b"".join(generator.choice(PIECES) for _ in range(generator.randrange(1, 12)))
+        stream = b"a" + body + b"\r\n.\r\n"
+        block = stream[: stream.index(b"\r\n.\r\n") + 5]
+        fast = DataCollector(10_000, 1000, normalize=False)
+        if not fast.feed_block(block):
+            declined += 1
+            assert (fast.message(), fast.size, fast.problem) == (b"", 0, None)
+            continue
+        taken += 1
+        slow, rest = collect(block)
+        assert rest == b"" and slow.problem is None
+        assert (fast.message(), fast.size) == (slow.message(), slow.size)
+    assert taken > 500 and declined > 500
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"a\nb\r\n.\r\n",  # bare LF
+        b"a\rb\r\n.\r\n",  # bare CR
+        b"x" * 999 + b"\r\n.\r\n",  # a line over the limit with its CRLF
+        b"x" * 600 + b"\r\n" + b"y" * 600 + b"\r\n.\r\n",  # over the size limit
+    ],
+)
+def test_a_block_feed_would_object_to_is_declined(block: bytes) -> None:
+    collector = DataCollector(1000, 1000, normalize=True)
+    assert not collector.feed_block(block)
+    assert (collector.message(), collector.size) == (b"", 0)
