@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from gateway.mailsources import strip_envelope_line
 
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 
 Features = dict[str, float]
 _Adder = Callable[[str, float], None]  # `features.__setitem__`, handed to the helpers
@@ -70,6 +70,16 @@ _TRACKING_TOKEN = re.compile(r"[#(\[][\w-]*\d{3,}[\w-]*[)\]]?")
 _LIST_TAG = re.compile(r"\[[^\]]{1,40}\]\s*")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _ENCODED_WORD = re.compile(r"=\?([^?]+)\?([bqBQ])\?")
+# Prices and fees in any notation ("$99.99", "1.99 EUR", "EUR 42.90", "500 dollars"), counted
+# rather than read as words: how much a mail talks money carries over across years, the 2002
+# amounts do not. Bounded repeats: a long run of digits costs linear time, not quadratic.
+_MONEY = re.compile(
+    r"[$\u20ac\u00a3]\s?\d"
+    r"|\b(?:usd|eur|gbp)\s?\d"
+    r"|\d[\d,.]{0,15}\s?(?:usd|eur|gbp|dollars?|euros?)\b",
+    re.IGNORECASE,
+)
+_PERCENT = re.compile(r"\d\s?%")
 
 
 def extract(raw: bytes) -> Features:
@@ -86,7 +96,7 @@ def extract(raw: bytes) -> Features:
     if message.get("List-Id") is not None:
         # "[listname] ..." names the list, not the content; an MX rarely sees list mail.
         subject = _LIST_TAG.sub("", subject)
-    _text_features(features, subject, texts)
+    _text_features(features, subject, texts, urls)
     return features
 
 
@@ -362,7 +372,7 @@ def _url_features(add: _Adder, urls: list[str], from_domain: str) -> None:
         add("rel:links_to_sender_domain", 1.0)
 
 
-def _text_features(features: Features, subject: str, texts: list[str]) -> None:
+def _text_features(features: Features, subject: str, texts: list[str], urls: list[str]) -> None:
     body = " ".join(texts)[:MAX_TEXT_CHARS]
     letters, upper = _letters_and_upper(body[:20_000])
     if letters:
@@ -372,11 +382,27 @@ def _text_features(features: Features, subject: str, texts: list[str]) -> None:
     features[f"text:exclamations={_bucket(body.count('!'))}"] = 1.0
     if re.search(r"[$€£]\s?\d", body):
         features["text:money_amount"] = 1.0
+    _shape_features(features, body, urls)
     _weighted_terms(features, "s:", _WORD.findall(subject.lower()), SUBJECT_BLOCK_WEIGHT)
     words = _WORD.findall(_URL.sub(" ", body).lower())
     bigrams = [f"{a}_{b}" for a, b in itertools.pairwise(words)]
     _weighted_terms(features, "w:", words, TEXT_BLOCK_WEIGHT)
     _weighted_terms(features, "w2:", bigrams, TEXT_BLOCK_WEIGHT)
+
+
+def _shape_features(features: Features, body: str, urls: list[str]) -> None:
+    """How the text is built, whatever its words: amounts of money, percentages, "!!",
+    and how densely it links (a link per sentence is a sales pitch, not a letter)."""
+    amounts = len(_MONEY.findall(body))
+    if amounts:
+        features[f"text:money_tokens={_bucket(amounts)}"] = 1.0
+    if _PERCENT.search(body):
+        features["text:percent"] = 1.0
+    if "!!" in body:
+        features["text:multi_exclamation"] = 1.0
+    words = len(body.split())
+    if urls and words:
+        features[f"text:urls_per_100_words={_bucket(100 * len(urls) // words)}"] = 1.0
 
 
 # For ASCII text (most mail) letters are A-Z and a-z: counted by deleting them (C speed), the

@@ -35,6 +35,7 @@ def test_trains_writes_artefact_card_and_plot_that_load(tiny_corpus: Path, tmp_p
     card = (out / "MODEL_CARD.md").read_text()
     assert "| ham | 60 |" in card and "| spam | 40 |" in card
     assert "stratified 80/20, seed 42" in card and "time-ordered" in card
+    assert "5-fold CV inside the benchmark's 80%" in card and "seed 7 (variance" in card
     assert (out / "roc.png").read_bytes().startswith(b"\x89PNG")
     check = ClassifierCheck.from_file(out / "classifier.skops")
     spam = (tiny_corpus / "spam" / "0001.eml").read_bytes()

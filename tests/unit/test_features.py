@@ -102,7 +102,23 @@ def test_word_block_is_normalised_so_long_mail_does_not_dominate() -> None:
     assert short["mime:root=text/plain"] == long["mime:root=text/plain"] == 1.0
 
 
+def test_text_shape_counts_money_percentages_shouting_and_link_density() -> None:
+    pitch = extract(
+        b"From: a@b.example\nSubject: offer\n\nOnly $19.99, was 49.00 USD, now EUR 9 or "
+        b"5 euros: save 80 %!! https://x.example/a https://x.example/b\n"
+    )
+    assert pitch["text:money_tokens=4-7"] == 1.0  # four notations of an amount
+    assert {"text:percent", "text:multi_exclamation"} <= pitch.keys()
+    assert "text:urls_per_100_words=8-15" in pitch  # 2 links in 17 words
+    # One link in 12 + 28 words; no amounts, no "%", a single "?".
+    letter = extract(PLAIN + b"See you there, I will bring the notes from last week" * 2 + b"\n")
+    assert not any(k.startswith("text:money_tokens") for k in letter)
+    assert not {"text:percent", "text:multi_exclamation"} & letter.keys()
+    assert "text:urls_per_100_words=2-3" in letter
+
+
 CRAFTED = {
+    "digit run before a currency": b"\n" + b"1," * 50000 + b" dollars\n",
     "unclosed anchors": b"Content-Type: text/html\n\n" + b'<a href="http://x.example/">' * 12000,
     "unclosed styles": b"Content-Type: text/html\n\n" + b"<style>" * 14000,
     "lone brackets": b"Content-Type: text/html\n\n" + b"<" * 100000,
