@@ -16,13 +16,14 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Literal, Protocol
 
 from gateway.config import QueueConfig, RelayConfig
 from gateway.errors import SpoolError
 from gateway.queue.admin import QueueStats, stats_of
-from gateway.queue.relay import RelayConnection
+from gateway.queue.dsn import mail_parameters, rcpt_parameters, wanted
+from gateway.queue.relay import DsnParameters, RelayConnection
 from gateway.queue.retry import Disposition, RecipientOutcome, apply_attempt
 from gateway.queue.spool import Claim, QueueEntry, Spool
 
@@ -35,11 +36,20 @@ STATS_LOG_INTERVAL_S = 60.0  # queue size and oldest age go to the log this ofte
 FRESH_MAX_BYTES = 32 * 1024 * 1024
 
 
+NoticeKind = Literal["failure", "delay", "relayed"]
+
+
 class Bouncer(Protocol):
-    """Tells the sender about failed (or long-delayed) recipients; returns the DSN's queue id."""
+    """Tells the sender about failed, long-delayed or relayed recipients (of the recipient
+    indexes `among`, if given); returns the DSN's queue id."""
 
     def notify(
-        self, entry: QueueEntry, original: bytes, kind: Literal["failure", "delay"], now: float
+        self,
+        entry: QueueEntry,
+        original: bytes,
+        kind: NoticeKind,
+        now: float,
+        among: Collection[int] | None = None,
     ) -> str | None: ...
 
 
@@ -207,6 +217,7 @@ class DeliveryService:
                     [entry.recipients[i].address for i in pending],
                     data,
                     smtputf8=entry.needs_smtputf8,
+                    dsn=_dsn_parameters(entry, pending),
                 )
                 if pending
                 else []
@@ -227,9 +238,14 @@ class DeliveryService:
     ) -> None:
         now = self.clock()
         updated, disposition = apply_attempt(entry, outcomes, now, self.queue)
+        # Delivered to a server without DSN: a NOTIFY=SUCCESS is ours to answer (RFC 3461
+        # 6.2). Told after the attempt is recorded, never before: a failure to queue the
+        # notice must not make us relay the message again.
+        relayed = _relayed_to_tell(updated, outcomes)
         if disposition is Disposition.DONE:
             self.spool.remove(claim)  # first: the duplicate window; two unlinks, no hop
             log.info("queue: %s delivered to %s", entry.id, _summary(updated))
+            await self._tell_relayed(updated, data, relayed, now)
         elif disposition is Disposition.RETRY:
             if self._delay_warning_due(updated, now):
                 updated = dataclasses.replace(updated, delay_warned=True)
@@ -237,6 +253,7 @@ class DeliveryService:
                 await self._tell_sender(updated, data, "delay", now)
             else:
                 await asyncio.to_thread(claim.update, updated)
+            await self._tell_relayed(updated, data, relayed, now)
             log.info(
                 "queue: %s deferred (attempt %d, next in %.0fs): %s",
                 entry.id,
@@ -247,6 +264,7 @@ class DeliveryService:
         else:
             # Persisted first, so a failing bounce never makes us relay to anyone again.
             await asyncio.to_thread(claim.update, updated)
+            await self._tell_relayed(updated, data, relayed, now)
             try:
                 await self._tell_sender(updated, data, "failure", now)
             except SpoolError:
@@ -267,14 +285,29 @@ class DeliveryService:
         )
 
     async def _tell_sender(
-        self, entry: QueueEntry, data: bytes, kind: Literal["failure", "delay"], now: float
+        self,
+        entry: QueueEntry,
+        data: bytes,
+        kind: NoticeKind,
+        now: float,
+        among: Collection[int] | None = None,
     ) -> None:
         if self.bouncer is None:
             return
-        dsn_id = await asyncio.to_thread(self.bouncer.notify, entry, data, kind, now)
+        dsn_id = await asyncio.to_thread(self.bouncer.notify, entry, data, kind, now, among)
         if dsn_id is not None:
             log.info("queue: %s %s notice queued as %s", entry.id, kind, dsn_id)
             self.notify(dsn_id)
+
+    async def _tell_relayed(
+        self, entry: QueueEntry, data: bytes, indexes: Sequence[int], now: float
+    ) -> None:
+        if not indexes:
+            return
+        try:
+            await self._tell_sender(entry, data, "relayed", now, frozenset(indexes))
+        except Exception:  # the message is delivered and recorded: only the notice is lost
+            log.exception("queue: %s: the relayed notice could not be queued", entry.id)
 
 
 def _release_claim(future: asyncio.Future[tuple[Claim, bytes] | None]) -> None:
@@ -282,6 +315,25 @@ def _release_claim(future: asyncio.Future[tuple[Claim, bytes] | None]) -> None:
         claimed = future.result()
         if claimed is not None:
             claimed[0].release()
+
+
+def _relayed_to_tell(entry: QueueEntry, outcomes: dict[int, RecipientOutcome]) -> list[int]:
+    """Recipients just delivered to a server without DSN that asked for NOTIFY=SUCCESS (checked
+    here: a thread hop to the bouncer for every message would cost more than the rest)."""
+    if not entry.mail_from:
+        return []  # never a notice to the null sender
+    return [
+        i
+        for i, o in outcomes.items()
+        if o.kind == "delivered" and not o.dsn_passed and wanted(entry.recipients[i], "relayed")
+    ]
+
+
+def _dsn_parameters(entry: QueueEntry, indexes: Sequence[int]) -> DsnParameters:
+    return DsnParameters(
+        mail=mail_parameters(entry),
+        rcpts=tuple(rcpt_parameters(entry.recipients[i]) for i in indexes),
+    )
 
 
 def _summary(entry: QueueEntry) -> str:

@@ -1,8 +1,11 @@
-"""Delivery Status Notifications (RFC 3464) for mail we accepted but could not deliver.
+"""Delivery Status Notifications (RFC 3464) for mail we accepted but could not deliver, and
+"relayed" notices for mail handed to an internal server that does not offer DSN.
 
 A DSN goes to the envelope sender, never to a null sender (that would loop), from the null
 sender (RFC 5321 section 4.5.5), and honours the client's NOTIFY, RET, ENVID and ORCPT
 parameters (RFC 3461). It is queued like any other message and relayed to the internal server.
+When the internal server offers DSN, those parameters are relayed with the message (wire form
+built here) and success notices become its job (RFC 3461 section 6.2).
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ import email.parser
 import email.policy
 import email.utils
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from email.mime.text import MIMEText
 from typing import Literal
 
 from gateway.errors import AlreadyQueued
 from gateway.queue.spool import QueueEntry, RecipientState, Spool
 
-Kind = Literal["failure", "delay"]
+Kind = Literal["failure", "delay", "relayed"]
 
 _STATUS_IN_REPLY = re.compile(r"^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b")
 _EXPIRED_STATUS = "4.4.7"  # RFC 3463: delivery time expired
@@ -33,6 +36,8 @@ _POLICY_UTF8 = _POLICY.clone(utf8=True)
 def wanted(recipient: RecipientState, kind: Kind) -> bool:
     """Whether the client asked (or, without NOTIFY, would expect) this kind of DSN."""
     notify = {n.upper() for n in recipient.notify}
+    if kind == "relayed":
+        return "SUCCESS" in notify  # never by default (RFC 3461 4.1)
     if not notify:
         # RFC 3461 4.1: no NOTIFY means FAILURE, and DELAY at our option: delay warnings are
         # only produced when the admin configured them, so send them then.
@@ -42,14 +47,31 @@ def wanted(recipient: RecipientState, kind: Kind) -> bool:
     return kind.upper() in notify
 
 
-def recipients_to_report(entry: QueueEntry, kind: Kind) -> list[RecipientState]:
-    status = "failed" if kind == "failure" else "pending"
-    return [r for r in entry.recipients if r.status == status and wanted(r, kind)]
+_STATUS_REPORTED: dict[Kind, str] = {
+    "failure": "failed",
+    "delay": "pending",
+    "relayed": "delivered",
+}
+
+
+def recipients_to_report(
+    entry: QueueEntry, kind: Kind, among: Collection[int] | None = None
+) -> list[RecipientState]:
+    """Who gets this kind of notice; `among` limits it to those recipient indexes."""
+    status = _STATUS_REPORTED[kind]
+    return [
+        r
+        for i, r in enumerate(entry.recipients)
+        if r.status == status and wanted(r, kind) and (among is None or i in among)
+    ]
 
 
 def status_code(recipient: RecipientState, kind: Kind) -> str:
     """The RFC 3463 status: from the downstream's enhanced code, else a generic one."""
-    if match := _STATUS_IN_REPLY.match(recipient.reply):
+    match = _STATUS_IN_REPLY.match(recipient.reply)
+    if kind == "relayed":
+        return match[1] if match and match[1].startswith("2") else "2.0.0"
+    if match:
         code = match[1]
         if kind == "delay" and code.startswith("5"):
             return "4" + code[1:]
@@ -73,11 +95,7 @@ def build_dsn(
     report = email.message.Message(policy=policy)
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_mta}>"
     report["To"] = entry.mail_from
-    report["Subject"] = (
-        "Undelivered Mail Returned to Sender"
-        if kind == "failure"
-        else "Delayed Mail (still being retried)"
-    )
+    report["Subject"] = _SUBJECTS[kind]
     report["Date"] = email.utils.formatdate(now, usegmt=True)
     report["Message-ID"] = email.utils.make_msgid(domain=reporting_mta)
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834: no auto-replies to this
@@ -95,8 +113,19 @@ def build_dsn(
     status.set_payload(blocks)
     report.attach(status)
 
-    report.attach(_returned(original, full=entry.dsn_ret.upper() == "FULL"))
+    # RET=FULL asks for the whole message with failures (RFC 3461 4.3); a success notice
+    # gets the headers, enough to say which message it is about.
+    full = entry.dsn_ret.upper() == "FULL" and kind != "relayed"
+    report.attach(_returned(original, full=full))
     return report.as_bytes(policy=policy)
+
+
+_SUBJECTS: dict[Kind, str] = {
+    "failure": "Undelivered Mail Returned to Sender",
+    "delay": "Delayed Mail (still being retried)",
+    "relayed": "Successful Mail Delivery Report",
+}
+_ACTIONS: dict[Kind, str] = {"failure": "failed", "delay": "delayed", "relayed": "relayed"}
 
 
 def _explanation(
@@ -108,11 +137,17 @@ def _explanation(
             "Your message could not be delivered to one or more recipients.\n"
             "It is attached below. The reasons:\n"
         )
-    else:
+    elif kind == "delay":
         opening = (
             f"This is the mail system at {reporting_mta}.\n\n"
             "Your message has not been delivered yet to the recipients below.\n"
             "We keep trying; you do not need to send it again.\n"
+        )
+    else:
+        opening = (
+            f"This is the mail system at {reporting_mta}.\n\n"
+            "Your message was handed on to the mail server of the recipients below, which\n"
+            "sends no delivery notices: this is the last one you will get for them.\n"
         )
     lines = [f"  <{r.address}>: {r.reply or 'no reason given'}" for r in recipients]
     return opening + "\n" + "\n".join(lines) + "\n"
@@ -142,7 +177,7 @@ def _per_recipient(
         pairs.append(("Original-Recipient", recipient.orcpt))
     pairs += [
         ("Final-Recipient", f"{address_type}; {recipient.address}"),
-        ("Action", "failed" if kind == "failure" else "delayed"),
+        ("Action", _ACTIONS[kind]),
         ("Status", status_code(recipient, kind)),
         ("Remote-MTA", f"dns; {remote_mta}"),
     ]
@@ -178,17 +213,29 @@ class SpoolBouncer:
         self.reporting_mta = reporting_mta
         self.remote_mta = remote_mta
 
-    def notify(self, entry: QueueEntry, original: bytes, kind: Kind, now: float) -> str | None:
-        """Queue a DSN if anyone should get one; returns its queue id. Blocking (disk)."""
+    def notify(
+        self,
+        entry: QueueEntry,
+        original: bytes,
+        kind: Kind,
+        now: float,
+        among: Collection[int] | None = None,
+    ) -> str | None:
+        """Queue a DSN if anyone should get one (of the recipient indexes `among`, if given);
+        returns its queue id. Blocking (disk)."""
         if not entry.mail_from:
             return None  # never bounce a bounce
-        recipients = recipients_to_report(entry, kind)
+        recipients = recipients_to_report(entry, kind, among)
         if not recipients:
             return None
         dsn = build_dsn(entry, original, kind, recipients, self.reporting_mta, self.remote_mta, now)
         # One id per message and kind: after a crash between queueing the DSN and recording
         # that it was queued, the retry finds it in the queue instead of sending a second one.
         dsn_id = f"{entry.id}-{kind}"
+        if kind == "relayed" and entry.attempts > 1:
+            # Recipients delivered by a later attempt get their own notice: the first one may
+            # still be queued under the plain id.
+            dsn_id = f"{dsn_id}-{entry.attempts}"
         with contextlib.suppress(AlreadyQueued):
             self.spool.enqueue(dsn_id, "", [entry.mail_from], dsn, now=now)
         return dsn_id
@@ -208,6 +255,50 @@ def rcpt_dsn_options(options: Sequence[str]) -> tuple[tuple[str, ...], str]:
     orcpt = params.get("ORCPT", "")
     address_type, _, address = orcpt.partition(";")
     return notify, (f"{address_type};{_xtext_decode(address)}" if address else "")
+
+
+def mail_parameters(entry: QueueEntry) -> tuple[str, ...]:
+    """RET and ENVID as the client gave them, for relaying MAIL to a server offering DSN."""
+    params = [f"RET={entry.dsn_ret}"] if entry.dsn_ret else []
+    if entry.dsn_envid:
+        params.append(f"ENVID={xtext_encode(entry.dsn_envid)}")
+    return tuple(params)
+
+
+def rcpt_parameters(recipient: RecipientState) -> tuple[str, ...]:
+    """NOTIFY and ORCPT as the client gave them, for relaying RCPT to a server offering DSN."""
+    params = [f"NOTIFY={','.join(recipient.notify)}"] if recipient.notify else []
+    address_type, _, address = recipient.orcpt.partition(";")
+    if address:
+        encoded = (
+            _utf8_addr_xtext(address) if address_type.upper() == "UTF-8" else xtext_encode(address)
+        )
+        params.append(f"ORCPT={address_type};{encoded}")
+    return tuple(params)
+
+
+def xtext_encode(text: str) -> str:
+    """RFC 3461 section 4: "!" to "~" except "+" and "=" as they are, any other byte as "+HH"."""
+    return "".join(
+        chr(byte) if 0x21 <= byte <= 0x7E and byte not in (0x2B, 0x3D) else f"+{byte:02X}"
+        for byte in text.encode("utf-8")
+    )
+
+
+_EMBEDDED_UNICODE = re.compile(r"(\\x\{[0-9A-Fa-f]{1,6}\})")
+
+
+def _utf8_addr_xtext(address: str) -> str:
+    """RFC 6533 utf-8-addr-xtext, valid with or without SMTPUTF8: "\\x{HEX}" for anything but
+    printable ASCII other than "+", "=" and "\\". The client's own "\\x{..}" stay as they are
+    (they were kept encoded when its ORCPT was read)."""
+    parts = _EMBEDDED_UNICODE.split(address)
+    for i in range(0, len(parts), 2):  # the odd ones are the client's "\\x{..}"
+        parts[i] = "".join(
+            c if 0x21 <= ord(c) <= 0x7E and c not in "+=\\" else f"\\x{{{ord(c):X}}}"
+            for c in parts[i]
+        )
+    return "".join(parts)
 
 
 def _params(options: Sequence[str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from gateway.config import RelayConfig
@@ -24,6 +25,15 @@ def _outcome(reply: Reply) -> RecipientOutcome:
     if 500 <= reply.code < 600:
         return RecipientOutcome("permanent", str(reply))
     return RecipientOutcome("temporary", str(reply))
+
+
+@dataclass(frozen=True, slots=True)
+class DsnParameters:
+    """The client's RFC 3461 parameters in wire form (xtext encoded), relayed only to a server
+    that offers DSN: an internal server without it would refuse them (555)."""
+
+    mail: tuple[str, ...] = ()  # RET=, ENVID=
+    rcpts: tuple[tuple[str, ...], ...] = ()  # NOTIFY=, ORCPT= of each recipient, in order
 
 
 class _Stale(Exception):
@@ -70,11 +80,16 @@ class RelayConnection:
         return self._client, False
 
     async def send(
-        self, mail_from: str, recipients: Sequence[str], data: bytes, smtputf8: bool = False
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        data: bytes,
+        smtputf8: bool = False,
+        dsn: DsnParameters | None = None,
     ) -> list[RecipientOutcome]:
         """Relay `data` byte-for-byte; one outcome per recipient, in order."""
         try:
-            return await self._transaction(mail_from, recipients, data, smtputf8)
+            return await self._transaction(mail_from, recipients, data, smtputf8, dsn)
         except Refused as exc:
             # The server turned the session away (greeting, EHLO, STARTTLS): for everyone.
             await self.close()
@@ -85,15 +100,20 @@ class RelayConnection:
             return [RecipientOutcome("temporary", reason)] * len(recipients)
 
     async def _transaction(
-        self, mail_from: str, recipients: Sequence[str], data: bytes, smtputf8: bool
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        data: bytes,
+        smtputf8: bool,
+        dsn: DsnParameters | None,
     ) -> list[RecipientOutcome]:
         client, reused = await self._ready()
         try:
-            return await self._on(client, reused, mail_from, recipients, data, smtputf8)
+            return await self._on(client, reused, mail_from, recipients, data, smtputf8, dsn)
         except _Stale:
             await self.close()
         client, _ = await self._ready()
-        return await self._on(client, False, mail_from, recipients, data, smtputf8)
+        return await self._on(client, False, mail_from, recipients, data, smtputf8, dsn)
 
     async def _on(
         self,
@@ -103,6 +123,7 @@ class RelayConnection:
         recipients: Sequence[str],
         data: bytes,
         smtputf8: bool,
+        dsn: DsnParameters | None,
     ) -> list[RecipientOutcome]:
         encoding = "ascii"
         options: list[str] = []
@@ -116,9 +137,16 @@ class RelayConnection:
             options.append("BODY=8BITMIME")
         if client.supports("size"):
             options.append(f"SIZE={len(data)}")
+        dsn_passed = dsn is not None and client.supports("dsn")
+        rcpt_options: tuple[tuple[str, ...], ...] = ()
+        if dsn is not None and dsn_passed:
+            options += dsn.mail
+            rcpt_options = dsn.rcpts
         self._in_transaction = True
         try:
-            replies = await client.transaction(mail_from, options, recipients, encoding)
+            replies = await client.transaction(
+                mail_from, options, recipients, encoding, rcpt_options
+            )
         except SmtpClientError as exc:
             # A reused connection the server dropped since its last message: nothing of the
             # message was sent yet, so once more on a new one.
@@ -140,7 +168,11 @@ class RelayConnection:
             return [o for o in outcomes if o is not None]
         final = await client.send_data(data)
         self._in_transaction = False
-        verdict = RecipientOutcome("delivered", str(final)) if final.positive else _outcome(final)
+        verdict = (
+            RecipientOutcome("delivered", str(final), dsn_passed=dsn_passed)
+            if final.positive
+            else _outcome(final)
+        )
         return [o if o is not None else verdict for o in outcomes]
 
     async def probe(self, mail_from: str, rcpt: str) -> tuple[ProbeResult, str]:

@@ -21,6 +21,9 @@ class RecipientOutcome:
 
     kind: Literal["delivered", "temporary", "permanent"]
     reply: str  # "550 5.1.1 No such user", or a description of a connection failure
+    # The downstream offered DSN and got the client's NOTIFY/ORCPT (RFC 3461): from there on
+    # success notices are its job, not ours.
+    dsn_passed: bool = False
 
 
 _STATUS_AFTER: dict[str, RecipientStatus] = {

@@ -151,11 +151,16 @@ class SmtpClient:
         options: Sequence[str],
         recipients: Sequence[str],
         encoding: str = "ascii",
+        rcpt_options: Sequence[Sequence[str]] = (),
     ) -> Envelope:
         """MAIL, RCPT for each recipient and, if one was accepted, DATA: one write when the
-        server offers PIPELINING. Replies in order; the message goes with `send_data`."""
+        server offers PIPELINING. Replies in order; the message goes with `send_data`.
+        `rcpt_options` are each recipient's RCPT parameters, in order (missing: none)."""
         mail_line = " ".join([f"MAIL FROM:<{mail_from}>", *options])
-        rcpt_lines = [f"RCPT TO:<{rcpt}>" for rcpt in recipients]
+        rcpt_lines = [
+            " ".join([f"RCPT TO:<{rcpt}>", *(rcpt_options[i] if i < len(rcpt_options) else ())])
+            for i, rcpt in enumerate(recipients)
+        ]
         if self.supports("pipelining"):
             batch = [mail_line, *rcpt_lines, "DATA"]
             await self._write(b"".join(_encode_line(line, encoding) for line in batch))

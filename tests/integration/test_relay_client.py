@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from gateway.config import RelayConfig
-from gateway.queue.relay import RelayConnection
+from gateway.queue.relay import DsnParameters, RelayConnection
 from gateway.queue.retry import RecipientOutcome
 from tests.support.downstream import Downstream
 
@@ -234,3 +234,49 @@ def test_bare_line_ends_are_never_relayed() -> None:
         b"..\r\n",
         b".\r\n",
     ]
+
+
+DSN = DsnParameters(
+    mail=("RET=HDRS", "ENVID=QQ+2B314"),
+    rcpts=(("NOTIFY=SUCCESS,DELAY", "ORCPT=utf-8;j\\x{F6}rg@example.test"), ()),
+)
+
+
+@pytest.mark.parametrize("offered", [True, False])
+def test_dsn_parameters_go_only_to_a_server_offering_dsn(offered: bool) -> None:
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        await greet(writer)
+        await ehlo(reader, writer, "PIPELINING", *(["DSN"] if offered else []))
+        for _ in range(4):
+            await reader.readline()
+        writer.write(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        while (await reader.readline()) != b".\r\n":
+            pass
+        writer.write(b"250 2.0.0 queued\r\n")
+        await reader.readline()
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        connection = RelayConnection(relay_config(port), "gw.test")
+        rcpts = ["b@example.test", "c@example.test"]
+        outcomes.extend(await connection.send("a@example.org", rcpts, STUFFED, dsn=DSN))
+        await connection.close()
+
+    received = run(with_script(script, use))
+    envelope = received[1:4]  # type: ignore[index]
+    if offered:
+        assert envelope == [
+            b"MAIL FROM:<a@example.org> RET=HDRS ENVID=QQ+2B314\r\n",
+            b"RCPT TO:<b@example.test> NOTIFY=SUCCESS,DELAY"
+            b" ORCPT=utf-8;j\\x{F6}rg@example.test\r\n",
+            b"RCPT TO:<c@example.test>\r\n",
+        ]
+    else:
+        assert envelope == [
+            b"MAIL FROM:<a@example.org>\r\n",
+            b"RCPT TO:<b@example.test>\r\n",
+            b"RCPT TO:<c@example.test>\r\n",
+        ]
+    # Whether success notices became the internal server's job.
+    assert [(o.kind, o.dsn_passed) for o in outcomes] == [("delivered", offered)] * 2

@@ -2,8 +2,10 @@
 
 aiosmtpd runs on its own event loop in a thread, so it works under both sync and async tests.
 It records every message with its envelope, can answer 4xx/5xx at RCPT or DATA (globally or per
-recipient), can be slow, can stop and come back on the same port, and can offer STARTTLS with a
-self-signed certificate generated in the test.
+recipient), can be slow, can stop and come back on the same port, can offer STARTTLS with a
+self-signed certificate generated in the test, and can offer DSN (RFC 3461), which aiosmtpd
+itself does not: its parameters are then accepted, and every MAIL and RCPT line is kept as it
+came in `commands`.
 
     def test_x(downstream: Downstream) -> None:
         downstream.fail_rcpt("452 4.2.2 Mailbox full", rcpt="bob@example.test")
@@ -87,6 +89,8 @@ class _Handler:
         session.host_name = hostname
         if self.server.pipelining:  # aiosmtpd reads pipelined commands fine; it just never says so
             responses.insert(-1, "250-PIPELINING")
+        if self.server.dsn:
+            responses.insert(-1, "250-DSN")
         return responses
 
     async def handle_RCPT(
@@ -133,9 +137,12 @@ class Downstream:
         host: str = "127.0.0.1",
         line_length_limit: int = 10_000,
         pipelining: bool = True,
+        dsn: bool = False,
     ) -> None:
         self.host = host
         self.pipelining = pipelining
+        self.dsn = dsn
+        self.commands: list[str] = []  # MAIL and RCPT lines as received (arguments unchanged)
         self.line_length_limit = line_length_limit
         self.port = 0
         self.messages: list[ReceivedMessage] = []
@@ -191,7 +198,6 @@ class Downstream:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-
     def subjects(self) -> Counter[str]:
         """How often each Subject arrived: tests tag messages by subject to spot loss and
         duplicates."""
@@ -218,6 +224,14 @@ class Downstream:
             def connection_lost(self, error: Exception | None) -> None:
                 server._sessions.discard(self)
                 super().connection_lost(error)
+
+            async def smtp_MAIL(self, arg: str | None) -> None:
+                server.commands.append(f"MAIL {arg}")
+                await super().smtp_MAIL(_without_dsn(arg) if server.dsn else arg)
+
+            async def smtp_RCPT(self, arg: str | None) -> None:
+                server.commands.append(f"RCPT {arg}")
+                await super().smtp_RCPT(_without_dsn(arg) if server.dsn else arg)
 
         return _RecordingSMTP(
             _Handler(self),
@@ -286,6 +300,16 @@ class Downstream:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+_DSN_PARAMETERS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=")
+
+
+def _without_dsn(arg: str | None) -> str | None:
+    """The command's argument without DSN parameters, which aiosmtpd would refuse (555)."""
+    if arg is None:
+        return None
+    return " ".join(w for w in arg.split(" ") if not w.upper().startswith(_DSN_PARAMETERS))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,12 @@ from gateway.queue.dsn import (
     SpoolBouncer,
     build_dsn,
     mail_dsn_options,
+    mail_parameters,
     rcpt_dsn_options,
+    rcpt_parameters,
     recipients_to_report,
     status_code,
+    xtext_encode,
 )
 from gateway.queue.spool import QueueEntry, RecipientState, Spool
 
@@ -146,3 +150,64 @@ def test_a_bounce_retried_after_a_crash_is_queued_once(tmp_path: Path) -> None:
     # The crash came before the message was moved to failed/: the same bounce is asked again.
     again = bouncer.notify(entry(failed), ORIGINAL, "failure", NOW + 60)
     assert first == again and spool.ids() == [first]
+
+
+def test_dsn_parameters_are_relayed_as_the_client_gave_them() -> None:
+    # What the session stored (decoded) goes back on the wire in xtext: a round trip.
+    options = ["RET=HDRS", "ENVID=QQ+2B314+3D"]
+    ret, envid = mail_dsn_options(options)
+    queued = QueueEntry("m1", "a@x", (), NOW, NOW, dsn_ret=ret, dsn_envid=envid)
+    assert mail_parameters(queued) == tuple(options)
+    notify, orcpt = rcpt_dsn_options(["NOTIFY=SUCCESS,DELAY", "ORCPT=rfc822;b+2Bx@example.test"])
+    recipient = RecipientState("b@example.test", notify=notify, orcpt=orcpt)
+    assert rcpt_parameters(recipient) == (
+        "NOTIFY=SUCCESS,DELAY",
+        "ORCPT=rfc822;b+2Bx@example.test",
+    )
+    assert rcpt_parameters(RecipientState("b@example.test")) == ()
+    assert mail_parameters(entry(ret="")) == ("ENVID=ENV-42",)
+    assert xtext_encode("a b+c=d\u00e9") == "a+20b+2Bc+3Dd+C3+A9"
+
+
+def test_utf8_orcpt_is_relayed_as_utf8_addr_xtext() -> None:
+    # RFC 6533: raw UTF-8 would need SMTPUTF8 downstream; "\\x{HEX}" never does.
+    raw = RecipientState("b@example.test", orcpt="utf-8;j\u00f6rg+1@ex\\x{E4}mple.de")
+    assert rcpt_parameters(raw) == ("ORCPT=utf-8;j\\x{F6}rg\\x{2B}1@ex\\x{E4}mple.de",)
+
+
+def test_relayed_notice_only_for_notify_success() -> None:
+    queued = entry(
+        RecipientState("success@x", "delivered", "250 2.0.0 ok", notify=("SUCCESS",)),
+        RecipientState("both@x", "delivered", "250 ok", notify=("SUCCESS", "FAILURE")),
+        RecipientState("default@x", "delivered", "250 2.0.0 ok"),
+        RecipientState("failure@x", "delivered", "250 2.0.0 ok", notify=("FAILURE",)),
+        RecipientState("never@x", "delivered", "250 2.0.0 ok", notify=("NEVER",)),
+        RecipientState("pending@x", "pending", "451 4.3.0 x", notify=("SUCCESS",)),
+    )
+    reported = recipients_to_report(queued, "relayed")
+    assert [r.address for r in reported] == ["success@x", "both@x"]
+    assert [r.address for r in recipients_to_report(queued, "relayed", among={1})] == ["both@x"]
+    assert [status_code(r, "relayed") for r in reported] == ["2.0.0", "2.0.0"]
+
+
+def test_relayed_notice_structure_and_ids(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "queue", min_free_bytes=0)
+    bouncer = SpoolBouncer(spool, "mx.gateway.test", "relay.internal")
+    success = RecipientState(
+        "b@example.test", "delivered", "250 2.0.0 ok", ("SUCCESS",), "rfc822;B@example.test"
+    )
+    queued = entry(success, ret="FULL")
+    assert bouncer.notify(queued, ORIGINAL, "relayed", NOW) == "m1-relayed"
+    again = bouncer.notify(queued, ORIGINAL, "relayed", NOW)  # asked twice: queued once
+    later = bouncer.notify(replace(queued, attempts=3), ORIGINAL, "relayed", NOW)
+    assert again == "m1-relayed" and later == "m1-relayed-3"
+    assert spool.ids() == ["m1-relayed", "m1-relayed-3"]
+    message = parse(spool.read_data("m1-relayed"))
+    assert message["Subject"] == "Successful Mail Delivery Report"
+    _, status, returned = message.get_payload()
+    per_message, rcpt = status.get_payload()
+    assert per_message["Original-Envelope-Id"] == "ENV-42"
+    assert rcpt["Original-Recipient"] == "rfc822;B@example.test"
+    assert (rcpt["Action"], rcpt["Status"]) == ("relayed", "2.0.0")
+    assert returned.get_content_type() == "text/rfc822-headers"  # even with RET=FULL
+    assert bouncer.notify(entry(success, mail_from=""), ORIGINAL, "relayed", NOW) is None
