@@ -31,23 +31,37 @@ def release(
     learn_ham: Learn | None = None,
     now: float | None = None,
 ) -> str:
-    """Hand the original message to the queue exactly once; returns its queue id.
+    """Hand the original message to the queue at most once; returns its queue id.
 
     The store row is claimed first, so two admins releasing at the same moment enqueue it once;
     if the queue refuses the message, the claim is given back and the message stays held.
+
+    The row is marked released *before* the queue gets the message: a release retaking the
+    claim of one that died after queueing then finds it released, even once the message has
+    been delivered and left the queue (where AlreadyQueued could no longer say so). The price
+    is that a crash during the enqueue itself leaves a message marked released that never
+    reached the queue; it stays in the store for the admin, whereas a second delivery could
+    not be taken back.
     """
     entry = store.claim_release(qid, now=now)
     try:
         raw = store.read_message(qid)
         data = with_release_header(raw, qid, released_by, now)
-        sink.enqueue(entry.release_id, entry.mail_from, list(entry.rcpt_tos), data)
-    except AlreadyQueued:
-        # A release that died after queueing, retaken: the queue has it, so it is released.
-        pass
     except BaseException:
         store.abandon_release(entry)
         raise
-    store.finish_release(entry, now=now)
+    store.mark_released(entry, now=now)
+    try:
+        sink.enqueue(entry.release_id, entry.mail_from, list(entry.rcpt_tos), data)
+    except AlreadyQueued:
+        # A claim left by an older gateway that died after queueing (it marked the row only
+        # afterwards), retaken: the queue has the message, so it is released.
+        pass
+    except Exception:
+        # The queue refused it, having written nothing (SpoolFull, SpoolError): held again.
+        # Not on KeyboardInterrupt and the like, which may come after the message was queued.
+        store.abandon_release(entry)
+        raise
     if learn_ham is not None:
         try:
             learn_ham(raw)  # the message as received, without our release header

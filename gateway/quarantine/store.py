@@ -80,7 +80,7 @@ _MESSAGE_COLUMNS = (
 class State(StrEnum):
     HELD = "held"
     RELEASING = "releasing"  # claimed by one release; nobody else may release or delete it
-    RELEASED = "released"  # handed to the queue; kept for review until it expires
+    RELEASED = "released"  # (being) handed to the queue; kept for review until it expires
 
 
 @dataclass(frozen=True)
@@ -247,22 +247,47 @@ class QuarantineStore:
             )
         return replace(entry, state=State.RELEASING, claimed_at=now, release_id=release_id)
 
-    def finish_release(self, entry: Entry, now: float | None = None) -> None:
-        """Record that the claimed entry is now in the queue."""
+    def mark_released(self, entry: Entry, now: float | None = None) -> None:
+        """Record, before the message is queued, that this claim hands it to the queue.
+
+        Only the current claim can do it (a claim retaken as stale has a new `claimed_at`), and
+        only once: from then on no release queues the message again, even after it has been
+        delivered and is no longer in the queue to be found."""
         now = time.time() if now is None else now
         with self._transaction() as conn:
-            conn.execute(
-                "UPDATE messages SET state = ?, released_at = ? WHERE id = ? AND release_id = ?",
-                (State.RELEASED.value, now, entry.id, entry.release_id),
+            updated = conn.execute(
+                "UPDATE messages SET state = ?, released_at = ? WHERE id = ? AND state = ?"
+                " AND release_id = ? AND claimed_at = ?",
+                (
+                    State.RELEASED.value,
+                    now,
+                    entry.id,
+                    State.RELEASING.value,
+                    entry.release_id,
+                    entry.claimed_at,
+                ),
+            ).rowcount
+        if updated != 1:
+            raise QuarantineError(
+                f"{entry.id}: the release claim was taken over by another process "
+                "(or the message deleted); not queued here"
             )
 
     def abandon_release(self, entry: Entry) -> None:
-        """Give a claim back (the queue refused the message): the entry is held again."""
+        """Give a claim back (before queueing, or the queue refused the message): the entry is
+        held again. Only this claim's own marks are undone."""
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE messages SET state = ?, claimed_at = NULL WHERE id = ? AND state = ?"
-                " AND release_id = ?",
-                (State.HELD.value, entry.id, State.RELEASING.value, entry.release_id),
+                "UPDATE messages SET state = ?, claimed_at = NULL, released_at = NULL"
+                " WHERE id = ? AND state IN (?, ?) AND release_id = ? AND claimed_at = ?",
+                (
+                    State.HELD.value,
+                    entry.id,
+                    State.RELEASING.value,
+                    State.RELEASED.value,
+                    entry.release_id,
+                    entry.claimed_at,
+                ),
             )
 
     def delete(self, qid: str, now: float | None = None) -> None:

@@ -111,7 +111,7 @@ def test_release_is_claimed_once_and_can_be_given_back(quarantine_store: Quarant
     again = quarantine_store.claim_release(qid)
     assert again.release_id == claim.release_id  # one queue id per message, whatever happens
 
-    quarantine_store.finish_release(again)
+    quarantine_store.mark_released(again)
     released = quarantine_store.get(qid)
     assert released.state == State.RELEASED and released.released_at is not None
     with pytest.raises(QuarantineError, match="already released"):
@@ -127,6 +127,31 @@ def test_a_claim_left_by_a_dead_process_can_be_taken_over(
     claim = quarantine_store.claim_release(qid, now=time.time() - STALE_CLAIM_S - 1)
     retaken = quarantine_store.claim_release(qid)
     assert retaken.release_id == claim.release_id
+    # The slow first releaser comes back: its claim is gone, so it must not queue the message.
+    with pytest.raises(QuarantineError, match="taken over by another process"):
+        quarantine_store.mark_released(claim)
+    quarantine_store.abandon_release(claim)  # nor undo the new claim
+    assert quarantine_store.get(qid).state == State.RELEASING
+    quarantine_store.mark_released(retaken)
+    assert quarantine_store.get(qid).state == State.RELEASED
+
+
+def test_a_failed_enqueue_puts_the_message_back_to_held(
+    quarantine_store: QuarantineStore,
+) -> None:
+    from gateway.errors import SpoolFull
+    from gateway.quarantine.admin import release
+
+    class FullQueue:
+        def enqueue(self, msg_id: str, mail_from: str, rcpt_tos: list[str], data: bytes) -> None:
+            assert quarantine_store.get(qid).state == State.RELEASED  # marked before queueing
+            raise SpoolFull("no room")
+
+    qid = hold(quarantine_store)
+    with pytest.raises(SpoolFull):
+        release(quarantine_store, FullQueue(), qid, released_by="admin")
+    entry = quarantine_store.get(qid)
+    assert (entry.state, entry.claimed_at, entry.released_at) == (State.HELD, None, None)
 
 
 def test_delete_removes_row_and_file(quarantine_store: QuarantineStore) -> None:
