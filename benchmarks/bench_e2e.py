@@ -190,16 +190,32 @@ def measured(
     """drive() plus the CPU milliseconds per message each process in `pids` spent. With the
     gateway's `active` queue directory, the run lasts until that queue is empty."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    client_before, machine_before = time.process_time(), machine_cpu()
     started = time.perf_counter()
     result = asyncio.run(drive(port, total, clients))
     if active is not None:
         result["accepted_per_s"] = result["rate_per_s"]
         wait_until_delivered(active)
         result["rate_per_s"] = round(result["messages"] / (time.perf_counter() - started), 1)
+    messages = max(1, result["messages"])
     for name, pid in pids.items():
         spent = cpu_seconds(pid) - before[name]
-        result[f"{name}_cpu_ms_per_msg"] = round(spent * 1000 / max(1, result["messages"]), 3)
+        result[f"{name}_cpu_ms_per_msg"] = round(spent * 1000 / messages, 3)
+    # This process is the client (and the idle test DNS server).
+    result["client_cpu_ms_per_msg"] = round(
+        (time.process_time() - client_before) * 1000 / messages, 3
+    )
+    busy, elapsed = (now - then for now, then in zip(machine_cpu(), machine_before, strict=True))
+    result["machine_busy_pct"] = round(100 * busy / max(elapsed, 1e-9), 1)
     return result
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, all cores (from /proc/stat): how
+    much of the machine a run used, whoever used it."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -268,14 +284,15 @@ def main() -> int:
         results[f"scaling_2w_over_1w_{checks}"] = round(two["rate_per_s"] / one["rate_per_s"], 3)
     print(
         f"{'path':<14}{'msg/s':>9}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}"
-        f"{'failed':>8}{'gw CPU ms/msg':>15}"
+        f"{'failed':>8}   CPU ms/msg: gateway client sink   machine busy"
     )
     for name in ("direct", *names):
         r = results[name]
-        cpu = r.get("gateway_cpu_ms_per_msg", "")
         print(
             f"{name:<14}{r['rate_per_s']:>9}{r.get('accepted_per_s', ''):>12}{r['p50_ms']:>9}"
-            f"{r['p99_ms']:>9}{r.get('ratio_to_direct', 1.0):>8}{r['failures']:>8}{cpu:>15}"
+            f"{r['p99_ms']:>9}{r.get('ratio_to_direct', 1.0):>8}{r['failures']:>8}"
+            f"{r.get('gateway_cpu_ms_per_msg', ''):>23}{r['client_cpu_ms_per_msg']:>7}"
+            f"{r['sink_cpu_ms_per_msg']:>6}{r['machine_busy_pct']:>14}%"
         )
     for checks in modes:
         print(f"2 workers / 1 worker ({checks}): {results[f'scaling_2w_over_1w_{checks}']}")
