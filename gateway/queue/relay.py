@@ -13,7 +13,14 @@ from typing import Literal
 
 from gateway.config import RelayConfig
 from gateway.queue.retry import RecipientOutcome
-from gateway.queue.smtp_client import Refused, Reply, SmtpClient, SmtpClientError
+from gateway.queue.smtp_client import (
+    Refused,
+    Reply,
+    SmtpClient,
+    SmtpClientError,
+    TlsFailed,
+    TlsMode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +76,25 @@ class RelayConnection:
             except SmtpClientError:
                 pass
         await self.close()
-        self._client = await SmtpClient.connect(
+        try:
+            self._client = await self._connect(self.relay.tls)
+        except TlsFailed as exc:
+            if self.relay.tls != "opportunistic":
+                raise
+            # As Postfix does at security level "may": TLS was a bonus, the mail is not.
+            log.warning("relay: %s: %s; delivering without TLS", self.target, exc)
+            self._client = await self._connect("none")
+        return self._client, False
+
+    async def _connect(self, tls: TlsMode) -> SmtpClient:
+        return await SmtpClient.connect(
             self.relay.host,
             self.relay.port,
             self.hostname,
             self.relay.timeout_s,
-            tls=self.relay.tls,
+            tls=tls,
             tls_verify=self.relay.tls_verify,
         )
-        return self._client, False
 
     async def send(
         self,
@@ -91,9 +108,11 @@ class RelayConnection:
         try:
             return await self._transaction(mail_from, recipients, data, smtputf8, dsn)
         except Refused as exc:
-            # The server turned the session away (greeting, EHLO, STARTTLS): for everyone.
+            # The server turned the session away (greeting, EHLO, STARTTLS): a 5xx there says
+            # nothing about the recipients, so it defers like Postfix (smtp_skip_5xx_greeting).
             await self.close()
-            return [_outcome(exc.reply)] * len(recipients)
+            reason = f"{self.target} refused the session: {exc.reply}"
+            return [RecipientOutcome("temporary", reason)] * len(recipients)
         except SmtpClientError as exc:
             await self.close()
             reason = f"connection to {self.target} failed: {exc}"

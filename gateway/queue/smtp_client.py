@@ -43,6 +43,10 @@ class SmtpClientError(Exception):
     """The connection failed, timed out, or the server did not speak SMTP."""
 
 
+class TlsFailed(SmtpClientError):
+    """The TLS handshake after STARTTLS failed; the connection is unusable."""
+
+
 class Refused(Exception):
     """The server refused the session itself (greeting, EHLO/HELO, STARTTLS)."""
 
@@ -96,10 +100,12 @@ class SmtpClient:
             await client._hello(local_hostname)
             if tls != "none" and "starttls" in client.extensions:
                 reply = await client.command("STARTTLS")
-                if reply.code != 220:
+                if reply.code == 220:
+                    await client._start_tls(host, tls_verify)
+                    await client._hello(local_hostname)
+                elif tls == "required":
                     raise Refused(reply)
-                await client._start_tls(host, tls_verify)
-                await client._hello(local_hostname)
+                # else opportunistic: a 454 leaves the session usable, in plain text
             elif tls == "required":
                 raise SmtpClientError(f"{host}:{port} does not offer STARTTLS, which is required")
         except BaseException:
@@ -126,7 +132,7 @@ class SmtpClient:
             async with asyncio.timeout(self.timeout_s):
                 await self._writer.start_tls(context, server_hostname=host)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise SmtpClientError(f"TLS handshake failed: {_describe(exc)}") from exc
+            raise TlsFailed(f"TLS handshake failed: {_describe(exc)}") from exc
         self.tls = True
 
     # -- talking ---------------------------------------------------------------------------

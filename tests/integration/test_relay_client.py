@@ -4,7 +4,9 @@ misbehave (a scripted raw server on loopback answers what each test needs)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import pytest
 
@@ -159,7 +161,9 @@ def test_a_misbehaving_internal_server_defers_the_message(
     assert outcome.kind == "temporary" and expected in outcome.reply
 
 
-def test_a_greeting_refusal_applies_to_every_recipient() -> None:
+def test_a_refused_session_defers_every_recipient() -> None:
+    # A 5xx greeting says nothing about the recipients: bouncing accepted mail because the
+    # internal server is misconfigured or overloaded would lose it (Postfix skips such hosts).
     async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
         writer.write(b"554 5.3.2 not accepting mail from you\r\n")
         await writer.drain()
@@ -173,9 +177,71 @@ def test_a_greeting_refusal_applies_to_every_recipient() -> None:
         outcomes.extend(await connection.send("a@x.test", rcpts, b""))
 
     run(with_script(script, use))
-    assert [(o.kind, o.reply) for o in outcomes] == [
-        ("permanent", "554 5.3.2 not accepting mail from you")
-    ] * 2
+    assert [o.kind for o in outcomes] == ["temporary"] * 2
+    assert outcomes[0].reply.endswith("refused the session: 554 5.3.2 not accepting mail from you")
+
+
+async def plain_delivery(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+    """The rest of a pipelined session after EHLO: one message accepted, then QUIT."""
+    for _ in range(3):
+        await reader.readline()
+    writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    while (await reader.readline()) != b".\r\n":
+        pass
+    writer.write(b"250 2.0.0 queued\r\n")
+    await reader.readline()
+
+
+@pytest.mark.parametrize("tls, delivered", [("opportunistic", True), ("required", False)])
+def test_starttls_refused_with_454(
+    tls: Literal["opportunistic", "required"], delivered: bool
+) -> None:
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        await greet(writer)
+        await ehlo(reader, writer, "PIPELINING", "STARTTLS")
+        assert await reader.readline() == b"STARTTLS\r\n"
+        writer.write(b"454 4.7.0 TLS not available due to local problem\r\n")
+        await plain_delivery(reader, writer)
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        config = dataclasses.replace(relay_config(port, timeout_s=1.0), tls=tls)
+        connection = RelayConnection(config, "gw.test")
+        outcomes.extend(await connection.send("a@x.test", ["b@example.test"], STUFFED))
+        await connection.close()
+
+    run(with_script(script, use))
+    [outcome] = outcomes
+    assert outcome.kind == ("delivered" if delivered else "temporary")
+
+
+def test_a_failed_tls_handshake_falls_back_to_plain_text_when_opportunistic() -> None:
+    connections = 0
+
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await greet(writer)
+        await ehlo(reader, writer, "PIPELINING", "STARTTLS")
+        if connections == 1:
+            assert await reader.readline() == b"STARTTLS\r\n"
+            writer.write(b"220 go ahead\r\nthis is not a TLS server hello\r\n")
+            await writer.drain()
+            return  # and close
+        await plain_delivery(reader, writer)
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        config = dataclasses.replace(relay_config(port, timeout_s=2.0), tls="opportunistic")
+        connection = RelayConnection(config, "gw.test")
+        outcomes.extend(await connection.send("a@x.test", ["b@example.test"], STUFFED))
+        await connection.close()
+
+    received = run(with_script(script, use))
+    assert [o.kind for o in outcomes] == ["delivered"] and connections == 2
+    assert received.count(b"STARTTLS\r\n") == 1  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
