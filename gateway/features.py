@@ -11,6 +11,18 @@ recipient addresses (obfuscated in public corpora), the Date's year, a leading m
 line, and everything our own gateway adds (X-Spam-*, Authentication-Results). Only the
 headers named below are read.
 
+Nor cues that any sender satisfies today but that the 2002 training mail happened to split
+by label (feature version 5 dropped them): a feature for the ordinary, compliant state would
+give every modern phish a push towards ham, and one whose absence is normal today would push
+modern ham towards spam. Gone for that reason: the Message-ID domain equal to the From domain
+(2002 spamware forged it; today's phishers own their domains, and DMARC checks the real
+thing), links to the sender's own domain, the mailer family and its absence (2002 mail
+clients; webmail and bulk senders set none), the text transfer encoding (2002 list ham was
+7bit ASCII; quoted-printable and base64 are the norm now), a plain-text root (2002 ham was
+plain text, so are today's gift-card and BEC scams), and the From TLD (.org/.edu list ham).
+Defects only (no Message-ID, no time zone, no display name) are still read: they can push
+towards spam, never towards ham.
+
 Bump FEATURE_VERSION whenever a change alters the output for some message: a model trained
 on another version is refused at load time.
 """
@@ -32,7 +44,7 @@ from urllib.parse import urlsplit
 
 from gateway.mailsources import strip_envelope_line
 
-FEATURE_VERSION = 4
+FEATURE_VERSION = 5
 
 Features = dict[str, float]
 _Adder = Callable[[str, float], None]  # `features.__setitem__`, handed to the helpers
@@ -89,9 +101,9 @@ def extract(raw: bytes) -> Features:
     features: Features = {}
     add = features.__setitem__
     _size_features(add, len(raw))
-    from_domain = _header_features(add, message)
+    _header_features(add, message)
     texts, urls = _body_features(add, message)
-    _url_features(add, urls, from_domain)
+    _url_features(add, urls)
     subject = _header_text(message.get("Subject"))
     if message.get("List-Id") is not None:
         # "[listname] ..." names the list, not the content; an MX rarely sees list mail.
@@ -107,16 +119,14 @@ def _size_features(add: _Adder, size: int) -> None:
 # --- headers ----------------------------------------------------------------------------------
 
 
-def _header_features(add: _Adder, message: Message) -> str:
-    """Sender relations, mailer, priority, threading, dates; returns the From domain."""
+def _header_features(add: _Adder, message: Message) -> None:
+    """Sender relations, Message-ID and Date defects, priority, threading, recipients."""
     from_name, from_addr = parseaddr(_header_text(message.get("From")))
     from_domain = _domain_of(from_addr)
     if not from_addr:
         add("from:missing", 1.0)
     if from_domain in FREEMAIL_DOMAINS:
         add("from:freemail", 1.0)
-    if from_domain:
-        add(f"from:tld={_tld(from_domain)}", 1.0)
     if not from_name:
         add("from:no_display_name", 1.0)
     elif "@" in from_name:
@@ -125,11 +135,9 @@ def _header_features(add: _Adder, message: Message) -> str:
     if sum(ch.isdigit() for ch in local) >= 3:
         add("from:local_part_digits", 1.0)
     _relation(add, "reply_to", message.get("Reply-To"), from_domain)
-    _message_id_features(add, message.get("Message-ID"), from_domain)
+    _message_id_features(add, message.get("Message-ID"))
     _date_features(add, message.get("Date"))
     _subject_features(add, message.get("Subject"))
-    mailer = message.get("X-Mailer") or message.get("User-Agent")
-    add(f"mailer:{_mailer_family(str(mailer)) if mailer else 'none'}", 1.0)
     priority = str(message.get("X-Priority", "")).strip()[:1]
     if priority:
         add(f"hdr:x_priority={priority}", 1.0)
@@ -146,7 +154,6 @@ def _header_features(add: _Adder, message: Message) -> str:
     add(f"hdr:recipients={_bucket(len([a for _, a in recipients if a]))}", 1.0)
     if "undisclosed" in str(message.get("To", "")).lower():
         add("hdr:to_undisclosed", 1.0)
-    return from_domain
 
 
 def _relation(add: _Adder, name: str, value: object, from_domain: str) -> None:
@@ -161,19 +168,16 @@ def _relation(add: _Adder, name: str, value: object, from_domain: str) -> None:
         add(f"rel:{name}_freemail", 1.0)
 
 
-def _message_id_features(add: _Adder, value: object, from_domain: str) -> None:
+def _message_id_features(add: _Adder, value: object) -> None:
+    """Only defects. Its domain is not read: matching the From domain is trivial for anyone
+    who owns a domain (v4 learnt it as the strongest ham cue), and a host-only domain was a
+    2002 ham quirk that would reward a forger."""
     if value is None:
         add("msgid:missing", 1.0)
         return
     text = str(value).strip()
     if not (text.startswith("<") and text.endswith(">") and "@" in text):
         add("msgid:malformed", 1.0)
-        return
-    domain = text[1:-1].rpartition("@")[2].lower()
-    if from_domain and _registrable(domain) == _registrable(from_domain):
-        add("msgid:from_domain", 1.0)
-    if "." not in domain or domain == "localhost":
-        add("msgid:no_fqdn", 1.0)
 
 
 def _date_features(add: _Adder, value: object) -> None:
@@ -219,18 +223,14 @@ def _has_tracking_tail(subject: str) -> bool:
     return len(last) <= 40 and _TRACKING_TOKEN.fullmatch(last) is not None
 
 
-def _mailer_family(mailer: str) -> str:
-    """The product, not the version: 'Microsoft Outlook Express 6.00' -> 'microsoft'."""
-    match = re.search(r"[A-Za-z][A-Za-z-]{1,20}", mailer)
-    return match.group(0).lower() if match else "other"
-
-
 # --- body -------------------------------------------------------------------------------------
 
 
 def _body_features(add: _Adder, message: Message) -> tuple[list[str], list[str]]:
     """MIME structure, encodings, attachments, HTML tricks; returns texts and URLs."""
-    add(f"mime:root={message.get_content_type()}", 1.0)
+    root = message.get_content_type()
+    if root != "text/plain":  # the plain default is what 2002 ham and today's scams share
+        add(f"mime:root={root}", 1.0)
     texts: list[str] = []
     urls: list[str] = []
     has_plain = has_html = False
@@ -245,7 +245,6 @@ def _body_features(add: _Adder, message: Message) -> tuple[list[str], list[str]]
         ctype = part.get_content_type()
         disposition = str(part.get("Content-Disposition", "")).split(";")[0].strip().lower()
         filename = part.get_filename()
-        cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()[:20]
         if (
             filename
             or disposition == "attachment"
@@ -257,7 +256,6 @@ def _body_features(add: _Adder, message: Message) -> tuple[list[str], list[str]]
         ):
             _attachment_features(add, ctype, filename)
             continue
-        add(f"mime:text_cte={cte}", 1.0)
         charset = (part.get_content_charset() or "none")[:30]
         add(f"mime:charset={charset}", 1.0)
         text = _decoded_text(part)
@@ -347,7 +345,7 @@ def _without_invisible(markup: str) -> str:
 # --- URLs and text ----------------------------------------------------------------------------
 
 
-def _url_features(add: _Adder, urls: list[str], from_domain: str) -> None:
+def _url_features(add: _Adder, urls: list[str]) -> None:
     add(f"url:count={_bucket(len(urls))}", 1.0)
     domains: set[str] = set()
     for url in urls[:200]:
@@ -368,8 +366,6 @@ def _url_features(add: _Adder, urls: list[str], from_domain: str) -> None:
         add(f"url:dom={domain}", 1.0)
         add(f"url:tld={_tld(domain)}", 1.0)
     add(f"url:domains={_bucket(len(domains))}", 1.0)
-    if from_domain and _registrable(from_domain) in domains:
-        add("rel:links_to_sender_domain", 1.0)
 
 
 def _text_features(features: Features, subject: str, texts: list[str], urls: list[str]) -> None:
