@@ -170,10 +170,8 @@ class SmtpClient:
         if self.supports("pipelining"):
             batch = [mail_line, *rcpt_lines, "DATA"]
             await self._write(b"".join(_encode_line(line, encoding) for line in batch))
-            mail = await self.read_reply()
-            rcpts = tuple([await self.read_reply() for _ in rcpt_lines])
-            data: Reply | None = await self.read_reply()
-            assert data is not None
+            mail, *rcpt_replies, data = await self._read_replies(len(batch))
+            rcpts = tuple(rcpt_replies)
             if data.code == 354 and not any(r.positive for r in rcpts):
                 # A server that opened DATA without a recipient: end it at once (RFC 2920 3.1).
                 await self._write(b".\r\n")
@@ -204,30 +202,45 @@ class SmtpClient:
         return await self.read_reply()
 
     async def read_reply(self) -> Reply:
-        return (await self._read_reply_lines())[0]
+        return (await self._read_replies(1))[0]
 
     async def _read_reply_lines(self) -> tuple[Reply, list[str]]:
-        lines: list[str] = []
         try:
             async with asyncio.timeout(self.timeout_s):
-                while len(lines) < MAX_REPLY_LINES:
-                    raw = await self._reader.readline()
-                    if not raw.endswith(b"\n"):
-                        raise SmtpClientError("connection closed by the server")
-                    match = _REPLY_LINE.fullmatch(raw)
-                    if match is None:
-                        raise SmtpClientError(f"not an SMTP reply: {raw[:80]!r}")
-                    code = int(match.group(1))
-                    lines.append(match.group(3).decode("utf-8", "surrogateescape"))
-                    if match.group(2) != b"-":
-                        return Reply(code, " ".join(lines)), lines
+                return await self._parse_reply()
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: line over the limit
             raise SmtpClientError(f"reading a reply: {_describe(exc)}") from exc
+
+    async def _read_replies(self, count: int) -> list[Reply]:
+        """`count` replies to pipelined commands, within one timeout (a timer each would cost
+        more than reading them)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return [(await self._parse_reply())[0] for _ in range(count)]
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: line over the limit
+            raise SmtpClientError(f"reading a reply: {_describe(exc)}") from exc
+
+    async def _parse_reply(self) -> tuple[Reply, list[str]]:
+        lines: list[str] = []
+        while len(lines) < MAX_REPLY_LINES:
+            raw = await self._reader.readline()
+            if not raw.endswith(b"\n"):
+                raise SmtpClientError("connection closed by the server")
+            match = _REPLY_LINE.fullmatch(raw)
+            if match is None:
+                raise SmtpClientError(f"not an SMTP reply: {raw[:80]!r}")
+            code = int(match.group(1))
+            lines.append(match.group(3).decode("utf-8", "surrogateescape"))
+            if match.group(2) != b"-":
+                return Reply(code, " ".join(lines)), lines
         raise SmtpClientError(f"reply longer than {MAX_REPLY_LINES} lines")
 
     async def _write(self, data: bytes) -> None:
         try:
             self._writer.write(data)
+            transport = self._writer.transport
+            if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+                return  # all sent at once: drain() could not wait, so no timer for it
             async with asyncio.timeout(self.timeout_s):
                 await self._writer.drain()
         except (OSError, TimeoutError) as exc:

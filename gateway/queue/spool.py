@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -262,8 +263,12 @@ class Spool:
                 directory.mkdir(parents=True, exist_ok=True)
             # Names in recycled/ this process may reuse (list.pop/append: safe across threads).
             self._recycled = [p.name for p in self.recycled_dir.iterdir()][:RECYCLE_POOL_MAX]
+            # Kept open to fsync active/ after each enqueue: two system calls fewer, each a
+            # GIL hand-back in the writing thread.
+            self._active_fd = os.open(self.active_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise _spool_error(exc, f"cannot create spool {self.root}") from exc
+        weakref.finalize(self, os.close, self._active_fd)
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -365,7 +370,7 @@ class Spool:
                 with suppress(FileNotFoundError):
                     os.unlink(f"{self._active}/{msg_id}.json")
             os.rename(tmp, f"{self._active}/{msg_id}.msg")
-            fsync_dir(self._active)
+            os.fsync(self._active_fd)
         except OSError as exc:
             with suppress(OSError):
                 os.unlink(tmp)
