@@ -68,6 +68,19 @@ async def ehlo(reader: _Recording, writer: asyncio.StreamWriter, *extensions: st
     await writer.drain()
 
 
+async def plain_delivery(
+    reader: _Recording, writer: asyncio.StreamWriter, recipients: int = 1
+) -> None:
+    """The rest of a pipelined session after EHLO: one message accepted, then QUIT."""
+    for _ in range(recipients + 2):
+        await reader.readline()
+    writer.write(b"250 ok\r\n" * (recipients + 1) + b"354 go\r\n")
+    while (await reader.readline()) != b".\r\n":
+        pass
+    writer.write(b"250 2.0.0 queued\r\n")
+    await reader.readline()
+
+
 def run(coro: Awaitable[object]) -> object:
     return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
 
@@ -181,17 +194,6 @@ def test_a_refused_session_defers_every_recipient() -> None:
     assert outcomes[0].reply.endswith("refused the session: 554 5.3.2 not accepting mail from you")
 
 
-async def plain_delivery(reader: _Recording, writer: asyncio.StreamWriter) -> None:
-    """The rest of a pipelined session after EHLO: one message accepted, then QUIT."""
-    for _ in range(3):
-        await reader.readline()
-    writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
-    while (await reader.readline()) != b".\r\n":
-        pass
-    writer.write(b"250 2.0.0 queued\r\n")
-    await reader.readline()
-
-
 @pytest.mark.parametrize("tls, delivered", [("opportunistic", True), ("required", False)])
 def test_starttls_refused_with_454(
     tls: Literal["opportunistic", "required"], delivered: bool
@@ -274,13 +276,7 @@ def test_bare_line_ends_are_never_relayed() -> None:
     async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
         await greet(writer)
         await ehlo(reader, writer, "PIPELINING")
-        for _ in range(3):
-            await reader.readline()
-        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
-        while (await reader.readline()) != b".\r\n":
-            pass
-        writer.write(b"250 ok\r\n")
-        await reader.readline()
+        await plain_delivery(reader, writer)
 
     async def use(port: int) -> None:
         connection = RelayConnection(relay_config(port), "gw.test")
@@ -313,13 +309,7 @@ def test_dsn_parameters_go_only_to_a_server_offering_dsn(offered: bool) -> None:
     async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
         await greet(writer)
         await ehlo(reader, writer, "PIPELINING", *(["DSN"] if offered else []))
-        for _ in range(4):
-            await reader.readline()
-        writer.write(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
-        while (await reader.readline()) != b".\r\n":
-            pass
-        writer.write(b"250 2.0.0 queued\r\n")
-        await reader.readline()
+        await plain_delivery(reader, writer, recipients=2)
 
     outcomes: list[RecipientOutcome] = []
 
