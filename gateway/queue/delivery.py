@@ -5,8 +5,8 @@
 process) every `[queue] scan_interval_s`. A message is worked on only under its spool claim, so
 several processes sharing the spool never deliver it twice.
 
-Duplicate window: after the downstream's 250 the state file is unlinked at once (before any
-logging or bookkeeping). A crash between that 250 and the unlink delivers the message again on
+Duplicate window: after the downstream's 250 the message leaves the spool at once (before any
+logging or bookkeeping). A crash between that 250 and the removal delivers the message again on
 the next attempt; SMTP has no way to close that window entirely (RFC 5321 section 6.1).
 """
 
@@ -243,7 +243,7 @@ class DeliveryService:
         # notice must not make us relay the message again.
         relayed = _relayed_to_tell(updated, outcomes)
         if disposition is Disposition.DONE:
-            self.spool.remove(claim)  # first: the duplicate window; two unlinks, no hop
+            self.spool.remove(claim)  # first: the duplicate window; no thread hop
             log.info("queue: %s delivered to %s", entry.id, _summary(updated))
             await self._tell_relayed(updated, data, relayed, now)
         elif disposition is Disposition.RETRY:

@@ -72,7 +72,6 @@ class SmtpClient:
         self._writer = writer
         self.timeout_s = timeout_s
         self.extensions: dict[str, str] = {}
-        self.tls = False
 
     @classmethod
     async def connect(
@@ -133,7 +132,6 @@ class SmtpClient:
                 await self._writer.start_tls(context, server_hostname=host)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise TlsFailed(f"TLS handshake failed: {_describe(exc)}") from exc
-        self.tls = True
 
     # -- talking ---------------------------------------------------------------------------
 
