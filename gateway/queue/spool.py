@@ -614,29 +614,52 @@ class Spool:
         converted = 0
         for old_data in directory.glob("*.eml"):
             msg_id = old_data.stem
-            with suppress(OSError, ValueError, SpoolError):
+            try:
                 validate_id(msg_id)
-                state = self.state_path(msg_id, directory)
-                if not state.exists():
-                    # Old layout: a data file without state was an interrupted move to failed/
-                    # (converted there next), enqueue or removal.
-                    if self.state_path(msg_id, self.failed_dir).exists():
-                        os.rename(old_data, self.failed_dir / old_data.name)
-                        converted += 1
-                    elif old_data.stat().st_mtime < cutoff:
-                        old_data.unlink()
-                        converted += 1
-                    continue
-                entry = QueueEntry.from_json(json.loads(state.read_bytes()))
-                tmp = self.tmp_dir / f"{msg_id}.convert.msg"
-                with suppress(FileNotFoundError):
-                    tmp.unlink()
-                _write_synced(tmp, _encode(entry) + b"\n", old_data.read_bytes())
-                os.rename(tmp, self.data_path(msg_id, directory))  # the state file stays on
-                fsync_dir(directory)
-                old_data.unlink()
-                converted += 1
+                fd = os.open(old_data, os.O_RDONLY)
+            except (OSError, SpoolError):
+                continue
+            try:
+                # Under the old data file's flock (the old layout's claim): another worker
+                # converting it at the same moment, or an older gateway delivering it, has it.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.stat(old_data).st_ino != os.fstat(fd).st_ino:
+                    continue  # converted (or moved) by another worker meanwhile
+                converted += self._convert_one(directory, old_data, msg_id, cutoff)
+            except OSError:
+                pass
+            except (ValueError, KeyError, TypeError, AttributeError, SpoolError) as exc:
+                log.warning("queue: cannot convert %s: corrupt state file: %s", old_data, exc)
+            finally:
+                os.close(fd)
         return converted
+
+    def _convert_one(self, directory: Path, old_data: Path, msg_id: str, cutoff: float) -> int:
+        state = self.state_path(msg_id, directory)
+        if not state.exists():
+            # Old layout: a data file without state was an interrupted move to failed/
+            # (converted there next), enqueue or removal.
+            if self.state_path(msg_id, self.failed_dir).exists():
+                os.rename(old_data, self.failed_dir / old_data.name)
+                return 1
+            if old_data.stat().st_mtime < cutoff:
+                old_data.unlink()
+                return 1
+            return 0
+        if self.data_path(msg_id, directory).exists():
+            # Converted before a crash came between the rename and the unlink: the new file
+            # may be claimed by a worker delivering it, so it must not be replaced.
+            old_data.unlink()
+            return 1
+        entry = QueueEntry.from_json(json.loads(state.read_bytes()))
+        tmp = self.tmp_dir / f"{msg_id}.convert.msg"
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        _write_synced(tmp, _encode(entry) + b"\n", old_data.read_bytes())
+        os.rename(tmp, self.data_path(msg_id, directory))  # the state file stays on
+        fsync_dir(directory)
+        old_data.unlink()
+        return 1
 
 
 def _encode(entry: QueueEntry) -> bytes:

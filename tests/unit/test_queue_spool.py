@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
@@ -284,3 +285,51 @@ def test_state_with_undecodable_reply_bytes_is_still_written(tmp_path: Path) -> 
     finally:
         claim.release()
     assert "f\udcfcr" in spool.load(msg_id).last_error
+
+
+def _old_layout_pair(spool: Spool, msg_id: str) -> None:
+    """`msg_id` as the earlier two-file layout kept it in active/ (ID.eml + ID.json)."""
+    spool.enqueue(msg_id, "a@example.org", ["b@example.test"], MESSAGE)
+    state = spool.load(msg_id)
+    (spool.active_dir / f"{msg_id}.eml").write_bytes(spool.read_data(msg_id))
+    spool.state_path(msg_id).write_text(json.dumps(state.to_json()))
+    spool.data_path(msg_id).unlink()
+
+
+def test_converting_again_never_replaces_a_message_another_worker_delivers(spool: Spool) -> None:
+    # A crash between the conversion's rename and its unlink of ID.eml: the next worker to
+    # start sweeps while another worker already holds the converted message's claim.
+    _old_layout_pair(spool, "m1")
+    old = (spool.active_dir / "m1.eml").read_bytes()
+    assert spool.sweep() == 1
+    (spool.active_dir / "m1.eml").write_bytes(old)
+    other = Spool(spool.root, min_free_bytes=0)
+    with spool.claimed("m1") as claim:
+        assert claim is not None  # being delivered by this worker
+        other.sweep()
+        assert other.try_claim("m1") is None  # the other worker must not deliver it too
+    assert not list(spool.active_dir.glob("*.eml")) and spool.ids() == ["m1"]
+
+
+def test_an_old_layout_message_being_converted_elsewhere_is_left_alone(spool: Spool) -> None:
+    # Two workers start at once on an old spool: the one that meets the pair second must not
+    # convert it again (it would bring back a message the first one has delivered since).
+    _old_layout_pair(spool, "m1")
+    other = Spool(spool.root, min_free_bytes=0)
+    with open(spool.active_dir / "m1.eml", "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as the other worker's conversion holds it
+        assert other.sweep() == 0
+    assert spool.ids() == [] and (spool.active_dir / "m1.eml").exists()
+    assert spool.sweep() == 1 and spool.ids() == ["m1"]
+
+
+@pytest.mark.parametrize("state", ['{"id": "m1"}', "[1, 2]", '{"id": "m1", "recipients": 3}'])
+def test_a_corrupt_old_layout_state_does_not_stop_the_sweep(
+    spool: Spool, state: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _old_layout_pair(spool, "m1")
+    _old_layout_pair(spool, "m2")
+    spool.state_path("m1").write_text(state)
+    assert spool.sweep() == 1  # m2 is converted; m1 stays as it is for the admin
+    assert spool.ids() == ["m2"] and (spool.active_dir / "m1.eml").exists()
+    assert "m1" in caplog.text
