@@ -352,7 +352,10 @@ class Spool:
         # A state file left by a crash while this id was last removed must not stand for the
         # new message (a released quarantine copy keeps its id).
         stale_state = os.path.exists(f"{self._active}/{msg_id}.json")
-        reuse = self._recycled.pop() if self._recycled else None
+        try:  # not `if self._recycled`: the bouncer enqueues from a thread meanwhile
+            reuse: str | None = self._recycled.pop()
+        except IndexError:
+            reuse = None
         return Prepared(entry, _encode(entry) + b"\n", data, stale_state, reuse)
 
     def commit(self, prepared: Prepared) -> None:
@@ -534,10 +537,13 @@ class Spool:
                 os.rename(path, spare)
                 try:
                     os.truncate(spare, 0)
+                except FileNotFoundError:
+                    pass  # unlinked by another worker's sweep(): no longer ours to reuse
                 except OSError:
                     os.unlink(spare)
                     raise
-                self._recycled.append(msg_id)
+                else:
+                    self._recycled.append(msg_id)
             else:
                 os.unlink(path)
             with suppress(FileNotFoundError):

@@ -333,3 +333,36 @@ def test_a_corrupt_old_layout_state_does_not_stop_the_sweep(
     assert spool.sweep() == 1  # m2 is converted; m1 stays as it is for the admin
     assert spool.ids() == ["m2"] and (spool.active_dir / "m1.eml").exists()
     assert "m1" in caplog.text
+
+
+def test_a_spare_swept_by_another_worker_mid_removal_still_removes_cleanly(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker starting up sweeps recycled/ while this one is between remove()'s rename and
+    # its truncate: the delivered message must still leave the queue without an error.
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    other = Spool(spool.root, min_free_bytes=0)
+    truncate = os.truncate
+
+    def swept_first(path: str, length: int) -> None:
+        other.sweep()
+        truncate(path, length)
+
+    monkeypatch.setattr("gateway.queue.spool.os.truncate", swept_first)
+    with spool.claimed("m1") as claim:
+        assert claim is not None
+        claim.update(dataclasses.replace(claim.entry, attempts=1))
+        spool.remove(claim)
+    assert list(spool.active_dir.iterdir()) == []
+
+
+def test_the_pool_emptied_by_another_thread_between_check_and_pop(spool: Spool) -> None:
+    # The bouncer enqueues from a worker thread while the event loop enqueues too: the last
+    # spare can go between `if self._recycled` and `.pop()`.
+    class Emptied(list[str]):
+        def __bool__(self) -> bool:
+            return True
+
+    spool._recycled = Emptied()
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    assert spool.read_data("m1") == MESSAGE
