@@ -132,6 +132,9 @@ class SmtpClient:
                 await self._writer.start_tls(context, server_hostname=host)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise TlsFailed(f"TLS handshake failed: {_describe(exc)}") from exc
+        # RFC 3207 4.2 (CVE-2011-0411 from this side): plaintext that came after the 220 was
+        # not sent under TLS; read as replies, it would put the session out of step.
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
 
     # -- talking ---------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from gateway.config import RelayConfig
 from gateway.queue.relay import DsnParameters, RelayConnection
 from gateway.queue.retry import RecipientOutcome
-from tests.support.downstream import Downstream
+from tests.support.downstream import Downstream, make_self_signed_cert
 
 STUFFED = b"Subject: dots\r\n\r\n.\r\n..two\r\n.three\r\nlast line without a dot\r\n"
 
@@ -336,3 +338,32 @@ def test_dsn_parameters_go_only_to_a_server_offering_dsn(offered: bool) -> None:
         ]
     # Whether success notices became the internal server's job.
     assert [(o.kind, o.dsn_passed) for o in outcomes] == [("delivered", offered)] * 2
+
+
+def test_plaintext_injected_after_the_starttls_reply_is_discarded(tmp_path: Path) -> None:
+    # A man in the middle (or a broken server) appends a reply after "220": read after the
+    # handshake, it would answer the encrypted EHLO and put every later reply out of step.
+    cert, key = make_self_signed_cert(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        await greet(writer)
+        await ehlo(reader, writer, "PIPELINING", "STARTTLS")
+        assert await reader.readline() == b"STARTTLS\r\n"
+        writer.write(b"220 go ahead\r\n250 injected\r\n")
+        await writer.drain()
+        await writer.start_tls(context)
+        await ehlo(reader, writer, "PIPELINING")
+        await plain_delivery(reader, writer)
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        config = dataclasses.replace(relay_config(port, timeout_s=1.0), tls="required")
+        connection = RelayConnection(config, "gw.test")
+        outcomes.extend(await connection.send("a@x.test", ["b@example.test"], STUFFED))
+        await connection.close()
+
+    run(with_script(script, use))
+    assert [(o.kind, o.reply) for o in outcomes] == [("delivered", "250 2.0.0 queued")]
