@@ -245,6 +245,10 @@ class SmtpClient:
             async with asyncio.timeout(self.timeout_s):
                 await self._writer.drain()
         except (OSError, TimeoutError) as exc:
+            # Drop what is still buffered with the connection: a close() (or QUIT) would send
+            # the rest of a message and its final dot after the attempt was given up, and the
+            # server would deliver what the next attempt delivers again.
+            self._writer.transport.abort()
             raise SmtpClientError(f"sending: {_describe(exc)}") from exc
 
     async def quit(self) -> None:

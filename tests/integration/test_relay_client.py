@@ -367,3 +367,41 @@ def test_plaintext_injected_after_the_starttls_reply_is_discarded(tmp_path: Path
 
     run(with_script(script, use))
     assert [(o.kind, o.reply) for o in outcomes] == [("delivered", "250 2.0.0 queued")]
+
+
+def test_a_message_that_timed_out_while_being_sent_is_not_sent_on_after() -> None:
+    # The server stops reading in the middle of the message (back-pressure) longer than the
+    # timeout: the attempt is deferred, so the rest and the final dot must never reach the
+    # server afterwards; it would deliver the message the next attempt delivers again.
+    big = b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n" + (b"y" * 78 + b"\r\n") * 400_000
+    seen_end: list[bool] = []
+    done = asyncio.Event()
+
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        try:
+            await greet(writer)
+            await ehlo(reader, writer, "PIPELINING")
+            for _ in range(3):
+                await reader.readline()
+            writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            await writer.drain()
+            await asyncio.sleep(1.5)  # not reading: the client's timeout runs out
+            while True:
+                line = await reader.reader.readline()
+                if line in (b"", b".\r\n"):
+                    seen_end.append(line == b".\r\n")
+                    break
+        finally:
+            done.set()
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        connection = RelayConnection(relay_config(port, timeout_s=0.5), "gw.test")
+        outcomes.extend(await connection.send("a@x.test", ["b@example.test"], big))
+        await connection.close()
+        await asyncio.wait_for(done.wait(), 15)
+
+    run(with_script(script, use))
+    assert [o.kind for o in outcomes] == ["temporary"]
+    assert seen_end == [False]
