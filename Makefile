@@ -34,6 +34,7 @@ test: install system-deps
 
 lint: install
 	$(VENV)/bin/ruff check gateway training tests benchmarks
+	$(VENV)/bin/ruff format --check gateway training tests benchmarks
 	$(VENV)/bin/mypy gateway
 
 bench: install system-deps

@@ -113,6 +113,9 @@ class RelayConfig:
     tls: Literal["opportunistic", "required", "none"] = "opportunistic"
     tls_verify: bool = False  # internal servers often use self-signed certificates
     timeout_s: float = 60.0
+    # The reply to the final dot: the internal server may filter the message first (RFC 5321
+    # 4.5.3.2.6 asks for 10 minutes); giving up early would deliver it twice.
+    data_timeout_s: float = 600.0
     connections: int = 4  # delivery workers, each with one reusable connection
 
     def validate(self, problems: list[str], path: str) -> None:
@@ -123,7 +126,7 @@ class RelayConfig:
                 problems.append(f"{path}.domains: {domain!r} is not a domain name")
         if not 1 <= self.port <= 65535:
             problems.append(f"{path}.port: {self.port} is not a TCP port")
-        _positive(self, problems, path, "timeout_s", "connections")
+        _positive(self, problems, path, "timeout_s", "data_timeout_s", "connections")
 
 
 @dataclass(frozen=True)

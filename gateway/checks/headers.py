@@ -46,13 +46,15 @@ def address_problem(name: str, value: str) -> str | None:
 class HeadersCheck(Check):
     name = "headers"
     phase = Phase.DATA
-    symbols = frozenset({
-        "HDR_MISSING_FROM",
-        "HDR_MULTIPLE_FROM",
-        "HDR_MISSING_DATE",
-        "HDR_MISSING_MESSAGE_ID",
-        "HDR_MALFORMED_ADDRESS",
-    })
+    symbols = frozenset(
+        {
+            "HDR_MISSING_FROM",
+            "HDR_MULTIPLE_FROM",
+            "HDR_MISSING_DATE",
+            "HDR_MISSING_MESSAGE_ID",
+            "HDR_MALFORMED_ADDRESS",
+        }
+    )
 
     async def run(self, tx: Transaction) -> CheckResult:
         msg = tx.message

@@ -185,7 +185,7 @@ class RelayConnection:
                 refused = _outcome(replies.data)
                 return [o if o is not None else refused for o in outcomes]
             return [o for o in outcomes if o is not None]
-        final = await client.send_data(data)
+        final = await client.send_data(data, self.relay.data_timeout_s)
         self._in_transaction = False
         verdict = (
             RecipientOutcome("delivered", str(final), dsn_passed=dsn_passed)

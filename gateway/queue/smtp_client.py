@@ -20,6 +20,7 @@ from typing import Literal
 
 MAX_REPLY_LINE = 4096  # bytes; RFC 5321 allows 512
 MAX_REPLY_LINES = 100
+PIPELINE_BATCH = 100  # commands per write when pipelining
 _REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -]|\r?\n)(.*?)\r?\n?$", re.DOTALL)
 _BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
@@ -117,6 +118,8 @@ class SmtpClient:
         if reply.code == 250:
             self.extensions = _extensions(lines[1:])
             return
+        if reply.code == 421:  # closing: HELO would only meet a dead connection
+            raise Refused(reply)
         reply = await self.command(f"HELO {local_hostname}")
         if reply.code != 250:
             raise Refused(reply)
@@ -169,9 +172,15 @@ class SmtpClient:
             for i, rcpt in enumerate(recipients)
         ]
         if self.supports("pipelining"):
-            batch = [mail_line, *rcpt_lines, "DATA"]
-            await self._write(b"".join(_encode_line(line, encoding) for line in batch))
-            mail, *rcpt_replies, data = await self._read_replies(len(batch))
+            commands = [mail_line, *rcpt_lines, "DATA"]
+            replies: list[Reply] = []
+            # In batches: a server that stops reading while we do not read its replies would
+            # otherwise stall both sides until the timeout (RFC 2920 3.1).
+            for start in range(0, len(commands), PIPELINE_BATCH):
+                batch = commands[start : start + PIPELINE_BATCH]
+                await self._write(b"".join(_encode_line(line, encoding) for line in batch))
+                replies += await self._read_replies(len(batch))
+            mail, *rcpt_replies, data = replies
             rcpts = tuple(rcpt_replies)
             if data.code == 354 and not any(r.positive for r in rcpts):
                 # A server that opened DATA without a recipient: end it at once (RFC 2920 3.1).
@@ -187,8 +196,9 @@ class SmtpClient:
             return Envelope(mail, rcpts, None)
         return Envelope(mail, rcpts, await self.command("DATA"))
 
-    async def send_data(self, data: bytes) -> Reply:
-        """The message after a 354: CRLF line ends, dot-stuffed, with the final dot."""
+    async def send_data(self, data: bytes, reply_timeout_s: float | None = None) -> Reply:
+        """The message after a 354: CRLF line ends, dot-stuffed, with the final dot; its reply
+        within `reply_timeout_s` (default: the client's timeout)."""
         crlf = data.count(b"\r\n")
         if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
             # A bare CR or LF: never in spooled mail, and never relayed either (three counts
@@ -200,7 +210,7 @@ class SmtpClient:
         if data and not data.endswith(b"\r\n"):
             data += b"\r\n"
         await self._write(data + b".\r\n")
-        return await self.read_reply()
+        return (await self._read_replies(1, reply_timeout_s))[0]
 
     async def read_reply(self) -> Reply:
         return (await self._read_replies(1))[0]
@@ -212,11 +222,11 @@ class SmtpClient:
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: line over the limit
             raise SmtpClientError(f"reading a reply: {_describe(exc)}") from exc
 
-    async def _read_replies(self, count: int) -> list[Reply]:
+    async def _read_replies(self, count: int, timeout_s: float | None = None) -> list[Reply]:
         """`count` replies to pipelined commands, within one timeout (a timer each would cost
         more than reading them)."""
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(timeout_s or self.timeout_s):
                 return [(await self._parse_reply())[0] for _ in range(count)]
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: line over the limit
             raise SmtpClientError(f"reading a reply: {_describe(exc)}") from exc

@@ -122,9 +122,13 @@ def test_learn_says_which_files_it_skipped(tmp_path: Path) -> None:
     source.mkdir()
     (source / "empty.eml").write_bytes(b"")
     (source / "good.eml").write_bytes((EXAMPLES / "ham-meeting.eml").read_bytes())
-    config = write_config(tmp_path / "gw.toml", {
-        "relay": {"domains": ["example.test"]}, "storage": {"dir": str(tmp_path / "var")},
-    })
+    config = write_config(
+        tmp_path / "gw.toml",
+        {
+            "relay": {"domains": ["example.test"]},
+            "storage": {"dir": str(tmp_path / "var")},
+        },
+    )
     result = gateway("learn", "--ham", str(source), "--config", str(config))
     assert result.returncode == 1
     assert "skipped" in result.stderr and "empty.eml" in result.stderr

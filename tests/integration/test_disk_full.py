@@ -23,7 +23,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mountpoint.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mountpoint)],
-        capture_output=True, check=False, timeout=10,
+        capture_output=True,
+        check=False,
+        timeout=10,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
@@ -34,21 +36,25 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def message(number: int) -> bytes:
     body = ("x" * 76 + "\r\n") * 3000  # about 230 KB
-    return (f"From: a@outside.test\r\nTo: bob@example.test\r\nSubject: fill {number}\r\n"
-            f"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\nMessage-ID: <fill{number}@outside.test>"
-            f"\r\n\r\n{body}").encode()
+    return (
+        f"From: a@outside.test\r\nTo: bob@example.test\r\nSubject: fill {number}\r\n"
+        f"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\nMessage-ID: <fill{number}@outside.test>"
+        f"\r\n\r\n{body}"
+    ).encode()
 
 
 @pytest.mark.timeout(90)
 def test_full_disk_gets_452_and_loses_nothing_accepted(
     gateway_process: GatewayProcessFactory, downstream: Downstream, small_disk: Path
 ) -> None:
-    gw = gateway_process({
-        "relay": {"port": downstream.port},
-        "verify": {"enabled": False},
-        "storage": {"dir": str(small_disk / "var")},
-        "queue": {"min_free_bytes": 1},  # only the real ENOSPC stops us, not the margin
-    })
+    gw = gateway_process(
+        {
+            "relay": {"port": downstream.port},
+            "verify": {"enabled": False},
+            "storage": {"dir": str(small_disk / "var")},
+            "queue": {"min_free_bytes": 1},  # only the real ENOSPC stops us, not the margin
+        }
+    )
     downstream.stop()  # keep everything in the spool
     accepted, refusal = [], ""
     for number in range(40):  # 40 x 230 KB cannot fit in 3 MiB
@@ -64,7 +70,9 @@ def test_full_disk_gets_452_and_loses_nothing_accepted(
     downstream.start()
     received = downstream.wait_for(len(accepted), timeout_s=30)
     subjects = sorted(
-        line.decode()[9:] for m in received for line in m.data.split(b"\r\n")
+        line.decode()[9:]
+        for m in received
+        for line in m.data.split(b"\r\n")
         if line.startswith(b"Subject: ")
     )
     assert subjects == sorted(accepted)

@@ -405,3 +405,71 @@ def test_a_message_that_timed_out_while_being_sent_is_not_sent_on_after() -> Non
     run(with_script(script, use))
     assert [o.kind for o in outcomes] == ["temporary"]
     assert seen_end == [False]
+
+
+def test_the_reply_to_the_final_dot_may_take_longer_than_a_command() -> None:
+    # An internal server filtering the message before it answers: giving up after the
+    # per-command timeout would defer a message the server then delivers (twice, later).
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        await greet(writer)
+        await ehlo(reader, writer, "PIPELINING")
+        for _ in range(3):
+            await reader.readline()
+        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        while (await reader.readline()) != b".\r\n":
+            pass
+        await asyncio.sleep(0.8)  # longer than timeout_s, shorter than data_timeout_s
+        writer.write(b"250 2.0.0 filtered and queued\r\n")
+        await reader.readline()
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        config = dataclasses.replace(relay_config(port, timeout_s=0.3), data_timeout_s=3.0)
+        connection = RelayConnection(config, "gw.test")
+        outcomes.extend(await connection.send("a@x.test", ["b@example.test"], STUFFED))
+        await connection.close()
+
+    run(with_script(script, use))
+    assert [(o.kind, o.reply) for o in outcomes] == [("delivered", "250 2.0.0 filtered and queued")]
+
+
+def test_ehlo_421_is_not_followed_by_helo() -> None:
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        await greet(writer)
+        await reader.readline()
+        writer.write(b"421 4.3.2 shutting down\r\n")
+        await writer.drain()
+        await reader.readline()  # what the client sends next, if anything
+
+    outcomes: list[RecipientOutcome] = []
+
+    async def use(port: int) -> None:
+        connection = RelayConnection(relay_config(port, timeout_s=1.0), "gw.test")
+        outcomes.extend(await connection.send("a@x.test", ["b@example.test"], STUFFED))
+
+    received = run(with_script(script, use))
+    assert [o.kind for o in outcomes] == ["temporary"]
+    assert "421 4.3.2 shutting down" in outcomes[0].reply
+    assert not any(line.startswith(b"HELO") for line in received)  # type: ignore[union-attr]
+
+
+def test_many_recipients_are_pipelined_in_batches() -> None:
+    downstream = Downstream()
+    downstream.start()
+    try:
+        rcpts = [f"user{n}@example.test" for n in range(250)]
+
+        async def use() -> list[RecipientOutcome]:
+            connection = RelayConnection(relay_config(downstream.port), "gw.test")
+            try:
+                return await connection.send("a@example.org", rcpts, STUFFED)
+            finally:
+                await connection.close()
+
+        outcomes = run(use())
+        assert [o.kind for o in outcomes] == ["delivered"] * 250  # type: ignore[union-attr]
+        [message] = downstream.wait_for(1)
+        assert list(message.rcpt_tos) == rcpts
+    finally:
+        downstream.stop()

@@ -98,13 +98,13 @@ def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
 
 
 def test_non_finite_numbers_and_reply_injection_are_refused() -> None:
-    text = "\n".join(problems_of({
-        "smtp": {"idle_timeout_s": float("nan"), "session_timeout_s": float("inf")}
-    }))
+    text = "\n".join(
+        problems_of({"smtp": {"idle_timeout_s": float("nan"), "session_timeout_s": float("inf")}})
+    )
     assert "smtp.idle_timeout_s: expected a finite number" in text
     assert "smtp.session_timeout_s: expected a finite number" in text
-    text = "\n".join(problems_of({
-        "smtp": {"banner": "ready\r\n250 forged", "hostname": "mx.example.org\r\nX"}
-    }))
+    text = "\n".join(
+        problems_of({"smtp": {"banner": "ready\r\n250 forged", "hostname": "mx.example.org\r\nX"}})
+    )
     assert "smtp.banner: only printable ASCII" in text
     assert "smtp.hostname: 'mx.example.org\\r\\nX' is not a host name" in text

@@ -16,8 +16,9 @@ def test_session_sets_every_attribute_of_aiosmtpd_init() -> None:
     async def build() -> tuple[set[str], set[str]]:
         config = config_from_dict({})
         reference = SMTP(object(), hostname="x", loop=asyncio.get_running_loop())
-        ours = GatewaySMTP(config.smtp, cast(Any, object()), cast(Any, None), cast(Any, None),
-                           None, 1.0)
+        ours = GatewaySMTP(
+            config.smtp, cast(Any, object()), cast(Any, None), cast(Any, None), None, 1.0
+        )
         return set(vars(reference)), set(vars(ours))
 
     reference, ours = asyncio.run(build())
