@@ -233,6 +233,7 @@ class SmtpClient:
 
     async def _parse_reply(self) -> tuple[Reply, list[str]]:
         lines: list[str] = []
+        first_code = 0
         while len(lines) < MAX_REPLY_LINES:
             raw = await self._reader.readline()
             if not raw.endswith(b"\n"):
@@ -241,6 +242,10 @@ class SmtpClient:
             if match is None:
                 raise SmtpClientError(f"not an SMTP reply: {raw[:80]!r}")
             code = int(match.group(1))
+            if lines and code != first_code:
+                # Replies out of step with our commands: nothing after this can be trusted.
+                raise SmtpClientError(f"reply lines with codes {first_code} and {code}")
+            first_code = first_code or code
             lines.append(match.group(3).decode("utf-8", "surrogateescape"))
             if match.group(2) != b"-":
                 return Reply(code, " ".join(lines)), lines

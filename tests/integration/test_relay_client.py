@@ -144,6 +144,7 @@ def test_a_server_opening_data_without_recipients_gets_an_empty_message_ended() 
     "answer, expected",
     [
         (b"hello there\r\n", "not an SMTP reply"),
+        (b"250-ok\r\n354 go\r\n", "reply lines with codes 250 and 354"),
         (b"250-more\r\n" * 200, "longer than 100 lines"),
         (b"250 " + b"x" * 10_000 + b"\r\n", "reading a reply"),
         (b"", "connection closed by the server"),
