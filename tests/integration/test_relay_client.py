@@ -160,7 +160,7 @@ def test_a_misbehaving_internal_server_defers_the_message(
         for _ in range(3):
             await reader.readline()
         if answer is None:
-            await asyncio.sleep(1)  # longer than the client's timeout
+            await asyncio.sleep(2.5)  # longer than the client's timeout
             return
         writer.write(answer)
         await writer.drain()
@@ -168,7 +168,7 @@ def test_a_misbehaving_internal_server_defers_the_message(
     outcomes: list[RecipientOutcome] = []
 
     async def use(port: int) -> None:
-        connection = RelayConnection(relay_config(port, timeout_s=0.5), "gw.test")
+        connection = RelayConnection(relay_config(port, timeout_s=1.0), "gw.test")
         outcomes.extend(await connection.send("a@example.org", ["b@example.test"], STUFFED))
         await connection.close()
 
@@ -386,7 +386,7 @@ def test_a_message_that_timed_out_while_being_sent_is_not_sent_on_after() -> Non
                 await reader.readline()
             writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
             await writer.drain()
-            await asyncio.sleep(1.5)  # not reading: the client's timeout runs out
+            await asyncio.sleep(3.0)  # not reading: the client's timeout runs out
             while True:
                 line = await reader.reader.readline()
                 if line in (b"", b".\r\n"):
@@ -398,7 +398,7 @@ def test_a_message_that_timed_out_while_being_sent_is_not_sent_on_after() -> Non
     outcomes: list[RecipientOutcome] = []
 
     async def use(port: int) -> None:
-        connection = RelayConnection(relay_config(port, timeout_s=0.5), "gw.test")
+        connection = RelayConnection(relay_config(port, timeout_s=1.0), "gw.test")
         outcomes.extend(await connection.send("a@x.test", ["b@example.test"], big))
         await connection.close()
         await asyncio.wait_for(done.wait(), 15)
@@ -419,14 +419,14 @@ def test_the_reply_to_the_final_dot_may_take_longer_than_a_command() -> None:
         writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
         while (await reader.readline()) != b".\r\n":
             pass
-        await asyncio.sleep(0.8)  # longer than timeout_s, shorter than data_timeout_s
+        await asyncio.sleep(2.0)  # longer than timeout_s, shorter than data_timeout_s
         writer.write(b"250 2.0.0 filtered and queued\r\n")
         await reader.readline()
 
     outcomes: list[RecipientOutcome] = []
 
     async def use(port: int) -> None:
-        config = dataclasses.replace(relay_config(port, timeout_s=0.3), data_timeout_s=3.0)
+        config = dataclasses.replace(relay_config(port, timeout_s=1.0), data_timeout_s=6.0)
         connection = RelayConnection(config, "gw.test")
         outcomes.extend(await connection.send("a@x.test", ["b@example.test"], STUFFED))
         await connection.close()
