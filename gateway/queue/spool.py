@@ -55,7 +55,7 @@ ORPHAN_GRACE_S = 3600.0
 STATE_VERSION = 1
 # The JSON line heading a message file: 1000 recipients take ~100 KB.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-_HEADER_CHUNK = 64 * 1024
+_HEADER_CHUNK = 8192  # most envelope lines are well under 1 KB
 FREE_SPACE_TTL_S = 1.0
 RECYCLE_POOL_MAX = 256  # emptied files kept for reuse (inodes only: they hold no data)
 
@@ -173,6 +173,24 @@ def _write_synced(path: str | Path, *parts: bytes, reuse: str | None = None) -> 
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _open_locked(path: str) -> int | None:
+    """`path` opened under an exclusive, non-blocking flock (the claim on a queued message), or
+    None if another holder has it or it is gone or was replaced since it was opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The holder before us may have removed or moved it after we opened it.
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            return fd
+    except OSError:  # BlockingIOError: held; FileNotFoundError: gone meanwhile
+        pass
+    os.close(fd)
+    return None
 
 
 def _read_header(fd: int) -> tuple[dict[str, Any], int]:
@@ -463,20 +481,10 @@ class Spool:
     def try_claim(self, msg_id: str) -> Claim | None:
         """Claim a queued message, or None if another worker holds it or it is gone."""
         validate_id(msg_id)
-        path = f"{self._active}/{msg_id}.msg"
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        fd = _open_locked(f"{self._active}/{msg_id}.msg")
+        if fd is None:
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        try:
-            # The holder before us may have removed or moved the message after we opened it.
-            if os.stat(path).st_ino != os.fstat(fd).st_ino:
-                raise FileNotFoundError(path)
             entry, offset = self._load(msg_id, fd, None)
         except (OSError, SpoolError):
             os.close(fd)
@@ -491,20 +499,6 @@ class Spool:
         finally:
             if claim is not None:
                 claim.release()
-
-    @staticmethod
-    @contextmanager
-    def _locked(path: Path) -> Iterator[bool]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-            else:
-                yield True
-        finally:
-            os.close(fd)
 
     def write_state(self, entry: QueueEntry) -> None:
         """Atomically replace a message's state file. Call only while holding its claim."""
@@ -622,15 +616,14 @@ class Spool:
             msg_id = old_data.stem
             try:
                 validate_id(msg_id)
-                fd = os.open(old_data, os.O_RDONLY)
-            except (OSError, SpoolError):
-                continue
-            try:
                 # Under the old data file's flock (the old layout's claim): another worker
                 # converting it at the same moment, or an older gateway delivering it, has it.
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.stat(old_data).st_ino != os.fstat(fd).st_ino:
-                    continue  # converted (or moved) by another worker meanwhile
+                fd = _open_locked(str(old_data))
+            except (OSError, SpoolError):
+                continue
+            if fd is None:
+                continue
+            try:
                 converted += self._convert_one(directory, old_data, msg_id, cutoff)
             except OSError:
                 pass
