@@ -138,6 +138,9 @@ def remove_our_authentication_results(raw: bytes, authserv_id: str) -> bytes:
     section 5: a receiver removes such headers from outside). Everything else is kept byte for
     byte, so DKIM signatures over other headers and the body still verify."""
     ours = authserv_id.lower().encode("ascii", "replace")
+    end = raw.find(b"\r\n\r\n")  # not found (LF line ends): look at everything, still right
+    if b"authentication-results" not in raw[: end if end != -1 else None].lower():
+        return raw  # the usual case: nothing to remove, and no need to split the body
     lines = raw.splitlines(keepends=True)
     kept: list[bytes] = []
     dropping = False

@@ -154,8 +154,11 @@ class SmtpHandler:
         else:
             reply = replies.deferred_at_connect(tx.id, public_reason(verdict))
         if not reply.startswith(("421", "554")):
-            # A refused greeting must close the session, which only 421 and 554 say.
-            reply = replies.deferred_at_connect(tx.id, public_reason(verdict))
+            # A refused greeting must close the session, which only 421 and 554 say; a
+            # configured 5xx stays a refusal (a 421 would make the client retry for ever).
+            refuse = verdict.action is Action.REJECT
+            at_connect = replies.refused_at_connect if refuse else replies.deferred_at_connect
+            reply = at_connect(tx.id, public_reason(verdict))
         self._log_refusal(session, outcome.tx, reply, verdict, sender_given=False)
         return reply
 

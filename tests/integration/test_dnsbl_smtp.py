@@ -68,6 +68,23 @@ def test_listed_client_gets_554_with_the_list_name(
     )
 
 
+def test_a_configured_550_at_connect_still_refuses(
+    gateway_factory: GatewayFactory,
+    rules_dir: Path,
+    dns_server: DnsTestServer,
+    dns_resolver: Resolver,
+) -> None:
+    # Only 421 and 554 close a greeting; a configured 550 on a reject used to become a 421,
+    # which makes the client retry for ever.
+    actions = rules_dir / "actions.toml"
+    actions.write_text(actions.read_text().replace('reply = "554 5.7.1', 'reply = "550 5.7.1'))
+    dns_server.set_zone("bl.test", {"1.0.0.127": {"A": ["127.0.0.2"]}})
+    host, port = start(gateway_factory, rules_dir, dns_resolver)
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP(host, port, timeout=10)
+    assert refused.value.smtp_code == 554
+
+
 @pytest.mark.parametrize("answers", [{}, {"1.0.0.127": {"A": ["127.0.0.10"]}}])
 def test_unlisted_or_only_scored_client_is_greeted(
     gateway_factory: GatewayFactory,
