@@ -125,11 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         host, port = parse_hostport(args.listen, 25)
         run_sink(host, port, Path(args.maildir))
         return EXIT_OK
-    try:
-        config = load_config(args.config)
-    except UnicodeDecodeError as exc:  # tomllib decodes the file itself and lets this through
-        problem = f"{args.config}: invalid TOML: not UTF-8 (byte {exc.start}: {exc.reason})"
-        raise ConfigError([problem]) from None
+    config = load_config(args.config)
     configure_logging(config.log.level if args.command == "serve" else "warning")
     if args.command == "serve":
         from gateway.runtime import serve

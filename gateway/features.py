@@ -94,10 +94,13 @@ _MONEY = re.compile(
 _PERCENT = re.compile(r"\d\s?%")
 
 
-def extract(raw: bytes) -> Features:
-    """Features of one raw message (as received in DATA, or with an mbox `From ` line)."""
-    raw = strip_envelope_line(raw)
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+def extract(raw: bytes, message: Message | None = None) -> Features:
+    """Features of one raw message (as received in DATA, or with an mbox `From ` line).
+    `message`: `raw` already parsed (compat32), as the gateway holds it, to spare a parse."""
+    stripped = strip_envelope_line(raw)
+    if message is None or stripped is not raw:  # the given parse would hold the `From ` line
+        message = email.message_from_bytes(stripped, policy=email.policy.compat32)
+    raw = stripped
     features: Features = {}
     add = features.__setitem__
     _size_features(add, len(raw))

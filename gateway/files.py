@@ -21,6 +21,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the file itself and lets this through
+        problem = f"{path}: invalid TOML: not UTF-8 (byte {exc.start}: {exc.reason})"
+        raise ConfigError([problem]) from None
 
 
 def fsync_dir(path: str | Path) -> None:

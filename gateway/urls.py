@@ -85,7 +85,8 @@ def is_ip_address(host: str) -> bool:
 
 
 @cache
-def _suffix_list() -> PublicSuffixList:
+def suffix_list() -> PublicSuffixList:
+    """The public suffix list bundled with the package (never downloads), one per process."""
     return PublicSuffixList()
 
 
@@ -97,7 +98,7 @@ def registered_domain(host: str) -> str | None:
     host = host.rstrip(".").lower()
     if is_ip_address(host) or not _HOSTNAME.match(host):
         return None
-    domain: str | None = _suffix_list().privatesuffix(host)
+    domain: str | None = suffix_list().privatesuffix(host)
     return domain
 
 

@@ -19,6 +19,7 @@ import sys
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from email.message import Message
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -203,11 +204,12 @@ class ClassifierCheck(Check):
         # Parsing a large message takes milliseconds: keep the event loop free meanwhile. A
         # small one costs less than the thread hop (which also holds the GIL to hand over).
         if len(tx.raw) <= INLINE_MAX_BYTES:
-            return self.classify(tx.raw)
-        return await asyncio.to_thread(self.classify, tx.raw)
+            return self.classify(tx.raw, tx.message)
+        return await asyncio.to_thread(self.classify, tx.raw, tx.message)
 
-    def classify(self, raw: bytes) -> CheckResult:
-        decision, pushes = self.model.explain(feature_code.extract(raw), self.explain_features)
+    def classify(self, raw: bytes, message: Message | None = None) -> CheckResult:
+        features = feature_code.extract(raw, message)
+        decision, pushes = self.model.explain(features, self.explain_features)
         probability = self.model.probability(decision)
         reason = f"p={probability:.3f} by " + " ".join(
             f"{c.feature}({c.weight:+.2f})" for c in pushes

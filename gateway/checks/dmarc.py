@@ -13,8 +13,6 @@ import email.utils
 import random
 from dataclasses import dataclass
 
-from publicsuffixlist import PublicSuffixList
-
 from gateway.errors import DnsError
 from gateway.model import (
     ArcFacts,
@@ -30,8 +28,8 @@ from gateway.model import (
 )
 from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check
+from gateway.urls import suffix_list
 
-_PSL = PublicSuffixList()  # the list bundled with the package; never downloads
 _POLICIES: tuple[DmarcPolicy, ...] = ("none", "quarantine", "reject")
 _ONE_LESS_STRICT: dict[DmarcPolicy, DmarcPolicy] = {
     "reject": "quarantine",
@@ -52,7 +50,7 @@ def normalize_domain(domain: str) -> str:
 def organizational_domain(domain: str) -> str:
     """RFC 7489 3.2: the public suffix plus one label (the domain itself if it is a suffix)."""
     domain = normalize_domain(domain)
-    return _PSL.privatesuffix(domain) or domain
+    return suffix_list().privatesuffix(domain) or domain
 
 
 def aligned(identifier: str, from_domain: str, strict: bool) -> bool:

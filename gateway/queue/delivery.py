@@ -17,11 +17,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 
 from gateway.config import QueueConfig, RelayConfig
 from gateway.errors import SpoolError
 from gateway.queue.admin import QueueStats, stats_of
+from gateway.queue.dsn import Kind as NoticeKind
 from gateway.queue.dsn import mail_parameters, rcpt_parameters, wanted
 from gateway.queue.relay import DsnParameters, RelayConnection
 from gateway.queue.retry import Disposition, RecipientOutcome, apply_attempt
@@ -34,9 +35,6 @@ STATS_LOG_INTERVAL_S = 60.0  # queue size and oldest age go to the log this ofte
 # Just-spooled messages handed over in memory (see notify) take at most this much memory;
 # beyond it they are read back from the spool as any other.
 FRESH_MAX_BYTES = 32 * 1024 * 1024
-
-
-NoticeKind = Literal["failure", "delay", "relayed"]
 
 
 class Bouncer(Protocol):

@@ -508,7 +508,7 @@ class Spool:
                 tmp.unlink()
             _write_synced(tmp, _encode(entry))
             os.rename(tmp, self.state_path(entry.id))
-            fsync_dir(self.active_dir)
+            os.fsync(self._active_fd)
         except OSError as exc:
             with suppress(OSError):
                 tmp.unlink()
@@ -556,7 +556,7 @@ class Spool:
             # when a crash comes in between.
             os.rename(self.data_path(msg_id), self.data_path(msg_id, self.failed_dir))
             os.rename(self.state_path(msg_id), self.state_path(msg_id, self.failed_dir))
-            fsync_dir(self.active_dir)
+            os.fsync(self._active_fd)
             fsync_dir(self.failed_dir)
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot move to failed/") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,6 +105,19 @@ def test_check_config_on_a_file_that_is_not_utf8(
     assert err.splitlines() == [
         f"gateway: {path}: invalid TOML: not UTF-8 (byte 20: invalid continuation byte)"
     ]
+
+
+def test_check_config_on_a_rules_file_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(SHIPPED_RULES_DIR, rules)
+    (rules / "scores.toml").write_bytes(b'[symbol.X]\ndescription = "caf\xe9"\n')
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'[relay]\ndomains = ["example.test"]\n[pipeline]\nrules_dir = "{rules}"\n')
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "scores.toml: invalid TOML: not UTF-8" in err and "Traceback" not in err
 
 
 def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path, config_path: Path) -> None:

@@ -168,7 +168,7 @@ def test_public_suffix_list_is_read_from_the_package_without_network(
     monkeypatch.setattr(socket, "create_connection", no_network)
     from gateway import urls
 
-    urls._suffix_list.cache_clear()
+    urls.suffix_list.cache_clear()
     assert registered_domain("www.example.co.uk") == "example.co.uk"
     assert "publicsuffixlist.update" not in sys.modules  # the downloader is never imported
 
