@@ -19,6 +19,7 @@ from tests.support.downstream import Downstream, make_self_signed_cert
 
 STUFFED = b"Subject: dots\r\n\r\n.\r\n..two\r\n.three\r\nlast line without a dot\r\n"
 
+SCRIPT_FINISH_S = 5.0
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -27,23 +28,38 @@ def relay_config(port: int, timeout_s: float = 5.0) -> RelayConfig:
 
 
 async def with_script(script: Script, use: Callable[[int], Awaitable[None]]) -> list[bytes]:
-    """Run `use(port)` against a raw server running `script` per connection; what it read."""
+    """Run `use(port)` against a raw server running `script` per connection; what it read.
+    A failed assertion inside the script fails the test (a server task's exception would
+    otherwise only be logged)."""
     received: list[bytes] = []
+    sessions: set[asyncio.Task[None]] = set()
+    failures: list[Exception] = []
 
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        sessions.add(task)
         recording = _Recording(reader, received)
         try:
             await script(recording, writer)  # type: ignore[arg-type]
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception as exc:
+            failures.append(exc)
         finally:
             writer.close()
 
     server = await asyncio.start_server(session, "127.0.0.1", 0)
     try:
         await asyncio.wait_for(use(server.sockets[0].getsockname()[1]), 20)
+        if sessions:  # let each script finish what it checks after the client is done
+            _, late = await asyncio.wait(sessions, timeout=SCRIPT_FINISH_S)
+            for task in late:
+                task.cancel()
     finally:
         server.close()
+    if failures:
+        raise failures[0]
     return received
 
 
@@ -52,7 +68,10 @@ class _Recording:
         self.reader, self.received = reader, received
 
     async def readline(self) -> bytes:
+        """The next line; IncompleteReadError once the client has closed (ends the script)."""
         line = await asyncio.wait_for(self.reader.readline(), 5)
+        if not line:
+            raise asyncio.IncompleteReadError(b"", None)
         self.received.append(line)
         return line
 
