@@ -105,7 +105,9 @@ def registered_domain(host: str) -> str | None:
 def unique_domains(hosts: Iterable[str], limit: int) -> list[str]:
     """Distinct registered domains of `hosts`, in order of first appearance, at most `limit`."""
     seen: dict[str, None] = {}
-    for host in hosts:
+    # Each host once: a message may link one host hundreds of times, and every look-up in the
+    # public suffix list costs ~16 us.
+    for host in dict.fromkeys(host.rstrip(".").lower() for host in hosts):
         domain = registered_domain(host)
         if domain is not None and domain not in seen:
             seen[domain] = None

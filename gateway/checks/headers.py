@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import re
-from email.errors import HeaderParseError
+from email.errors import HeaderParseError, ObsoleteHeaderDefect
 
 from gateway.model import CheckResult, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
@@ -33,8 +33,11 @@ def address_problem(name: str, value: str) -> str | None:
     except (HeaderParseError, IndexError, ValueError) as exc:
         return f"unparseable: {exc}"
     addresses = getattr(header, "addresses", ())
-    if header.defects:
-        return "; ".join(str(d) for d in header.defects)[:200]
+    # Obsolete syntax (RFC 5322 section 4, e.g. "John Q. Public" unquoted) must be accepted by
+    # receivers and is what the fast path above lets through too; only real defects count.
+    defects = [d for d in header.defects if not isinstance(d, ObsoleteHeaderDefect)]
+    if defects:
+        return "; ".join(str(d) for d in defects)[:200]
     if name in ("From", "Sender") and not addresses:
         return "no address"
     for address in addresses:

@@ -177,11 +177,7 @@ def render_show(entry: QueueEntry, headers: str, now: float, failed: bool = Fals
         f"sender:       {printable(entry.mail_from or '<>')}",
         f"last error:   {printable(entry.last_error) or '-'}",
         "recipients:",
-        *(
-            f"  {printable(r.address)}: {r.status}"
-            + (f" ({printable(r.reply)})" if r.reply else "")
-            for r in entry.recipients
-        ),
+        *(_recipient_line(r) for r in entry.recipients),
         "",
         printable(headers, keep_newlines=True),
     ]

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Literal, Protocol
 
 from gateway.authresults import authentication_results_field, remove_our_authentication_results
 from gateway.config import Config
@@ -37,6 +37,7 @@ from gateway.observe.log import (
 )
 from gateway.pipeline.engine import Pipeline
 from gateway.queue.dsn import mail_dsn_options, rcpt_dsn_options
+from gateway.queue.spool import Spool
 from gateway.smtp import replies
 from gateway.smtp.addresses import RelayDenied, RelayGate
 from gateway.smtp.data import DataCollector, DataProblem
@@ -45,30 +46,6 @@ from gateway.smtp.stamp import gateway_headers, stamp
 log = logging.getLogger(__name__)
 
 ABANDONED = "abandoned"
-
-
-PreparedT = TypeVar("PreparedT")
-
-
-class MessageSpool(Protocol[PreparedT]):
-    """The durable queue: `prepare` checks on the event loop, `commit` writes in a thread."""
-
-    def has_room(self, size: int) -> bool: ...
-
-    def prepare(
-        self,
-        msg_id: str,
-        mail_from: str,
-        rcpt_tos: Sequence[str],
-        data: bytes,
-        *,
-        dsn_ret: str = "",
-        dsn_envid: str = "",
-        rcpt_notify: Sequence[Sequence[str]] = (),
-        rcpt_orcpt: Sequence[str] = (),
-    ) -> PreparedT: ...
-
-    def commit(self, prepared: PreparedT) -> None: ...
 
 
 class DeliveryNotifier(Protocol):
@@ -118,7 +95,7 @@ class SmtpHandler:
         self,
         config: Config,
         pipeline: Pipeline,
-        spool: MessageSpool[Any],
+        spool: Spool,
         delivery: DeliveryNotifier,
         quarantine: QuarantineSink,
         verifier: RecipientChecker | None = None,

@@ -12,13 +12,12 @@ import asyncio
 import logging
 import socket
 import ssl
-from typing import Any
 
 from gateway.config import Config, SmtpConfig, parse_hostport
 from gateway.pipeline.engine import Pipeline
+from gateway.queue.spool import Spool
 from gateway.smtp.handler import (
     DeliveryNotifier,
-    MessageSpool,
     QuarantineSink,
     RecipientChecker,
     SmtpHandler,
@@ -68,7 +67,7 @@ class SmtpFrontEnd:
         self,
         config: Config,
         pipeline: Pipeline,
-        spool: MessageSpool[Any],
+        spool: Spool,
         delivery: DeliveryNotifier,
         quarantine: QuarantineSink,
         verifier: RecipientChecker | None = None,

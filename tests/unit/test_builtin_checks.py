@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from gateway.checks.gtube import GTUBE_QUARANTINE, GTUBE_REJECT, GtubeCheck
-from gateway.checks.headers import HeadersCheck
+from gateway.checks.headers import HeadersCheck, address_problem
 from gateway.model import Connection, Envelope, Transaction
 
 GOOD = (
@@ -37,6 +37,19 @@ def test_good_headers_are_clean() -> None:
 )
 def test_header_problems(raw: bytes, expected: list[str]) -> None:
     assert names(HeadersCheck(), raw) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "J.Smith <a@b.example>",  # taken by the fast path
+        "J.Smith (sales) <a@b.example>",  # the comment sends it to the full parser
+        'John Q. Public <john@example.com>, "Doe, J." <jd@example.com> (team)',
+    ],
+)
+def test_obsolete_but_valid_display_names_are_not_malformed(value: str) -> None:
+    # RFC 5322 section 4: receivers must accept obs-phrase; both paths agree on it.
+    assert address_problem("From", value) is None
 
 
 def test_gtube_strings() -> None:
