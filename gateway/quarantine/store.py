@@ -35,6 +35,16 @@ MESSAGES_DIR = "messages"
 SCHEMA_VERSION = 1
 # A release claim older than this belongs to a process that died mid-release; it may be retaken.
 STALE_CLAIM_S = 600.0
+
+
+def _claim_is_fresh(state: object, claimed_at: object, now: float) -> bool:
+    """A release is under way and its claim is not old enough to be retaken (one test for
+    release and delete; expire runs the same one in SQL)."""
+    if state != State.RELEASING or isinstance(claimed_at, bool):
+        return False
+    return isinstance(claimed_at, int | float) and claimed_at > now - STALE_CLAIM_S
+
+
 _ID_PATTERN = re.compile(r"[0-9a-z]{8,64}")
 _MAX_HEADER_CHARS = 998  # RFC 5322 line limit: enough for any honest From or Subject
 _SQL_CHUNK = 500  # ids per IN (...) query, well below SQLite's variable limit
@@ -235,7 +245,7 @@ class QuarantineStore:
                     f"{qid} was already released at {_utc(entry.released_at)} "
                     f"(queue id {entry.release_id})"
                 )
-            if entry.state == State.RELEASING and (entry.claimed_at or 0) > now - STALE_CLAIM_S:
+            if _claim_is_fresh(entry.state, entry.claimed_at, now):
                 raise QuarantineError(
                     f"{qid} is being released by another process since {_utc(entry.claimed_at)}"
                 )
@@ -300,11 +310,7 @@ class QuarantineStore:
             if row is None:
                 raise QuarantineNotFound(f"{qid}: no such quarantined message")
             state, claimed_at = row
-            if (
-                state == State.RELEASING
-                and isinstance(claimed_at, float)
-                and (claimed_at > now - STALE_CLAIM_S)
-            ):
+            if _claim_is_fresh(state, claimed_at, now):
                 raise QuarantineError(f"{qid} is being released right now; not deleted")
             conn.execute("DELETE FROM messages WHERE id = ?", (qid,))
         self._unlink(qid)

@@ -165,6 +165,25 @@ def test_delete_removes_row_and_file(quarantine_store: QuarantineStore) -> None:
         quarantine_store.delete(qid)
 
 
+def test_delete_and_release_wait_for_a_fresh_claim_not_a_stale_one(
+    quarantine_store: QuarantineStore,
+) -> None:
+    claimed_at = 1000.0
+    qid = hold(quarantine_store)
+    with sqlite3.connect(quarantine_store.index_path) as conn:
+        conn.execute(
+            "UPDATE messages SET state = 'releasing', claimed_at = ? WHERE id = ?",
+            (claimed_at, qid),
+        )
+    with pytest.raises(QuarantineError, match="being released right now"):
+        quarantine_store.delete(qid, now=1000.0 + 60)
+    with pytest.raises(QuarantineError, match="being released by another process"):
+        quarantine_store.claim_release(qid, now=1000.0 + 60)
+    quarantine_store.delete(qid, now=1000.0 + STALE_CLAIM_S + 1)  # stale: may go
+    with pytest.raises(QuarantineNotFound):
+        quarantine_store.get(qid)
+
+
 @pytest.mark.parametrize("bad_id", ["../../etc/passwd", "", "ABC*", "x" * 200])
 def test_ids_that_are_not_ids_are_not_found(quarantine_store: QuarantineStore, bad_id: str) -> None:
     with pytest.raises(QuarantineNotFound):
