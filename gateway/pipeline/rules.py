@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
@@ -64,8 +65,16 @@ class RuleSet:
     rules: tuple[Rule, ...]
     sources: tuple[str, ...] = ()
 
-    def for_target(self, target: Target) -> list[Rule]:
-        return [r for r in self.rules if r.target == target]
+    def for_target(self, target: Target) -> tuple[Rule, ...]:
+        return self._by_target.get(target, ())
+
+    @cached_property
+    def _by_target(self) -> dict[str, tuple[Rule, ...]]:
+        """Grouped once: the rules check asks for each target on every message."""
+        groups: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            groups.setdefault(rule.target, []).append(rule)
+        return {target: tuple(rules) for target, rules in groups.items()}
 
     def symbols(self) -> frozenset[str]:
         return frozenset(r.symbol for r in self.rules)
