@@ -182,6 +182,10 @@ class ScoredSymbol:
     reason: str
     check: str
 
+    def to_json(self) -> dict[str, str | float]:
+        """The form the log line, `scan --json` and `quarantine show --json` share."""
+        return {"name": self.name, "score": self.score, "reason": self.reason, "check": self.check}
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

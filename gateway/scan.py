@@ -52,10 +52,7 @@ def verdict_to_json(path: str, verdict: Verdict) -> dict[str, Any]:
         "thresholds": {"quarantine": verdict.quarantine_at, "reject": verdict.reject_at},
         "reason": verdict.reason,
         "forced_by": verdict.forced_by.name if verdict.forced_by else None,
-        "symbols": [
-            {"name": s.name, "score": s.score, "check": s.check, "reason": s.reason}
-            for s in verdict.symbols
-        ],
+        "symbols": [s.to_json() for s in verdict.symbols],
     }
 
 

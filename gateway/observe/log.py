@@ -47,10 +47,7 @@ def verdict_fields(verdict: Verdict | None) -> dict[str, Any]:
     return {
         "score": verdict.score,
         "reason": verdict.reason,
-        "symbols": [
-            {"name": s.name, "score": s.score, "reason": s.reason, "check": s.check}
-            for s in verdict.symbols
-        ],
+        "symbols": [s.to_json() for s in verdict.symbols],
     }
 
 

@@ -116,10 +116,7 @@ def entry_json(entry: Entry | CorruptEntry) -> dict[str, Any]:
         "state": entry.state.value,
         "release_id": entry.release_id or None,
         "released_at": iso_utc(entry.released_at),
-        "symbols": [
-            {"name": s.name, "score": s.score, "reason": s.reason, "check": s.check}
-            for s in entry.symbols
-        ],
+        "symbols": [s.to_json() for s in entry.symbols],
         "problem": entry.problem or None,
     }
 
