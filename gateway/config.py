@@ -433,6 +433,14 @@ class Config:
         return Path(self.storage.dir)
 
     @property
+    def queue_dir(self) -> Path:
+        return self.storage_dir / "queue"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.storage_dir / "quarantine"
+
+    @property
     def rules_dir(self) -> Path:
         if self.pipeline.rules_dir:
             return Path(self.pipeline.rules_dir)

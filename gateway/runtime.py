@@ -75,8 +75,8 @@ class Runtime:
         self.services = Services(resolver=Resolver.from_config(config.dns))
         self.pipeline = build_pipeline(config, self.services)
         self._retired: set[asyncio.Task[None]] = set()
-        self.spool = Spool(storage / "queue", config.queue.min_free_bytes)
-        self.quarantine = QuarantineStore(storage / "quarantine")
+        self.spool = Spool(config.queue_dir, config.queue.min_free_bytes)
+        self.quarantine = QuarantineStore(config.quarantine_dir)
         # Bounces go back through the internal server, which is the one that sends mail out.
         bouncer = SpoolBouncer(self.spool, config.smtp.hostname, config.relay.host)
         self.delivery = DeliveryService(

@@ -24,8 +24,6 @@ from gateway.quarantine import admin, render
 from gateway.quarantine.store import CorruptEntry, Filter, QuarantineStore, State
 from gateway.queue.spool import Spool
 
-QUARANTINE_SUBDIR = "quarantine"
-QUEUE_SUBDIR = "queue"
 CLI_BUSY_TIMEOUT_S = 5.0  # an admin would rather hear "locked, try again" than wait long
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -93,7 +91,7 @@ def add_quarantine_commands(
 def run_quarantine_command(args: argparse.Namespace, config: Config) -> int:
     try:
         store = QuarantineStore(
-            config.storage_dir / QUARANTINE_SUBDIR, create=False, busy_timeout_s=CLI_BUSY_TIMEOUT_S
+            config.quarantine_dir, create=False, busy_timeout_s=CLI_BUSY_TIMEOUT_S
         )
     except QuarantineMissing as exc:
         _error(str(exc))
@@ -151,9 +149,7 @@ def _release(args: argparse.Namespace, config: Config, store: QuarantineStore) -
     ids = _chosen_ids(args, store, "release")
     if ids is None:
         return 2
-    spool = Spool(
-        root=config.storage_dir / QUEUE_SUBDIR, min_free_bytes=config.queue.min_free_bytes
-    )
+    spool = Spool(root=config.queue_dir, min_free_bytes=config.queue.min_free_bytes)
     learn = _learner(config, "ham") if args.learn else None
     released_by = _current_user()
 

@@ -18,7 +18,6 @@ from gateway.errors import SpoolError
 from gateway.queue import admin
 from gateway.queue.spool import Spool
 
-QUEUE_SUBDIR = "queue"
 Command = Callable[[argparse.Namespace, Spool, float], int]
 
 
@@ -64,7 +63,7 @@ def add_queue_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 def run_queue_command(args: argparse.Namespace, config: Config) -> int:
     try:
-        spool = Spool(config.storage_dir / QUEUE_SUBDIR, config.queue.min_free_bytes)
+        spool = Spool(config.queue_dir, config.queue.min_free_bytes)
     except SpoolError as exc:
         _error(str(exc))
         return 2

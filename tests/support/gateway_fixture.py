@@ -86,8 +86,8 @@ class RunningGateway:
     ) -> None:
         self.config = config
         self.sock = sock  # an already bound listening socket (SO_REUSEPORT tests), or None
-        self.spool = Spool(config.storage_dir / "queue", config.queue.min_free_bytes)
-        self.quarantine = QuarantineStore(config.storage_dir / "quarantine")
+        self.spool = Spool(config.queue_dir, config.queue.min_free_bytes)
+        self.quarantine = QuarantineStore(config.quarantine_dir)
         self.recorder = RecordingDelivery()
         self.delivery: DeliveryNotifier = delivery or self.recorder
         self.services = services or Services()

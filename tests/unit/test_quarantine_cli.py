@@ -31,7 +31,7 @@ def run(config: Config, *argv: str) -> int:
 
 
 def spool_of(config: Config) -> Spool:
-    return Spool(config.storage_dir / "queue", min_free_bytes=0)
+    return Spool(config.queue_dir, min_free_bytes=0)
 
 
 def test_list_prints_a_table_and_json(
@@ -83,7 +83,7 @@ def test_unknown_id_and_missing_store_are_clear_errors(
     assert run(quarantine_config, "list") == 2
     assert "no quarantine store at" in capsys.readouterr().err
 
-    store = QuarantineStore(quarantine_config.storage_dir / "quarantine")
+    store = QuarantineStore(quarantine_config.quarantine_dir)
     store.close()
     assert run(quarantine_config, "show", "0123456789abcdef") == 1
     assert "0123456789abcdef: no such quarantined message" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def config(tmp_path: Path) -> Config:
 
 @pytest.fixture
 def spool(config: Config) -> Spool:
-    spool = Spool(config.storage_dir / "queue", min_free_bytes=0)
+    spool = Spool(config.queue_dir, min_free_bytes=0)
     spool.enqueue("m1", "alice@example.org", ["bob@example.test"], MESSAGE, now=NOW - 3600)
     spool.enqueue("m2", "carol@example.net", ["dave@example.test"], MESSAGE, now=NOW - 60)
     return spool
