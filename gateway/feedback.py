@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from gateway.errors import GatewayError
+from gateway.files import write_durably
 from gateway.mailsources import iter_messages
 
 Label = Literal["ham", "spam"]
@@ -37,7 +36,7 @@ def record_feedback(storage_dir: str | Path, label: Label, raw_bytes: bytes) -> 
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / name
     if not target.exists():
-        _write_atomically(target, raw_bytes)
+        write_durably(target, raw_bytes, replace=True)
     other = feedback_dir(storage_dir) / _opposite(label) / name
     other.unlink(missing_ok=True)
     return target
@@ -45,24 +44,6 @@ def record_feedback(storage_dir: str | Path, label: Label, raw_bytes: bytes) -> 
 
 def _opposite(label: Label) -> Label:
     return "spam" if label == "ham" else "ham"
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".eml")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def add_learn_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import QuarantineCorrupt, QuarantineError, QuarantineMissing, QuarantineNotFound
-from gateway.files import fsync_dir
+from gateway.files import write_durably
 from gateway.model import ScoredSymbol, Transaction, Verdict, new_id
 
 INDEX_FILE = "index.sqlite3"
@@ -475,21 +475,13 @@ class QuarantineStore:
         return entry
 
     def _write_new_file(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(tmp, path)  # unlike rename, refuses to replace an existing message
-            fsync_dir(path.parent)
+            write_durably(path, data, replace=False)  # never replaces an existing message
         except FileExistsError:
             raise QuarantineError(f"{path.stem} is already in the quarantine") from None
         except OSError as exc:
             raise QuarantineError(f"cannot write quarantine file {path}: {exc.strerror}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def _unlink(self, qid: str) -> None:
         with contextlib.suppress(FileNotFoundError):
