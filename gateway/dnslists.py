@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from gateway.errors import ConfigError, DnsError
-from gateway.files import read_toml
+from gateway.files import is_upper_snake, read_toml
 from gateway.model import Symbol
 from gateway.net.dns import Resolver
 
@@ -77,11 +77,18 @@ class Zone:
         return found
 
 
-def ip_query_name(ip: str, zone: str) -> str:
-    """1.2.3.4 -> 4.3.2.1.zone; IPv6 -> 32 reversed nibbles.zone; IPv4-mapped IPv6 as IPv4."""
+def client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The client's address, an IPv4-mapped IPv6 one (::ffff:1.2.3.4) as the IPv4 it is;
+    ValueError for something that is no address."""
     address = ipaddress.ip_address(ip)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+        return address.ipv4_mapped
+    return address
+
+
+def ip_query_name(ip: str, zone: str) -> str:
+    """1.2.3.4 -> 4.3.2.1.zone; IPv6 -> 32 reversed nibbles.zone; IPv4-mapped IPv6 as IPv4."""
+    address = client_address(ip)
     reversed_name = address.reverse_pointer.rsplit(".", 2)[0]  # drop in-addr.arpa / ip6.arpa
     return f"{reversed_name}.{zone}"
 
@@ -122,10 +129,7 @@ def _parse_zone(name: str, table: Any, where: str, problems: list[str]) -> Zone 
             _is_ipv4(answer) and ipaddress.IPv4Address(answer) in _LISTING_NETWORK
         ):
             problems.append(f"{where}.answers: {answer!r} is not an address in 127.0.0.0/8")
-        upper_snake = (
-            isinstance(symbol, str) and symbol.isupper() and symbol.replace("_", "").isalnum()
-        )
-        if not upper_snake or not symbol.startswith(prefixes):
+        if not is_upper_snake(symbol) or not symbol.startswith(prefixes):
             problems.append(
                 f"{where}.answers.{answer}: {symbol!r} must be an UPPER_SNAKE symbol starting "
                 f"with {' or '.join(prefixes) or 'the prefix of its kind'}"

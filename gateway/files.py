@@ -7,7 +7,10 @@ import os
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: no runtime dependency on typing_extensions
+    from typing_extensions import TypeIs
 
 from gateway.errors import ConfigError
 
@@ -26,6 +29,16 @@ def read_toml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:  # tomllib decodes the file itself and lets this through
         problem = f"{path}: invalid TOML: not UTF-8 (byte {exc.start}: {exc.reason})"
         raise ConfigError([problem]) from None
+
+
+def is_number(value: object) -> TypeIs[int | float]:
+    """A TOML number (TOML booleans are Python bools, which are ints too)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_upper_snake(name: Any) -> bool:
+    """A symbol name as scores, rules and lists spell them: UPPER_SNAKE."""
+    return isinstance(name, str) and name.isupper() and name.replace("_", "").isalnum()
 
 
 def fsync_dir(path: str | Path) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import ipaddress
 from collections.abc import Sequence
 
-from gateway.dnslists import Zone, ZoneClient, ip_query_name
+from gateway.dnslists import Zone, ZoneClient, client_address, ip_query_name
 from gateway.model import CheckResult, OnError, Phase, Transaction
 from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check
@@ -43,11 +43,9 @@ class DnsblCheck(Check):
     def _skipped(self, ip: str) -> bool:
         """Addresses no public list can know (and need not learn of): private, loopback."""
         try:
-            address = ipaddress.ip_address(ip)
+            address = client_address(ip)
         except ValueError:  # no client IP, e.g. an offline scan without --client-ip
             return True
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
         return any(address in network for network in self.skip_networks)
 
     async def run(self, tx: Transaction) -> CheckResult:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.dnslists import client_address
 from gateway.errors import ConfigError
 from gateway.files import read_toml
 from gateway.model import CheckResult, DmarcFacts, OnError, Phase, SpfFacts, Symbol, Transaction
@@ -132,11 +133,9 @@ def load_lists(path: Path) -> tuple[Lists, Lists]:
 
 def _client_ip_match(networks: Iterable[Network], ip: str) -> str | None:
     try:
-        address = ipaddress.ip_address(ip)
+        address = client_address(ip)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     for network in networks:
         if address in network:
             return str(network)

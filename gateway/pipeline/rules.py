@@ -24,7 +24,7 @@ from typing import Any, Literal, cast, get_args
 import re2
 
 from gateway.errors import ConfigError
-from gateway.files import read_toml
+from gateway.files import is_number, is_upper_snake, read_toml
 from gateway.pipeline.scoring import SymbolPolicy
 
 Target = Literal["header", "body", "url", "attachment_name", "attachment_type"]
@@ -83,14 +83,9 @@ class RuleSet:
         return {r.symbol: SymbolPolicy(r.score, r.description) for r in self.rules}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _parse_rule(symbol: str, table: Any, where: str, problems: list[str]) -> Rule | None:
     before = len(problems)
-    upper_snake = symbol.isupper() and symbol.replace("_", "").isalnum()
-    if not (upper_snake and symbol.startswith(SYMBOL_PREFIX)):
+    if not (is_upper_snake(symbol) and symbol.startswith(SYMBOL_PREFIX)):
         problems.append(f"{where}: rule names are UPPER_SNAKE symbols starting with RULE_")
     if not isinstance(table, dict):
         problems.append(f"{where}: expected a table")
@@ -105,7 +100,7 @@ def _parse_rule(symbol: str, table: Any, where: str, problems: list[str]) -> Rul
         problems.append(f"{where}.header: the header name is required with target = 'header'")
     if target != "header" and "header" in table:
         problems.append(f"{where}.header: only used with target = 'header'")
-    if not _is_number(table.get("score")):
+    if not is_number(table.get("score")):
         problems.append(f"{where}.score: a number is required")
     description = table.get("description")
     if not isinstance(description, str) or not description.strip():

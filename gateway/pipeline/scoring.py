@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.files import read_toml
+from gateway.files import is_number, is_upper_snake, read_toml
 from gateway.model import Action, CheckResult, OnError, ScoredSymbol, Verdict
 
 SCORES_FILE = "scores.toml"
@@ -104,20 +104,12 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
         return {}
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _thresholds(table: Any, where: str, problems: list[str]) -> Thresholds | None:
     if not isinstance(table, dict) or set(table) - {"quarantine", "reject"}:
         problems.append(f"{where}: expected a table with quarantine and reject")
         return None
     quarantine, reject = table.get("quarantine"), table.get("reject")
-    if (
-        not isinstance(quarantine, int | float)
-        or not isinstance(reject, int | float)
-        or (isinstance(quarantine, bool) or isinstance(reject, bool))
-    ):
+    if not (is_number(quarantine) and is_number(reject)):
         problems.append(f"{where}: quarantine and reject must both be numbers")
         return None
     if quarantine > reject:
@@ -136,13 +128,13 @@ def _parse_scores(
     for name, table in data.get("group", {}).items():
         if not isinstance(table, dict) or set(table) - {"max_score", "description"}:
             problems.append(f"{SCORES_FILE}: group.{name}: keys are max_score, description")
-        elif not _number(table.get("max_score")):
+        elif not is_number(table.get("max_score")):
             problems.append(f"{SCORES_FILE}: group.{name}.max_score must be a number")
         else:
             caps[name] = float(table["max_score"])
     for name, table in data.get("symbol", {}).items():
         where = f"{SCORES_FILE}: symbol.{name}"
-        if not name.isupper() or not name.replace("_", "").isalnum():
+        if not is_upper_snake(name):
             problems.append(f"{where}: symbol names are UPPER_SNAKE")
         if not isinstance(table, dict):
             problems.append(f"{where}: expected a table with score")
@@ -150,7 +142,7 @@ def _parse_scores(
         unknown = set(table) - {"score", "description", "group"}
         if unknown:
             problems.append(f"{where}: unknown keys {sorted(unknown)}")
-        if not _number(table.get("score")):
+        if not is_number(table.get("score")):
             problems.append(f"{where}.score must be a number")
             continue
         group = table.get("group", "")
