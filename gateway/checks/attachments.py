@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gateway.checks.archive import ArchiveLimits, Budget, Problem, is_zip, list_zip
 from gateway.checks.filetypes import TYPE_SYMBOLS, TypeRules
+from gateway.content import decode_header_value
 from gateway.model import CheckResult, MimeNestingTooDeep, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
@@ -150,12 +151,7 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
 def _filename(msg: email.message.Message) -> str:
     """The part's file name with RFC 2047 encoded words decoded (senders hide .exe in them)."""
     raw = msg.get_filename()
-    if not raw:
-        return ""
-    try:
-        return str(email.header.make_header(email.header.decode_header(raw)))
-    except (email.errors.HeaderParseError, UnicodeError, LookupError):
-        return raw
+    return decode_header_value(raw) if raw else ""
 
 
 def _printable(text: str) -> str:

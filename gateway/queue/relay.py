@@ -105,8 +105,15 @@ class RelayConnection:
         dsn: DsnParameters | None = None,
     ) -> list[RecipientOutcome]:
         """Relay `data` byte-for-byte; one outcome per recipient, in order."""
+        message = (mail_from, recipients, data, smtputf8, dsn)
         try:
-            return await self._transaction(mail_from, recipients, data, smtputf8, dsn)
+            client, reused = await self._ready()
+            try:
+                return await self._on(client, reused, *message)
+            except _Stale:  # a reused connection gone since its last message: once more, anew
+                await self.close()
+                client, _ = await self._ready()
+                return await self._on(client, False, *message)
         except Refused as exc:
             # The server turned the session away (greeting, EHLO, STARTTLS): a 5xx there says
             # nothing about the recipients, so it defers like Postfix (smtp_skip_5xx_greeting).
@@ -117,22 +124,6 @@ class RelayConnection:
             await self.close()
             reason = f"connection to {self.target} failed: {exc}"
             return [RecipientOutcome("temporary", reason)] * len(recipients)
-
-    async def _transaction(
-        self,
-        mail_from: str,
-        recipients: Sequence[str],
-        data: bytes,
-        smtputf8: bool,
-        dsn: DsnParameters | None,
-    ) -> list[RecipientOutcome]:
-        client, reused = await self._ready()
-        try:
-            return await self._on(client, reused, mail_from, recipients, data, smtputf8, dsn)
-        except _Stale:
-            await self.close()
-        client, _ = await self._ready()
-        return await self._on(client, False, mail_from, recipients, data, smtputf8, dsn)
 
     async def _on(
         self,
