@@ -101,6 +101,7 @@ def test_a_delivered_message_file_is_emptied_and_reused(spool: Spool) -> None:
     claim = spool.try_claim("m1")
     assert claim is not None
     spool.remove(claim)
+    spool.wait_emptied()
     spares = list(spool.recycled_dir.iterdir())
     assert [p.stat().st_size for p in spares] == [0] and spool.ids() == []
     spool.enqueue("m2", "a@example.org", ["b@example.test"], MESSAGE + b"more\r\n")
@@ -131,6 +132,7 @@ def test_the_recycling_pool_is_bounded(spool: Spool, monkeypatch: pytest.MonkeyP
         with spool.claimed(f"m{number}") as claim:
             assert claim is not None
             spool.remove(claim)
+    spool.wait_emptied()
     assert sorted(p.name for p in spool.recycled_dir.iterdir()) == ["m0", "m1"]
     (spool.recycled_dir / "left-by-admin").write_bytes(b"")
     assert spool.sweep() == 1
