@@ -6,7 +6,7 @@ CONFIG ?= rules/gateway.example.toml
 CORPUS ?= ../shared/corpus/spamassassin-public
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint bench train clean
+.PHONY: install system-deps bench-deps run test lint bench train clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ install: $(STAMP)
 # when they are already there.
 system-deps:
 	sh .ci/install-clamav.sh
+
+# Postfix's smtp-source and smtp-sink, the C load tools of benchmarks/bench_scaling.py (no mail
+# server is configured or started).
+bench-deps:
+	sh benchmarks/install-postfix-tools.sh
 
 # The gateway on 127.0.0.1:2525 relaying to a local test sink on 127.0.0.1:2526 that files
 # mail into var/sink/new. Ctrl-C stops both.
@@ -37,7 +42,7 @@ lint: install
 	$(VENV)/bin/ruff format --check gateway training tests benchmarks
 	$(VENV)/bin/mypy gateway
 
-bench: install system-deps
+bench: install system-deps bench-deps
 	$(PY) benchmarks/run_all.py
 
 # Retrain the classifier: CORPUS may name several directories (space-separated).

@@ -19,6 +19,7 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "spamassassin-public"
 # (script, arguments, needs the corpus)
 BENCHMARKS: list[tuple[str, list[str], bool]] = [
     ("bench_e2e.py", ["--json", str(RESULTS / "e2e.json")], False),
+    ("bench_scaling.py", ["--json", str(RESULTS / "scaling.json")], False),
     ("bench_auth.py", [], False),
     ("bench_antivirus.py", [], False),
     ("bench_rules.py", [], True),
