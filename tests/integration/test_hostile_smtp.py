@@ -172,6 +172,37 @@ def test_client_reset_while_the_checks_run_is_logged_abandoned(
     assert gateway.spool.ids() == []
 
 
+def test_client_that_resets_after_quit_keeps_its_message_and_logs_no_error(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Postfix's smtp-source (and other bulk senders) speak plain HELO, one step at a time, and
+    # close with SO_LINGER 0 after QUIT: an RST right behind the 221.
+    caplog.set_level(logging.INFO)
+    with socket.create_connection((gateway.host, gateway.port), timeout=5) as sock:
+        sock.settimeout(5)
+        reader = sock.makefile("rb")
+        steps = [b"", b"HELO client.sender.test\r\n", b"MAIL FROM:<a@sender.test>\r\n"]
+        steps += [b"RCPT TO:<user@example.test>\r\n", b"DATA\r\n", MESSAGE + b".\r\n"]
+        for step in steps:
+            sock.sendall(step)
+            reply = reader.readline()
+            while reply[3:4] == b"-":
+                reply = reader.readline()
+            assert reply[:1] in (b"2", b"3"), reply
+        sock.sendall(b"QUIT\r\n")
+        assert reader.readline().startswith(b"221")
+        reader.close()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    [msg_id] = gateway.spool.ids()
+    assert gateway.spool.read_data(msg_id).endswith(MESSAGE)
+    deadline = time.monotonic() + 5
+    while not transaction_lines(caplog) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the session's end, after the RST, has been handled meanwhile
+    assert [line["outcome"] for line in transaction_lines(caplog)] == ["accept"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 @pytest.mark.parametrize(
     ("content", "accepted"),
     [
