@@ -11,7 +11,7 @@ default check (antivirus off: no clamd here), `--checks spine` only the built-in
 gtube checks (the cost of the SMTP, spool and delivery spine itself); the default runs both.
 
     python benchmarks/bench_e2e.py [--messages 2000] [--clients 20] [--checks both]
-                                   [--rounds 3] [--json OUT]
+                                   [--rounds 5] [--json OUT]
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--checks", choices=(*CHECK_MODES, "both"), default="both")
-    parser.add_argument("--rounds", type=int, default=3, help="direct + gateway pairs per path")
+    parser.add_argument("--rounds", type=int, default=5, help="direct + gateway pairs per path")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     modes = CHECK_MODES if args.checks == "both" else (args.checks,)

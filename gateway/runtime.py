@@ -121,6 +121,8 @@ class Runtime:
             await self.verifier.close()
         await self.delivery.stop()
         await self.pipeline.close()
+        # After delivery: no delivered message's bytes stay behind in recycled/.
+        await asyncio.to_thread(self.spool.close)
 
     def reload_rules(self) -> None:
         """SIGHUP: rebuild every check and the policy from the rule files, then swap them in

@@ -121,7 +121,6 @@ class DeliveryService:
         await asyncio.gather(*(c.close() for c in self._connections), return_exceptions=True)
         self._workers.clear()
         self._connections.clear()
-        await asyncio.to_thread(self.spool.wait_emptied)  # no delivered bytes left in spares
 
     # -- scanning --------------------------------------------------------------------------
 

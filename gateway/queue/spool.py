@@ -12,6 +12,8 @@ Layout below `root` (storage_dir/"queue"):
 Enqueue writes ID.msg in tmp/, fsyncs it and renames it into active/, then fsyncs the
 directory: one file, so one create and one fsync per message (creating files is the dearest
 thing the spool does on ext4), and the message is visible exactly when it is complete.
+`commit_many` does that for several messages at once (each file fsynced before its rename,
+one fsync of active/ after them): the SMTP front end's group commit (queue/committer.py).
 Several processes may share one spool: a message is claimed by an exclusive, non-blocking
 flock on its ID.msg (its inode never changes; the state file is replaced on every update, so it
 cannot carry the lock). A spool written by the earlier two-file layout (ID.eml + ID.json) is
@@ -153,9 +155,19 @@ def validate_id(msg_id: str) -> None:
         raise SpoolError(f"invalid queue id {msg_id!r}")
 
 
-def _write_synced(path: str | Path, *parts: bytes, reuse: str | None = None) -> None:
-    """Write `parts` to a new file `path` and fsync it; `reuse` names an emptied file to move
-    there and write into instead of creating one (see the module docstring)."""
+def _write_synced(path: str | Path, *parts: bytes) -> None:
+    """Write `parts` to a new file `path` and fsync it."""
+    fd = _write_new(str(path), parts, None)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_new(path: str, parts: Sequence[bytes], reuse: str | None) -> int:
+    """Write `parts` to a new file `path`, not yet synced; returns its open descriptor.
+    `reuse` names an emptied file to move there and write into instead of creating one (see
+    the module docstring)."""
     fd = -1
     if reuse is not None:
         with suppress(FileNotFoundError):  # another process may have taken it
@@ -172,9 +184,10 @@ def _write_synced(path: str | Path, *parts: bytes, reuse: str | None = None) -> 
             written = max(0, written - len(part))
             while view:
                 view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def _open_locked(path: str) -> int | None:
@@ -290,7 +303,7 @@ class Spool:
             self._active_fd = os.open(self.active_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise _spool_error(exc, f"cannot create spool {self.root}") from exc
-        weakref.finalize(self, os.close, self._active_fd)
+        self._close_active = weakref.finalize(self, os.close, self._active_fd)
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -383,22 +396,54 @@ class Spool:
         Raises SpoolFull (ENOSPC) or SpoolError, and never leaves a partial file visible to
         the delivery side.
         """
-        msg_id = prepared.entry.id
-        tmp = f"{self._tmp}/{msg_id}.msg"
-        try:
+        [error] = self.commit_many([prepared])
+        if error is not None:
+            raise error
+
+    def commit_many(self, batch: Sequence[Prepared]) -> list[SpoolError | None]:
+        """Blocking: `commit` for several messages at once, each one's error (or None) in
+        order. Every file is written, then each fsynced, then all renamed into active/, then
+        active/ fsynced once: the same guarantees per message as one commit, but the
+        messages share the journal commits (ext4) and the directory's fsync."""
+        errors: list[SpoolError | None] = [None] * len(batch)
+        written: list[tuple[int, str, int]] = []  # (index, tmp path, open descriptor)
+        for index, prepared in enumerate(batch):
+            tmp = f"{self._tmp}/{prepared.entry.id}.msg"
             reuse = f"{self._spares}/{prepared.reuse}" if prepared.reuse else None
-            _write_synced(tmp, prepared.header, prepared.data, reuse=reuse)
-            # A state file left by a crash while this id was last removed must not stand for
-            # the new message (a released quarantine copy keeps its id). Asked here, in the
-            # writing thread, rather than by a stat on the event loop in prepare().
-            with suppress(FileNotFoundError):
-                os.unlink(f"{self._active}/{msg_id}.json")
-            os.rename(tmp, f"{self._active}/{msg_id}.msg")
-            os.fsync(self._active_fd)
-        except OSError as exc:
-            with suppress(OSError):
-                os.unlink(tmp)
-            raise _spool_error(exc, f"{msg_id}: cannot spool") from exc
+            try:
+                written.append(
+                    (index, tmp, _write_new(tmp, (prepared.header, prepared.data), reuse))
+                )
+            except OSError as exc:
+                errors[index] = self._abandon(batch[index], tmp, exc)
+        renamed: list[int] = []
+        for index, tmp, fd in written:
+            msg_id = batch[index].entry.id
+            try:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                # A state file left by a crash while this id was last removed must not
+                # stand for the new message (a released quarantine copy keeps its id).
+                with suppress(FileNotFoundError):
+                    os.unlink(f"{self._active}/{msg_id}.json")
+                os.rename(tmp, f"{self._active}/{msg_id}.msg")
+                renamed.append(index)
+            except OSError as exc:
+                errors[index] = self._abandon(batch[index], tmp, exc)
+        if renamed:
+            try:
+                os.fsync(self._active_fd)
+            except OSError as exc:
+                for index in renamed:
+                    errors[index] = _spool_error(exc, f"{batch[index].entry.id}: cannot spool")
+        return errors
+
+    def _abandon(self, prepared: Prepared, tmp: str, exc: OSError) -> SpoolError:
+        with suppress(OSError):
+            os.unlink(tmp)
+        return _spool_error(exc, f"{prepared.entry.id}: cannot spool")
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -553,10 +598,18 @@ class Spool:
         return self._emptier_pool
 
     def wait_emptied(self) -> None:
-        """Until every removed message's file is emptied and back in the recycling pool: at
-        shutdown, so that no delivered message's bytes stay behind in recycled/."""
+        """Until every message removed so far has its file emptied and back in the
+        recycling pool, for the next enqueue to reuse."""
         if self._emptier_pool is not None:
             self._emptier_pool.submit(lambda: None).result()
+
+    def close(self) -> None:
+        """Blocking: finish emptying removed files, then let go of the kept-open active/ (a
+        spool on a file system being unmounted must be closed first)."""
+        if self._emptier_pool is not None:
+            self._emptier_pool.shutdown(wait=True)
+            self._emptier_pool = None
+        self._close_active()
 
     def _reserve_spare(self) -> bool:
         """A place in the recycling pool (RECYCLE_POOL_MAX, files being emptied included)."""

@@ -36,6 +36,7 @@ from gateway.observe.log import (
     verdict_fields,
 )
 from gateway.pipeline.engine import Pipeline
+from gateway.queue.committer import GroupCommitter
 from gateway.queue.dsn import mail_dsn_options, rcpt_dsn_options
 from gateway.queue.spool import Spool
 from gateway.smtp import replies
@@ -103,6 +104,7 @@ class SmtpHandler:
         self.config = config
         self.pipeline = pipeline
         self.spool = spool
+        self.committer = GroupCommitter(spool)
         self.delivery = delivery
         self.quarantine = quarantine
         self.verifier = verifier
@@ -321,7 +323,7 @@ class SmtpHandler:
                         rcpt_notify=current.rcpt_notify,
                         rcpt_orcpt=current.rcpt_orcpt,
                     )
-                    await asyncio.to_thread(self.spool.commit, prepared)
+                    await self.committer.commit(prepared)
                     self.delivery.notify(tx.id, data)
                     queue_id, reply = tx.id, replies.queued(tx.id)
                 else:

@@ -136,3 +136,4 @@ class SmtpFrontEnd:
                     session.abort()
         await self._server.wait_closed()
         self._server = None
+        await asyncio.to_thread(self.handler.committer.close)

@@ -265,14 +265,17 @@ def test_enospc_is_spool_full_and_leaves_nothing_behind(
     tiny_filesystem: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = Spool(tiny_filesystem / "queue", min_free_bytes=0)
-    spool.enqueue("small", "a@example.org", ["b@example.test"], MESSAGE)
-    # Another writer may fill the disk between the free-space check and the write.
-    monkeypatch.setattr(spool, "has_room", lambda size: True)
-    with pytest.raises(SpoolFull, match="disk full"):
-        spool.enqueue("big", "a@example.org", ["b@example.test"], b"x" * 400_000)
-    assert spool.ids() == ["small"]
-    assert list(spool.tmp_dir.iterdir()) == []
-    assert sorted(p.name for p in spool.active_dir.iterdir()) == ["small.msg"]
+    try:
+        spool.enqueue("small", "a@example.org", ["b@example.test"], MESSAGE)
+        # Another writer may fill the disk between the free-space check and the write.
+        monkeypatch.setattr(spool, "has_room", lambda size: True)
+        with pytest.raises(SpoolFull, match="disk full"):
+            spool.enqueue("big", "a@example.org", ["b@example.test"], b"x" * 400_000)
+        assert spool.ids() == ["small"]
+        assert list(spool.tmp_dir.iterdir()) == []
+        assert sorted(p.name for p in spool.active_dir.iterdir()) == ["small.msg"]
+    finally:
+        spool.close()  # its kept-open active/ would keep the tmpfs from being unmounted
 
 
 def test_state_with_undecodable_reply_bytes_is_still_written(tmp_path: Path) -> None:
