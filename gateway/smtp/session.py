@@ -332,15 +332,23 @@ class GatewaySMTP(SMTP):
 
     async def _close_with(self, reply: str | None) -> None:
         if reply is not None and self.transport is not None:
-            try:
-                async with asyncio.timeout(CLOSE_REPLY_TIMEOUT_S):
-                    await super().push(reply)
-            except (TimeoutError, ConnectionError):
-                pass
+            self._writer.write(reply.encode() + b"\r\n")
+            if self._writer.transport.get_write_buffer_size():  # rare: no timer otherwise
+                try:
+                    async with asyncio.timeout(CLOSE_REPLY_TIMEOUT_S):
+                        await self._writer.drain()
+                except (TimeoutError, ConnectionError):
+                    pass  # _close() drops a connection whose reply is still buffered
         self._close()
 
     def _close(self) -> None:
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if self._writer.transport.get_write_buffer_size():
+            # Replies the client has not read: close() would wait for ever to hand them over
+            # (the socket outliving its session), so the connection is dropped.
+            self._writer.transport.abort()
+        else:
             self.transport.close()
 
     def eof_received(self) -> bool | None:

@@ -4,6 +4,7 @@ recipients, DSN parameters. Each test here failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -201,6 +202,38 @@ def test_client_that_resets_after_quit_keeps_its_message_and_logs_no_error(
     time.sleep(0.2)  # the session's end, after the RST, has been handled meanwhile
     assert [line["outcome"] for line in transaction_lines(caplog)] == ["accept"]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_client_that_never_reads_its_replies_is_dropped_not_kept_open(
+    gateway_factory: GatewayFactory,
+) -> None:
+    # Commands pipelined without reading a reply: once the replies fill the socket buffers,
+    # the gateway gives up after the idle timeout and must drop the connection (RST), not
+    # close() it, which would wait for ever to hand over what is still buffered.
+    gateway = gateway_factory({"smtp": {"idle_timeout_s": 1.0}})
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.settimeout(5)
+        sock.connect((gateway.host, gateway.port))
+        sock.settimeout(0.2)
+        flood = b"EHLO client.test\r\n" * 2000  # ~300 bytes of reply each
+        deadline = time.monotonic() + 20
+        state = TCP_ESTABLISHED
+        while state == TCP_ESTABLISHED and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError, BlockingIOError, ConnectionError):
+                sock.sendall(flood)  # blocks (times out) once the gateway stops reading
+            state = tcp_state(sock)
+        assert state == TCP_CLOSE  # reset by the gateway, well within the deadline
+    finally:
+        sock.close()
+
+
+TCP_ESTABLISHED, TCP_CLOSE = 1, 7  # linux/tcp_states.h
+
+
+def tcp_state(sock: socket.socket) -> int:
+    return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0])
 
 
 @pytest.mark.parametrize(
