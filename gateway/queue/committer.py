@@ -26,6 +26,7 @@ MAX_BATCH = 64  # bounds how long the first message of a batch waits for the las
 CLOSE_TIMEOUT_S = 30.0
 _Waiting = tuple[Prepared, "asyncio.Future[None]", asyncio.AbstractEventLoop]
 _Outcome = tuple["asyncio.Future[None]", SpoolError | None]
+_Queue = queue.SimpleQueue[_Waiting | None]  # None: stop after what came before
 
 
 class GroupCommitter:
@@ -33,66 +34,75 @@ class GroupCommitter:
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
-        self._waiting: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()  # None: stop
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._waiting: _Queue = queue.SimpleQueue()  # the current thread's
 
     async def commit(self, prepared: Prepared) -> None:
         """Raises what `Spool.commit` raises (SpoolFull, SpoolError)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._ensure_thread()
-        self._waiting.put((prepared, done, loop))
+        with self._lock:  # with close(): never queued for a thread that is stopping
+            if self._thread is None:
+                self._waiting = queue.SimpleQueue()
+                # A daemon, so that a process which never calls close() can still exit;
+                # the front end closes it after draining its sessions.
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._waiting,), name="spool-committer", daemon=True
+                )
+                self._thread.start()
+            self._waiting.put((prepared, done, loop))
         # A session cancelled meanwhile cancels `done` only: the write under way goes on,
         # as a commit in a worker thread would, and its outcome is dropped.
         await done
 
-    def _ensure_thread(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                # A daemon, so that a process which never calls close() can still exit;
-                # the front end closes it after draining its sessions.
-                self._thread = threading.Thread(
-                    target=self._run, name="spool-committer", daemon=True
-                )
-                self._thread.start()
-
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Blocking: commit what is waiting, then end the thread (a later commit starts a
-        new one)."""
-        with self._start_lock:
+        new one, with a queue of its own)."""
+        with self._lock:
             thread, self._thread = self._thread, None
+            if thread is not None:
+                self._waiting.put(None)
         if thread is not None:
-            self._waiting.put(None)
             thread.join(timeout_s)
 
-    def _run(self) -> None:
+    def _run(self, waiting: _Queue) -> None:
         stopping = False
         while not stopping:
-            first = self._waiting.get()
+            first = waiting.get()
             if first is None:
                 return
             batch = [first]
             while len(batch) < MAX_BATCH:
                 try:
-                    waiting = self._waiting.get_nowait()
+                    more = waiting.get_nowait()
                 except queue.Empty:
                     break
-                if waiting is None:
+                if more is None:
                     stopping = True  # after this batch
                     break
-                batch.append(waiting)
-            try:
-                errors: list[SpoolError | None] = self.spool.commit_many([p for p, _, _ in batch])
-            except Exception as exc:  # a bug, not an OSError: fail these, keep the thread
-                log.exception("queue: group commit failed")
-                errors = [SpoolError(f"{p.entry.id}: cannot spool ({exc!r})") for p, _, _ in batch]
-            by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-            for (_, done, loop), error in zip(batch, errors, strict=True):
-                by_loop.setdefault(loop, []).append((done, error))
-            for loop, outcomes in by_loop.items():
-                with suppress(RuntimeError):  # that loop is closed: nobody waits any more
-                    loop.call_soon_threadsafe(_settle, outcomes)
+                batch.append(more)
+            _answer(batch, self._commit(batch))
+
+    def _commit(self, batch: list[_Waiting]) -> list[SpoolError | None]:
+        try:
+            errors = self.spool.commit_many([prepared for prepared, _, _ in batch])
+            if len(errors) == len(batch):
+                return errors
+            raise RuntimeError(f"{len(errors)} outcomes for {len(batch)} messages")
+        except Exception as exc:  # a bug, not an OSError: fail these, keep the thread
+            log.exception("queue: group commit failed")
+            return [SpoolError(f"{p.entry.id}: cannot spool ({exc!r})") for p, _, _ in batch]
+
+
+def _answer(batch: list[_Waiting], errors: list[SpoolError | None]) -> None:
+    """Each waiting session its outcome, on its own event loop: one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for (_, done, loop), error in zip(batch, errors, strict=True):
+        by_loop.setdefault(loop, []).append((done, error))
+    for loop, outcomes in by_loop.items():
+        with suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, outcomes)
 
 
 def _settle(outcomes: list[_Outcome]) -> None:

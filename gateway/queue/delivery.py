@@ -26,7 +26,7 @@ from gateway.queue.dsn import Kind as NoticeKind
 from gateway.queue.dsn import mail_parameters, rcpt_parameters, wanted
 from gateway.queue.relay import DsnParameters, RelayConnection
 from gateway.queue.retry import Disposition, RecipientOutcome, apply_attempt
-from gateway.queue.spool import Claim, QueueEntry, Spool
+from gateway.queue.spool import Claim, Prepared, QueueEntry, Spool
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class DeliveryService:
         self.clock = clock
         self._work: asyncio.Queue[str] = asyncio.Queue()
         self._known: set[str] = set()  # ids waiting in _work or being worked on here
-        self._fresh: dict[str, bytes] = {}  # data handed over by notify(), by id
+        self._fresh: dict[str, Prepared] = {}  # handed over by notify(), by id
         self._fresh_bytes = 0
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
@@ -91,15 +91,17 @@ class DeliveryService:
             )
         self._scanner = asyncio.create_task(self._scan_loop(), name="delivery-scanner")
 
-    def notify(self, msg_id: str, data: bytes | None = None) -> None:
-        """Deliver `msg_id` soon (call from the event loop, after it is spooled). `data`, the
-        bytes just spooled, spares reading them back: the claim (flock) is still taken."""
+    def notify(self, msg_id: str, spooled: Prepared | None = None) -> None:
+        """Deliver `msg_id` soon (call from the event loop, after it is spooled). `spooled`,
+        what was just written, spares reading the envelope and bytes back: the claim (flock)
+        is still taken, and a state file written meanwhile still wins."""
         if self._stopping or msg_id in self._known:
             return
         self._known.add(msg_id)
-        if data is not None and self._fresh_bytes + len(data) <= FRESH_MAX_BYTES:
-            self._fresh[msg_id] = data
-            self._fresh_bytes += len(data)
+        size = len(spooled.data) if spooled is not None else 0
+        if spooled is not None and self._fresh_bytes + size <= FRESH_MAX_BYTES:
+            self._fresh[msg_id] = spooled
+            self._fresh_bytes += size
         self._work.put_nowait(msg_id)
 
     async def stop(self, drain_s: float = STOP_DRAIN_S) -> None:
@@ -167,7 +169,7 @@ class DeliveryService:
                 self._known.discard(msg_id)
                 fresh = self._fresh.pop(msg_id, None)
                 if fresh is not None:
-                    self._fresh_bytes -= len(fresh)
+                    self._fresh_bytes -= len(fresh.data)
 
     async def _claim(self, msg_id: str) -> tuple[Claim, bytes] | None:
         fresh = self._fresh.get(msg_id)
@@ -185,12 +187,12 @@ class DeliveryService:
             future.add_done_callback(_release_claim)
             raise
 
-    def _claim_and_read(self, msg_id: str, fresh: bytes | None) -> tuple[Claim, bytes] | None:
-        claim = self.spool.try_claim(msg_id)
+    def _claim_and_read(self, msg_id: str, fresh: Prepared | None) -> tuple[Claim, bytes] | None:
+        claim = self.spool.try_claim(msg_id, fresh)
         if claim is None:
             return None
-        if fresh is not None and len(fresh) == claim.entry.size:
-            return claim, fresh
+        if fresh is not None and len(fresh.data) == claim.entry.size:
+            return claim, fresh.data
         try:
             return claim, claim.read_data()
         except BaseException:

@@ -404,7 +404,8 @@ class Spool:
         """Blocking: `commit` for several messages at once, each one's error (or None) in
         order. Every file is written, then each fsynced, then all renamed into active/, then
         active/ fsynced once: the same guarantees per message as one commit, but the
-        messages share the journal commits (ext4) and the directory's fsync."""
+        messages share the journal commits (ext4) and the directory's fsync. A message whose
+        directory fsync failed is taken out again (see `_withdraw`)."""
         errors: list[SpoolError | None] = [None] * len(batch)
         written: list[tuple[int, str, int]] = []  # (index, tmp path, open descriptor)
         for index, prepared in enumerate(batch):
@@ -416,14 +417,22 @@ class Spool:
                 )
             except OSError as exc:
                 errors[index] = self._abandon(batch[index], tmp, exc)
-        renamed: list[int] = []
+        synced: list[tuple[int, str]] = []
         for index, tmp, fd in written:
-            msg_id = batch[index].entry.id
             try:
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+                synced.append((index, tmp))
+            except OSError as exc:
+                errors[index] = self._abandon(batch[index], tmp, exc)
+        # All renames in one tight run, after every fsync: a message is visible to the
+        # delivery side (of any worker) only for the one directory fsync before its 250.
+        renamed: list[int] = []
+        for index, tmp in synced:
+            msg_id = batch[index].entry.id
+            try:
                 # A state file left by a crash while this id was last removed must not
                 # stand for the new message (a released quarantine copy keeps its id).
                 with suppress(FileNotFoundError):
@@ -434,11 +443,23 @@ class Spool:
                 errors[index] = self._abandon(batch[index], tmp, exc)
         if renamed:
             try:
-                os.fsync(self._active_fd)
+                self._sync_active()
             except OSError as exc:
                 for index in renamed:
-                    errors[index] = _spool_error(exc, f"{batch[index].entry.id}: cannot spool")
+                    errors[index] = self._withdraw(batch[index].entry.id, exc)
         return errors
+
+    def _withdraw(self, msg_id: str, exc: OSError) -> SpoolError:
+        """A message renamed into active/ whose directory fsync failed: its client gets a
+        4xx and will send it again, so our copy goes, unless a worker is delivering it."""
+        claim = self.try_claim(msg_id)
+        if claim is not None:
+            try:
+                with suppress(OSError):
+                    os.unlink(f"{self._active}/{msg_id}.msg")
+            finally:
+                claim.release()
+        return _spool_error(exc, f"{msg_id}: cannot spool")
 
     def _abandon(self, prepared: Prepared, tmp: str, exc: OSError) -> SpoolError:
         with suppress(OSError):
@@ -526,13 +547,21 @@ class Spool:
 
     # -- claiming and changing -------------------------------------------------------------
 
-    def try_claim(self, msg_id: str) -> Claim | None:
-        """Claim a queued message, or None if another worker holds it or it is gone."""
+    def try_claim(self, msg_id: str, written: Prepared | None = None) -> Claim | None:
+        """Claim a queued message, or None if another worker holds it or it is gone.
+        `written`: this process committed it, so its envelope line need not be read back
+        unless a state file (another worker's attempt meanwhile) has replaced it."""
         validate_id(msg_id)
         fd = _open_locked(f"{self._active}/{msg_id}.msg")
         if fd is None:
             return None
         try:
+            if (
+                written is not None
+                and written.entry.id == msg_id
+                and not os.path.exists(f"{self._active}/{msg_id}.json")
+            ):
+                return Claim(self, written.entry, fd, len(written.header))
             entry, offset = self._load(msg_id, fd, None)
         except (OSError, SpoolError):
             os.close(fd)
@@ -556,7 +585,7 @@ class Spool:
                 tmp.unlink()
             _write_synced(tmp, _encode(entry))
             os.rename(tmp, self.state_path(entry.id))
-            os.fsync(self._active_fd)
+            self._sync_active()
         except OSError as exc:
             with suppress(OSError):
                 tmp.unlink()
@@ -582,7 +611,12 @@ class Spool:
                 except OSError:
                     self._release_spare()
                     raise
-                self._emptier().submit(self._empty_for_reuse, spare, msg_id)
+                try:
+                    self._emptier().submit(self._empty_for_reuse, spare, msg_id)
+                except RuntimeError:  # the spool is being closed: no reuse, just delete it
+                    self._release_spare()
+                    with suppress(OSError):
+                        os.unlink(spare)
             else:
                 os.unlink(path)
             with suppress(FileNotFoundError):
@@ -603,6 +637,11 @@ class Spool:
         if self._emptier_pool is not None:
             self._emptier_pool.submit(lambda: None).result()
 
+    def _sync_active(self) -> None:
+        if self._active_fd < 0:
+            raise OSError(errno.EBADF, "the spool is closed")
+        os.fsync(self._active_fd)
+
     def close(self) -> None:
         """Blocking: finish emptying removed files, then let go of the kept-open active/ (a
         spool on a file system being unmounted must be closed first)."""
@@ -610,6 +649,7 @@ class Spool:
             self._emptier_pool.shutdown(wait=True)
             self._emptier_pool = None
         self._close_active()
+        self._active_fd = -1  # a late commit fails (EBADF) instead of syncing a reused number
 
     def _reserve_spare(self) -> bool:
         """A place in the recycling pool (RECYCLE_POOL_MAX, files being emptied included)."""
@@ -647,7 +687,7 @@ class Spool:
             # when a crash comes in between.
             os.rename(self.data_path(msg_id), self.data_path(msg_id, self.failed_dir))
             os.rename(self.state_path(msg_id), self.state_path(msg_id, self.failed_dir))
-            os.fsync(self._active_fd)
+            self._sync_active()
             fsync_dir(self.failed_dir)
         except OSError as exc:
             raise _spool_error(exc, f"{msg_id}: cannot move to failed/") from exc
@@ -670,7 +710,7 @@ class Spool:
         """Clear up after crashes and convert the old layout. Returns how many files it
         removed, moved or converted: stale tmp files; state files whose message is gone (moved
         on to failed/ when the message is there); old-layout ID.eml + ID.json pairs; spare
-        files beyond the recycling pool."""
+        files beyond the recycling pool, and spares a crash left before they were emptied."""
         cutoff = (time.time() if now is None else now) - ORPHAN_GRACE_S
         swept = 0
         for path in self.tmp_dir.iterdir():
@@ -682,9 +722,12 @@ class Spool:
             swept += self._convert_old_layout(directory, cutoff)
         pool = set(self._recycled)
         for spare in self.recycled_dir.iterdir():
-            if spare.name not in pool:  # beyond RECYCLE_POOL_MAX (e.g. left by admin deletes)
-                with suppress(OSError):
+            with suppress(OSError):
+                if spare.name not in pool:  # beyond RECYCLE_POOL_MAX (e.g. admin deletes)
                     spare.unlink()
+                    swept += 1
+                elif spare.stat().st_size:  # a crash before it was emptied: delivered bytes
+                    os.truncate(spare, 0)
                     swept += 1
         for state in self.active_dir.glob("*.json"):
             msg_id = state.stem

@@ -38,7 +38,7 @@ from gateway.observe.log import (
 from gateway.pipeline.engine import Pipeline
 from gateway.queue.committer import GroupCommitter
 from gateway.queue.dsn import mail_dsn_options, rcpt_dsn_options
-from gateway.queue.spool import Spool
+from gateway.queue.spool import Prepared, Spool
 from gateway.smtp import replies
 from gateway.smtp.addresses import RelayDenied, RelayGate
 from gateway.smtp.data import DataCollector, DataProblem
@@ -50,7 +50,7 @@ ABANDONED = "abandoned"
 
 
 class DeliveryNotifier(Protocol):
-    def notify(self, msg_id: str, data: bytes | None = None) -> None: ...
+    def notify(self, msg_id: str, spooled: Prepared | None = None) -> None: ...
 
 
 class RecipientChecker(Protocol):
@@ -324,7 +324,7 @@ class SmtpHandler:
                         rcpt_orcpt=current.rcpt_orcpt,
                     )
                     await self.committer.commit(prepared)
-                    self.delivery.notify(tx.id, data)
+                    self.delivery.notify(tx.id, prepared)
                     queue_id, reply = tx.id, replies.queued(tx.id)
                 else:
                     quarantine_id = await asyncio.to_thread(self.quarantine.add, tx, verdict, data)

@@ -108,3 +108,13 @@ def test_close_commits_what_waits_then_ends_the_thread(spool: RecordingSpool) ->
     asyncio.run(commit("m1"))  # a commit after close starts a thread of its own
     committer.close()
     assert spool.ids() == ["m0", "m1"]
+
+
+def test_a_batch_whose_directory_fsync_fails_is_taken_out_again(
+    spool: RecordingSpool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each client gets a 4xx and will send again: a copy left in active/ would go out twice.
+    monkeypatch.setattr(spool, "_active_fd", -1)  # fsync(active/) fails with EBADF
+    errors = spool.commit_many([prepare(spool, "m0"), prepare(spool, "m1")])
+    assert all(isinstance(e, SpoolError) and "cannot spool" in str(e) for e in errors)
+    assert spool.ids() == [] and list(spool.tmp_dir.iterdir()) == []

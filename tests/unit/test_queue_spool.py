@@ -371,3 +371,41 @@ def test_the_pool_emptied_by_another_thread_between_check_and_pop(spool: Spool) 
     spool._recycled = Emptied()
     spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
     assert spool.read_data("m1") == MESSAGE
+
+
+def test_a_claim_by_the_writer_uses_what_it_wrote_unless_a_state_file_replaced_it(
+    spool: Spool,
+) -> None:
+    prepared = spool.prepare("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    spool.commit(prepared)
+    with spool.claimed("m1") as claim:
+        assert claim is not None
+        assert claim.entry == prepared.entry
+    claim = spool.try_claim("m1", prepared)
+    assert claim is not None
+    try:
+        assert claim.entry is prepared.entry and claim.read_data() == MESSAGE
+        # Another worker's attempt meanwhile: its state file is what counts from now on.
+        claim.update(dataclasses.replace(claim.entry, attempts=1, last_error="451 try later"))
+    finally:
+        claim.release()
+    claim = spool.try_claim("m1", prepared)
+    assert claim is not None
+    try:
+        assert claim.entry.attempts == 1 and claim.entry.last_error == "451 try later"
+        assert claim.read_data() == MESSAGE
+    finally:
+        claim.release()
+
+
+def test_sweep_empties_a_spare_a_crash_left_with_a_delivered_message_in_it(
+    spool: Spool,
+) -> None:
+    spool.enqueue("m1", "a@example.org", ["b@example.test"], MESSAGE)
+    # Killed after the rename into recycled/, before the emptier truncated it.
+    os.rename(spool.data_path("m1"), spool.recycled_dir / "m1")
+    restarted = Spool(spool.root, min_free_bytes=0)
+    assert restarted.sweep() == 1
+    assert (restarted.recycled_dir / "m1").stat().st_size == 0
+    restarted.enqueue("m2", "a@example.org", ["b@example.test"], MESSAGE)  # and reused
+    assert restarted.read_data("m2") == MESSAGE and list(restarted.recycled_dir.iterdir()) == []
