@@ -7,6 +7,7 @@ its link targets) with a bound on how much of each part is kept.
 
 from __future__ import annotations
 
+import codecs
 import email.errors
 import email.header
 import email.message
@@ -59,6 +60,26 @@ def decode_header_value(value: object) -> str:
         return raw
 
 
+def decode_text(payload: bytes, charset: str | None, fallback: str = "utf-8") -> str:
+    """A text part's bytes in its declared charset. A name Python does not know, or a Python
+    codec that no mail reader uses (idna and undefined raise, punycode turns text into
+    other text, base64 or zlib are not text), reads as `fallback`: a hostile charset must
+    neither make the text unreadable to the checks nor show them other words than a reader
+    sees."""
+    try:
+        codec = codecs.lookup(charset).name if charset else fallback
+        if codec in _NOT_MAIL_CHARSETS:
+            codec = fallback
+        return payload.decode(codec, errors="replace")
+    except (LookupError, UnicodeError):
+        return payload.decode(fallback, errors="replace")
+
+
+_NOT_MAIL_CHARSETS = frozenset(
+    {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"}
+)
+
+
 def _normalized(text: str) -> str:
     return text.translate(_NORMALIZE) if _NEEDS_NORMALIZING.search(text) else text
 
@@ -67,12 +88,7 @@ def _part_text(part: email.message.Message, max_part_bytes: int) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    payload = payload[:max_part_bytes]
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return payload.decode(charset, errors="replace")
-    except LookupError:  # an unknown charset name: read it as UTF-8 rather than lose it
-        return payload.decode("utf-8", errors="replace")
+    return decode_text(payload[:max_part_bytes], part.get_content_charset())
 
 
 class _HtmlReader(HTMLParser):

@@ -37,11 +37,13 @@ import math
 import re
 import string
 from collections.abc import Callable
+from email.errors import HeaderParseError
 from email.header import decode_header
 from email.message import Message
 from email.utils import getaddresses, parseaddr, parsedate_tz
 from urllib.parse import urlsplit
 
+from gateway.content import decode_text
 from gateway.mailsources import strip_envelope_line
 
 FEATURE_VERSION = 5
@@ -295,10 +297,8 @@ def _decoded_text(part: Message) -> str:
             return payload.decode("utf-8")[:MAX_TEXT_CHARS]
         except UnicodeDecodeError:
             charset = "latin-1"
-    try:
-        return payload.decode(charset, errors="replace")[:MAX_TEXT_CHARS]
-    except LookupError:  # an unknown charset name: bytes still carry the words
-        return payload.decode("latin-1")[:MAX_TEXT_CHARS]
+    # An unknown or hostile charset name (idna, undefined): the bytes still carry the words.
+    return decode_text(payload, charset, fallback="latin-1")[:MAX_TEXT_CHARS]
 
 
 def _html_features(add: _Adder, markup: str, urls: list[str]) -> str:
@@ -444,15 +444,12 @@ def _header_text(value: object) -> str:
         return raw
     try:
         chunks = decode_header(raw)
-    except (ValueError, LookupError):  # a malformed encoded word: keep what was written
+    except (ValueError, LookupError, HeaderParseError):  # malformed: keep what was written
         return raw
     decoded = []
     for chunk, charset in chunks:
         if isinstance(chunk, bytes):
-            try:
-                decoded.append(chunk.decode(charset or "latin-1", errors="replace"))
-            except LookupError:
-                decoded.append(chunk.decode("latin-1"))
+            decoded.append(decode_text(chunk, charset, fallback="latin-1"))
         else:
             decoded.append(chunk)
     return "".join(decoded)

@@ -7,7 +7,6 @@ HTML is never rendered and attachments are never opened; they are only named.
 
 from __future__ import annotations
 
-import codecs
 import email
 import email.errors
 import email.header
@@ -18,6 +17,7 @@ import unicodedata
 from html.parser import HTMLParser
 from typing import Any
 
+from gateway.content import decode_text
 from gateway.quarantine.store import CorruptEntry, Entry
 
 PREVIEW_CHARS = 2000
@@ -209,12 +209,7 @@ def _decoded_text(part: email.message.Message) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    return payload.decode(charset, errors="replace").replace("\r\n", "\n")
+    return decode_text(payload, part.get_content_charset()).replace("\r\n", "\n")
 
 
 class _TextOfHtml(HTMLParser):

@@ -173,3 +173,16 @@ def test_letter_counts_match_the_per_character_definition() -> None:
         letters = [ch for ch in text if ch.isalpha()]
         expected = (len(letters), sum(ch.isupper() for ch in letters))
         assert _letters_and_upper(text) == expected
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Subject: =?utf-8?B?not*base64?=\r\nContent-Type: text/plain\r\n",  # HeaderParseError
+        b"Subject: =?idna?Q?prize?=\r\nContent-Type: text/plain; charset=idna\r\n",
+        b"Subject: prize\r\nContent-Type: text/plain; charset=undefined\r\n",
+    ],
+)
+def test_a_hostile_charset_or_encoded_word_still_gives_the_words(headers: bytes) -> None:
+    features = extract(b"From: a@b.example\r\n" + headers + b"\r\nclaim your lottery prize\r\n")
+    assert {"w:claim", "w:lottery", "w:prize"} <= set(features)

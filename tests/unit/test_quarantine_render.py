@@ -112,3 +112,13 @@ def test_into_a_pipe_the_subject_is_not_cut(quarantine_store: QuarantineStore) -
     entries: list[Entry | CorruptEntry] = [quarantine_store.get(qid)]
     assert render.table(entries, None).splitlines()[1].endswith(subject.strip())
     assert render.table(entries, 100).splitlines()[1].endswith("…")
+
+
+def test_show_previews_text_in_a_hostile_charset(quarantine_store: QuarantineStore) -> None:
+    data = make_message(
+        subject="=?undefined?Q?x?=",
+        extra_headers="MIME-Version: 1.0\r\nContent-Type: text/plain; charset=idna\r\n",
+        body="pay the fee today\r\n",
+    )
+    qid = hold(quarantine_store, data=data)
+    assert "  pay the fee today" in render.show(quarantine_store.get(qid), data)

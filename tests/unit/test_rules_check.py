@@ -213,3 +213,18 @@ def test_shipped_rule_sets_compile_and_catch_a_classic_spam() -> None:
         b"Hi Bob, the minutes are at https://wiki.example.org/meetings/2024-05. Alice\r\n"
     )
     assert run(check, ham) == {}
+
+
+@pytest.mark.parametrize(
+    "charset", ["idna", "undefined", "punycode", "unicode_escape", "base64", "x-unknown"]
+)
+def test_a_hostile_charset_name_does_not_switch_the_rules_off(tmp_path: Path, charset: str) -> None:
+    # idna and undefined raise on decoding even with errors="replace", punycode turns the
+    # text into other text: a spammer declaring one must still meet the body rules (the
+    # bytes read as UTF-8, as a mail reader shows them), not a RULES_ERROR.
+    check = RulesCheck([write(tmp_path, "r.toml", RULES)])
+    raw = (
+        f"From: a@sender.example\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset={charset}\r\n\r\nYou have won a prize\r\n"
+    ).encode()
+    assert run(check, raw) == {"RULE_BODY_WINNER": "body: 'You have won'"}
