@@ -11,9 +11,12 @@ import codecs
 import email.errors
 import email.header
 import email.message
+import email.utils
 import itertools
 import re
+import urllib.parse
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -71,13 +74,91 @@ def decode_text(payload: bytes, charset: str | None, fallback: str = "utf-8") ->
         if codec in _NOT_MAIL_CHARSETS:
             codec = fallback
         return payload.decode(codec, errors="replace")
-    except (LookupError, UnicodeError):
+    except (LookupError, UnicodeError, ValueError):  # ValueError: a NUL in the name
         return payload.decode(fallback, errors="replace")
 
 
 _NOT_MAIL_CHARSETS = frozenset(
     {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"}
 )
+
+
+def header_addresses(values: Sequence[str]) -> list[tuple[str, str]]:
+    """(display name, address) pairs of address headers, as email.utils.getaddresses gives
+    them. It recurses once per nested comment: a From with hundreds of nested "(" made
+    every check reading it fail (open) with a RecursionError. Such a value is read with
+    its comments removed, so DMARC and the lists still see the address a reader sees."""
+    try:
+        return email.utils.getaddresses(values)
+    except RecursionError:
+        return email.utils.getaddresses([without_comments(v) for v in values])
+
+
+def parse_address(value: str) -> tuple[str, str]:
+    """email.utils.parseaddr, with the same care for deeply nested comments."""
+    try:
+        return email.utils.parseaddr(value)
+    except RecursionError:
+        return email.utils.parseaddr(without_comments(value))
+
+
+def without_comments(value: str) -> str:
+    """`value` without its RFC 5322 comments, read in one pass whatever their nesting."""
+    kept: list[str] = []
+    depth, quoted, escaped = 0, False, False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif depth == 0 and quoted:
+            quoted = char != '"'
+        elif char == "(":
+            depth += 1
+            continue
+        elif char == ")" and depth:
+            depth -= 1
+            continue
+        elif depth == 0 and char == '"':
+            quoted = True
+        if depth == 0:
+            kept.append(char)
+    return "".join(kept)
+
+
+def part_filename(part: email.message.Message, decode_words: bool = True) -> str:
+    """A part's file name, RFC 2231 and (`decode_words`) RFC 2047 decoded (senders hide .exe
+    in them). When
+    the parameters are too broken for the email package (it raises TypeError on some RFC
+    2231 continuations), the first raw filename/name value stands in: an undecodable name
+    must not hide the attachment from the attachment policy."""
+    try:
+        name = part.get_filename()
+    except (TypeError, ValueError, IndexError, LookupError, UnicodeError):
+        name = _raw_filename(part)
+    if not name:
+        return ""
+    return decode_header_value(name) if decode_words else name
+
+
+def part_charset(part: email.message.Message) -> str | None:
+    """The declared charset, or None when the parameters cannot be read (see part_filename)."""
+    try:
+        return part.get_content_charset()
+    except (TypeError, ValueError, IndexError, LookupError, UnicodeError):
+        return None
+
+
+_RAW_FILENAME = re.compile(r"""(?:^|;)\s*(?:file)?name\*?[0-9]*\*?\s*=\s*("[^"]*"|[^;]*)""", re.I)
+
+
+def _raw_filename(part: email.message.Message) -> str | None:
+    for header in ("Content-Disposition", "Content-Type"):
+        match = _RAW_FILENAME.search(str(part.get(header, "")))
+        if match:
+            value = match.group(1).strip().strip('"')
+            return urllib.parse.unquote(value.rpartition("'")[2], errors="replace")
+    return None
 
 
 def _normalized(text: str) -> str:
@@ -88,7 +169,7 @@ def _part_text(part: email.message.Message, max_part_bytes: int) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    return decode_text(payload[:max_part_bytes], part.get_content_charset())
+    return decode_text(payload[:max_part_bytes], part_charset(part))
 
 
 class _HtmlReader(HTMLParser):
@@ -127,11 +208,6 @@ def html_text_and_links(html: str) -> tuple[str, list[str]]:
     return " ".join(reader.text), reader.links
 
 
-def _filename(part: email.message.Message) -> str:
-    name = part.get_filename()
-    return decode_header_value(name) if name else ""
-
-
 # Bounds on the work per message (the checks run on the event loop): text decoded per part and
 # in all, and leaf parts looked at. Spam that hides its text past them still meets the
 # classifier and the antivirus, which read the whole message.
@@ -161,7 +237,7 @@ def _walk(msg: email.message.Message) -> Content:
     text_budget = MAX_TEXT_BYTES
     for part in itertools.islice(leaves, MAX_PARTS):
         content_type = part.get_content_type()
-        filename = _filename(part)
+        filename = part_filename(part)
         disposition = (part.get_content_disposition() or "").lower()
         if filename or disposition == "attachment":
             attachments.append(Attachment(filename, content_type))

@@ -40,10 +40,16 @@ from collections.abc import Callable
 from email.errors import HeaderParseError
 from email.header import decode_header
 from email.message import Message
-from email.utils import getaddresses, parseaddr, parsedate_tz
+from email.utils import parsedate_tz
 from urllib.parse import urlsplit
 
-from gateway.content import decode_text
+from gateway.content import (
+    decode_text,
+    header_addresses,
+    parse_address,
+    part_charset,
+    part_filename,
+)
 from gateway.mailsources import strip_envelope_line
 
 FEATURE_VERSION = 5
@@ -126,7 +132,7 @@ def _size_features(add: _Adder, size: int) -> None:
 
 def _header_features(add: _Adder, message: Message) -> None:
     """Sender relations, Message-ID and Date defects, priority, threading, recipients."""
-    from_name, from_addr = parseaddr(_header_text(message.get("From")))
+    from_name, from_addr = parse_address(_header_text(message.get("From")))
     from_domain = _domain_of(from_addr)
     if not from_addr:
         add("from:missing", 1.0)
@@ -155,7 +161,7 @@ def _header_features(add: _Adder, message: Message) -> None:
     listed = [
         str(v)[:MAX_HEADER_CHARS] for v in message.get_all("To", []) + message.get_all("Cc", [])
     ]
-    recipients = getaddresses(listed)
+    recipients = header_addresses(listed)
     add(f"hdr:recipients={_bucket(len([a for _, a in recipients if a]))}", 1.0)
     if "undisclosed" in str(message.get("To", "")).lower():
         add("hdr:to_undisclosed", 1.0)
@@ -164,7 +170,7 @@ def _header_features(add: _Adder, message: Message) -> None:
 def _relation(add: _Adder, name: str, value: object, from_domain: str) -> None:
     if value is None:
         return
-    domain = _domain_of(parseaddr(_header_text(value))[1])
+    domain = _domain_of(parse_address(_header_text(value))[1])
     if not domain:
         add(f"rel:{name}_unparseable", 1.0)
     elif not from_domain or _registrable(domain) != _registrable(from_domain):
@@ -249,7 +255,7 @@ def _body_features(add: _Adder, message: Message) -> tuple[list[str], list[str]]
             continue
         ctype = part.get_content_type()
         disposition = str(part.get("Content-Disposition", "")).split(";")[0].strip().lower()
-        filename = part.get_filename()
+        filename = part_filename(part, decode_words=False) or None
         if (
             filename
             or disposition == "attachment"
@@ -261,7 +267,7 @@ def _body_features(add: _Adder, message: Message) -> tuple[list[str], list[str]]
         ):
             _attachment_features(add, ctype, filename)
             continue
-        charset = (part.get_content_charset() or "none")[:30]
+        charset = (part_charset(part) or "none")[:30]
         add(f"mime:charset={charset}", 1.0)
         text = _decoded_text(part)
         if ctype == "text/html":
@@ -291,7 +297,7 @@ def _decoded_text(part: Message) -> str:
     if not isinstance(payload, bytes):
         return ""
     payload = payload[: MAX_TEXT_CHARS * 4]  # enough bytes for MAX_TEXT_CHARS characters
-    charset = part.get_content_charset()
+    charset = part_charset(part)
     if charset is None:  # undeclared 8-bit text today is nearly always UTF-8
         try:
             return payload.decode("utf-8")[:MAX_TEXT_CHARS]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from gateway.checks.archive import ArchiveLimits, Budget, Problem, is_zip, list_zip
 from gateway.checks.filetypes import TYPE_SYMBOLS, TypeRules
-from gateway.content import decode_header_value
+from gateway.content import part_filename
 from gateway.model import CheckResult, MimeNestingTooDeep, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
@@ -135,7 +135,7 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
         if isinstance(payload, list):
             stack.extend(reversed([p for p in payload if isinstance(p, email.message.Message)]))
             continue
-        name = _filename(msg)
+        name = part_filename(msg)
         if not name and msg.get_content_maintype() == "text":
             continue  # the message text itself, not an attachment
         encoded = payload if isinstance(payload, str) else ""
@@ -146,12 +146,6 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
         data = msg.get_payload(decode=True)
         parts.append(Part(name or f"part {seen}", data if isinstance(data, bytes) else b""))
     return parts
-
-
-def _filename(msg: email.message.Message) -> str:
-    """The part's file name with RFC 2047 encoded words decoded (senders hide .exe in them)."""
-    raw = msg.get_filename()
-    return decode_header_value(raw) if raw else ""
 
 
 def _printable(text: str) -> str:

@@ -9,10 +9,10 @@ report-URI authorisation with its own resolver, which the decision does not need
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import random
 from dataclasses import dataclass
 
+from gateway.content import header_addresses
 from gateway.errors import DnsError
 from gateway.model import (
     ArcFacts,
@@ -117,7 +117,7 @@ def from_domains(tx: Transaction) -> list[str]:
     """The domains of every address in every From header (DMARC needs exactly one)."""
     values = [str(v) for v in tx.message.get_all("From") or []]
     domains = []
-    for _name, address in email.utils.getaddresses(values):
+    for _name, address in header_addresses(values):
         domains.append(normalize_domain(address.rpartition("@")[2]) if "@" in address else "")
     return domains
 

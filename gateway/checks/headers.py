@@ -32,6 +32,8 @@ def address_problem(name: str, value: str) -> str | None:
         header = _header_factory(name, value)
     except (HeaderParseError, IndexError, ValueError) as exc:
         return f"unparseable: {exc}"
+    except RecursionError:  # the parser recurses once per nested comment
+        return "unparseable: comments nested too deep"
     addresses = getattr(header, "addresses", ())
     # Obsolete syntax (RFC 5322 section 4, e.g. "John Q. Public" unquoted) must be accepted by
     # receivers and is what the fast path above lets through too; only real defects count.

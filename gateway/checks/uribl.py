@@ -4,10 +4,9 @@ From header, looked up in the `kind = "domain"` zones of rules/dnsbl.toml."""
 from __future__ import annotations
 
 import asyncio
-import email.utils
 from collections.abc import Sequence
 
-from gateway.content import decode_header_value, message_content
+from gateway.content import decode_header_value, header_addresses, message_content
 from gateway.dnslists import Zone, ZoneClient
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
 from gateway.net.dns import Resolver
@@ -57,7 +56,7 @@ class UriblCheck(Check):
 
         add(_address_domain(tx.envelope.mail_from), "sender")
         from_values = [decode_header_value(v) for v in tx.message.get_all("From") or []]
-        for _, address in email.utils.getaddresses(from_values):
+        for _, address in header_addresses(from_values):
             add(_address_domain(address), "from")
         for domain in content_domains(message_content(tx.message), self.max_domains):
             if len(found) >= self.max_domains and domain not in found:

@@ -17,7 +17,7 @@ import unicodedata
 from html.parser import HTMLParser
 from typing import Any
 
-from gateway.content import decode_text
+from gateway.content import decode_text, part_charset, part_filename
 from gateway.quarantine.store import CorruptEntry, Entry
 
 PREVIEW_CHARS = 2000
@@ -187,7 +187,7 @@ def _walk(message: email.message.Message) -> tuple[list[str], str, str]:
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
-        filename = part.get_filename()
+        filename = part_filename(part)
         disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
         if filename or disposition == "attachment" or not ctype.startswith("text/"):
             encoded = part.get_payload()
@@ -209,7 +209,7 @@ def _decoded_text(part: email.message.Message) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    return decode_text(payload, part.get_content_charset()).replace("\r\n", "\n")
+    return decode_text(payload, part_charset(part)).replace("\r\n", "\n")
 
 
 class _TextOfHtml(HTMLParser):

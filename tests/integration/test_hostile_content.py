@@ -1,0 +1,83 @@
+"""Hostile content must not switch checks off: every check still runs and judges the mail.
+
+A check that raises becomes a CHECK_ERROR symbol scored 0 (fail open), so a crash on
+attacker-controlled bytes is a way round the filter. Each message here once made one or
+more checks fail; the whole default pipeline (as `gateway scan` runs it, DNS answered by a
+loopback server) must now judge it with no error symbol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.config import config_from_dict
+from gateway.runtime import build_pipeline
+from gateway.scan import ScanEnvelope, scan_bytes
+from tests.support.dns_server import DnsTestServer
+
+LOTTERY = b"You have WON the lottery, claim your prize now\r\n"
+NESTED = b"(" * 600 + b"x" + b")" * 600
+HOSTILE = {
+    "charset with a NUL": (
+        b'Content-Type: text/plain; charset="utf-8\x00"\r\n\r\n' + LOTTERY,
+        "RULE_BODY_LOTTERY",
+    ),
+    "charset idna": (
+        b"Content-Type: text/plain; charset=idna\r\n\r\n" + LOTTERY,
+        "RULE_BODY_LOTTERY",
+    ),
+    "charset punycode": (
+        b"Content-Type: text/plain; charset=punycode\r\n\r\n" + LOTTERY,
+        "RULE_BODY_LOTTERY",
+    ),
+    "broken base64 in the subject": (
+        b"Subject: =?utf-8?B?not*base64?=\r\n\r\n" + LOTTERY,
+        "RULE_BODY_LOTTERY",
+    ),
+    # The address parser recursed once per nested comment.
+    "600 nested comments in From": (
+        b"Reply-To: x@y.test " + NESTED + b"\r\n\r\n" + LOTTERY,
+        "RULE_BODY_LOTTERY",
+    ),
+    # email.utils.decode_params raised TypeError on these RFC 2231 continuations.
+    "broken RFC 2231 file name": (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\n" + LOTTERY + b"--b\r\n"
+        b"Content-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename*=''%FF%FE.exe; filename*0=a; "
+        b"filename*99=b\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        b"gAAAAA==\r\n--b--\r\n",
+        "ATTACH_EXECUTABLE",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_content_leaves_every_check_working(
+    name: str, dns_server: DnsTestServer, tmp_path: Path
+) -> None:
+    dns_server.set_zone(".", {})  # NXDOMAIN for every name
+    config = config_from_dict(
+        {
+            "storage": {"dir": str(tmp_path)},
+            "dns": {"nameservers": [dns_server.address], "timeout_s": 0.5, "lifetime_s": 1.0},
+            "checks": {"antivirus": {"enabled": False}},
+        }
+    )
+    headers = (
+        b"From: Prize Office " + (NESTED if "From" in name else b"") + b" <win@prize.test>\r\n"
+    )
+    headers += b"To: bob@example.test\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n"
+    headers += b"Message-ID: <1@prize.test>\r\nMIME-Version: 1.0\r\n"
+    body, expected = HOSTILE[name]
+    envelope = ScanEnvelope(
+        "192.0.2.10", "mail.prize.test", "win@prize.test", ("bob@example.test",)
+    )
+    verdict = asyncio.run(scan_bytes(build_pipeline(config), headers + body, envelope))
+    symbols = {s.name: s.reason for s in verdict.symbols}
+    assert [s for s in symbols if s.endswith("_ERROR")] == [], symbols
+    assert expected in symbols, symbols
