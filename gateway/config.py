@@ -65,6 +65,9 @@ class SmtpConfig:
     max_message_bytes: int = 25 * 1024 * 1024
     max_line_bytes: int = 8192  # RFC 5321 says 1000; real mail exceeds it, so a safe wider bound
     max_recipients: int = 100
+    # RCPTs beyond max_recipients (452 each) before each further one counts as a bad
+    # command (Postfix's smtpd_recipient_overshoot_limit): a pipelining client may overshoot.
+    max_recipient_overshoot: int = 1000
     max_connections: int = 500
     max_connections_per_ip: int = 20
     idle_timeout_s: float = 300.0  # RFC 5321 4.5.3.2: at least 5 minutes between commands
@@ -95,6 +98,7 @@ class SmtpConfig:
             "workers",
             "max_message_bytes",
             "max_recipients",
+            "max_recipient_overshoot",
             "max_connections",
             "max_connections_per_ip",
             "idle_timeout_s",

@@ -158,19 +158,25 @@ class Transaction:
 
     @cached_property
     def message(self) -> email.message.Message:
-        """The parsed message (compat32: tolerant of broken mail, never raises on headers).
+        """The parsed message: see `parse_message`."""
+        return parse_message(self.raw)
 
-        MIME nested deeper than the parser's recursion allows (a hostile message) is parsed
-        as headers plus an opaque body, so every check still sees the headers.
-        """
-        try:
-            return email.message_from_bytes(self.raw, policy=email.policy.compat32)
-        except RecursionError:
-            parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
-                self.raw, headersonly=True
-            )
-            parsed.defects.append(MimeNestingTooDeep("MIME nesting too deep to parse"))
-            return parsed
+
+def parse_message(raw: bytes) -> email.message.Message:
+    """A raw message parsed (compat32: tolerant of broken mail, never raises on headers).
+
+    MIME nested deeper than the parser's recursion allows (a hostile message) is parsed as
+    headers plus an opaque body, so every check, and the admin's view of it, still sees the
+    headers.
+    """
+    try:
+        return email.message_from_bytes(raw, policy=email.policy.compat32)
+    except RecursionError:
+        parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+            raw, headersonly=True
+        )
+        parsed.defects.append(MimeNestingTooDeep("MIME nesting too deep to parse"))
+        return parsed
 
 
 @dataclass(frozen=True, slots=True)

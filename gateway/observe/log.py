@@ -38,6 +38,7 @@ class TransactionRecord:
     total_s: float
     queue_id: str = ""
     quarantine_id: str = ""
+    refused_recipients_omitted: int = 0  # refusals beyond those listed (a bounded line)
 
 
 def verdict_fields(verdict: Verdict | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from gateway.content import decode_text, part_charset, part_filename
+from gateway.model import parse_message
 from gateway.quarantine.store import CorruptEntry, Entry
 
 PREVIEW_CHARS = 2000
@@ -154,7 +155,7 @@ def show(entry: Entry, raw: bytes | None) -> str:
     if raw is None:
         lines += ["", f"Message file missing: {entry.problem or 'unreadable'}"]
         return "\n".join(safe_text(line) for line in lines)
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    message = parse_message(raw)
     lines += ["", "Headers"]
     lines += [f"  {name}: {_header_text(value)}" for name, value in message.items()]
     attachments, preview, source = _walk(message)

@@ -33,6 +33,22 @@ _DOT_ATOM = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _DOT_ATOM_UTF8 = re.compile(
     rf"[{_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+(?:\.[{_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+)*"
 )
+# A sender's local part may use all of RFC 5322 atext (the relay gate's restriction is for
+# recipients), or be a quoted string (RFC 5321 qtextSMTP / quoted-pairSMTP).
+_SENDER_ATEXT = _ATEXT + "%!"
+_SENDER_LOCAL = re.compile(rf"[{_SENDER_ATEXT}]+(?:\.[{_SENDER_ATEXT}]+)*")
+_SENDER_LOCAL_UTF8 = re.compile(
+    rf"[{_SENDER_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+"
+    rf"(?:\.[{_SENDER_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+)*"
+)
+_QUOTED_LOCAL = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"')
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_LABEL_UTF8 = (
+    r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?"
+)
+_DOMAIN_UTF8 = re.compile(rf"{_LABEL_UTF8}(?:\.{_LABEL_UTF8})*")
+_LITERAL = re.compile(r"\[(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|IPv6:[0-9A-Fa-f:.]{2,45})\]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 _NOT_UTF8 = re.compile(r"[\ud800-\udfff]")  # surrogateescape stand-ins for invalid bytes
@@ -105,6 +121,17 @@ def sender_problem(path: str, smtputf8: bool) -> str | None:
     local, at, domain = path.rpartition("@")
     if not at or not local or not domain:
         return "not local@domain"
+    # RFC 5321 4.1.2 Mailbox. Anything else got a 250 and was lost later: the internal
+    # server refuses the path, and the bounce to the same path fails too.
+    utf8 = smtputf8 and not path.isascii()
+    if not (_SENDER_LOCAL_UTF8 if utf8 else _SENDER_LOCAL).fullmatch(
+        local
+    ) and not _QUOTED_LOCAL.fullmatch(local):
+        return "not a valid local part"
+    if len(local.encode("utf-8")) > MAX_LOCAL_PART_OCTETS:
+        return "local part too long"
+    if not (_DOMAIN_UTF8 if utf8 else _DOMAIN).fullmatch(domain) and not _LITERAL.fullmatch(domain):
+        return "not a valid domain"
     return None
 
 

@@ -47,6 +47,7 @@ from gateway.smtp.stamp import gateway_headers, stamp
 log = logging.getLogger(__name__)
 
 ABANDONED = "abandoned"
+MAX_REFUSED_LOGGED = 100
 
 
 class DeliveryNotifier(Protocol):
@@ -68,7 +69,8 @@ class OpenTransaction:
     tx: Transaction
     sender_given: bool = True  # False for a refusal at connect or HELO: no MAIL FROM yet
     started: float = field(default_factory=time.monotonic)
-    refused: list[dict[str, str]] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)  # the first MAX_REFUSED_LOGGED
+    refused_omitted: int = 0
     verdict: Verdict | None = None
     # DSN parameters (RFC 3461): RET and ENVID of MAIL, NOTIFY and ORCPT of each recipient
     # in rcpt_tos order; the spool keeps them for the bounce, if one is ever needed.
@@ -348,7 +350,10 @@ class SmtpHandler:
         return replies.refused(tx_id, public_reason(verdict))
 
     def _refuse_rcpt(self, current: OpenTransaction, path: str, reply: str) -> str:
-        current.refused.append({"rcpt": path, "reply": reply})
+        if len(current.refused) < MAX_REFUSED_LOGGED:
+            current.refused.append({"rcpt": path, "reply": reply})
+        else:  # the log line stays bounded however many RCPTs a client sends
+            current.refused_omitted += 1
         return reply
 
     def _internal_error(self, session: SessionState, tx: Transaction, phase: Phase) -> str:
@@ -392,6 +397,7 @@ class SmtpHandler:
                 sender=tx.envelope.mail_from if current.sender_given else None,
                 recipients=list(tx.envelope.rcpt_tos),
                 refused_recipients=current.refused,
+                refused_recipients_omitted=current.refused_omitted,
                 outcome=outcome,
                 reply=reply,
                 size=size,

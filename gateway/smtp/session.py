@@ -161,6 +161,7 @@ class GatewaySMTP(SMTP):
         self.busy = False  # between reading a command and sending its reply
         self.shutdown_requested = False
         self._bad_commands = 0
+        self._recipient_overshoot = 0
         self._session_deadline = 0.0
         self._commands: dict[str, Callable[[str], Awaitable[Reply]]] = {
             "HELO": self.smtp_HELO,
@@ -275,6 +276,10 @@ class GatewaySMTP(SMTP):
         first = reply[0] if isinstance(reply, list) else reply
         if first is not None and first.startswith("5"):
             return self._bad(first)
+        if first == replies.TOO_MANY_RECIPIENTS:
+            self._recipient_overshoot += 1
+            if self._recipient_overshoot > self.config.max_recipient_overshoot:
+                return self._bad(first)  # else a client could send RCPTs for ever
         return reply
 
     def _bad(self, reply: str) -> str:

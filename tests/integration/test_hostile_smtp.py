@@ -307,3 +307,28 @@ def test_an_absurdly_long_size_is_too_big_not_an_internal_error(gateway: Running
         reply = client.command("MAIL FROM:<a@sender.test> SIZE=" + "9" * 5000)
         assert reply == replies.too_big(gateway.config.smtp.max_message_bytes)
         assert client.command("MAIL FROM:<a@sender.test>") == replies.sender_ok()
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "a@outside.test>",  # no opening bracket: the ">" was taken into the domain
+        "<a@outside.te:st>",
+        "<a@outside..test>",
+        "<a@b@outside.test>",
+        "<a<b@outside.test>",
+        "<a;b@outside.test>",
+        "<a@outside.test)>",
+        "<a@outside.test.>",
+        "<a@x.test,y@z.test>",
+    ],
+)
+def test_a_sender_the_internal_server_would_refuse_is_refused_at_mail_from(
+    gateway: RunningGateway, sender: str
+) -> None:
+    # Accepted, such a message was refused by the internal server and its bounce to the
+    # same path failed too: lost without anyone being told.
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        assert client.command(f"MAIL FROM:{sender}") == replies.BAD_SENDER
+        assert client.command("MAIL FROM:<a%b!c@[192.0.2.1]>") == replies.sender_ok()

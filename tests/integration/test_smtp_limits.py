@@ -95,6 +95,30 @@ def test_recipient_limit(gateway_factory: GatewayFactory) -> None:
         assert client.command("RCPT TO:<dave@example.test>") == replies.TOO_MANY_RECIPIENTS
 
 
+def test_recipients_past_the_overshoot_limit_count_as_bad_commands(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each RCPT over the limit got a 452 for ever: 400,000 of them in one session grew the
+    # memory and made one 30 MB log line. Past the overshoot each is an error, and the log
+    # line lists a bounded number of refusals.
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    limits = {"max_recipients": 2, "max_recipient_overshoot": 150, "max_bad_commands": 3}
+    gateway = gateway_factory({"smtp": limits})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("RCPT TO:<carol@example.test>") == replies.recipient_ok()
+        for number in range(150 + 3):  # the overshoot, then as many bad commands as allowed
+            reply = client.command(f"RCPT TO:<u{number}@example.test>")
+            assert reply == replies.TOO_MANY_RECIPIENTS, number
+        assert client.command("RCPT TO:<last@example.test>") == replies.TOO_MANY_ERRORS
+    deadline = time.monotonic() + 5
+    while not log_lines(caplog) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [line] = log_lines(caplog)
+    assert len(line["refused_recipients"]) == 100
+    assert line["refused_recipients_omitted"] == 150 + 3 + 1 - 100
+
+
 def test_total_connection_limit(gateway_factory: GatewayFactory) -> None:
     gateway = gateway_factory({"smtp": {"max_connections": 2}})
     with RawSmtp(gateway.host, gateway.port) as one, RawSmtp(gateway.host, gateway.port) as two:

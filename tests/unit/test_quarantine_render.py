@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import email
+
+import pytest
 
 from gateway.quarantine import render
 from gateway.quarantine.store import CorruptEntry, Entry, QuarantineStore
@@ -122,3 +125,18 @@ def test_show_previews_text_in_a_hostile_charset(quarantine_store: QuarantineSto
     )
     qid = hold(quarantine_store, data=data)
     assert "  pay the fee today" in render.show(quarantine_store.get(qid), data)
+
+
+def test_show_of_mime_nested_too_deep_to_parse_still_shows_the_headers(
+    quarantine_store: QuarantineStore,
+) -> None:
+    nested = "".join(
+        f'Content-Type: multipart/mixed; boundary="b{n}"\r\n\r\n--b{n}\r\n' for n in range(1, 1200)
+    )
+    top = 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b0"\r\n'
+    data = make_message(extra_headers=top, body="--b0\r\n" + nested + "deep\r\n")
+    with pytest.raises(RecursionError):  # what show() met before
+        email.message_from_bytes(data)
+    qid = hold(quarantine_store, data=data)
+    text = render.show(quarantine_store.get(qid), data)
+    assert "  Subject: Cheap pills" in text
