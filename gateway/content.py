@@ -52,11 +52,16 @@ class Content:
     attachments: tuple[Attachment, ...]
 
 
+def unfold(value: str) -> str:
+    """A header value with its folding (CRLF before white space) removed, RFC 5322 2.2.3."""
+    return _FOLDING.sub("", value)
+
+
 def decode_header_value(value: object) -> str:
     """An RFC 2047 header value as text; undecodable words are kept as they came."""
     raw = str(value)
     if "=?" not in raw:  # no encoded words: the common case, kept cheap
-        return _FOLDING.sub("", raw)
+        return unfold(raw)
     try:
         return str(email.header.make_header(email.header.decode_header(raw)))
     except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):

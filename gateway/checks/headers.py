@@ -6,6 +6,7 @@ import email.policy
 import re
 from email.errors import HeaderParseError, ObsoleteHeaderDefect
 
+from gateway.content import unfold
 from gateway.model import CheckResult, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
@@ -19,9 +20,13 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _ADDR = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}"
 _WORD = r"[A-Za-z0-9.'_-]+"
 _NAME = rf'(?:{_WORD}(?:[ \t]+{_WORD})*|"[^"\\\r\n]*")'
-_MAILBOX = rf"(?:{_ADDR}|{_NAME}?\s*<{_ADDR}>)"
+# Each mailbox matches one way only and is never re-entered (atomic group, possessive
+# spaces): with `\s*` both after the comma and before "<", folding white space could be
+# split between them in ways that multiplied per address, and a list failing at its end
+# took exponential time (16 folded addresses and a broken tail: minutes).
+_MAILBOX = rf"(?>{_ADDR}|(?:{_NAME}\s*+)?<{_ADDR}>)"
 FAST_PATH_MAX_CHARS = 2000
-_SIMPLE_LIST = re.compile(rf"\s*{_MAILBOX}(?:\s*,\s*{_MAILBOX})*\s*")
+_SIMPLE_LIST = re.compile(rf"\s*+{_MAILBOX}(?:\s*+,\s*+{_MAILBOX})*+\s*+")
 
 
 def address_problem(name: str, value: str) -> str | None:
@@ -75,7 +80,8 @@ class HeadersCheck(Check):
             found.append(Symbol("HDR_MISSING_MESSAGE_ID", "no Message-ID header"))
         for name in ADDRESS_HEADERS:
             for value in msg.get_all(name) or []:
-                problem = address_problem(name, str(value))
+                # Unfolded: the parser takes a folded line's CRLF for a defect.
+                problem = address_problem(name, unfold(str(value)))
                 if problem is not None:
                     found.append(Symbol("HDR_MALFORMED_ADDRESS", f"{name}: {problem}"))
                     break
