@@ -75,7 +75,9 @@ _WORD = re.compile(r"[^\W\d_][\w'\u2019-]{1,23}")  # u2019: the typographic apos
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"'()\[\]{}]+", re.IGNORECASE)
 # HTML patterns never span a "<" they did not open, and closers are searched once from a known
 # position: crafted markup (thousands of unclosed tags) costs linear time, not quadratic.
-_ANCHOR_OPEN = re.compile(r"""<a\b[^<>]*?\bhref\s*=\s*["']?([^"'\s<>]+)[^<>]*>""", re.I)
+# Possessive: one long unclosed anchor (`<a href=` and 100 KB without ">") made the href
+# group give back a character at a time, each followed by a rescan: quadratic.
+_ANCHOR_OPEN = re.compile(r"""<a\b[^<>]*?\bhref\s*=\s*["']?([^"'\s<>]++)[^<>]*+>""", re.I)
 _ANCHOR_CLOSE = re.compile(r"</a\s*>", re.I)
 MAX_ANCHOR_TEXT = 300
 _SRC = re.compile(r"""\bsrc\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)

@@ -7,6 +7,7 @@ budget, so no zip bomb (huge ratio, many entries, deep nesting) can stall the ga
 from __future__ import annotations
 
 import io
+import lzma
 import struct
 import zipfile
 import zlib
@@ -124,7 +125,17 @@ def _entry(
     try:
         with archive.open(entry) as handle:
             inner = handle.read(entry.file_size)  # the reader stops at the declared size too
-    except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, ValueError) as exc:
+    # OSError: bz2's "Invalid data stream"; LZMAError: a corrupt lzma member. A member that
+    # cannot be read is a broken archive, not a failed check (which defers the message).
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        lzma.LZMAError,
+        OSError,
+        NotImplementedError,
+        EOFError,
+        ValueError,
+    ) as exc:
         out.findings.append(Finding(Problem.BROKEN, path, str(exc)[:100]))
         return
     _list(inner, path, depth + 1, limits, budget, out)

@@ -17,7 +17,7 @@ import unicodedata
 from html.parser import HTMLParser
 from typing import Any
 
-from gateway.content import decode_text, part_charset, part_filename
+from gateway.content import decode_text, defuse_markup, part_charset, part_filename
 from gateway.model import parse_message
 from gateway.quarantine.store import CorruptEntry, Entry
 
@@ -237,7 +237,7 @@ class _TextOfHtml(HTMLParser):
 def html_to_text(html: str) -> str:
     """The readable text of an HTML body: no scripts, styles, images or links are followed."""
     parser = _TextOfHtml()
-    parser.feed(html)
+    parser.feed(defuse_markup(html))
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.chunks).splitlines())
     return "\n".join(line for line in lines if line)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -215,3 +217,20 @@ def test_text_that_merely_starts_with_mz_or_a_shebang_is_not_blocked() -> None:
         ("notes.txt", b"#!/bin/sh is the first line of a script\n"),
     )
     assert scan(raw) == {}
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_corrupt_bz2_or_lzma_member_is_a_broken_archive_not_a_failed_check(
+    compression: int,
+) -> None:
+    # bz2 raises OSError, lzma LZMAError: the check failed, and the message was deferred
+    # (451) at every retry instead of being judged.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        # A nested archive: the one kind of member that is inflated, to be listed in turn.
+        archive.writestr("inner.zip", zip_of(("report.txt", b"quarterly figures " * 200)))
+    data = bytearray(buffer.getvalue())
+    start = 30 + len("inner.zip") + 10  # inside the compressed member, past its header
+    data[start : start + 16] = b"\xff" * 16
+    found = scan(message(("report.zip", bytes(data))))
+    assert set(found) == {"ATTACH_ARCHIVE_BROKEN"}, found
