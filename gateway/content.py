@@ -96,7 +96,15 @@ def header_addresses(values: Sequence[str]) -> list[tuple[str, str]]:
     try:
         return email.utils.getaddresses(values)
     except RecursionError:
-        return email.utils.getaddresses([without_comments(v) for v in values])
+        pass
+    stripped = [without_comments(v) for v in values]
+    try:
+        return email.utils.getaddresses(stripped)
+    except RecursionError:  # it also recurses once per group ("a:a:a:..."): addr-specs only
+        return [("", found) for v in stripped for found in _ADDR_SPEC.findall(v)]
+
+
+_ADDR_SPEC = re.compile(r"[^\s<>,:;@\"()]+@[^\s<>,:;@\"()]+")
 
 
 def parse_address(value: str) -> tuple[str, str]:
@@ -104,7 +112,8 @@ def parse_address(value: str) -> tuple[str, str]:
     try:
         return email.utils.parseaddr(value)
     except RecursionError:
-        return email.utils.parseaddr(without_comments(value))
+        found = header_addresses([value])
+        return found[0] if found else ("", "")
 
 
 def without_comments(value: str) -> str:

@@ -53,6 +53,8 @@ def address_problem(name: str, value: str) -> str | None:
         return f"unparseable: {exc}"
     except RecursionError:  # the parser recurses once per nested comment
         return "unparseable: comments nested too deep"
+    except AttributeError:  # stdlib bug on text after a group's ";" ('Group' ... 'local_part')
+        return "unparseable: text after an address group"
     addresses = getattr(header, "addresses", ())
     # Obsolete syntax (RFC 5322 section 4, e.g. "John Q. Public" unquoted) must be accepted by
     # receivers and is what the fast path above lets through too; only real defects count.

@@ -81,3 +81,11 @@ def test_hostile_content_leaves_every_check_working(
     symbols = {s.name: s.reason for s in verdict.symbols}
     assert [s for s in symbols if s.endswith("_ERROR")] == [], symbols
     assert expected in symbols, symbols
+
+
+def test_a_from_of_a_thousand_groups_still_names_its_domain() -> None:
+    # getaddresses recurses once per group ("a:a:...:"): DMARC, lists and the classifier
+    # failed open, so a p=reject From passed.
+    from gateway.content import header_addresses
+
+    assert header_addresses(["a:" * 1000 + " CEO <ceo@bank.test>"]) == [("", "ceo@bank.test")]
