@@ -140,6 +140,14 @@ def without_comments(value: str) -> str:
     return "".join(kept)
 
 
+def part_bytes(part: email.message.Message) -> bytes:
+    """A leaf part's content, transfer encoding undone. get_payload() without decode=True is
+    no way to it: compat32 then decodes 8-bit text with the declared charset, and raises on
+    one such as idna, undefined or a name with a NUL in it."""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
 def part_filename(part: email.message.Message, decode_words: bool = True) -> str:
     """A part's file name, RFC 2231 and (`decode_words`) RFC 2047 decoded (senders hide .exe
     in them). When
@@ -180,10 +188,7 @@ def _normalized(text: str) -> str:
 
 
 def _part_text(part: email.message.Message, max_part_bytes: int) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    return decode_text(payload[:max_part_bytes], part_charset(part))
+    return decode_text(part_bytes(part)[:max_part_bytes], part_charset(part))
 
 
 class _HtmlReader(HTMLParser):

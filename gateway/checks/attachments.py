@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from gateway.checks.archive import ArchiveLimits, Budget, Problem, is_zip, list_zip
 from gateway.checks.filetypes import TYPE_SYMBOLS, TypeRules
-from gateway.content import part_filename
+from gateway.content import part_bytes, part_filename
 from gateway.model import CheckResult, MimeNestingTooDeep, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
@@ -131,20 +131,23 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
         if seen > max_parts:
             found.add("ATTACH_LIMIT", "message", f"more than {max_parts} MIME parts")
             break
-        payload = msg.get_payload()
-        if isinstance(payload, list):
-            stack.extend(reversed([p for p in payload if isinstance(p, email.message.Message)]))
+        if msg.is_multipart():  # before get_payload(), which is safe on multiparts only
+            children = msg.get_payload()
+            if isinstance(children, list):
+                stack.extend(
+                    reversed([p for p in children if isinstance(p, email.message.Message)])
+                )
             continue
         name = part_filename(msg)
         if not name and msg.get_content_maintype() == "text":
             continue  # the message text itself, not an attachment
-        encoded = payload if isinstance(payload, str) else ""
-        # No transfer encoding makes data larger: the encoded length bounds the decoded one.
-        if not budget.take_bytes(len(encoded)):
+        data = part_bytes(msg)
+        # Decoded bytes count, as the limit says; decoding costs no more than the part's
+        # size, which the message size limit already bounds.
+        if not budget.take_bytes(len(data)):
             found.add("ATTACH_LIMIT", name or f"part {seen}", "decode budget exhausted")
             continue
-        data = msg.get_payload(decode=True)
-        parts.append(Part(name or f"part {seen}", data if isinstance(data, bytes) else b""))
+        parts.append(Part(name or f"part {seen}", data))
     return parts
 
 

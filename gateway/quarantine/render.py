@@ -17,7 +17,13 @@ import unicodedata
 from html.parser import HTMLParser
 from typing import Any
 
-from gateway.content import decode_text, defuse_markup, part_charset, part_filename
+from gateway.content import (
+    decode_text,
+    defuse_markup,
+    part_bytes,
+    part_charset,
+    part_filename,
+)
 from gateway.model import parse_message
 from gateway.quarantine.store import CorruptEntry, Entry
 
@@ -191,10 +197,8 @@ def _walk(message: email.message.Message) -> tuple[list[str], str, str]:
         filename = part_filename(part)
         disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
         if filename or disposition == "attachment" or not ctype.startswith("text/"):
-            encoded = part.get_payload()
-            size = len(encoded) if isinstance(encoded, str) else 0
             name = _header_text(filename) if filename else "(no name)"
-            attachments.append(f"{name}  {ctype}  {size} bytes encoded")
+            attachments.append(f"{name}  {ctype}  {len(part_bytes(part))} bytes")
         elif ctype == "text/plain" and plain is None:
             plain = _decoded_text(part)
         elif ctype == "text/html" and html is None:
@@ -207,10 +211,7 @@ def _walk(message: email.message.Message) -> tuple[list[str], str, str]:
 
 
 def _decoded_text(part: email.message.Message) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    return decode_text(payload, part_charset(part)).replace("\r\n", "\n")
+    return decode_text(part_bytes(part), part_charset(part)).replace("\r\n", "\n")
 
 
 class _TextOfHtml(HTMLParser):

@@ -33,6 +33,15 @@ HOSTILE = {
         b"Content-Type: text/plain; charset=punycode\r\n\r\n" + LOTTERY,
         "RULE_BODY_LOTTERY",
     ),
+    # The attachments check read 8-bit text with get_payload(), which applies the charset.
+    **{
+        f"8-bit text in charset {name}": (
+            b"Content-Type: text/plain; charset=%s\r\n\r\n%sCaf\xc3\xa9\r\n"
+            % (name.encode(), LOTTERY),
+            "RULE_BODY_LOTTERY",
+        )
+        for name in ("idna", "punycode", "undefined", '"utf-8\x00"')
+    },
     "broken base64 in the subject": (
         b"Subject: =?utf-8?B?not*base64?=\r\n\r\n" + LOTTERY,
         "RULE_BODY_LOTTERY",

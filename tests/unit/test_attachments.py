@@ -165,6 +165,28 @@ def test_part_and_decode_limits_end_in_attach_limit() -> None:
     assert found["ATTACH_LIMIT"] == "file=big.pdf decode budget exhausted"
 
 
+@pytest.mark.parametrize("charset", [b"idna", b"punycode", b"undefined", b'"utf-8\x00"'])
+def test_8bit_text_in_a_charset_python_cannot_apply_is_inspected(charset: bytes) -> None:
+    # compat32's get_payload() decodes 8-bit text with the declared charset, and raised on
+    # these: the check failed and the message got 451 at every retry.
+    def text_part(params: bytes, text: bytes) -> bytes:
+        return (
+            b"--b\r\nContent-Type: text/plain; charset=" + charset + params + b"\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n\r\n" + text + b"\r\n"
+        )
+
+    raw = (
+        b'From: a@origin.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"'
+        b"\r\n\r\n"
+        + text_part(b"", b"Caf\xc3\xa9 at noon?")
+        + text_part(b"; name=run.js", b"alert('\xc3\xa9')")
+        + b"--b--\r\n"
+    )
+    assert scan(raw) == {"ATTACH_SCRIPT": "file=run.js extension .js"}
+    tight = AttachmentLimits(500, 10, 1000, DEFAULTS.archive)  # 12 bytes decoded: over
+    assert scan(raw, tight) == {"ATTACH_LIMIT": "file=run.js decode budget exhausted"}
+
+
 def test_mime_nested_too_deep_to_parse_is_a_limit_not_a_crash() -> None:
     depth = 1500
     opening = b"".join(

@@ -127,6 +127,21 @@ def test_show_previews_text_in_a_hostile_charset(quarantine_store: QuarantineSto
     assert "  pay the fee today" in render.show(quarantine_store.get(qid), data)
 
 
+def test_show_lists_an_8bit_text_attachment_in_a_hostile_charset(
+    quarantine_store: QuarantineStore,
+) -> None:
+    # get_payload() (for the size) decoded it with charset idna, and raised.
+    data = make_message(
+        extra_headers='MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n',
+        body="--b\r\nContent-Type: text/plain\r\n\r\npay the fee today\r\n"
+        "--b\r\nContent-Type: text/plain; charset=idna; name=notes.txt\r\n\r\ncaf\xe9\r\n--b--\r\n",
+    )
+    qid = hold(quarantine_store, data=data)
+    text = render.show(quarantine_store.get(qid), data)
+    assert "notes.txt  text/plain  5 bytes" in text
+    assert "  pay the fee today" in text
+
+
 def test_show_of_mime_nested_too_deep_to_parse_still_shows_the_headers(
     quarantine_store: QuarantineStore,
 ) -> None:
