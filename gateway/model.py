@@ -6,7 +6,6 @@ import email
 import email.errors
 import email.message
 import email.parser
-import email.policy
 import secrets
 import time
 from collections.abc import Mapping
@@ -15,6 +14,8 @@ from enum import IntEnum, StrEnum
 from functools import cached_property
 from types import MappingProxyType
 from typing import Literal
+
+from gateway.content import MAIL_POLICY
 
 
 class Phase(IntEnum):
@@ -163,18 +164,17 @@ class Transaction:
 
 
 def parse_message(raw: bytes) -> email.message.Message:
-    """A raw message parsed (compat32: tolerant of broken mail, never raises on headers).
+    """A raw message parsed (compat32: tolerant of broken mail, never raises on headers; MIME
+    parameters read within bounds, see gateway.content.MAIL_POLICY).
 
     MIME nested deeper than the parser's recursion allows (a hostile message) is parsed as
     headers plus an opaque body, so every check, and the admin's view of it, still sees the
     headers.
     """
     try:
-        return email.message_from_bytes(raw, policy=email.policy.compat32)
+        return email.message_from_bytes(raw, policy=MAIL_POLICY)
     except RecursionError:
-        parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
-            raw, headersonly=True
-        )
+        parsed = email.parser.BytesParser(policy=MAIL_POLICY).parsebytes(raw, headersonly=True)
         parsed.defects.append(MimeNestingTooDeep("MIME nesting too deep to parse"))
         return parsed
 

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from gateway.checks.archive import ArchiveLimits, Budget, Problem, is_zip, list_zip
 from gateway.checks.filetypes import TYPE_SYMBOLS, TypeRules
-from gateway.content import part_bytes, part_filename
+from gateway.content import (
+    MAX_PARAMETER_CHARS,
+    MAX_PARAMETERS,
+    parameters_cut,
+    part_bytes,
+    part_filename,
+)
 from gateway.model import CheckResult, MimeNestingTooDeep, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
@@ -25,6 +31,7 @@ _ARCHIVE_SYMBOLS = {
     Problem.BROKEN: "ATTACH_ARCHIVE_BROKEN",
 }
 _MAX_REASON_CHARS = 200  # reasons end up in SMTP replies and log lines
+_PARAMETERS_CUT = f"MIME parameters past {MAX_PARAMETER_CHARS} characters or {MAX_PARAMETERS}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +138,8 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
         if seen > max_parts:
             found.add("ATTACH_LIMIT", "message", f"more than {max_parts} MIME parts")
             break
+        if parameters_cut(msg):  # a name or boundary there may hide an attachment
+            found.add("ATTACH_LIMIT", part_filename(msg) or f"part {seen}", _PARAMETERS_CUT)
         if msg.is_multipart():  # before get_payload(), which is safe on multiparts only
             children = msg.get_payload()
             if isinstance(children, list):

@@ -187,6 +187,20 @@ def test_8bit_text_in_a_charset_python_cannot_apply_is_inspected(charset: bytes)
     assert scan(raw, tight) == {"ATTACH_LIMIT": "file=run.js decode budget exhausted"}
 
 
+def test_a_name_behind_a_huge_parameter_list_is_seen_or_the_part_is_a_limit() -> None:
+    # Parameters are read within bounds (the email package is quadratic on them): junk
+    # parameters go, and a file name that no longer fits makes the part "not fully inspected".
+    raw = message(("placeholder.bin", b"harmless"))
+    junk = b"attachment;" + b" a=b;" * 100_000 + b' filename="setup.exe"'
+    assert scan(raw.replace(b'attachment; filename="placeholder.bin"', junk)) == {
+        "ATTACH_EXECUTABLE": "file=setup.exe extension .exe"
+    }
+    hidden = b"attachment;" + b" filename*%d=a;" * 150 % tuple(range(150)) + b' filename*150=".exe"'
+    found = scan(raw.replace(b'attachment; filename="placeholder.bin"', hidden))
+    assert set(found) == {"ATTACH_LIMIT"}
+    assert found["ATTACH_LIMIT"].endswith(" MIME parameters past 8192 characters or 100")
+
+
 def test_mime_nested_too_deep_to_parse_is_a_limit_not_a_crash() -> None:
     depth = 1500
     opening = b"".join(
