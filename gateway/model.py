@@ -247,9 +247,11 @@ class DkimSignatureFacts:
 
 @dataclass(frozen=True, slots=True)
 class DkimFacts:
-    """Every DKIM-Signature of the message, in header order."""
+    """The DKIM-Signatures of the message verified, in header order, and how many more there
+    were (past the check's max_signatures: not verified, so they vouch for nothing)."""
 
     signatures: tuple[DkimSignatureFacts, ...] = ()
+    unverified: int = 0
 
     def domains_with(self, result: DkimResult) -> tuple[str, ...]:
         return tuple(s.domain for s in self.signatures if s.result == result)

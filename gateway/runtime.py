@@ -166,8 +166,9 @@ async def run_worker(
     # A reload asked for while the rules are first loaded must not kill the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     loop = asyncio.get_running_loop()
-    # Spool fsyncs and the library-bound checks (SPF, DKIM, ARC, attachments) run in threads;
-    # the default pool (cores + 4) would queue them behind each other under load.
+    # Spool fsyncs, the quarantine and the attachments check run in threads; the default pool
+    # (cores + 4) would queue them behind each other under load. SPF, DKIM and ARC, which can
+    # wait on DNS for seconds, have the resolver's own threads ([dns] blocking_threads).
     loop.set_default_executor(ThreadPoolExecutor(max_workers=BLOCKING_THREADS))
     runtime = Runtime(config)
     stop = asyncio.Event()

@@ -6,13 +6,20 @@ DMARC check can let a configured trusted forwarder vouch for mail whose SPF and 
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import dkim
 
 from gateway.checks.dkimpy_adapter import KeyLookups, LogLines, private_logger
-from gateway.model import ArcFacts, ArcResult, CheckResult, OnError, Phase, Symbol, Transaction
+from gateway.model import (
+    ArcFacts,
+    ArcResult,
+    CheckResult,
+    OnError,
+    Phase,
+    Symbol,
+    Transaction,
+)
 from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check
 
@@ -30,9 +37,12 @@ def _text(value: object) -> str:
 ARC_HEADERS = ("ARC-Seal", "ARC-Message-Signature", "ARC-Authentication-Results")
 
 
-def verify_arc(raw: bytes, resolver: Resolver, min_rsa_bits: int) -> ArcFacts:
-    """Validate the ARC chain of `raw` (blocking: DNS and signature checks happen here)."""
-    lookups = KeyLookups(resolver)
+def verify_arc(
+    raw: bytes, resolver: Resolver, min_rsa_bits: int, dns_time_s: float = 8.0
+) -> ArcFacts:
+    """Validate the ARC chain of `raw`, its key lookups within `dns_time_s` together
+    (blocking: DNS and signature checks happen here)."""
+    lookups = KeyLookups(resolver, dns_time_s)
     try:
         arc = dkim.ARC(raw, logger=private_logger(LogLines()), minkey=min_rsa_bits)
         verdict, instances, why = arc.verify(dnsfunc=lookups)
@@ -75,14 +85,18 @@ class ArcCheck(Check):
         min_rsa_bits: int = 1024,
         timeout_s: float = 10.0,
         on_error: OnError = OnError.IGNORE,
+        dns_time_s: float = 8.0,
     ) -> None:
         super().__init__(timeout_s, on_error)
         self.resolver = resolver
         self.min_rsa_bits = min_rsa_bits
+        self.dns_time_s = dns_time_s
 
     async def run(self, tx: Transaction) -> CheckResult:
         if not any(name in tx.message for name in ARC_HEADERS):  # no chain: nothing to verify
             facts = ArcFacts("none")
         else:
-            facts = await asyncio.to_thread(verify_arc, tx.raw, self.resolver, self.min_rsa_bits)
+            facts = await self.resolver.run_blocking(
+                verify_arc, tx.raw, self.resolver, self.min_rsa_bits, self.dns_time_s
+            )
         return self.result(arc_symbol(facts), facts=facts)

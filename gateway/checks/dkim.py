@@ -1,4 +1,5 @@
-"""DKIM (RFC 6376): verify every DKIM-Signature, not only the first, with dkimpy.
+"""DKIM (RFC 6376): verify every DKIM-Signature (up to max_signatures), not only the first,
+with dkimpy.
 
 Each signature gets its own result (a fact DMARC reads). dkimpy reports most problems as a bare
 False, so the key lookup goes through a hook that records what DNS said, and dkimpy's log lines
@@ -7,8 +8,6 @@ could have been appended, so it must not vouch for the message.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 import dkim
 from dkim.canonicalization import CanonicalizationPolicy
@@ -88,8 +87,15 @@ def verify_signature(
     return facts("fail", "signature did not verify (headers changed)")
 
 
-def verify_dkim(raw: bytes, resolver: Resolver, min_rsa_bits: int) -> DkimFacts:
-    """Verify every DKIM-Signature of `raw` (blocking: DNS and RSA happen here)."""
+def verify_dkim(
+    raw: bytes,
+    resolver: Resolver,
+    min_rsa_bits: int,
+    max_signatures: int = 10,
+    dns_time_s: float = 8.0,
+) -> DkimFacts:
+    """Verify the first `max_signatures` DKIM-Signatures of `raw`, their key lookups within
+    `dns_time_s` together (blocking: DNS and RSA happen here)."""
     log = LogLines()
     try:
         verifier = dkim.DKIM(raw, logger=private_logger(log), minkey=min_rsa_bits)
@@ -99,9 +105,11 @@ def verify_dkim(raw: bytes, resolver: Resolver, min_rsa_bits: int) -> DkimFacts:
         bad = DkimSignatureFacts("", "", "", "permerror", _short(f"malformed message: {exc}"))
         return DkimFacts((bad,))
     headers = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
-    lookups = KeyLookups(resolver)
+    lookups = KeyLookups(resolver, dns_time_s)
+    verified = headers[:max_signatures]
     return DkimFacts(
-        tuple(verify_signature(verifier, i, h, lookups, log) for i, h in enumerate(headers))
+        tuple(verify_signature(verifier, i, h, lookups, log) for i, h in enumerate(verified)),
+        unverified=len(headers) - len(verified),
     )
 
 
@@ -117,13 +125,19 @@ def dkim_symbols(facts: DkimFacts) -> list[Symbol]:
                 f"d={s.domain} s={s.selector} a={s.algorithm}: {s.reason}" for s in found
             )
             symbols.append(Symbol(f"DKIM_{result.upper()}", reason))
+    if facts.unverified:
+        verified, more = len(facts.signatures), facts.unverified
+        reason = (
+            f"{verified + more} DKIM-Signatures: the {more} after the first {verified} not verified"
+        )
+        symbols.append(Symbol("DKIM_LIMIT", reason))
     return symbols
 
 
 class DkimCheck(Check):
     name = "dkim"
     phase = Phase.DATA
-    symbols = frozenset({"DKIM_NONE", *(f"DKIM_{r.upper()}" for r in DKIM_RESULTS)})
+    symbols = frozenset({"DKIM_NONE", "DKIM_LIMIT", *(f"DKIM_{r.upper()}" for r in DKIM_RESULTS)})
 
     def __init__(
         self,
@@ -131,14 +145,25 @@ class DkimCheck(Check):
         min_rsa_bits: int = 1024,
         timeout_s: float = 10.0,
         on_error: OnError = OnError.IGNORE,
+        max_signatures: int = 10,
+        dns_time_s: float = 8.0,
     ) -> None:
         super().__init__(timeout_s, on_error)
         self.resolver = resolver
         self.min_rsa_bits = min_rsa_bits
+        self.max_signatures = max_signatures
+        self.dns_time_s = dns_time_s
 
     async def run(self, tx: Transaction) -> CheckResult:
         if "DKIM-Signature" not in tx.message:  # most mail: no thread hop for nothing
             facts = DkimFacts()
         else:
-            facts = await asyncio.to_thread(verify_dkim, tx.raw, self.resolver, self.min_rsa_bits)
+            facts = await self.resolver.run_blocking(
+                verify_dkim,
+                tx.raw,
+                self.resolver,
+                self.min_rsa_bits,
+                self.max_signatures,
+                self.dns_time_s,
+            )
         return self.result(*dkim_symbols(facts), facts=facts)

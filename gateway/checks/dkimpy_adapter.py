@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import dkim
 
@@ -17,15 +18,30 @@ _EMPTY_P = re.compile(rb"(?:^|;)\s*p\s*=\s*(?:;|$)")
 
 @dataclass
 class KeyLookups:
-    """dkimpy's `dnsfunc` over our Resolver; remembers the outcome of the last lookup."""
+    """dkimpy's `dnsfunc` over our Resolver; remembers the outcome of the last lookup.
+
+    All lookups of one verification share `dns_time_s`: a thread cannot be stopped, so the
+    verification must end by itself about when its check times out, however many keys a
+    message names behind a silent DNS server."""
 
     resolver: Resolver
+    dns_time_s: float
     last: str = ""  # "", "missing", "revoked", "dns-error: ..."
+    _deadline: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.dns_time_s
 
     def __call__(self, name: bytes, timeout: float = 5) -> bytes | None:
         self.last = ""
+        left = min(timeout, self._deadline - time.monotonic())
+        if left <= 0:
+            self.last = f"dns-error: no DNS time left of {self.dns_time_s:g}s"
+            raise dkim.DnsTimeoutError(self.last)
         try:
-            answer = self.resolver.lookup_sync(name.decode("ascii", "replace"), "TXT")
+            answer = self.resolver.lookup_sync(
+                name.decode("ascii", "replace"), "TXT", lifetime_s=left
+            )
         except DnsError as exc:
             self.last = f"dns-error: {exc}"
             raise dkim.DnsTimeoutError(str(exc)) from exc

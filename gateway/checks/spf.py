@@ -8,7 +8,6 @@ current context (a ContextVar, set per evaluation): it never falls back to anoth
 
 from __future__ import annotations
 
-import asyncio
 from contextvars import ContextVar
 from typing import Literal, get_args
 
@@ -106,7 +105,7 @@ class SpfCheck(Check):
         if not sender and not helo:
             facts = SpfFacts("none", "helo", "", tx.connection.client_ip, "no identity to check")
         else:
-            facts = await asyncio.to_thread(
+            facts = await self.resolver.run_blocking(
                 evaluate_spf,
                 self.resolver,
                 tx.connection.client_ip,

@@ -7,10 +7,13 @@ small result type; anything that is not an answer is raised as `DnsTimeout` or `
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, ParamSpec, TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -26,6 +29,8 @@ from gateway.config import DnsConfig, parse_hostport
 from gateway.errors import DnsError, DnsTimeout
 
 DNS_PORT = 53
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class Resolver:
     `timeout_s` bounds one query to one server, `lifetime_s` a whole lookup including retries.
     The async and the blocking path share one thread-safe LRU cache of `cache_entries` answers
     (0 = no cache); dnspython honours TTLs and caches NXDOMAIN/NODATA for the SOA minimum
-    (RFC 2308).
+    (RFC 2308). `blocking_threads` run the libraries that resolve through the blocking path.
     """
 
     def __init__(
@@ -53,8 +58,10 @@ class Resolver:
         timeout_s: float,
         lifetime_s: float,
         cache_entries: int,
+        blocking_threads: int = 16,
     ) -> None:
         self.lifetime_s = lifetime_s
+        self._threads = ThreadPoolExecutor(blocking_threads, thread_name_prefix="dns-bound")
         self.cache = dns.resolver.LRUCache(cache_entries) if cache_entries > 0 else None
         configure = not nameservers
         self._async = dns.asyncresolver.Resolver(configure=configure)
@@ -68,7 +75,23 @@ class Resolver:
 
     @classmethod
     def from_config(cls, config: DnsConfig) -> Resolver:
-        return cls(config.nameservers, config.timeout_s, config.lifetime_s, config.cache_entries)
+        return cls(
+            config.nameservers,
+            config.timeout_s,
+            config.lifetime_s,
+            config.cache_entries,
+            config.blocking_threads,
+        )
+
+    async def run_blocking(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`function` (a library that resolves through `lookup_sync`: pyspf, dkimpy) in this
+        resolver's own threads. It may wait seconds per lookup on a silent server: in the
+        event loop's default pool, 32 messages with DKIM signatures against a dead DNS took
+        all the threads the spool, the quarantine and the other checks need."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._threads, functools.partial(function, *args, **kwargs)
+        )
 
     async def lookup(self, name: str, rdtype: str, lifetime_s: float | None = None) -> DnsAnswer:
         """Resolve `name`/`rdtype`; raises DnsTimeout, or DnsError for SERVFAIL, REFUSED etc.

@@ -134,7 +134,14 @@ def _dkim(config: Config, services: Services) -> Check | None:
     c = config.checks.dkim
     if not c.enabled:
         return None
-    return DkimCheck(_resolver_for("dkim", services), c.min_rsa_bits, c.timeout_s, c.on_error)
+    return DkimCheck(
+        _resolver_for("dkim", services),
+        c.min_rsa_bits,
+        c.timeout_s,
+        c.on_error,
+        c.max_signatures,
+        c.dns_time_s,
+    )
 
 
 def _arc(config: Config, services: Services) -> Check | None:
@@ -142,7 +149,9 @@ def _arc(config: Config, services: Services) -> Check | None:
     if not c.enabled:
         return None
     resolver = _resolver_for("arc", services)
-    return ArcCheck(resolver, config.checks.dkim.min_rsa_bits, c.timeout_s, c.on_error)
+    return ArcCheck(
+        resolver, config.checks.dkim.min_rsa_bits, c.timeout_s, c.on_error, c.dns_time_s
+    )
 
 
 def _dmarc(config: Config, services: Services) -> Check | None:

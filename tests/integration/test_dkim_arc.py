@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -131,6 +132,63 @@ def test_dns_timeout_is_temperror(dns_server: DnsTestServer, resolver: Resolver)
     facts = verify_dkim(signed, resolver, 1024)
     assert _results(facts) == [("rsa", "temperror")]
     assert time.monotonic() - started < 1.0
+
+
+def _signed(count: int, selectors: Callable[[int], str] = lambda i: "rsa") -> bytes:
+    message = MESSAGE
+    for i in range(count):
+        message = dkim_sign(message, rsa_key(), "example.test", selectors(i))
+    return message
+
+
+def test_signatures_past_max_signatures_are_named_not_verified(resolver: Resolver) -> None:
+    # Each costs a key lookup and a body hash: 30 behind a silent DNS server took 68 s.
+    signed = _signed(12)
+    facts = verify_dkim(signed, resolver, 1024, max_signatures=10)
+    assert [s.result for s in facts.signatures] == ["pass"] * 10 and facts.unverified == 2
+    result = asyncio.run(DkimCheck(resolver, max_signatures=10).run(_tx(signed)))
+    symbols = {s.name: s.reason for s in result.symbols}
+    assert set(symbols) == {"DKIM_PASS", "DKIM_LIMIT"}
+    assert symbols["DKIM_LIMIT"] == "12 DKIM-Signatures: the 2 after the first 10 not verified"
+
+
+def test_key_lookups_of_one_message_share_a_dns_time_budget(
+    dns_server: DnsTestServer, resolver: Resolver
+) -> None:
+    # A thread cannot be stopped when its check times out: the verification must end itself.
+    signed = _signed(30, lambda i: f"s{i}")
+    dns_server.mode = "drop"
+    started = time.monotonic()
+    facts = verify_dkim(signed, resolver, 1024, max_signatures=30, dns_time_s=1.0)
+    assert time.monotonic() - started < 2.0  # 30 lookups of 0.4 s each: 12 s before
+    assert [s.result for s in facts.signatures] == ["temperror"] * 30
+    assert "no DNS time left of 1s" in facts.signatures[-1].reason
+    chain = _forwarded(["forwarder.test", "list.test"] * 4)  # 16 key lookups
+    started = time.monotonic()
+    assert verify_arc(chain, resolver, 1024, dns_time_s=1.0).result == "fail"
+    assert time.monotonic() - started < 2.0
+
+
+def test_dns_bound_checks_leave_the_default_threads_free(dns_server: DnsTestServer) -> None:
+    # In the event loop's default pool, 32 messages with signatures against a dead DNS took
+    # every thread the spool, the quarantine and the other checks use.
+    resolver = Resolver([dns_server.address], 0.2, 0.4, 100, blocking_threads=2)
+    check = DkimCheck(resolver, dns_time_s=0.5)
+    signed = _signed(5, lambda i: f"s{i}")  # 2 s per message without the budget
+    dns_server.mode = "drop"
+
+    async def wait_for_a_default_thread() -> float:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+        checks = [asyncio.create_task(check.run(_tx(signed))) for _ in range(4)]
+        await asyncio.sleep(0.05)  # all four verifying or queued
+        started = time.monotonic()
+        await asyncio.to_thread(time.sleep, 0)
+        waited = time.monotonic() - started
+        results = await asyncio.gather(*checks)
+        assert all(r.symbols[0].name == "DKIM_TEMPERROR" for r in results)
+        return waited
+
+    assert asyncio.run(wait_for_a_default_thread()) < 0.3
 
 
 def _forwarded(sealers: list[str], dmarc: str = "pass") -> bytes:
