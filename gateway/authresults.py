@@ -56,9 +56,7 @@ def _dkim(facts: DkimFacts) -> list[str]:
 def _arc(facts: ArcFacts) -> str:
     if facts.result == "none":
         return "arc=none"
-    chain = f"i={facts.instances} sealers={','.join(facts.sealers)}"
-    detail = chain if facts.result == "pass" else f"{chain}: {facts.reason}"
-    return f"arc={facts.result}{_comment(detail)}"
+    return f"arc={facts.result}{_comment(facts.summary())}"
 
 
 def _dmarc(facts: DmarcFacts) -> str:

@@ -8,7 +8,7 @@ import email.message
 import email.parser
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from functools import cached_property
@@ -60,6 +60,20 @@ class Symbol:
     name: str
     reason: str = ""
     multiplier: float = 1.0
+
+
+def cut(text: str, max_chars: int = 160) -> str:
+    """`text`, ending in "..." where it was longer than `max_chars`: for reasons, which go into
+    log lines, the quarantine index and SMTP replies, from text a hostile message chose."""
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
+def listing(entries: Sequence[str], shown: int = 3, max_chars: int = 160, sep: str = "; ") -> str:
+    """Several things named in one reason: the first `shown`, each `cut`, then how many more
+    (2000 DKIM signatures made a 250 KB reason)."""
+    named = [cut(entry, max_chars) for entry in entries[:shown]]
+    more = len(entries) - len(named)
+    return sep.join(named) + (f"{sep}and {more} more" if more else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +282,12 @@ class ArcFacts:
     sealer_dmarc: tuple[str, ...] = ()  # dmarc= claimed in ARC-Authentication-Results i=1..n
     reason: str = ""
     sealer_header_from: tuple[str, ...] = ()  # the header.from each of those claims was about
+
+    def summary(self) -> str:
+        """The chain as the ARC symbol and Authentication-Results describe it, bounded (up to
+        50 sealers, RFC 8617, and a reason that may quote the message)."""
+        chain = f"i={self.instances} sealers={listing(self.sealers, 5, 64, ',') or '-'}"
+        return chain if self.result == "pass" else f"{chain}: {cut(self.reason, 200)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,10 +68,7 @@ def verify_arc(
 def arc_symbol(facts: ArcFacts) -> Symbol:
     if facts.result == "none":
         return Symbol("ARC_NONE", "no ARC sets")
-    chain = f"i={facts.instances} sealers={','.join(facts.sealers) or '-'}"
-    if facts.result == "pass":
-        return Symbol("ARC_PASS", chain)
-    return Symbol("ARC_FAIL", f"{chain}: {facts.reason}")
+    return Symbol("ARC_PASS" if facts.result == "pass" else "ARC_FAIL", facts.summary())
 
 
 class ArcCheck(Check):

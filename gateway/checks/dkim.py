@@ -23,16 +23,13 @@ from gateway.model import (
     Phase,
     Symbol,
     Transaction,
+    cut,
+    listing,
 )
 from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check
 
 DKIM_RESULTS: tuple[DkimResult, ...] = ("pass", "fail", "neutral", "permerror", "temperror")
-MAX_REASON_CHARS = 160
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
 
 
 def _unsigned_tail(verifier: dkim.DKIM, tags: dict[bytes, bytes]) -> int:
@@ -53,13 +50,13 @@ def verify_signature(
     try:
         tags = parse_tag_value(header)
     except InvalidTagValueList as exc:
-        return DkimSignatureFacts("", "", "", "permerror", _short(f"unparseable signature: {exc}"))
+        return DkimSignatureFacts("", "", "", "permerror", cut(f"unparseable signature: {exc}"))
     domain = tags.get(b"d", b"").decode("ascii", "replace").lower()
     selector = tags.get(b"s", b"").decode("ascii", "replace")
     algorithm = tags.get(b"a", b"").decode("ascii", "replace")
 
     def facts(result: DkimResult, reason: str) -> DkimSignatureFacts:
-        return DkimSignatureFacts(domain, selector, algorithm, result, _short(reason))
+        return DkimSignatureFacts(domain, selector, algorithm, result, cut(reason))
 
     log.lines.clear()
     lookups.last = ""
@@ -102,7 +99,7 @@ def verify_dkim(
     except dkim.DKIMException as exc:
         if b"dkim-signature" not in raw.lower():
             return DkimFacts()
-        bad = DkimSignatureFacts("", "", "", "permerror", _short(f"malformed message: {exc}"))
+        bad = DkimSignatureFacts("", "", "", "permerror", cut(f"malformed message: {exc}"))
         return DkimFacts((bad,))
     headers = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
     lookups = KeyLookups(resolver, dns_time_s)
@@ -114,17 +111,15 @@ def verify_dkim(
 
 
 def dkim_symbols(facts: DkimFacts) -> list[Symbol]:
-    """One symbol per result that occurred; its reason lists the signatures that had it."""
+    """One symbol per result that occurred; its reason names the signatures that had it."""
     if not facts.signatures:
         return [Symbol("DKIM_NONE", "no DKIM-Signature")]
     symbols = []
     for result in DKIM_RESULTS:
         found = [s for s in facts.signatures if s.result == result]
         if found:
-            reason = "; ".join(
-                f"d={s.domain} s={s.selector} a={s.algorithm}: {s.reason}" for s in found
-            )
-            symbols.append(Symbol(f"DKIM_{result.upper()}", reason))
+            entries = [f"d={s.domain} s={s.selector} a={s.algorithm}: {s.reason}" for s in found]
+            symbols.append(Symbol(f"DKIM_{result.upper()}", listing(entries)))
     if facts.unverified:
         verified, more = len(facts.signatures), facts.unverified
         reason = (

@@ -9,9 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gateway.checks.arc import ArcCheck, verify_arc
-from gateway.checks.dkim import DkimCheck, verify_dkim
-from gateway.model import Connection, DkimFacts, Envelope, Transaction
+from gateway.authresults import authentication_results
+from gateway.checks.arc import ArcCheck, arc_symbol, verify_arc
+from gateway.checks.dkim import DkimCheck, dkim_symbols, verify_dkim
+from gateway.model import (
+    ArcFacts,
+    Connection,
+    DkimFacts,
+    DkimSignatureFacts,
+    Envelope,
+    Transaction,
+)
 from gateway.net.dns import Resolver
 from tests.support.dkim_keys import arc_seal, dkim_sign, ed25519_key, rsa_key
 from tests.support.dns_server import DnsTestServer
@@ -189,6 +197,17 @@ def test_dns_bound_checks_leave_the_default_threads_free(dns_server: DnsTestServ
         return waited
 
     assert asyncio.run(wait_for_a_default_thread()) < 0.3
+
+
+def test_reasons_name_a_few_signatures_and_sealers_and_count_the_rest() -> None:
+    # 2000 signatures made a 250 KB reason, in the log line and the quarantine index.
+    unknown = DkimSignatureFacts("x" * 300 + ".test", "sel", "rsa-sha256", "permerror", "no key")
+    (permerror,) = dkim_symbols(DkimFacts((unknown,) * 2000))
+    assert permerror.reason.endswith("...; and 1997 more") and len(permerror.reason) < 500
+    sealers = tuple(f"sealer{i}.test" for i in range(50))
+    broken = ArcFacts("fail", 50, sealers, reason="x" * 5000)
+    for text in (arc_symbol(broken).reason, authentication_results("mx.test", arc=broken)[1]):
+        assert "sealer4.test,and 45 more" in text and len(text) < 400
 
 
 def _forwarded(sealers: list[str], dmarc: str = "pass") -> bytes:
