@@ -51,9 +51,20 @@ def evaluate(labels: IntArray, scores: FloatArray) -> Metrics:
     operating = []
     for budget in FP_BUDGETS:
         allowed = math.floor(budget * len(ham) + 1e-9)
-        threshold = float(ham[allowed]) if allowed < len(ham) else -math.inf
+        threshold = _threshold(ham, allowed)
         operating.append(Operating(budget, allowed, threshold, float((spam > threshold).mean())))
     return Metrics(len(ham), len(spam), float(roc_auc_score(labels, scores)), tuple(operating))
+
+
+def recall_allowing(labels: IntArray, scores: FloatArray, ham_allowed: int) -> float:
+    """Share of spam scored above all but the `ham_allowed` highest-scoring ham."""
+    threshold = _threshold(np.sort(scores[labels == 0])[::-1], ham_allowed)
+    return float((scores[labels == 1] > threshold).mean())
+
+
+def _threshold(ham_descending: FloatArray, allowed: int) -> float:
+    """The decision value that the `allowed` highest-scoring ham are above."""
+    return float(ham_descending[allowed]) if allowed < len(ham_descending) else -math.inf
 
 
 def plot_roc(curves: dict[str, tuple[IntArray, FloatArray]], path: Path) -> None:

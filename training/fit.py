@@ -1,18 +1,29 @@
-"""Fit the classifier: vocabulary, logistic regression, pruning, Platt calibration."""
+"""Fit the classifier: vocabulary, logistic regression, pruning, Platt calibration.
+
+Two logistic regressions are fitted: one on the character 4-grams of the text (`c:`
+features, scaled by inverse document frequency) and one on everything else. They err on
+different messages, and the sum of their decision values, which is itself one linear model
+over all features, ranks better than either: in cross-validation inside the benchmark's
+training portion, spam recall at 0.1% FP went from 94.4% (words and structure alone) and
+about 92% (4-grams alone) to 95.7% (`python -m training.cv`, mean of 3 fold seeds).
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from gateway.checks.classifier import ClassifierModel
-from gateway.features import Features
+from gateway.features import CHAR_GRAM_PREFIX, Features
 from training.evaluate import FloatArray, IntArray
+
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 SEED = 42
 SECOND_SEED = 7  # a second stratified split, reported so readers see the variance
@@ -40,18 +51,22 @@ def fit_linear(
 ) -> ClassifierModel:
     """Vocabulary, weights and (if `calibrate`) Platt scaling; uncalibrated models score the
     same decision values with a placeholder calibration, enough for ranking metrics."""
-    vectorizer = DictVectorizer()
-    counts = vectorizer.fit_transform(rows)
-    documents = np.asarray((counts != 0).sum(axis=0)).ravel()
-    # The artefact stores names one per line; a header value could smuggle in a line break.
-    one_line = np.array(["\n" not in name for name in vectorizer.feature_names_])
-    vectorizer.restrict((documents >= MIN_DOCUMENTS) & one_line)
-    matrix = _int32(vectorizer.transform(rows))
-    weights, intercept = _fit_pruned(matrix, labels, c)
-    slope, platt_intercept = _platt(matrix, labels, c) if calibrate else (1.0, 0.0)
+    vocabulary = _vocabulary(rows)
+    matrix = _matrix(rows, vocabulary)
+    feature_names = list(vocabulary)
+    char_grams = np.array([name.startswith(CHAR_GRAM_PREFIX) for name in feature_names])
+    weights, intercept, char_gram_intercept = _fit_pruned(matrix, labels, c, char_grams)
+    slope, platt_intercept = _platt(matrix, labels, c, char_grams) if calibrate else (1.0, 0.0)
     keep = np.flatnonzero(weights)
-    names = tuple(vectorizer.feature_names_[i] for i in keep)
-    return ClassifierModel(names, weights[keep], intercept, slope, platt_intercept)
+    names = tuple(feature_names[i] for i in keep)
+    return ClassifierModel(
+        names,
+        weights[keep],
+        intercept,
+        slope,
+        platt_intercept,
+        char_gram_intercept=char_gram_intercept,
+    )
 
 
 def cross_validated_scores(
@@ -71,6 +86,39 @@ def cross_validated_scores(
     return scores
 
 
+def _vocabulary(rows: Sequence[Features]) -> dict[str, int]:
+    """Column of each feature seen in at least MIN_DOCUMENTS rows, in name order. (As
+    DictVectorizer does, at a tenth of its time: the set work runs in C, not per entry.)"""
+    documents: Counter[str] = Counter()
+    for row in rows:
+        documents.update(row.keys())
+    # The artefact stores names one per line; a header value could smuggle in a line break.
+    names = sorted(n for n, d in documents.items() if d >= MIN_DOCUMENTS and "\n" not in n)
+    return {name: column for column, name in enumerate(names)}
+
+
+def _matrix(rows: Sequence[Features], vocabulary: dict[str, int]) -> sp.csr_matrix:
+    """The rows as a sparse matrix over `vocabulary`; features outside it are dropped."""
+    columns: list[np.ndarray[Any, np.dtype[np.int32]]] = []
+    values: list[FloatArray] = []
+    for row in rows:
+        known = list(vocabulary.keys() & row.keys())
+        columns.append(np.fromiter(map(vocabulary.__getitem__, known), np.int32, len(known)))
+        values.append(np.fromiter(map(row.__getitem__, known), np.float64, len(known)))
+    indptr = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([len(c) for c in columns], out=indptr[1:])
+    matrix = sp.csr_matrix(
+        (
+            np.concatenate([np.zeros(0), *values]),
+            np.concatenate([np.zeros(0, np.int32), *columns]),
+            indptr,
+        ),
+        shape=(len(rows), len(vocabulary)),
+    )
+    matrix.sort_indices()
+    return _int32(matrix)
+
+
 def _int32(matrix: object) -> sp.csr_matrix:
     """liblinear wants 32-bit sparse indices; DictVectorizer may hand out 64-bit ones."""
     csr = sp.csr_matrix(matrix)
@@ -79,21 +127,45 @@ def _int32(matrix: object) -> sp.csr_matrix:
     return csr
 
 
-def _fit_pruned(matrix: sp.csr_matrix, labels: IntArray, c: float) -> tuple[FloatArray, float]:
-    estimator = LogisticRegression(C=c, solver="liblinear", max_iter=1000)
-    estimator.fit(matrix, labels)
-    weights = np.asarray(estimator.coef_[0], dtype=np.float64)
+def _fit_pruned(
+    matrix: sp.csr_matrix, labels: IntArray, c: float, char_grams: BoolArray
+) -> tuple[FloatArray, float, float]:
+    """Weights and intercept of the sum of the two models (see the module docstring), and the
+    4-gram model's share of that intercept."""
+    weights = np.zeros(matrix.shape[1])
+    intercepts = [0.0, 0.0]
+    for position, block in enumerate((~char_grams, char_grams)):
+        columns = np.flatnonzero(block)
+        if not len(columns):
+            continue
+        part = matrix[:, columns]
+        # The 4-grams are scaled by idf after the per-message normalisation, so that a gram
+        # in every message costs the regulariser more than a rare one; folded into the
+        # weights below, so scoring needs no document frequencies.
+        scale = _idf(part) if block is char_grams else np.ones(len(columns))
+        estimator = LogisticRegression(C=c, solver="liblinear", max_iter=1000)
+        estimator.fit(_int32(part @ sp.diags(scale)), labels)
+        weights[columns] = np.asarray(estimator.coef_[0], dtype=np.float64) * scale
+        intercepts[position] = float(estimator.intercept_[0])
     weights[np.abs(weights) < MIN_ABS_WEIGHT] = 0.0
-    return weights, float(estimator.intercept_[0])
+    return weights, sum(intercepts), intercepts[1]
 
 
-def _platt(matrix: sp.csr_matrix, labels: IntArray, c: float) -> tuple[float, float]:
+def _idf(matrix: sp.csr_matrix) -> FloatArray:
+    """Smoothed inverse document frequency, as scikit-learn's TfidfTransformer computes it."""
+    documents = np.asarray((matrix != 0).sum(axis=0)).ravel()
+    return np.log((1 + matrix.shape[0]) / (1 + documents)) + 1.0
+
+
+def _platt(
+    matrix: sp.csr_matrix, labels: IntArray, c: float, char_grams: BoolArray
+) -> tuple[float, float]:
     """Map decision values to probabilities, fitted on scores of messages a fold did not see."""
     n_folds = min(CALIBRATION_FOLDS, int(np.bincount(labels).min()))
     folds = StratifiedKFold(n_folds, shuffle=True, random_state=SEED)
     out_of_fold = np.zeros(len(labels))
     for train, test in folds.split(np.zeros(len(labels)), labels):
-        weights, intercept = _fit_pruned(matrix[train], labels[train], c)
+        weights, intercept, _ = _fit_pruned(matrix[train], labels[train], c, char_grams)
         out_of_fold[test] = matrix[test] @ weights + intercept
     platt = LogisticRegression(C=1e4).fit(out_of_fold.reshape(-1, 1), labels)
     return float(platt.coef_[0][0]), float(platt.intercept_[0])

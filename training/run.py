@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ MODEL_FILE = "classifier.skops"
 CARD_FILE = "MODEL_CARD.md"
 ROC_FILE = "roc.png"
 AUC_TOLERANCE = 1e-4  # re-fitting the same data must not count as "worse"
+SCORING_PASSES = 3
 
 
 class TrainingRefused(Exception):
@@ -91,7 +93,9 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
         evaluations = {"cv": _cross_validation(rows, labels, benchmark[0]), **evaluations}
     _guard(out_dir / MODEL_FILE, [rows[i] for i in holdout[1]], evaluations["artefact"], force)
     performance = Performance(
-        time.perf_counter() - started, _scoring_rate(model, [examples[i] for i in holdout[1]])
+        time.perf_counter() - started,
+        _scoring_rate(model, [examples[i] for i in holdout[1]]),
+        SCORING_PASSES,
     )
     return _write(out_dir, model, examples, evaluations, performance)
 
@@ -111,11 +115,15 @@ def _cross_validation(rows: list[Features], labels: IntArray, train: IntArray) -
 
 
 def _scoring_rate(model: ClassifierModel, examples: list[Example]) -> float:
-    """Messages per CPU second through what the check does: extract, score, explain."""
-    started = time.process_time()
-    for example in examples:
-        model.explain(extract(example.raw), top=5)
-    return len(examples) / max(time.process_time() - started, 1e-9)
+    """Messages per CPU second through what the check does: extract, score, explain; the
+    best of SCORING_PASSES passes, as timeit does, since this machine's speed drifts."""
+    fastest = math.inf
+    for _ in range(SCORING_PASSES):
+        started = time.process_time()
+        for example in examples:
+            model.explain(extract(example.raw), top=5)
+        fastest = min(fastest, time.process_time() - started)
+    return len(examples) / max(fastest, 1e-9)
 
 
 def _read(sources: Sources) -> list[Example]:

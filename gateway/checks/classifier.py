@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from importlib.metadata import version
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from gateway.errors import ModelError
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
-ARTEFACT_FORMAT = "mailgate-classifier/2"
+ARTEFACT_FORMAT = "mailgate-classifier/3"
 # Types beyond skops' own trusted set (numpy arrays, builtins); anything else is refused.
 TRUSTED_TYPES: tuple[str, ...] = ()
 # The library that fitted the weights; read from metadata so scoring need not import it.
@@ -39,7 +40,10 @@ SKLEARN_VERSION = version("scikit-learn")
 LOAD_TIMEOUT_S = 60.0
 # Up to this size a message is classified on the event loop (as checks/attachments.py does).
 INLINE_MAX_BYTES = 64 * 1024
+CHAR_GRAMS_NAMED = 3  # an explanation names the strongest few 4-grams of their sum
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass(frozen=True)
@@ -58,25 +62,30 @@ class ClassifierModel:
     feature_version: int = feature_code.FEATURE_VERSION
     sklearn_version: str = SKLEARN_VERSION
     metadata: dict[str, str] = field(default_factory=dict)  # training date, data, metrics
+    # The share of `intercept` that the 4-gram model brought (training/fit.py): explanations
+    # show the 4-grams' push relative to it, as the other features' pushes are to the rest.
+    char_gram_intercept: float = 0.0
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _is_char_gram: BoolArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = {name: i for i, name in enumerate(self.feature_names)}
         object.__setattr__(self, "_index", index)
+        prefix = feature_code.CHAR_GRAM_PREFIX
+        grams = np.array([name.startswith(prefix) for name in self.feature_names], dtype=bool)
+        object.__setattr__(self, "_is_char_gram", grams)
 
-    def contributions(self, row: feature_code.Features) -> list[Contribution]:
-        """Every known feature of `row` with its signed push on the decision value."""
-        index, weights = self._index, self.weights
-        return [
-            Contribution(name, float(weights[index[name]]) * value)
-            for name, value in row.items()
-            if name in index
-        ]
+    def _pushes(self, row: feature_code.Features) -> tuple[list[str], IntArray, FloatArray]:
+        """The names of `row`, their columns (-1: unknown to the model) and their signed pushes
+        on the decision value (0 for the unknown). Lookups run in C: a message has a thousand
+        features, most of them 4-grams, and this is most of the scoring time."""
+        names = list(row)
+        columns = np.fromiter(map(self._index.get, names, repeat(-1)), np.int64, len(names))
+        values = np.fromiter(row.values(), np.float64, len(names))
+        return names, columns, np.where(columns >= 0, self.weights[columns] * values, 0.0)
 
     def decision(self, rows: Sequence[feature_code.Features]) -> FloatArray:
-        return np.array(
-            [self.intercept + sum(c.weight for c in self.contributions(row)) for row in rows]
-        )
+        return np.array([self.intercept + float(self._pushes(row)[2].sum()) for row in rows])
 
     def probability(self, decision: float) -> float:
         """Calibrated spam probability of one decision value (Platt scaling)."""
@@ -84,12 +93,27 @@ class ClassifierModel:
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def explain(self, row: feature_code.Features, top: int) -> tuple[float, list[Contribution]]:
-        """The decision value and the features that pushed it most its way, strongest first."""
-        pushes = self.contributions(row)
-        decision = self.intercept + sum(c.weight for c in pushes)
-        side = 1.0 if decision >= 0 else -1.0
-        pushes.sort(key=lambda c: -side * c.weight)
-        return decision, [c for c in pushes[:top] if c.weight * side > 0]
+        """The decision value and the features that pushed it most its way, strongest first.
+        The character 4-grams each weigh little but together much: they are one entry, named
+        after its strongest grams, e.g. `c:[' cli' 'ick ' 'ree!']`."""
+        names, columns, pushes = self._pushes(row)
+        decision = self.intercept + float(pushes.sum())
+        side = 1.0 if self.probability(decision) >= 0.5 else -1.0  # the way the verdict went
+        known = columns >= 0
+        grams = known & self._is_char_gram[columns]
+        candidates = [
+            Contribution(names[i], float(pushes[i]))
+            for i in _strongest(known & ~grams, pushes, side, top)
+        ]
+        if grams.any():
+            prefix = len(feature_code.CHAR_GRAM_PREFIX)
+            named = " ".join(
+                repr(names[i][prefix:]) for i in _strongest(grams, pushes, side, CHAR_GRAMS_NAMED)
+            )
+            total = self.char_gram_intercept + float(pushes[grams].sum())
+            candidates.append(Contribution(f"{feature_code.CHAR_GRAM_PREFIX}[{named}]", total))
+        candidates.sort(key=lambda c: -side * c.weight)
+        return decision, [c for c in candidates[:top] if c.weight * side > 0]
 
     def save(self, path: Path) -> None:
         import skops.io  # imports all of scikit-learn (~120 MiB): only when a model is used
@@ -105,6 +129,7 @@ class ClassifierModel:
                 "intercept": self.intercept,
                 "platt_slope": self.platt_slope,
                 "platt_intercept": self.platt_intercept,
+                "char_gram_intercept": self.char_gram_intercept,
                 "metadata": dict(self.metadata),
             },
             path,
@@ -167,7 +192,16 @@ class ClassifierModel:
             int(data["feature_version"]),
             str(data["sklearn_version"]),
             {str(k): str(v) for k, v in dict(data["metadata"]).items()},
+            float(data["char_gram_intercept"]),
         )
+
+
+def _strongest(
+    among: BoolArray, pushes: FloatArray, side: float, count: int
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Positions of the `count` pushes `among` the selected ones furthest towards `side`."""
+    selected = np.flatnonzero(among)
+    return selected[np.argsort(-side * pushes[selected])[:count]]
 
 
 @functools.lru_cache(maxsize=4)

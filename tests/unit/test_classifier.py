@@ -12,9 +12,15 @@ import numpy as np
 import pytest
 import skops.io
 
-from gateway.checks.classifier import ClassifierCheck, ClassifierModel, read_artefact
+from gateway.checks.classifier import (
+    ARTEFACT_FORMAT,
+    ClassifierCheck,
+    ClassifierModel,
+    Contribution,
+    read_artefact,
+)
 from gateway.errors import ModelError
-from gateway.features import extract
+from gateway.features import CHAR_GRAM_PREFIX, extract
 from gateway.model import Connection, Envelope, Transaction
 from tests.support.mailcorpus import ham_message, spam_message
 from training.evaluate import evaluate
@@ -51,9 +57,38 @@ def test_explanation_names_features_of_this_message_and_the_model(model: Classif
     assert decision > 0 and len(pushes) == 3
     assert all(p.weight > 0 for p in pushes)
     assert [p.weight for p in pushes] == sorted((p.weight for p in pushes), reverse=True)
-    assert {p.feature for p in pushes} <= extract(raw).keys() & set(model.feature_names)
+    known = extract(raw).keys() & set(model.feature_names)
+    for push in pushes:
+        if push.feature.startswith(f"{CHAR_GRAM_PREFIX}["):  # the 4-grams' summed push
+            grams = push.feature[len(CHAR_GRAM_PREFIX) + 1 : -1].split("' '")
+            assert {f"{CHAR_GRAM_PREFIX}{g.strip(chr(39))}" for g in grams} <= known
+        else:
+            assert push.feature in known
     reason = ClassifierCheck(model, explain_features=3).classify(raw).symbols[0].reason
     assert all(f"{p.feature}({p.weight:+.2f})" in reason for p in pushes)
+
+
+def test_the_char_grams_are_one_push_relative_to_their_own_intercept() -> None:
+    features = {"w:win": 1.0, "c: win": 0.6, "c:win ": 0.8}
+    weights = np.array([1.0, 2.0, 0.5])
+    model = ClassifierModel(
+        ("w:win", "c: win", "c:win "), weights, -1.5, 1.0, 0.0, char_gram_intercept=-1.0
+    )
+    decision, pushes = model.explain(features, top=5)
+    assert decision == pytest.approx(-1.5 + 1.0 + 1.2 + 0.4)
+    assert pushes == [
+        Contribution("w:win", 1.0),
+        Contribution("c:[' win' 'win ']", pytest.approx(-1.0 + 1.2 + 0.4)),
+    ]
+
+
+def test_the_explanation_follows_the_calibrated_verdict_not_the_raw_sign() -> None:
+    # A decision value below 0 that calibration still turns into spam (p > 0.5): the reason
+    # must name what pushed towards spam.
+    model = ClassifierModel(("w:offer", "w:meeting"), np.array([0.8, -1.0]), 0.0, 1.0, 2.0)
+    decision, pushes = model.explain({"w:offer": 1.0, "w:meeting": 1.0}, top=2)
+    assert decision < 0 < model.probability(decision) - 0.5
+    assert pushes == [Contribution("w:offer", 0.8)]
 
 
 def test_undecided_middle_band_emits_nothing(model: ClassifierModel) -> None:
@@ -92,7 +127,7 @@ class Payload:
 
 def test_untrusted_types_missing_or_garbage_files_are_refused(tmp_path: Path) -> None:
     evil = tmp_path / "evil.skops"
-    skops.io.dump({"format": "mailgate-classifier/2", "payload": Payload()}, evil)
+    skops.io.dump({"format": ARTEFACT_FORMAT, "payload": Payload()}, evil)
     with pytest.raises(ModelError, match="untrusted types"):
         read_artefact(evil)
     garbage = tmp_path / "garbage.skops"
@@ -102,7 +137,7 @@ def test_untrusted_types_missing_or_garbage_files_are_refused(tmp_path: Path) ->
     with pytest.raises(ModelError, match="no such model file"):
         read_artefact(tmp_path / "absent.skops")
     partial = tmp_path / "partial.skops"
-    skops.io.dump({"format": "mailgate-classifier/2", "feature_version": 1}, partial)
+    skops.io.dump({"format": ARTEFACT_FORMAT, "feature_version": 1}, partial)
     with pytest.raises(ModelError):
         ClassifierModel.from_data(partial, read_artefact(partial))
 

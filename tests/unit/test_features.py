@@ -7,8 +7,14 @@ import string
 import time
 
 import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
 
-from gateway.features import _letters_and_upper, extract
+from gateway.features import (
+    CHAR_GRAM_PREFIX,
+    CHAR_GRAM_TEXT_CHARS,
+    _letters_and_upper,
+    extract,
+)
 
 PLAIN = (
     b"From: Alice Example <alice@example.org>\n"
@@ -126,6 +132,40 @@ def test_word_block_is_normalised_so_long_mail_does_not_dominate() -> None:
     long = extract(PLAIN + b" ".join(b"word%d" % i for i in range(2000)))
     assert long["w:noon"] < short["w:noon"]
     assert short["url:tld=uk"] == long["url:tld=uk"] == 1.0
+
+
+def test_char_grams_are_cut_and_weighted_as_scikit_learn_does() -> None:
+    """4-grams within space-padded words (scikit-learn's char_wb), sublinear counts, the
+    block of unit length: what the fitter's idf scaling was chosen for."""
+    body = "Viagra!! V1agra, v i a g r a: 50% OFF at shop.example a a " * 3
+    raw = b"Subject: Cheap meds\n\n" + body.encode()
+    features = extract(raw)
+    grams = {k[len(CHAR_GRAM_PREFIX) :]: v for k, v in features.items() if k.startswith("c:")}
+    reference = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(4, 4), use_idf=False, sublinear_tf=True
+    )
+    matrix = reference.fit_transform([f"Cheap meds \n {body}"])
+    expected = dict(zip(reference.get_feature_names_out(), matrix.toarray()[0], strict=True))
+    assert grams.keys() == expected.keys()
+    assert all(grams[g] == pytest.approx(expected[g]) for g in grams)
+    assert {" v1a", "v1ag", " a ", "off "} <= grams.keys()
+
+
+def test_char_grams_match_scikit_learn_on_random_text() -> None:
+    rng = random.Random(11)
+    alphabet = "ab Z1!.\t\n\u00a0\u0130\u00df\u2028é"
+    analyse = TfidfVectorizer(analyzer="char_wb", ngram_range=(4, 4)).build_analyzer()
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        features = extract(b"\n\n" + text.encode())
+        grams = {k[len(CHAR_GRAM_PREFIX) :] for k in features if k.startswith(CHAR_GRAM_PREFIX)}
+        assert grams == set(analyse(f" \n {text}")), repr(text)
+
+
+def test_char_grams_read_only_the_start_of_the_text() -> None:
+    head = "word " * (CHAR_GRAM_TEXT_CHARS // 5)
+    features = extract(b"Subject: x\n\n" + (head + "zebra").encode())
+    assert "c:word" in features and "c:zebr" not in features
 
 
 def test_text_shape_counts_money_percentages_shouting_and_link_density() -> None:
