@@ -58,6 +58,21 @@ def test_hostile_text_stays_one_ascii_line() -> None:
     assert _parse(parts).results[0].result == "fail"
 
 
+def test_sender_chosen_values_cannot_make_a_line_past_998_characters() -> None:
+    huge = "a" * 100_000 + ".example"
+    parts = authentication_results(
+        ID,
+        SpfFacts("fail", "mailfrom", huge, "1.2.3.4", "why " * 50_000),
+        DkimFacts((DkimSignatureFacts(huge, "s" * 5000, "rsa-sha256", "fail", "x" * 9000),)),
+        dmarc=DmarcFacts("fail", huge, "reject", "reject", record_domain="example"),
+    )
+    assert all(len(part) < 998 for part in parts)
+    spf, dkim, dmarc = _parse(parts).results
+    assert spf.smtp_mailfrom == "a" * 250 + "..."
+    assert (dkim.result, dkim.header_d) == ("fail", "a" * 250 + "...")
+    assert dmarc.result == "fail"
+
+
 HEAD = (
     b"Received: from x by y; Sun, 29 Nov 2026 02:00:00 +0000\r\n"
     b"Authentication-Results: MX.Gateway.Test; spf=pass smtp.mailfrom=forged.test\r\n"
