@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.model import ArcFacts, DkimFacts, DmarcFacts, SpfFacts, Transaction
+from gateway.model import ArcFacts, DkimFacts, DmarcFacts, SpfFacts, Transaction, cut
 
 HEADER_NAME = "Authentication-Results"
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~@/]+$")  # RFC 2045 token (plus @ and /)
@@ -20,20 +20,16 @@ MAX_VALUE_CHARS = 253
 MAX_COMMENT_CHARS = 200
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _comment(text: str) -> str:
     """A header comment: ASCII only, one line, bounded, with ( ) and \\ escaped."""
     words = " ".join(text[: MAX_COMMENT_CHARS * 4].split())
-    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in _cut(words, MAX_COMMENT_CHARS))
+    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in cut(words, MAX_COMMENT_CHARS))
     clean = clean.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
     return f" ({clean})" if clean else ""
 
 
 def _value(text: str) -> str:
-    text = _cut(text, MAX_VALUE_CHARS)
+    text = cut(text, MAX_VALUE_CHARS)
     if _TOKEN.match(text):
         return text
     clean = "".join(c for c in text if 32 <= ord(c) < 127)
