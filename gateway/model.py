@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import email
-import email.errors
 import email.message
-import email.parser
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -15,7 +13,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Literal
 
-from gateway.content import MAIL_POLICY
+from gateway.content import parse_bytes
 
 
 class Phase(IntEnum):
@@ -116,10 +114,6 @@ class Envelope:
     smtputf8: bool = False
 
 
-class MimeNestingTooDeep(email.errors.MessageDefect):
-    """The message's MIME tree is nested too deep to parse; only its headers were parsed."""
-
-
 class Transaction:
     """What checks see of one message: connection, envelope, raw bytes and earlier results.
 
@@ -178,19 +172,9 @@ class Transaction:
 
 
 def parse_message(raw: bytes) -> email.message.Message:
-    """A raw message parsed (compat32: tolerant of broken mail, never raises on headers; MIME
-    parameters read within bounds, see gateway.content.MAIL_POLICY).
-
-    MIME nested deeper than the parser's recursion allows (a hostile message) is parsed as
-    headers plus an opaque body, so every check, and the admin's view of it, still sees the
-    headers.
-    """
-    try:
-        return email.message_from_bytes(raw, policy=MAIL_POLICY)
-    except RecursionError:
-        parsed = email.parser.BytesParser(policy=MAIL_POLICY).parsebytes(raw, headersonly=True)
-        parsed.defects.append(MimeNestingTooDeep("MIME nesting too deep to parse"))
-        return parsed
+    """A raw message parsed (compat32: tolerant of broken mail, never raises on headers), with
+    bounds on MIME parameters, lines and parts: see gateway.content.parse_bytes."""
+    return parse_bytes(raw)
 
 
 @dataclass(frozen=True, slots=True)

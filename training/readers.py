@@ -11,10 +11,10 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from gateway.content import parse_headers
 from gateway.mailsources import SkipHandler, iter_messages
 
 SPAM, HAM = 1, 0
@@ -58,7 +58,7 @@ def merge(corpora: Iterable[list[Example]]) -> list[Example]:
 
 def message_date(raw: bytes) -> datetime | None:
     """The Date header as aware UTC datetime, or None when missing, broken or implausible."""
-    value = BytesHeaderParser().parsebytes(raw).get("Date")
+    value = parse_headers(raw).get("Date")
     if value is None:
         return None
     try:

@@ -17,12 +17,14 @@ from gateway.checks.filetypes import TYPE_SYMBOLS, TypeRules
 from gateway.content import (
     MAX_PARAMETER_CHARS,
     MAX_PARAMETERS,
+    MessageCut,
+    MimeNestingTooDeep,
     parameters_cut,
     part_bytes,
     part_filename,
 )
-from gateway.model import CheckResult, MimeNestingTooDeep, OnError, Phase, Symbol, Transaction
-from gateway.pipeline.check import Check
+from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
+from gateway.pipeline.check import INLINE_MAX_BYTES, Check
 
 _ARCHIVE_SYMBOLS = {
     Problem.BOMB: "ATTACH_ARCHIVE_BOMB",
@@ -46,9 +48,6 @@ class AttachmentLimits:
 class Part:
     name: str  # file name, or "part N" when it has none
     data: bytes
-
-
-INLINE_MAX_BYTES = 64 * 1024
 
 
 class AttachmentsCheck(Check):
@@ -126,9 +125,11 @@ class _Findings:
 def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findings) -> list[Part]:
     """Decoded leaf parts worth inspecting; limits reached become ATTACH_LIMIT findings."""
     root = tx.message
-    if any(isinstance(defect, MimeNestingTooDeep) for defect in root.defects):
-        found.add("ATTACH_LIMIT", "message", "MIME nesting too deep to parse")
-        return []
+    for defect in root.defects:
+        if isinstance(defect, MessageCut | MimeNestingTooDeep):  # the rest was never parsed
+            found.add("ATTACH_LIMIT", "message", str(defect))
+        if isinstance(defect, MimeNestingTooDeep):  # no MIME tree at all, only headers
+            return []
     parts: list[Part] = []
     stack: list[email.message.Message] = [root]
     seen = 0

@@ -30,7 +30,7 @@ import numpy as np
 from gateway import features as feature_code
 from gateway.errors import ModelError
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
-from gateway.pipeline.check import Check
+from gateway.pipeline.check import INLINE_MAX_BYTES, Check
 
 ARTEFACT_FORMAT = "mailgate-classifier/3"
 # Types beyond skops' own trusted set (numpy arrays, builtins); anything else is refused.
@@ -38,8 +38,6 @@ TRUSTED_TYPES: tuple[str, ...] = ()
 # The library that fitted the weights; read from metadata so scoring need not import it.
 SKLEARN_VERSION = version("scikit-learn")
 LOAD_TIMEOUT_S = 60.0
-# Up to this size a message is classified on the event loop (as checks/attachments.py does).
-INLINE_MAX_BYTES = 64 * 1024
 CHAR_GRAMS_NAMED = 3  # an explanation names the strongest few 4-grams of their sum
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]

@@ -9,6 +9,11 @@ from typing import ClassVar
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.scoring import SymbolPolicy
 
+# Up to this size a check does its CPU work on the event loop; above it, in a thread, so the
+# other sessions go on (the pipeline parses such a message in a thread first, too). Below it
+# the thread hop costs more than it saves.
+INLINE_MAX_BYTES = 64 * 1024
+
 
 class Check(ABC):
     """One check. It returns a CheckResult; it never decides the action, never mutates `tx`.

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.content import message_content
 from gateway.errors import ConfigError
 from gateway.model import Action, Phase, Transaction, Verdict
-from gateway.pipeline.check import Check
+from gateway.pipeline.check import INLINE_MAX_BYTES, Check
 from gateway.pipeline.runner import PhaseRunner
 from gateway.pipeline.scoring import ACTIONS_FILE, SCORES_FILE, Policy, decide
 
@@ -84,6 +86,10 @@ class Pipeline:
         """
         deadline = time.monotonic() + self.deadline_s
         if self.runner.has_checks(phase):
+            if phase is Phase.DATA and len(tx.raw) > INLINE_MAX_BYTES:
+                # Parsing and decoding 25 MB take about 0.5 s: in a thread, done once, before
+                # the checks that read the result on the event loop.
+                await asyncio.to_thread(_parse_and_decode, tx)
             tx = await self.runner.run(phase, tx, deadline)
         verdict = decide(
             self.policy,
@@ -103,3 +109,8 @@ class Pipeline:
 
     async def close(self) -> None:
         await self.runner.close()
+
+
+def _parse_and_decode(tx: Transaction) -> None:
+    """Parse `tx` and decode its content once; both are cached for the checks."""
+    message_content(tx.message)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import email.errors
 import email.header
-import email.parser
-import email.policy
 import fcntl
 import json
 import os
@@ -26,6 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from gateway.content import parse_headers
 from gateway.errors import QuarantineCorrupt, QuarantineError, QuarantineMissing, QuarantineNotFound
 from gateway.files import write_durably
 from gateway.model import ScoredSymbol, Transaction, Verdict, new_id
@@ -594,7 +593,7 @@ def _number(value: object, what: str) -> float:
 
 def _summary_headers(data: bytes) -> tuple[str, str]:
     """Decoded From and Subject for the index; never raises on broken headers."""
-    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
+    headers = parse_headers(data)
     return _decoded(headers.get("From")), _decoded(headers.get("Subject"))
 
 

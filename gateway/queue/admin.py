@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import email.parser
-import email.policy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
+from gateway.content import parse_headers
 from gateway.errors import SpoolError
 from gateway.queue.spool import QueueEntry, RecipientState, Spool
 
@@ -191,8 +190,7 @@ def _recipient_line(recipient: RecipientState) -> str:
 
 def message_headers(data: bytes) -> str:
     """The header block of a message, for `show` (never the body: it may be private)."""
-    parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-    message = parser.parsebytes(data)
+    message = parse_headers(data)
     return "".join(f"{k}: {v}\n" for k, v in message.items())
 
 

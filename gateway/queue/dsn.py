@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import email.message
-import email.parser
 import email.policy
 import email.utils
 import re
@@ -20,6 +19,7 @@ from collections.abc import Collection, Sequence
 from email.mime.text import MIMEText
 from typing import Literal
 
+from gateway.content import parse_bytes, was_cut
 from gateway.errors import AlreadyQueued
 from gateway.queue.spool import QueueEntry, RecipientState, Spool
 
@@ -190,13 +190,13 @@ def _per_recipient(
 
 
 def _returned(original: bytes, full: bool) -> email.message.Message:
-    """RET=FULL: the whole message; otherwise only its headers (RFC 3462 text/rfc822-headers)."""
-    if full:
+    """RET=FULL: the whole message; otherwise, or when it is past the parse bounds (see
+    gateway.content.parse_bytes), only its headers (RFC 3462 text/rfc822-headers)."""
+    parsed = parse_bytes(original) if full else None
+    if parsed is not None and not was_cut(parsed):
         part = email.message.Message(policy=_POLICY)
         part.set_type("message/rfc822")
-        part.set_payload(
-            [email.parser.BytesParser(policy=email.policy.compat32).parsebytes(original)]
-        )
+        part.set_payload([parsed])
         return part
     headers, _, _ = original.replace(b"\r\n", b"\n").partition(b"\n\n")
     part = email.message.Message(policy=_POLICY)

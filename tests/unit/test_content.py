@@ -7,12 +7,18 @@ import email
 import time
 
 from gateway.content import (
+    MAIL_POLICY,
+    MAX_PARSED_LINES,
+    MAX_PARSED_PARTS,
+    MessageCut,
     header_addresses,
     html_text_and_links,
     message_content,
     parameters_cut,
+    parse_headers,
     part_charset,
     part_filename,
+    was_cut,
     without_comments,
 )
 from gateway.features import extract
@@ -105,3 +111,64 @@ def test_parameters_within_the_bounds_read_as_the_email_package_reads_them() -> 
     hidden = "text/plain; " + "charset=x; " * 200 + "name=run.exe"
     message = parse_message(b"Content-Type: " + hidden.encode() + b"\r\n\r\nx\r\n")
     assert part_filename(message) == "" and parameters_cut(message)
+
+
+def _peak_bytes(function: object, raw: bytes) -> int:
+    """Peak memory Python allocated while `function(raw)` ran."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        function(raw)  # type: ignore[operator]
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+HEADERS = b"From: a@origin.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+
+
+def test_parsing_stops_at_the_part_bound_and_says_so() -> None:
+    # 600,000 tiny parts fit in 25 MB and took 27 s and 470 MB to parse, on the event loop.
+    part = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+    raw = HEADERS + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + part * 60_000
+    message = parse_message(raw)
+    parts = sum(1 for _ in message.walk())
+    assert MAX_PARSED_PARTS < parts < MAX_PARSED_PARTS + 300  # one 8 KB chunk past the bound
+    assert was_cut(message)
+    (cut,) = [str(d) for d in message.defects if isinstance(d, MessageCut)]
+    assert cut.endswith(f"of {len(raw)}: more than {MAX_PARSED_PARTS} MIME parts")
+    assert message["Subject"] == "parts"
+
+
+def test_parsing_stops_at_the_line_bound_and_memory_stays_bounded() -> None:
+    # 12 million empty lines (25 MB) took 1 GB to parse: each line was a string in a list.
+    raw = HEADERS + b"Content-Type: text/plain\r\n\r\n" + b"\r\n" * (3 * MAX_PARSED_LINES)
+    message = parse_message(raw)
+    assert was_cut(message)
+    assert f"more than {MAX_PARSED_LINES} lines" in str(message.defects[-1])
+    assert len(message.get_payload()) < 2 * (MAX_PARSED_LINES + 10)
+    # What the bound costs, not what the message would: ~60 bytes per line parsed.
+    assert _peak_bytes(parse_message, raw) < 100 * MAX_PARSED_LINES
+
+
+def test_mail_within_the_bounds_parses_as_the_email_package_parses_it() -> None:
+    attachment = b"QUJD" * 19 + b"\r\n"
+    raw = (
+        HEADERS + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nCaf\xc3\xa9\r\n--b\r\n"
+        b"Content-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + attachment * 100_000
+        + b"--b--\r\n"
+    )
+    ours, theirs = parse_message(raw), email.message_from_bytes(raw, policy=MAIL_POLICY)
+    assert not was_cut(ours)
+    assert ours.as_bytes() == theirs.as_bytes()
+    assert [type(d) for d in ours.defects] == [type(d) for d in theirs.defects]
+
+
+def test_reading_the_headers_does_not_read_the_body() -> None:
+    raw = HEADERS + b"Subject: second\r\n\r\n" + b"\r\n" * 500_000
+    headers = parse_headers(raw)
+    assert headers.get_all("Subject") == ["parts", "second"]
+    assert _peak_bytes(parse_headers, raw) < 100_000  # the email package's: ~45 MB

@@ -5,7 +5,9 @@ import pytest
 
 from gateway.model import CheckResult, Connection, Envelope, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
+from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.runner import PhaseRunner, dependency_levels
+from gateway.pipeline.scoring import Policy, SymbolPolicy, Thresholds
 
 
 class Fixed(Check):
@@ -73,3 +75,37 @@ def test_message_deadline_bounds_every_check() -> None:
     out = asyncio.run(PhaseRunner([slow]).run(Phase.DATA, tx(), time.monotonic() + 0.2))
     assert time.monotonic() - started < 1.0
     assert out.results["slow"].error is not None
+
+
+class SeesParse(Check):
+    """Records, as it starts, whether the message was parsed already."""
+
+    name = "sees_parse"
+    phase = Phase.DATA
+    symbols = frozenset()
+
+    def __init__(self) -> None:
+        super().__init__(1.0, OnError.IGNORE)
+        self.parsed_before: bool | None = None
+
+    async def run(self, tx: Transaction) -> CheckResult:
+        self.parsed_before = "message" in tx.__dict__
+        return self.result()
+
+
+@pytest.mark.parametrize(("body_bytes", "parsed_first"), [(1000, False), (200_000, True)])
+def test_a_large_message_is_parsed_in_a_thread_before_the_checks_run(
+    body_bytes: int, parsed_first: bool
+) -> None:
+    # Parsing 25 MB takes about half a second: on the event loop that stalls every session.
+    check = SeesParse()
+    raw = b"Subject: x\r\n\r\n" + b"word " * (body_bytes // 5) + b"\r\n"
+    policy = Policy(
+        symbols={name: SymbolPolicy(0.0) for name in check.all_symbols()},
+        group_caps={},
+        thresholds=Thresholds(6.0, 15.0),
+        forced={},
+    )
+    pipeline = Pipeline([check], policy, deadline_s=5.0)
+    asyncio.run(pipeline.run_phase(Phase.DATA, tx().with_raw(raw), final=True))
+    assert check.parsed_before is parsed_first
