@@ -18,7 +18,6 @@ class LineReader:
         self.max_line_bytes = max_line_bytes
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer already known to hold no LF
-        self._searched = 0  # bytes of the buffer take_through already searched
 
     async def next(self, deadline: float, extra: int = 0) -> tuple[bytes, bool]:
         """(line, True) for a line ending in LF and at most max_line_bytes (+ `extra`) long,
@@ -36,22 +35,15 @@ class LineReader:
             self._scanned = len(self._buffer)
             await self.fill(deadline)
 
-    def take_through(self, marker: bytes, max_bytes: int) -> bytes | None:
-        """The buffered bytes up to and including the first `marker`, if it ends within
-        `max_bytes`; None (nothing taken) if it is not buffered yet."""
-        # From where the last search stopped (less a marker's length, which may straddle
-        # reads): a client dripping bytes must not make each read search them all again.
-        start = max(0, self._searched - len(marker) + 1)
-        end = self._buffer.find(marker, start, max_bytes)
-        if end == -1:
-            self._searched = min(len(self._buffer), max_bytes)
-            return None
-        return self._take(end + len(marker))
+    def take_lines(self) -> bytes | None:
+        """Every whole line buffered (through the last LF), or None when no LF is buffered."""
+        end = self._buffer.rfind(b"\n")
+        return None if end == -1 else self._take(end + 1)
 
     def unread(self, data: bytes) -> None:
         """Put taken bytes back in front of the buffer."""
         self._buffer[:0] = data
-        self._scanned = self._searched = 0
+        self._scanned = 0
 
     def starts_with(self, prefix: bytes) -> bool:
         return self._buffer.startswith(prefix)
@@ -71,10 +63,10 @@ class LineReader:
     def discard_buffered(self) -> None:
         """Forget bytes received but not read yet (plaintext pipelined after STARTTLS)."""
         self._buffer.clear()
-        self._scanned = self._searched = 0
+        self._scanned = 0
 
     def _take(self, size: int) -> bytes:
         taken = bytes(self._buffer[:size])
         del self._buffer[:size]  # O(1): bytearray drops a prefix by moving its start
-        self._scanned = self._searched = 0
+        self._scanned = 0
         return taken

@@ -29,7 +29,7 @@ from gateway.smtp.addresses import (
     split_path_argument,
     strip_source_route,
 )
-from gateway.smtp.data import DataCollector
+from gateway.smtp.data import TRANSPARENCY_EXTRA, DataCollector
 from gateway.smtp.handler import SessionState, SmtpHandler
 from gateway.smtp.limits import ConnectionLimiter
 from gateway.smtp.lines import READ_SIZE, LineReader
@@ -53,9 +53,6 @@ _UTF8_ADDR = re.compile(r"[!-~\u0080-\ud7ff\ue000-\U0010ffff]+")
 _NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 MAX_ENVID_CHARS = 100  # RFC 3461 4.4
 MAX_ORCPT_CHARS = 500  # RFC 3461 4.2
-# DATA up to this size that arrives clean (CRLF only, short lines) is taken in one block
-# rather than line by line, which cost more than the rest of DATA handling.
-FAST_DATA_BYTES = 256 * 1024
 
 
 def dsn_parameter_ok(key: str, value: str) -> bool:
@@ -289,20 +286,6 @@ class GatewaySMTP(SMTP):
             raise Hangup(replies.TOO_MANY_ERRORS)
         return reply
 
-    async def _data_block(self) -> bytes | None:
-        """All of DATA through its CRLF.CRLF when that arrives within FAST_DATA_BYTES, for
-        DataCollector.feed_block; None to read it line by line (a first line starting with a
-        dot, the empty message, or more than FAST_DATA_BYTES)."""
-        while not self._lines.starts_with(b"."):
-            block = self._lines.take_through(b"\r\n.\r\n", FAST_DATA_BYTES)
-            if block is not None or self._lines.buffered_bytes() >= FAST_DATA_BYTES:
-                return block
-            try:
-                await self._lines.fill(self._read_deadline())
-            except TimeoutError:
-                raise self._timed_out() from None
-        return None
-
     def _read_deadline(self) -> float:
         return min(self.loop.time() + self.config.idle_timeout_s, self._session_deadline)
 
@@ -488,17 +471,7 @@ class GatewaySMTP(SMTP):
             self.config.max_line_bytes,
             normalize=self.config.bare_lf == "normalize",
         )
-        block = await self._data_block()
-        if block is not None and not collected.feed_block(block):
-            self._lines.unread(block)  # not clean: line by line, as if never taken
-            block = None
-        while block is None:
-            # RFC 5321 4.5.3.1.6: the line limit does not count a dot doubled for transparency.
-            chunk, complete = await self._read(extra=1)
-            if not complete:
-                collected.fragment(chunk)
-            elif collected.feed(chunk):
-                break
+        await collected.read_from(self._lines, lambda: self._read(extra=TRANSPARENCY_EXTRA))
         # Sent here, not returned: a refused message is not a bad command.
         await self.push(await self.gateway.data(state, collected))
         return None

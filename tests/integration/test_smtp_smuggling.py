@@ -72,3 +72,46 @@ def test_dot_stuffing_is_undone_only_at_line_starts(gateway: RunningGateway) -> 
         assert client.reply().startswith("250 ")
     [msg_id] = gateway.spool.ids()
     assert gateway.spool.read_data(msg_id).endswith(b"\r\n\r\n.\r\n.leading dot\r\nmid.dle\r\n")
+
+
+# Past the first network reads: DATA is taken a read at a time in one piece where it is clean,
+# and the smuggling rules must hold there as on a short message.
+FILLER = b"".join(
+    b"line %d of a long message\r\n..dot-stuffed %d\r\n" % (n, n) for n in range(50_000)
+)
+
+
+@pytest.mark.parametrize("fake_end", FAKE_ENDS, ids=repr)
+def test_a_fake_end_deep_in_a_large_message_is_refused(
+    gateway_factory: GatewayFactory, fake_end: bytes
+) -> None:
+    gateway = gateway_factory({"smtp": {"max_message_bytes": 10 * 1024 * 1024}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        assert client.command("MAIL FROM:<a@sender.test>") == replies.sender_ok()
+        assert client.command("RCPT TO:<bob@example.test>") == replies.recipient_ok()
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(HEADERS + FILLER + b"hello" + fake_end + SMUGGLED + FILLER + b"\r\n.\r\n")
+        assert client.reply() == replies.BARE_LINE_ENDING
+        assert client.command("NOOP") == replies.NOOP
+        assert client.pending() == b""
+    assert gateway.spool.ids() == []
+
+
+def test_a_large_message_is_stored_exactly_with_its_dots_undone(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = gateway_factory({"smtp": {"max_message_bytes": 10 * 1024 * 1024}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        client.command("MAIL FROM:<a@sender.test>")
+        client.command("RCPT TO:<bob@example.test>")
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(HEADERS + FILLER + b"\r\n" * 200_000 + FILLER + b".\r\nNOOP\r\n")
+        assert client.reply().startswith("250 ")
+        assert client.reply() == replies.NOOP  # pipelined after the dot: still in step
+    [msg_id] = gateway.spool.ids()
+    unstuffed = FILLER.replace(b"\r\n..", b"\r\n.")
+    assert gateway.spool.read_data(msg_id).endswith(
+        b"\r\n\r\n" + unstuffed + b"\r\n" * 200_000 + unstuffed
+    )

@@ -66,31 +66,17 @@ def test_discard_buffered_drops_what_was_not_read() -> None:
     assert asyncio.run(run()) == b"STARTTLS\r\nEHLO after\r\n"
 
 
-def test_waiting_for_the_end_of_data_does_not_search_the_same_bytes_again() -> None:
-    # A client dripping DATA a few bytes per packet: a search from the start after every read
-    # costs the square of the message size (256 KiB in 1-byte packets: ~3e10 bytes compared)
-    # on the event loop every session shares.
-    class Counting(bytearray):
-        searched = 0
-
-        def find(self, sub: object, start: int = 0, end: int | None = None) -> int:  # type: ignore[override]
-            stop = len(self) if end is None else min(end, len(self))
-            Counting.searched += max(0, stop - start)
-            return super().find(sub, start, end)  # type: ignore[arg-type]
-
-    async def drip() -> bytes | None:
+def test_take_lines_takes_every_whole_line_buffered_and_leaves_the_partial_one() -> None:
+    async def run() -> tuple[bytes | None, bytes | None, tuple[bytes, bool]]:
         reader = asyncio.StreamReader()
-        lines = LineReader(reader, 1000)
-        lines._buffer = Counting()
-        deadline = asyncio.get_running_loop().time() + 5
-        for piece in [b"Subject: x\r\n\r\n", *[b"ab\r"] * 3000, b"\n.", b"\r", b"\n"]:
-            reader.feed_data(piece)
-            await lines.fill(deadline)
-            block = lines.take_through(b"\r\n.\r\n", 1 << 20)
-            if block is not None:
-                return block
-        return None
+        reader.feed_data(b"a\r\nb\nc")
+        reader.feed_eof()
+        lines = LineReader(reader, 100)
+        deadline = asyncio.get_running_loop().time() + 1
+        await lines.fill(deadline)
+        taken, nothing = lines.take_lines(), lines.take_lines()
+        with pytest.raises(asyncio.IncompleteReadError) as eof:
+            await lines.next(deadline)
+        return taken, nothing, (eof.value.partial, False)
 
-    block = asyncio.run(drip())
-    assert block is not None and block.endswith(b"ab\rab\r\n.\r\n")
-    assert Counting.searched < 4 * len(block)
+    assert asyncio.run(run()) == (b"a\r\nb\n", None, (b"c", False))
