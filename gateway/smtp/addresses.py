@@ -98,8 +98,9 @@ def split_path_argument(text: str) -> PathArgument | None:
 
 
 def strip_source_route(path: str) -> str:
-    """`@a,@b:user@x` -> `user@x` (RFC 5321 appendix C: a server should ignore the route)."""
-    if path.startswith("@") and ":" in path:
+    """`@a,@b:user@x` -> `user@x` (RFC 5321 appendix C: a server should ignore the route).
+    A route to no mailbox (`@a:`) stays as it is, to be refused: it is not the null sender."""
+    if path.startswith("@") and ":" in path and path.partition(":")[2]:
         return path.partition(":")[2]
     return path
 

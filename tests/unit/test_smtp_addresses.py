@@ -103,6 +103,9 @@ def test_split_path_argument(text: str, expected: PathArgument | None) -> None:
 def test_source_routes_are_stripped_from_senders() -> None:
     assert strip_source_route("@a.test,@b.test:user@c.test") == "user@c.test"
     assert strip_source_route("user@c.test") == "user@c.test"
+    # A route to nothing is no null sender: a bounce is exempt from things a message is not.
+    assert strip_source_route("@a.test:") == "@a.test:"
+    assert sender_problem(strip_source_route("@a.test:"), smtputf8=False) == "not local@domain"
 
 
 @pytest.mark.parametrize(
