@@ -9,7 +9,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from functools import cached_property
 from types import MappingProxyType
 from typing import Literal
 
@@ -158,17 +157,22 @@ class Transaction:
     def _sharing_parse(self, copy: Transaction) -> Transaction:
         """`copy` (same raw bytes) reuses this one's parsed message, if any: the runner makes
         a copy after every dependency level, and parsing again cost each level milliseconds."""
-        if "message" in self.__dict__:
-            copy.__dict__["message"] = self.__dict__["message"]
+        if "_message" in self.__dict__:
+            copy.__dict__["_message"] = self.__dict__["_message"]
         return copy
 
     def with_raw(self, raw: bytes) -> Transaction:
         return Transaction(self.id, self.connection, self.envelope, raw, self._results)
 
-    @cached_property
+    @property
     def message(self) -> email.message.Message:
-        """The parsed message: see `parse_message`."""
-        return parse_message(self.raw)
+        """The parsed message (see `parse_message`), parsed on first use. Cached by hand:
+        Python 3.11's cached_property holds one lock for all instances while it computes, so
+        a large message parsed in a thread blocked every other session's first parse."""
+        parsed = self.__dict__.get("_message")
+        if parsed is None:
+            parsed = self.__dict__["_message"] = parse_message(self.raw)
+        return parsed
 
 
 def parse_message(raw: bytes) -> email.message.Message:

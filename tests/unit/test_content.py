@@ -8,6 +8,7 @@ import time
 
 from gateway.content import (
     MAIL_POLICY,
+    MAX_HEADER_BLOCK_BYTES,
     MAX_PARSED_LINES,
     MAX_PARSED_PARTS,
     MessageCut,
@@ -172,3 +173,56 @@ def test_reading_the_headers_does_not_read_the_body() -> None:
     headers = parse_headers(raw)
     assert headers.get_all("Subject") == ["parts", "second"]
     assert _peak_bytes(parse_headers, raw) < 100_000  # the email package's: ~45 MB
+
+
+def test_mime_nested_without_empty_lines_falls_back_to_the_headers() -> None:
+    # Each part's headers end at the next boundary line, not at an empty line: the header
+    # fallback once parsed that as MIME again and raised RecursionError in every check.
+    nested = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n--b%d\r\n" % (i, i) for i in range(1000)
+    )
+    message = parse_message(b"From: a@origin.test\r\n" + nested)
+    assert was_cut(message) and message["From"] == "a@origin.test"
+    assert parse_headers(nested)["Content-Type"] == "multipart/mixed; boundary=b0"
+
+
+def test_a_message_without_an_empty_line_is_read_for_its_headers_only_so_far() -> None:
+    raw = b"Subject: x\r\n" + b"ab\r\n" * 2_000_000
+    assert parse_headers(raw)["Subject"] == "x"
+    # Bounded by the header block cap (its lines as strings), not by the 8 MB message.
+    assert _peak_bytes(parse_headers, raw) < 30 * MAX_HEADER_BLOCK_BYTES
+
+
+def test_deep_nesting_counts_against_the_line_bound() -> None:
+    # Every line is checked against every enclosing boundary: 990,000 lines under 150 nested
+    # multiparts took 29 s within the line and part bounds.
+    depth = 150
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(depth)
+    )
+    raw = b"From: a@origin.test\r\n" + opening + b"Content-Type: text/plain\r\n\r\n"
+    raw += b"x\r\n" * 300_000
+    message = parse_message(raw)
+    assert was_cut(message)
+    assert "lines times MIME nesting depth" in str(message.defects[-1])
+
+
+def test_a_parse_in_a_thread_does_not_hold_up_other_messages() -> None:
+    # Python 3.11's cached_property held one lock for every Transaction while it parsed.
+    import threading
+
+    from gateway.model import Connection, Envelope, Transaction
+
+    def transaction(raw: bytes) -> Transaction:
+        return Transaction("t", Connection("c", "127.0.0.1"), Envelope("", ("r@x.test",)), raw)
+
+    large = transaction(HEADERS + b"\r\n" + b"some words on a line\r\n" * 900_000)
+    finished: list[str] = []
+    worker = threading.Thread(target=lambda: (large.message, finished.append("large")))
+    worker.start()
+    time.sleep(0.05)  # the large parse is under way
+    assert transaction(HEADERS + b"\r\nhi\r\n").message["Subject"] == "parts"
+    finished.append("small")
+    worker.join()
+    assert finished == ["small", "large"]

@@ -89,7 +89,7 @@ class SeesParse(Check):
         self.parsed_before: bool | None = None
 
     async def run(self, tx: Transaction) -> CheckResult:
-        self.parsed_before = "message" in tx.__dict__
+        self.parsed_before = "_message" in tx.__dict__
         return self.result()
 
 
