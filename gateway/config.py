@@ -70,6 +70,10 @@ class SmtpConfig:
     max_recipient_overshoot: int = 1000
     max_connections: int = 500
     max_connections_per_ip: int = 20
+    # Message data one worker holds at once over all sessions while receiving and checking
+    # (checking costs about 4 times a message's size); past it, 452 and the client retries.
+    max_inflight_bytes: int = 256 * 1024 * 1024
+    max_inflight_bytes_per_ip: int = 64 * 1024 * 1024  # so that one client cannot take it all
     idle_timeout_s: float = 300.0  # RFC 5321 4.5.3.2: at least 5 minutes between commands
     session_timeout_s: float = 1800.0
     max_bad_commands: int = 10
@@ -107,6 +111,12 @@ class SmtpConfig:
         )
         if self.max_line_bytes < 1000:
             problems.append(f"{path}.max_line_bytes: must be at least 1000 (RFC 5321 4.5.3.1.6)")
+        for name in ("max_inflight_bytes", "max_inflight_bytes_per_ip"):
+            if getattr(self, name) < self.max_message_bytes:
+                problems.append(
+                    f"{path}.{name}: must be at least max_message_bytes"
+                    f" ({self.max_message_bytes}), or a message of the largest size never fits"
+                )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import re
 from collections.abc import Awaitable, Callable
 from enum import Enum
 
+from gateway.smtp.limits import MemoryAccount
 from gateway.smtp.lines import LineReader
 
 _BARE_CR_OR_LF = re.compile(rb"[\r\n]")
@@ -37,15 +38,25 @@ class DataProblem(Enum):
     TOO_BIG = "too big"
     LINE_TOO_LONG = "line too long"
     BARE_LINE_ENDING = "bare CR or LF"
+    NO_MEMORY = "too much mail in progress"
 
 
 class DataCollector:
     """Feed it the DATA stream cut at LF (`feed`) or over-long pieces (`fragment`)."""
 
-    def __init__(self, max_message_bytes: int, max_line_bytes: int, normalize: bool) -> None:
+    def __init__(
+        self,
+        max_message_bytes: int,
+        max_line_bytes: int,
+        normalize: bool,
+        memory: MemoryAccount | None = None,
+    ) -> None:
         self.max_message_bytes = max_message_bytes
         self.max_line_bytes = max_line_bytes
         self.normalize = normalize
+        # What is stored is held in `memory` until `release()`; None: no shared limit.
+        self.memory = memory
+        self._held = 0
         self.size = 0  # bytes of message content, whether stored or not
         self.problem: DataProblem | None = None
         self._parts: list[bytes] = []
@@ -100,7 +111,7 @@ class DataCollector:
         self.size += len(line)
         if self.size > self.max_message_bytes:
             self._fail(DataProblem.TOO_BIG)
-        if self.problem is None:
+        if self.problem is None and self._hold(len(line)):
             self._parts.append(line)
         return False
 
@@ -148,6 +159,9 @@ class DataCollector:
             return False
         if self.size + len(unstuffed) > self.max_message_bytes:
             return False
+        if self.memory is not None and len(unstuffed) > self.memory.free_bytes:
+            return False  # line by line, to the line that does not fit
+        self._hold(len(unstuffed))
         self.size += len(unstuffed)
         if unstuffed:
             self._parts.append(unstuffed)
@@ -187,11 +201,29 @@ class DataCollector:
         self._fail(DataProblem.LINE_TOO_LONG)
 
     def message(self) -> bytes:
-        """The message with CRLF line ends (only when `problem` is None)."""
-        return b"".join(self._parts)
+        """The message with CRLF line ends (only when `problem` is None), once: the pieces
+        are let go, so it is not held twice while it is checked. Its bytes stay held in
+        `memory` until `release()`."""
+        message = b"".join(self._parts)
+        self._parts.clear()
+        return message
+
+    def release(self) -> None:
+        """The message is done with (refused, stored or abandoned): give its memory back."""
+        if self.memory is not None:
+            self.memory.give_back(self._held)
+        self._held = 0
+
+    def _hold(self, n: int) -> bool:
+        if self.memory is not None and not self.memory.take(n):
+            self._fail(DataProblem.NO_MEMORY)
+            return False
+        self._held += n
+        return True
 
     def _fail(self, problem: DataProblem) -> None:
         # The first problem wins but size beats everything: it is the one a client can fix.
         if self.problem is None or problem is DataProblem.TOO_BIG:
             self.problem = problem
         self._parts.clear()
+        self.release()

@@ -265,8 +265,17 @@ class SmtpHandler:
                 DataProblem.TOO_BIG: replies.too_big(self.config.smtp.max_message_bytes),
                 DataProblem.LINE_TOO_LONG: replies.LINE_TOO_LONG,
                 DataProblem.BARE_LINE_ENDING: replies.BARE_LINE_ENDING,
+                DataProblem.NO_MEMORY: replies.NO_STORAGE,
             }[problem]
-            self._log(current, Action.REJECT.value, reply, collected.size, reason=problem.value)
+            action = Action.REJECT
+            if problem is DataProblem.NO_MEMORY:
+                action = Action.TEMPFAIL
+                log.warning(
+                    "transaction %s deferred: [smtp] max_inflight_bytes (%d) reached",
+                    current.tx.id,
+                    self.config.smtp.max_inflight_bytes,
+                )
+            self._log(current, action.value, reply, collected.size, reason=problem.value)
             return reply
         tx = current.tx.with_raw(collected.message())
         try:

@@ -22,7 +22,7 @@ from gateway.smtp.handler import (
     RecipientChecker,
     SmtpHandler,
 )
-from gateway.smtp.limits import ConnectionLimiter
+from gateway.smtp.limits import ConnectionLimiter, MessageMemory
 from gateway.smtp.session import GatewaySMTP
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,9 @@ class SmtpFrontEnd:
         self.handler = SmtpHandler(config, pipeline, spool, delivery, quarantine, verifier)
         self.limiter = ConnectionLimiter(
             config.smtp.max_connections, config.smtp.max_connections_per_ip
+        )
+        self.message_memory = MessageMemory(
+            config.smtp.max_inflight_bytes, config.smtp.max_inflight_bytes_per_ip
         )
         self.tls_context = tls_context(config.smtp)
         self.sessions: set[GatewaySMTP] = set()

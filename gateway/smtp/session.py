@@ -425,6 +425,8 @@ class GatewaySMTP(SMTP):
                 return replies.UNKNOWN_PARAMETER
         if size > self.config.max_message_bytes:
             return replies.too_big(self.config.max_message_bytes)
+        if size > self.front_end.message_memory.free_bytes(state.connection.client_ip):
+            return replies.NO_STORAGE  # RFC 1870 6.1: too big for now, not for good
         sender = strip_source_route(parsed.path)
         problem = sender_problem(sender, smtputf8)
         if problem is not None:
@@ -470,10 +472,17 @@ class GatewaySMTP(SMTP):
             self.config.max_message_bytes,
             self.config.max_line_bytes,
             normalize=self.config.bare_lf == "normalize",
+            memory=self.front_end.message_memory.account(state.connection.client_ip),
         )
-        await collected.read_from(self._lines, lambda: self._read(extra=TRANSPARENCY_EXTRA))
+        try:
+            await collected.read_from(self._lines, lambda: self._read(extra=TRANSPARENCY_EXTRA))
+            reply = await self.gateway.data(state, collected)
+        finally:
+            # Given back before the reply: a client that sends its next message at once
+            # must not find this one still counted.
+            collected.release()
         # Sent here, not returned: a refused message is not a bad command.
-        await self.push(await self.gateway.data(state, collected))
+        await self.push(reply)
         return None
 
     async def smtp_RSET(self, arg: str) -> Reply:

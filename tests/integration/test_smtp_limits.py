@@ -223,3 +223,99 @@ def test_refused_messages_are_not_bad_commands(gateway_factory: GatewayFactory) 
             client.send(MESSAGE + gtube + b".\r\n")
             assert client.reply().startswith("554 5.7.1 ")
         assert client.command("NOOP") == replies.NOOP
+
+
+def wait_until_held(gateway: RunningGateway, at_least: int) -> None:
+    assert gateway.front_end is not None
+    memory = gateway.front_end.message_memory
+    deadline = time.monotonic() + 5
+    while memory.held_bytes < at_least and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert memory.held_bytes >= at_least
+
+
+def test_message_memory_of_all_sessions_is_bounded_and_a_message_past_it_is_deferred(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each session may send max_message_bytes, but all of them together may not hold more
+    # than max_inflight_bytes: past it a message gets 452 (retried later), never a crash.
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    limits = {"max_message_bytes": 60_000, "max_inflight_bytes": 100_000}
+    gateway = gateway_factory({"smtp": {**limits, "max_inflight_bytes_per_ip": 100_000}})
+    body = (b"x" * 98 + b"\r\n") * 500  # 50,000 bytes
+    with (
+        RawSmtp(gateway.host, gateway.port) as first,
+        RawSmtp(gateway.host, gateway.port) as second,
+    ):
+        open_transaction(first)
+        assert first.command("DATA") == replies.START_MAIL
+        first.send(MESSAGE + body)  # still in DATA: its 50 KB are held
+        wait_until_held(gateway, 50_000)
+
+        open_transaction(second)
+        assert second.command("DATA") == replies.START_MAIL
+        second.send(MESSAGE + body + b".\r\n")
+        assert second.reply() == replies.NO_STORAGE
+        assert second.command("NOOP") == replies.NOOP  # in step after it
+        # A declared size that does not fit now is deferred at once.
+        assert second.command("MAIL FROM:<a@sender.test> SIZE=55000") == replies.NO_STORAGE
+
+        first.send(b".\r\n")
+        assert first.reply().startswith("250 ")
+        # The first message's memory is given back with its reply: the retry fits.
+        assert second.command("MAIL FROM:<a@sender.test> SIZE=55000") == replies.sender_ok()
+        assert second.command("RCPT TO:<bob@example.test>") == replies.recipient_ok()
+        assert second.command("DATA") == replies.START_MAIL
+        second.send(MESSAGE + body + b".\r\n")
+        assert second.reply().startswith("250 ")
+    assert gateway.front_end is not None
+    assert gateway.front_end.message_memory.held_bytes == 0
+    assert len(gateway.spool.ids()) == 2
+    outcomes = [(line["outcome"], line.get("reason")) for line in log_lines(caplog)]
+    assert ("tempfail", "too much mail in progress") in outcomes
+
+
+def test_message_memory_is_given_back_when_the_client_vanishes_in_data(
+    gateway_factory: GatewayFactory,
+) -> None:
+    limits = {"max_message_bytes": 60_000, "max_inflight_bytes": 60_000}
+    gateway = gateway_factory({"smtp": {**limits, "max_inflight_bytes_per_ip": 60_000}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(MESSAGE + (b"y" * 98 + b"\r\n") * 500)
+        wait_until_held(gateway, 50_000)
+    assert gateway.front_end is not None
+    memory = gateway.front_end.message_memory
+    deadline = time.monotonic() + 5
+    while memory.held_bytes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert memory.held_bytes == 0
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(MESSAGE + (b"z" * 98 + b"\r\n") * 500 + b".\r\n")
+        assert client.reply().startswith("250 ")
+
+
+def test_one_client_ip_cannot_take_all_the_message_memory(gateway_factory: GatewayFactory) -> None:
+    limits = {"max_message_bytes": 60_000, "max_inflight_bytes_per_ip": 100_000}
+    gateway = gateway_factory({"smtp": {**limits, "max_inflight_bytes": 200_000}})
+    body = (b"x" * 98 + b"\r\n") * 500  # 50,000 bytes
+    with (
+        RawSmtp(gateway.host, gateway.port, "127.0.0.1") as first,
+        RawSmtp(gateway.host, gateway.port, "127.0.0.1") as same_ip,
+        RawSmtp(gateway.host, gateway.port, "127.0.0.2") as other_ip,
+    ):
+        open_transaction(first)
+        assert first.command("DATA") == replies.START_MAIL
+        first.send(MESSAGE + body)
+        wait_until_held(gateway, 50_000)
+        for client, code in ((same_ip, "452 4.3.1 "), (other_ip, "250 ")):
+            open_transaction(client)
+            assert client.command("DATA") == replies.START_MAIL
+            client.send(MESSAGE + body + b".\r\n")
+            assert client.reply().startswith(code)
+        first.send(b".\r\n")
+        assert first.reply().startswith("250 ")
+    assert len(gateway.spool.ids()) == 2

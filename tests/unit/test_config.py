@@ -62,6 +62,19 @@ def test_limits_must_be_positive() -> None:
     assert "smtp.idle_timeout_s: must be greater than 0" in problems
 
 
+def test_message_memory_must_fit_a_message_of_the_largest_size() -> None:
+    limits = {"max_message_bytes": 1000, "max_inflight_bytes": 999}
+    [problem] = problems_of({"smtp": {**limits, "max_inflight_bytes_per_ip": 1000}})
+    assert problem.startswith("smtp.max_inflight_bytes: must be at least max_message_bytes")
+    [problem] = problems_of(
+        {"smtp": {**limits, "max_inflight_bytes": 1000, "max_inflight_bytes_per_ip": 999}}
+    )
+    assert problem.startswith("smtp.max_inflight_bytes_per_ip: must be at least max_message")
+    limits = {"max_message_bytes": 1000, "max_inflight_bytes": 1000}
+    config = config_from_dict({"smtp": {**limits, "max_inflight_bytes_per_ip": 1000}})
+    assert config.smtp.max_inflight_bytes == config.smtp.max_inflight_bytes_per_ip == 1000
+
+
 def test_values_are_converted() -> None:
     config = config_from_dict(
         {

@@ -9,7 +9,10 @@ import re
 import pytest
 
 from gateway.smtp.data import TRANSPARENCY_EXTRA, DataCollector, DataProblem
+from gateway.smtp.limits import MessageMemory
 from gateway.smtp.lines import LineReader
+
+CLIENT = "192.0.2.1"
 
 
 def collect(
@@ -87,6 +90,26 @@ def test_size_beats_other_problems() -> None:
     assert collector.problem is DataProblem.TOO_BIG
 
 
+def test_what_does_not_fit_the_shared_memory_is_not_stored_and_gives_its_memory_back() -> None:
+    memory = MessageMemory(1000, 1000).account(CLIENT)
+    first = DataCollector(10_000, 1000, normalize=False, memory=memory)
+    first.feed_lines(b"x" * 598 + b"\r\n")
+    assert memory.memory.held_bytes == 600
+    second = DataCollector(10_000, 1000, normalize=False, memory=memory)
+    assert second.feed_lines(b"y" * 498 + b"\r\n.\r\n") == (True, 503)
+    assert second.problem is DataProblem.NO_MEMORY
+    assert memory.memory.held_bytes == 600  # nothing of the second is held
+    assert first.message() == b"x" * 598 + b"\r\n"
+    first.release()
+    assert memory.memory.held_bytes == 0
+    # A message too big for the limit *and* for max_message_bytes is refused for its size.
+    third = DataCollector(
+        700, 1000, normalize=False, memory=MessageMemory(650, 650).account(CLIENT)
+    )
+    third.feed_lines(b"z" * 798 + b"\r\n" + b".\r\n")
+    assert third.problem is DataProblem.TOO_BIG
+
+
 def test_fragments_of_an_overlong_line_keep_the_line_start_straight() -> None:
     collector = DataCollector(10_000, 1000, normalize=False)
     collector.fragment(b"x" * 1500 + b"\r")  # the stream buffer ended between CR and LF
@@ -118,13 +141,21 @@ def cut(stream: bytes, generator: random.Random) -> list[bytes]:
 
 
 async def read_data(
-    pieces: list[bytes], blockwise: bool, max_bytes: int, normalize: bool
+    pieces: list[bytes],
+    blockwise: bool,
+    max_bytes: int,
+    normalize: bool,
+    memory_bytes: int | None = None,
 ) -> tuple[bytes, int, DataProblem | None, bytes]:
     """DATA read as the session reads it (`read_from`) or strictly line by line (`feed`):
-    message, size, problem and what is left for the next command."""
+    message, size, problem and what is left for the next command. With `memory_bytes`, a
+    shared memory limit that must hold exactly the message at the end."""
     network = Network(list(pieces))
     lines = LineReader(network, 1000)  # type: ignore[arg-type]
-    collector = DataCollector(max_bytes, 1000, normalize)
+    memory = (
+        None if memory_bytes is None else MessageMemory(memory_bytes, memory_bytes).account(CLIENT)
+    )
+    collector = DataCollector(max_bytes, 1000, normalize, memory)
     deadline = asyncio.get_running_loop().time() + 5
 
     async def read_line() -> tuple[bytes, bool]:
@@ -140,7 +171,12 @@ async def read_data(
             elif collector.feed(chunk):
                 break
     rest = bytes(lines._buffer) + b"".join(network.pieces)
-    return collector.message(), collector.size, collector.problem, rest
+    message = collector.message()
+    if memory is not None:
+        assert memory.memory.held_bytes == len(message)
+        collector.release()
+        assert memory.memory.held_bytes == 0
+    return message, collector.size, collector.problem, rest
 
 
 PIECES = [
@@ -161,8 +197,9 @@ def test_reading_whole_lines_at_once_gives_what_reading_line_by_line_gives() -> 
         pieces = cut(stream, generator)
         max_bytes = generator.choice([300, 2000, 100_000])
         normalize = generator.random() < 0.5
-        blockwise = asyncio.run(read_data(pieces, True, max_bytes, normalize))
-        line_by_line = asyncio.run(read_data(pieces, False, max_bytes, normalize))
+        memory = generator.choice([None, 250, 1800, 10**6])
+        blockwise = asyncio.run(read_data(pieces, True, max_bytes, normalize, memory))
+        line_by_line = asyncio.run(read_data(pieces, False, max_bytes, normalize, memory))
         assert blockwise == line_by_line, stream
         outcomes.add(blockwise[2])
     assert outcomes == {None, *DataProblem}

@@ -1,9 +1,10 @@
-"""Concurrent-session limits: total and per client IP, and what release gives back."""
+"""Concurrent-session and message-memory limits: total and per client IP, and what release
+gives back."""
 
 from __future__ import annotations
 
 from gateway.smtp import replies
-from gateway.smtp.limits import ConnectionLimiter
+from gateway.smtp.limits import ConnectionLimiter, MessageMemory
 
 
 def test_total_and_per_ip_limits() -> None:
@@ -22,3 +23,18 @@ def test_release_frees_the_slot_and_forgets_idle_ips() -> None:
     limiter.release("192.0.2.1")
     assert limiter.active == 0
     assert limiter.acquire("192.0.2.2") is None
+
+
+def test_message_memory_is_bounded_in_total_and_per_ip() -> None:
+    memory = MessageMemory(limit_bytes=300, per_ip_limit_bytes=200)
+    first, same_ip, other_ip = (memory.account(ip) for ip in ("192.0.2.1",) * 2 + ("192.0.2.2",))
+    assert first.take(150)
+    assert same_ip.free_bytes == 50
+    assert not same_ip.take(51)  # the IP's share
+    assert other_ip.free_bytes == 150
+    assert other_ip.take(150)
+    assert not same_ip.take(1) and not memory.account("192.0.2.3").take(1)  # the total
+    first.give_back(150)
+    assert memory.account("192.0.2.3").free_bytes == 150
+    other_ip.give_back(150)
+    assert memory.held_bytes == 0 and memory.free_bytes("192.0.2.1") == 200
