@@ -15,7 +15,8 @@ Size and line limits keep reading until the end of DATA (RFC 5321 4.2.5), so the
 stays in step, and stop storing data so a huge message costs no memory.
 
 What one network read brings is taken in one piece when `feed` would take each of its lines
-without objection (`feed_lines`); otherwise, and for a line still arriving, line by line. The
+without refusing the message (`feed_lines`), bare line endings normalised in one piece too;
+otherwise, and for a line still arriving, line by line. The
 result is the same byte for byte (tests/unit/test_smtp_data.py checks it on random streams).
 """
 
@@ -145,18 +146,22 @@ class DataCollector:
 
     def _take_clean(self, content: bytes) -> bool:
         """Take `content` (whole lines) at once if `feed` would take each of its lines without
-        objection: CRLF line ends only, every line within the limit, the whole within the
-        size limit. False, with nothing taken, otherwise."""
+        refusing the message: every line within the limit, the whole within the size and
+        memory limits, bare line endings only where they are normalised (as `feed` does it).
+        False, with nothing taken, otherwise."""
         crlf = content.count(b"\r\n")
-        if not self._at_line_start or content.count(b"\r") != crlf:
+        bare = content.count(b"\r") != crlf or content.count(b"\n") != crlf
+        if bare and not self.normalize:
+            return False  # line by line, to the first bare line ending
+        # The transparency dots: only at the start of a line that follows a CRLF.
+        unstuffed = content[1:] if self._at_line_start and content.startswith(b".") else content
+        unstuffed = unstuffed.replace(b"\r\n.", b"\r\n")
+        # Each line with its line end within the limit (a regex search is 10 times slower).
+        if max(map(len, unstuffed.split(b"\n"))) + 1 > self.max_line_bytes:
             return False
-        if content.count(b"\n") != crlf:
-            return False
-        unstuffed = content[1:] if content.startswith(b".") else content
-        unstuffed = unstuffed.replace(b"\r\n.", b"\r\n")  # the transparency dots
-        # Each line with its CRLF within the limit (a regex search is 10 times slower).
-        if max(map(len, unstuffed.split(b"\r\n"))) + 2 > self.max_line_bytes:
-            return False
+        if bare:  # every CRLF, bare CR and bare LF becomes one CRLF
+            unstuffed = unstuffed.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            unstuffed = unstuffed.replace(b"\n", b"\r\n")
         if self.size + len(unstuffed) > self.max_message_bytes:
             return False
         if self.memory is not None and len(unstuffed) > self.memory.free_bytes:
@@ -165,6 +170,8 @@ class DataCollector:
         self.size += len(unstuffed)
         if unstuffed:
             self._parts.append(unstuffed)
+        if content:
+            self._at_line_start = content.endswith(b"\r\n")
         return True
 
     def _skip(self, chunk: bytes) -> None:
