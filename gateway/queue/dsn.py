@@ -19,7 +19,7 @@ from collections.abc import Collection, Sequence
 from email.mime.text import MIMEText
 from typing import Literal
 
-from gateway.content import parse_bytes, was_cut
+from gateway.content import header_block, parse_bytes, was_cut
 from gateway.errors import AlreadyQueued
 from gateway.queue.spool import QueueEntry, RecipientState, Spool
 
@@ -198,7 +198,7 @@ def _returned(original: bytes, full: bool) -> email.message.Message:
         part.set_type("message/rfc822")
         part.set_payload([parsed])
         return part
-    headers, _, _ = original.replace(b"\r\n", b"\n").partition(b"\n\n")
+    headers = header_block(original).replace(b"\r\n", b"\n").rstrip(b"\n")
     part = email.message.Message(policy=_POLICY)
     part.set_type("text/rfc822-headers")
     part.set_payload(headers.decode("utf-8", "replace") + "\n")

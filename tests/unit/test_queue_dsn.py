@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.content import MAX_HEADER_BLOCK_BYTES
 from gateway.queue.dsn import (
     SpoolBouncer,
     build_dsn,
@@ -98,6 +99,17 @@ def test_ret_full_of_a_message_past_the_parse_bounds_returns_its_headers() -> No
     assert returned.get_content_type() == "text/rfc822-headers"
     assert "Subject: parts" in returned.get_payload()
     assert len(dsn) < 10_000
+
+
+def test_the_returned_headers_of_a_message_without_an_empty_line_are_bounded() -> None:
+    # No empty line: by RFC 5322 it is all header, and all 3 MB of it came back in the DSN.
+    original = b"From: a@example.org\r\nSubject: no body\r\n" + (b"x" * 78 + b"\r\n") * 40_000
+    queued = entry(RecipientState("b@example.test", "failed", "554 5.6.0 no"))
+    dsn = build_dsn(queued, original, "failure", queued.recipients, "mx", "relay", NOW)
+    returned = parse(dsn).get_payload()[2]
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert "Subject: no body" in returned.get_payload()
+    assert len(original) > 3_000_000 and len(dsn) < MAX_HEADER_BLOCK_BYTES + 10_000
 
 
 @pytest.mark.parametrize(
