@@ -65,6 +65,9 @@ class SmtpConfig:
     max_message_bytes: int = 25 * 1024 * 1024
     max_line_bytes: int = 8192  # RFC 5321 says 1000; real mail exceeds it, so a safe wider bound
     max_recipients: int = 100
+    # Received fields a message may arrive with (Postfix's hopcount_limit): more is a mail
+    # loop, e.g. an internal server that forwards back to its MX, and is refused.
+    max_received_headers: int = 50
     # RCPTs beyond max_recipients (452 each) before each further one counts as a bad
     # command (Postfix's smtpd_recipient_overshoot_limit): a pipelining client may overshoot.
     max_recipient_overshoot: int = 1000
@@ -102,6 +105,7 @@ class SmtpConfig:
             "workers",
             "max_message_bytes",
             "max_recipients",
+            "max_received_headers",
             "max_recipient_overshoot",
             "max_connections",
             "max_connections_per_ip",

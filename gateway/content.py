@@ -293,6 +293,15 @@ def header_block(raw: bytes) -> bytes:
     return raw[: min(_header_block_end(raw), MAX_HEADER_BLOCK_BYTES)]
 
 
+_RECEIVED_FIELD = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def received_fields(raw: bytes) -> int:
+    """How many Received header fields `raw` has (in its first MAX_HEADER_BLOCK_BYTES): the
+    hop count RFC 5321 6.3 detects mail loops by."""
+    return len(_RECEIVED_FIELD.findall(header_block(raw)))
+
+
 def _header_block_end(raw: bytes) -> int:
     """Where the body starts: after the first empty line (CRLF or LF ended), or the end."""
     found = _EMPTY_LINE.search(raw)

@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 from gateway.authresults import authentication_results_field, remove_our_authentication_results
 from gateway.config import Config
+from gateway.content import received_fields
 from gateway.errors import SpoolFull
 from gateway.model import (
     Action,
@@ -278,6 +279,11 @@ class SmtpHandler:
             self._log(current, action.value, reply, collected.size, reason=problem.value)
             return reply
         tx = current.tx.with_raw(collected.message())
+        hops = received_fields(tx.raw)
+        if hops > self.config.smtp.max_received_headers:
+            reply = replies.too_many_hops(hops, self.config.smtp.max_received_headers)
+            self._log(current, Action.REJECT.value, reply, len(tx.raw), reason="mail loop")
+            return reply
         try:
             outcome = await self.pipeline.run_phase(Phase.DATA, tx, final=True)
         except asyncio.CancelledError:

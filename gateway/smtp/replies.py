@@ -71,6 +71,10 @@ def too_big(limit_bytes: int) -> str:
     return f"552 5.3.4 Message too big (limit {limit_bytes} bytes)"
 
 
+def too_many_hops(hops: int, limit: int) -> str:
+    return f"554 5.4.6 Routing loop detected: {hops} Received header fields (limit {limit})"
+
+
 # -- relay gate ----------------------------------------------------------------------------
 def relay_denied(why: str) -> str:
     return f"550 5.7.1 Relay access denied: {why}"

@@ -319,3 +319,26 @@ def test_one_client_ip_cannot_take_all_the_message_memory(gateway_factory: Gatew
         first.send(b".\r\n")
         assert first.reply().startswith("250 ")
     assert len(gateway.spool.ids()) == 2
+
+
+def test_a_message_with_too_many_received_fields_is_refused_as_a_mail_loop(
+    gateway_factory: GatewayFactory,
+) -> None:
+    # An internal server forwarding back to its MX: each round adds Received fields.
+    gateway = gateway_factory({"smtp": {"max_received_headers": 3}})
+    hop = (
+        b"Received: from mx.example.test by inside.example.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n"
+    )
+    folded = b"RECEIVED : from a\r\n\tby b; Tue, 1 Dec 2026 10:00:00 +0000\r\n"
+    not_hops = b"X-Received: by c\r\nSubject: Received: d\r\n"
+    body = b"\r\nReceived: in the body does not count\r\n"
+    for headers, reply in (
+        (hop * 2 + folded + not_hops, "250 "),
+        (hop * 3 + folded, replies.too_many_hops(4, 3)),
+    ):
+        with RawSmtp(gateway.host, gateway.port) as client:
+            open_transaction(client)
+            assert client.command("DATA") == replies.START_MAIL
+            client.send(headers + MESSAGE.replace(b"\r\n\r\n", b"\r\n" + body) + b".\r\n")
+            assert client.reply().startswith(reply)
+    assert len(gateway.spool.ids()) == 1
