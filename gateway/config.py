@@ -78,6 +78,10 @@ class SmtpConfig:
     max_inflight_bytes: int = 256 * 1024 * 1024
     max_inflight_bytes_per_ip: int = 64 * 1024 * 1024  # so that one client cannot take it all
     idle_timeout_s: float = 300.0  # RFC 5321 4.5.3.2: at least 5 minutes between commands
+    # With this share of max_connections taken, each read waits at most stress_idle_timeout_s
+    # (Postfix's smtpd_timeout = ${stress?10}{300}): slow clients cannot hold every slot.
+    stress_at: float = 0.8
+    stress_idle_timeout_s: float = 10.0
     session_timeout_s: float = 1800.0
     max_bad_commands: int = 10
     bare_lf: Literal["reject", "normalize"] = "reject"
@@ -110,11 +114,14 @@ class SmtpConfig:
             "max_connections",
             "max_connections_per_ip",
             "idle_timeout_s",
+            "stress_idle_timeout_s",
             "session_timeout_s",
             "max_bad_commands",
         )
         if self.max_line_bytes < 1000:
             problems.append(f"{path}.max_line_bytes: must be at least 1000 (RFC 5321 4.5.3.1.6)")
+        if not 0.0 < self.stress_at <= 1.0:
+            problems.append(f"{path}.stress_at: must be a share of max_connections in (0, 1]")
         for name in ("max_inflight_bytes", "max_inflight_bytes_per_ip"):
             if getattr(self, name) < self.max_message_bytes:
                 problems.append(

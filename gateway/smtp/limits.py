@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 from gateway.smtp import replies
 
+log = logging.getLogger(__name__)
+
 
 class ConnectionLimiter:
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
+    def __init__(self, max_total: int, max_per_ip: int, stress_sessions: int | None = None) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
+        # From this many sessions on the worker is under stress (see `under_stress`).
+        self.stress_sessions = max_total if stress_sessions is None else stress_sessions
         self._per_ip: Counter[str] = Counter()
         self._total = 0
 
@@ -22,6 +27,11 @@ class ConnectionLimiter:
             return replies.TOO_MANY_CONNECTIONS_FROM_IP
         self._total += 1
         self._per_ip[client_ip] += 1
+        if self._total == self.stress_sessions:
+            log.warning(
+                "%d sessions: under stress, idle sessions get the short stress timeout",
+                self._total,
+            )
         return None
 
     def release(self, client_ip: str) -> None:
@@ -33,6 +43,12 @@ class ConnectionLimiter:
     @property
     def active(self) -> int:
         return self._total
+
+    @property
+    def under_stress(self) -> bool:
+        """Most sessions are taken: slow or idle clients (a slowloris holding every slot, or
+        just a flood) then get a short idle timeout, as Postfix's stress-dependent one."""
+        return self._total >= self.stress_sessions
 
 
 class MessageMemory:

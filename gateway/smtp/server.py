@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import ssl
 
@@ -74,8 +75,11 @@ class SmtpFrontEnd:
     ) -> None:
         self.config = config
         self.handler = SmtpHandler(config, pipeline, spool, delivery, quarantine, verifier)
+        smtp = config.smtp
         self.limiter = ConnectionLimiter(
-            config.smtp.max_connections, config.smtp.max_connections_per_ip
+            smtp.max_connections,
+            smtp.max_connections_per_ip,
+            math.ceil(smtp.stress_at * smtp.max_connections),
         )
         self.message_memory = MessageMemory(
             config.smtp.max_inflight_bytes, config.smtp.max_inflight_bytes_per_ip

@@ -287,7 +287,10 @@ class GatewaySMTP(SMTP):
         return reply
 
     def _read_deadline(self) -> float:
-        return min(self.loop.time() + self.config.idle_timeout_s, self._session_deadline)
+        idle = self.config.idle_timeout_s
+        if self.limiter.under_stress:
+            idle = min(idle, self.config.stress_idle_timeout_s)
+        return min(self.loop.time() + idle, self._session_deadline)
 
     def _timed_out(self) -> Hangup:
         """The 421 of the limit that ran out during a read."""

@@ -342,3 +342,19 @@ def test_a_message_with_too_many_received_fields_is_refused_as_a_mail_loop(
             client.send(headers + MESSAGE.replace(b"\r\n\r\n", b"\r\n" + body) + b".\r\n")
             assert client.reply().startswith(reply)
     assert len(gateway.spool.ids()) == 1
+
+
+def test_under_stress_idle_sessions_get_the_short_timeout(gateway_factory: GatewayFactory) -> None:
+    # A slowloris holding every slot: with most sessions taken, each read waits only
+    # stress_idle_timeout_s (Postfix's ${stress?10}{300}); below that, idle_timeout_s.
+    stress = {"max_connections": 4, "stress_at": 0.5, "stress_idle_timeout_s": 0.3}
+    gateway = gateway_factory({"smtp": {**stress, "idle_timeout_s": 30.0}})
+    with RawSmtp(gateway.host, gateway.port) as calm:
+        calm.greet()
+        assert calm.pending(wait_s=0.8) == b""  # one session of four: not under stress
+        with RawSmtp(gateway.host, gateway.port) as second:
+            second.greet()
+            started = time.monotonic()
+            assert second.reply() == replies.IDLE_TIMEOUT
+            assert time.monotonic() - started < 3.0
+        assert calm.command("NOOP") == replies.NOOP  # its wait began before the stress

@@ -62,6 +62,13 @@ def test_limits_must_be_positive() -> None:
     assert "smtp.idle_timeout_s: must be greater than 0" in problems
 
 
+def test_stress_at_is_a_share_of_the_connections() -> None:
+    assert problems_of({"smtp": {"stress_at": 0}}) == [
+        "smtp.stress_at: must be a share of max_connections in (0, 1]"
+    ]
+    assert config_from_dict({"smtp": {"stress_at": 1}}).smtp.stress_at == 1.0
+
+
 def test_message_memory_must_fit_a_message_of_the_largest_size() -> None:
     limits = {"max_message_bytes": 1000, "max_inflight_bytes": 999}
     [problem] = problems_of({"smtp": {**limits, "max_inflight_bytes_per_ip": 1000}})
