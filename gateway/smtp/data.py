@@ -16,8 +16,8 @@ stays in step, and stop storing data so a huge message costs no memory.
 
 What one network read brings is taken in one piece when `feed` would take each of its lines
 without refusing the message (`feed_lines`), bare line endings normalised in one piece too;
-otherwise, and for a line still arriving, line by line. The
-result is the same byte for byte (tests/unit/test_smtp_data.py checks it on random streams).
+otherwise, and for a line still arriving, line by line. The result is the same byte for byte
+(tests/unit/test_smtp_data.py checks it on random streams).
 """
 
 from __future__ import annotations

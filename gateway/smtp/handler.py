@@ -272,9 +272,10 @@ class SmtpHandler:
             if problem is DataProblem.NO_MEMORY:
                 action = Action.TEMPFAIL
                 log.warning(
-                    "transaction %s deferred: [smtp] max_inflight_bytes (%d) reached",
+                    "transaction %s deferred: [smtp] max_inflight_bytes or"
+                    " max_inflight_bytes_per_ip reached (client %s)",
                     current.tx.id,
-                    self.config.smtp.max_inflight_bytes,
+                    current.tx.connection.client_ip,
                 )
             self._log(current, action.value, reply, collected.size, reason=problem.value)
             return reply
