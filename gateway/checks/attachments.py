@@ -6,7 +6,6 @@ per message, and archives are listed, never extracted (gateway.checks.archive).
 
 from __future__ import annotations
 
-import asyncio
 import email.errors
 import email.header
 import email.message
@@ -25,6 +24,7 @@ from gateway.content import (
 )
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import INLINE_MAX_BYTES, Check
+from gateway.threads import in_thread
 
 _ARCHIVE_SYMBOLS = {
     Problem.BOMB: "ATTACH_ARCHIVE_BOMB",
@@ -75,7 +75,7 @@ class AttachmentsCheck(Check):
         # A small message has little to decode, and the thread hop would cost more.
         if len(tx.raw) <= INLINE_MAX_BYTES:
             return self.result(*self._inspect_message(tx))
-        return self.result(*await asyncio.to_thread(self._inspect_message, tx))
+        return self.result(*await in_thread(self._inspect_message, tx))
 
     def _inspect_message(self, tx: Transaction) -> list[Symbol]:
         found = _Findings()

@@ -10,7 +10,6 @@ process (skops, which needs it, runs in a short-lived child while loading).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import math
@@ -31,6 +30,7 @@ from gateway import features as feature_code
 from gateway.errors import ModelError
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import INLINE_MAX_BYTES, Check
+from gateway.threads import in_thread
 
 ARTEFACT_FORMAT = "mailgate-classifier/3"
 # Types beyond skops' own trusted set (numpy arrays, builtins); anything else is refused.
@@ -237,7 +237,7 @@ class ClassifierCheck(Check):
         # small one costs less than the thread hop (which also holds the GIL to hand over).
         if len(tx.raw) <= INLINE_MAX_BYTES:
             return self.classify(tx.raw, tx.message)
-        return await asyncio.to_thread(self.classify, tx.raw, tx.message)
+        return await in_thread(self.classify, tx.raw, tx.message)
 
     def classify(self, raw: bytes, message: Message | None = None) -> CheckResult:
         features = feature_code.extract(raw, message)

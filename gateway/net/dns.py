@@ -7,7 +7,6 @@ small result type; anything that is not an answer is raised as `DnsTimeout` or `
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import dns.resolver
 
 from gateway.config import DnsConfig, parse_hostport
 from gateway.errors import DnsError, DnsTimeout
+from gateway.threads import in_thread
 
 DNS_PORT = 53
 P = ParamSpec("P")
@@ -88,10 +88,8 @@ class Resolver:
         resolver's own threads. It may wait seconds per lookup on a silent server: in the
         event loop's default pool, 32 messages with DKIM signatures against a dead DNS took
         all the threads the spool, the quarantine and the other checks need."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._threads, functools.partial(function, *args, **kwargs)
-        )
+        job = functools.partial(function, *args, **kwargs)
+        return await in_thread(job, executor=self._threads)
 
     async def lookup(self, name: str, rdtype: str, lifetime_s: float | None = None) -> DnsAnswer:
         """Resolve `name`/`rdtype`; raises DnsTimeout, or DnsError for SERVFAIL, REFUSED etc.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from gateway.model import Action, Phase, Transaction, Verdict
 from gateway.pipeline.check import INLINE_MAX_BYTES, Check
 from gateway.pipeline.runner import PhaseRunner
 from gateway.pipeline.scoring import ACTIONS_FILE, SCORES_FILE, Policy, decide
+from gateway.threads import in_thread
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Pipeline:
             if phase is Phase.DATA and len(tx.raw) > INLINE_MAX_BYTES:
                 # Parsing and decoding 25 MB take about 0.5 s: in a thread, done once, before
                 # the checks that read the result on the event loop.
-                await asyncio.to_thread(_parse_and_decode, tx)
+                await in_thread(_parse_and_decode, tx)
             tx = await self.runner.run(phase, tx, deadline)
         verdict = decide(
             self.policy,

@@ -44,6 +44,7 @@ from gateway.smtp import replies
 from gateway.smtp.addresses import RelayDenied, RelayGate
 from gateway.smtp.data import DataCollector, DataProblem
 from gateway.smtp.stamp import gateway_headers, stamp
+from gateway.threads import shielded
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ class SmtpHandler:
         current.tx, current.verdict = outcome.tx, outcome.verdict
         # Shielded: once the message is being stored, a vanished client must not cut the
         # store, the delivery notice or the log line in half.
-        return await asyncio.shield(self._finish(current))
+        return await shielded(self._finish(current))
 
     def abandon(self, session: SessionState, reply: str = "") -> None:
         """RSET, a new HELO/EHLO, STARTTLS, QUIT, a timeout or a lost connection end the open

@@ -33,6 +33,7 @@ from gateway.smtp.data import TRANSPARENCY_EXTRA, DataCollector
 from gateway.smtp.handler import SessionState, SmtpHandler
 from gateway.smtp.limits import ConnectionLimiter
 from gateway.smtp.lines import READ_SIZE, LineReader
+from gateway.threads import holding
 
 if TYPE_CHECKING:
     from gateway.smtp.server import SmtpFrontEnd
@@ -477,13 +478,11 @@ class GatewaySMTP(SMTP):
             normalize=self.config.bare_lf == "normalize",
             memory=self.front_end.message_memory.account(state.connection.client_ip),
         )
-        try:
+        # Given back before the reply (a client that sends its next message at once must
+        # not find this one still counted), or when the last thread checking it is done.
+        with holding(collected.release):
             await collected.read_from(self._lines, lambda: self._read(extra=TRANSPARENCY_EXTRA))
             reply = await self.gateway.data(state, collected)
-        finally:
-            # Given back before the reply: a client that sends its next message at once
-            # must not find this one still counted.
-            collected.release()
         # Sent here, not returned: a refused message is not a bad command.
         await self.push(reply)
         return None

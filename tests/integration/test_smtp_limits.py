@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
 import pytest
 
+from gateway.model import Transaction
+from gateway.pipeline import engine
 from gateway.smtp import replies
 from tests.support.gateway_fixture import GatewayFactory, RunningGateway
 from tests.support.smtp_client import RawSmtp
@@ -296,6 +299,45 @@ def test_message_memory_is_given_back_when_the_client_vanishes_in_data(
         assert client.command("DATA") == replies.START_MAIL
         client.send(MESSAGE + (b"z" * 98 + b"\r\n") * 500 + b".\r\n")
         assert client.reply().startswith("250 ")
+
+
+def test_message_memory_stays_counted_while_a_thread_still_checks_a_vanished_clients_message(
+    gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A thread cannot be cancelled: the parse of a message whose client has gone on goes on
+    # reading it, so its memory must stay counted until the thread is done.
+    parsing, go_on = threading.Event(), threading.Event()
+    real_parse = engine._parse_and_decode
+
+    def gated_parse(tx: Transaction) -> None:
+        parsing.set()
+        go_on.wait(10)
+        real_parse(tx)
+
+    monkeypatch.setattr(engine, "_parse_and_decode", gated_parse)
+    limits = {"max_message_bytes": 200_000, "max_inflight_bytes": 200_000}
+    gateway = gateway_factory({"smtp": {**limits, "max_inflight_bytes_per_ip": 200_000}})
+    assert gateway.front_end is not None
+    memory, sessions = gateway.front_end.message_memory, gateway.front_end.limiter
+    try:
+        with RawSmtp(gateway.host, gateway.port) as client:
+            open_transaction(client)
+            assert client.command("DATA") == replies.START_MAIL
+            client.send(MESSAGE + (b"p" * 98 + b"\r\n") * 1000 + b".\r\n")  # 100 KB: a thread
+            assert parsing.wait(5)
+            client.abort()
+        deadline = time.monotonic() + 5
+        while sessions.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sessions.active == 0  # the session has ended ...
+        assert memory.held_bytes >= 100_000  # ... but the parse still holds the message
+    finally:
+        go_on.set()
+    deadline = time.monotonic() + 5
+    while memory.held_bytes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert memory.held_bytes == 0
+    assert gateway.spool.ids() == []
 
 
 def test_one_client_ip_cannot_take_all_the_message_memory(gateway_factory: GatewayFactory) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 from types import TracebackType
 
 TIMEOUT_S = 5.0
@@ -27,6 +28,11 @@ class RawSmtp:
         self.close()
 
     def close(self) -> None:
+        self.sock.close()
+
+    def abort(self) -> None:
+        """Vanish: close with an RST (SO_LINGER 0), as a client that crashed or timed out."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
 
     def send(self, data: bytes) -> None:
