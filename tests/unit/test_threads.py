@@ -86,9 +86,7 @@ def test_a_job_cancelled_before_a_thread_took_it_never_runs_and_holds_nothing() 
             blocker = asyncio.ensure_future(in_thread(occupy, executor=one_thread))
             await until(busy)
             with holding(released):
-                queued = asyncio.ensure_future(
-                    in_thread(ran.append, "ran", executor=one_thread)
-                )
+                queued = asyncio.ensure_future(in_thread(ran.append, "ran", executor=one_thread))
                 await asyncio.sleep(0.01)
                 queued.cancel()
                 with pytest.raises(asyncio.CancelledError):
