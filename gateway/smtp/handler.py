@@ -43,6 +43,7 @@ from gateway.queue.spool import Prepared, Spool
 from gateway.smtp import replies
 from gateway.smtp.addresses import RelayDenied, RelayGate
 from gateway.smtp.data import DataCollector, DataProblem
+from gateway.smtp.limits import MessageMemory
 from gateway.smtp.stamp import gateway_headers, stamp
 from gateway.threads import shielded
 
@@ -114,6 +115,9 @@ class SmtpHandler:
         self.verifier = verifier
         self.gate = RelayGate(config.relay.domains)
         self.hostname = config.smtp.hostname
+        self.message_memory = MessageMemory(
+            config.smtp.max_inflight_bytes, config.smtp.max_inflight_bytes_per_ip
+        )
 
     # -- session-level phases: a refusal is returned, None means go on ------------------------
 
@@ -191,7 +195,14 @@ class SmtpHandler:
         try:
             # statvfs answers from the kernel's cached counters: a thread hop would cost more.
             if not self.spool.has_room(declared_size):
-                self._log_refusal(session, tx, replies.NO_STORAGE, None)
+                self._log_refusal(session, tx, replies.NO_STORAGE, None, reason="spool full")
+                return replies.NO_STORAGE
+            if declared_size > self.message_memory.free_bytes(session.connection.client_ip):
+                # RFC 1870 6.1: too big for now, not for good.
+                self._warn_no_memory(tx)
+                self._log_refusal(
+                    session, tx, replies.NO_STORAGE, None, reason=DataProblem.NO_MEMORY.value
+                )
                 return replies.NO_STORAGE
             outcome = await self.pipeline.run_phase(Phase.MAIL, tx)
         except Exception:
@@ -272,12 +283,7 @@ class SmtpHandler:
             action = Action.REJECT
             if problem is DataProblem.NO_MEMORY:
                 action = Action.TEMPFAIL
-                log.warning(
-                    "transaction %s deferred: [smtp] max_inflight_bytes or"
-                    " max_inflight_bytes_per_ip reached (client %s)",
-                    current.tx.id,
-                    current.tx.connection.client_ip,
-                )
+                self._warn_no_memory(current.tx)
             self._log(current, action.value, reply, collected.size, reason=problem.value)
             return reply
         tx = current.tx.with_raw(collected.message())
@@ -357,6 +363,14 @@ class SmtpHandler:
         self._log(current, outcome, reply, len(tx.raw), queue_id, quarantine_id)
         return reply
 
+    def _warn_no_memory(self, tx: Transaction) -> None:
+        log.warning(
+            "transaction %s deferred: [smtp] max_inflight_bytes or"
+            " max_inflight_bytes_per_ip reached (client %s)",
+            tx.id,
+            tx.connection.client_ip,
+        )
+
     def _refusal(self, verdict: Verdict, tx_id: str, during_data: bool) -> str:
         if verdict.reply:
             return replies.configured(verdict.reply)
@@ -386,11 +400,12 @@ class SmtpHandler:
         reply: str,
         verdict: Verdict | None,
         sender_given: bool = True,
+        reason: str = "",
     ) -> None:
         """A transaction that ends before MAIL was accepted (connect, HELO, MAIL refused)."""
         current = OpenTransaction(tx, sender_given=sender_given, verdict=verdict)
         outcome = verdict.action.value if verdict else Action.TEMPFAIL.value
-        self._log(current, outcome, reply, 0)
+        self._log(current, outcome, reply, 0, reason=reason)
         session.next_id = new_id()
 
     def _log(

@@ -23,7 +23,7 @@ from gateway.smtp.handler import (
     RecipientChecker,
     SmtpHandler,
 )
-from gateway.smtp.limits import ConnectionLimiter, MessageMemory
+from gateway.smtp.limits import ConnectionLimiter
 from gateway.smtp.session import GatewaySMTP
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ class SmtpFrontEnd:
             smtp.max_connections_per_ip,
             math.ceil(smtp.stress_at * smtp.max_connections),
         )
-        self.message_memory = MessageMemory(
-            config.smtp.max_inflight_bytes, config.smtp.max_inflight_bytes_per_ip
-        )
+        self.message_memory = self.handler.message_memory
         self.tls_context = tls_context(config.smtp)
         self.sessions: set[GatewaySMTP] = set()
         self._server: asyncio.Server | None = None

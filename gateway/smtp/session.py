@@ -160,6 +160,8 @@ class GatewaySMTP(SMTP):
         self.shutdown_requested = False
         self._bad_commands = 0
         self._recipient_overshoot = 0
+        # 503s that follow from a refused MAIL or RCPT, not counted (see `_excuse_followers`).
+        self._excused_503s = 0
         self._session_deadline = 0.0
         self._commands: dict[str, Callable[[str], Awaitable[Reply]]] = {
             "HELO": self.smtp_HELO,
@@ -272,6 +274,10 @@ class GatewaySMTP(SMTP):
             )
         reply = await method(arg)
         first = reply[0] if isinstance(reply, list) else reply
+        if first in (replies.NEED_MAIL, replies.NEED_RCPT) and self._excused_503s:
+            self._excused_503s -= 1
+            return reply
+        self._excuse_followers(command, first)
         if first is not None and first.startswith("5"):
             return self._bad(first)
         if first == replies.TOO_MANY_RECIPIENTS:
@@ -279,6 +285,22 @@ class GatewaySMTP(SMTP):
             if self._recipient_overshoot > self.config.max_recipient_overshoot:
                 return self._bad(first)  # else a client could send RCPTs for ever
         return reply
+
+    def _excuse_followers(self, command: str, reply: str | None) -> None:
+        """A pipelining client sends MAIL, its RCPTs and DATA before it reads a reply (RFC
+        2920): when MAIL is refused (452 for memory, a full spool, an SPF temperror), up to
+        max_recipients RCPTs and the DATA behind it get 503 through no further fault of the
+        client; when a RCPT is refused, so may the DATA. Counted, they hung up on any client
+        with more than max_bad_commands recipients. The excuse is bounded, and ends with the
+        next MAIL, RSET, HELO or EHLO."""
+        if command == "MAIL":
+            refused = reply is not None and not reply.startswith("2")
+            self._excused_503s = self.config.max_recipients + 1 if refused else 0
+        elif command == "RCPT" and reply is not None and reply[:1] in ("4", "5"):
+            if not reply.startswith("503"):  # a refused recipient, not RCPT out of order
+                self._excused_503s = max(self._excused_503s, 1)
+        elif command in ("RSET", "HELO", "EHLO"):
+            self._excused_503s = 0
 
     def _bad(self, reply: str) -> str:
         """A 5xx answer to a command: the client's fault, counted towards max_bad_commands."""
@@ -429,8 +451,6 @@ class GatewaySMTP(SMTP):
                 return replies.UNKNOWN_PARAMETER
         if size > self.config.max_message_bytes:
             return replies.too_big(self.config.max_message_bytes)
-        if size > self.front_end.message_memory.free_bytes(state.connection.client_ip):
-            return replies.NO_STORAGE  # RFC 1870 6.1: too big for now, not for good
         sender = strip_source_route(parsed.path)
         problem = sender_problem(sender, smtputf8)
         if problem is not None:
@@ -476,7 +496,7 @@ class GatewaySMTP(SMTP):
             self.config.max_message_bytes,
             self.config.max_line_bytes,
             normalize=self.config.bare_lf == "normalize",
-            memory=self.front_end.message_memory.account(state.connection.client_ip),
+            memory=self.gateway.message_memory.account(state.connection.client_ip),
         )
         # Given back before the reply (a client that sends its next message at once must
         # not find this one still counted), or when the last thread checking it is done.

@@ -214,6 +214,41 @@ def test_too_many_bad_commands(gateway_factory: GatewayFactory) -> None:
         assert client.closed_by_server()
 
 
+def test_pipelined_commands_behind_a_refused_mail_are_not_bad_commands(
+    gateway_factory: GatewayFactory,
+) -> None:
+    # MAIL deferred (452: not enough memory free for its SIZE), and the client has already
+    # sent its 15 RCPTs and DATA: their 503s are the deferral's, not the client's errors.
+    limits = {"max_message_bytes": 60_000, "max_inflight_bytes": 60_000}
+    gateway = gateway_factory(
+        {"smtp": {**limits, "max_inflight_bytes_per_ip": 60_000, "max_bad_commands": 3}}
+    )
+    with (
+        RawSmtp(gateway.host, gateway.port) as first,
+        RawSmtp(gateway.host, gateway.port) as client,
+    ):
+        open_transaction(first)
+        assert first.command("DATA") == replies.START_MAIL
+        first.send(MESSAGE + (b"x" * 98 + b"\r\n") * 500)  # 50 KB held
+        wait_until_held(gateway, 50_000)
+        client.greet()
+        rcpts = b"".join(b"RCPT TO:<user%d@example.test>\r\n" % n for n in range(15))
+        client.send(b"MAIL FROM:<a@sender.test> SIZE=20000\r\n" + rcpts + b"DATA\r\n")
+        assert client.reply() == replies.NO_STORAGE
+        assert [client.reply() for _ in range(16)] == [replies.NEED_MAIL] * 16
+        assert client.command("NOOP") == replies.NOOP
+        # A refused recipient excuses the DATA behind it too.
+        client.send(b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<x@elsewhere.test>\r\nDATA\r\n")
+        assert client.reply() == replies.sender_ok()
+        assert client.reply().startswith("550 5.7.1")  # relaying denied: one bad command
+        assert client.reply() == replies.NEED_RCPT
+        assert client.command("RSET") == replies.RESET
+        # Once MAIL succeeded or the client reset, a stray RCPT is its own error again.
+        assert client.command("RCPT TO:<bob@example.test>") == replies.NEED_MAIL
+        assert client.command("DATA") == replies.NEED_MAIL
+        assert client.command("EXPN staff") == replies.TOO_MANY_ERRORS
+
+
 def test_refused_messages_are_not_bad_commands(gateway_factory: GatewayFactory) -> None:
     gateway = gateway_factory({"smtp": {"max_bad_commands": 1}})
     gtube = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
@@ -275,7 +310,8 @@ def test_message_memory_of_all_sessions_is_bounded_and_a_message_past_it_is_defe
     assert gateway.front_end.message_memory.held_bytes == 0
     assert len(gateway.spool.ids()) == 2
     outcomes = [(line["outcome"], line.get("reason")) for line in log_lines(caplog)]
-    assert ("tempfail", "too much mail in progress") in outcomes
+    # Both deferrals are logged: at the end of DATA and at MAIL (its SIZE did not fit).
+    assert outcomes.count(("tempfail", "too much mail in progress")) == 2
 
 
 def test_message_memory_is_given_back_when_the_client_vanishes_in_data(
