@@ -83,6 +83,13 @@ class SmtpConfig:
     stress_at: float = 0.8
     stress_idle_timeout_s: float = 10.0
     session_timeout_s: float = 1800.0
+    # Bytes/s a message must arrive at on average (Postfix's smtpd_min_data_rate): DATA may
+    # take idle_timeout_s plus its size at this rate. A client dripping a byte before each
+    # idle timeout held its session, and its memory, until session_timeout_s.
+    min_data_rate: int = 500
+    # Per-IP limits count IPv6 clients by this prefix: a single host is often given a /64,
+    # 2**64 addresses to spread its connections over.
+    ipv6_prefix_length: int = 64
     max_bad_commands: int = 10
     bare_lf: Literal["reject", "normalize"] = "reject"
     tls_cert: str = ""
@@ -116,8 +123,11 @@ class SmtpConfig:
             "idle_timeout_s",
             "stress_idle_timeout_s",
             "session_timeout_s",
+            "min_data_rate",
             "max_bad_commands",
         )
+        if not 1 <= self.ipv6_prefix_length <= 128:
+            problems.append(f"{path}.ipv6_prefix_length: must be between 1 and 128")
         if self.max_line_bytes < 1000:
             problems.append(f"{path}.max_line_bytes: must be at least 1000 (RFC 5321 4.5.3.1.6)")
         if not 0.0 < self.stress_at <= 1.0:

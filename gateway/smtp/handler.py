@@ -116,7 +116,9 @@ class SmtpHandler:
         self.gate = RelayGate(config.relay.domains)
         self.hostname = config.smtp.hostname
         self.message_memory = MessageMemory(
-            config.smtp.max_inflight_bytes, config.smtp.max_inflight_bytes_per_ip
+            config.smtp.max_inflight_bytes,
+            config.smtp.max_inflight_bytes_per_ip,
+            config.smtp.ipv6_prefix_length,
         )
 
     # -- session-level phases: a refusal is returned, None means go on ------------------------

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections import Counter
 
+from gateway.dnslists import client_address
 from gateway.smtp import replies
 
 log = logging.getLogger(__name__)
 
 
+def client_key(client_ip: str, ipv6_prefix_length: int) -> str:
+    """What a per-IP limit counts a client under: its IPv4 address (also when it comes
+    mapped into IPv6, ::ffff:192.0.2.1, from a dual-stack socket), or its IPv6 network of
+    `ipv6_prefix_length` bits: one host given a /64 must not count as 2**64 clients."""
+    try:
+        address = client_address(client_ip)
+        if isinstance(address, ipaddress.IPv6Address):
+            network = ipaddress.IPv6Network((address.exploded, ipv6_prefix_length), strict=False)
+            return str(network)
+        return str(address)
+    except ValueError:  # not an address (a Unix socket): counted as it is
+        return client_ip
+
+
 class ConnectionLimiter:
-    def __init__(self, max_total: int, max_per_ip: int, stress_sessions: int | None = None) -> None:
+    def __init__(
+        self,
+        max_total: int,
+        max_per_ip: int,
+        stress_sessions: int | None = None,
+        ipv6_prefix_length: int = 64,
+    ) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
+        self.ipv6_prefix_length = ipv6_prefix_length
         # From this many sessions on the worker is under stress (see `under_stress`).
         self.stress_sessions = max_total if stress_sessions is None else stress_sessions
         self._per_ip: Counter[str] = Counter()
@@ -21,12 +44,13 @@ class ConnectionLimiter:
 
     def acquire(self, client_ip: str) -> str | None:
         """Count a new session; return the refusal reply instead when a limit is reached."""
+        key = client_key(client_ip, self.ipv6_prefix_length)
         if self._total >= self.max_total:
             return replies.TOO_MANY_CONNECTIONS
-        if self._per_ip[client_ip] >= self.max_per_ip:
+        if self._per_ip[key] >= self.max_per_ip:
             return replies.TOO_MANY_CONNECTIONS_FROM_IP
         self._total += 1
-        self._per_ip[client_ip] += 1
+        self._per_ip[key] += 1
         if self._total == self.stress_sessions:
             log.warning(
                 "%d sessions: under stress, idle sessions get the short stress timeout",
@@ -35,10 +59,11 @@ class ConnectionLimiter:
         return None
 
     def release(self, client_ip: str) -> None:
+        key = client_key(client_ip, self.ipv6_prefix_length)
         self._total -= 1
-        self._per_ip[client_ip] -= 1
-        if self._per_ip[client_ip] <= 0:
-            del self._per_ip[client_ip]
+        self._per_ip[key] -= 1
+        if self._per_ip[key] <= 0:
+            del self._per_ip[key]
 
     @property
     def active(self) -> int:
@@ -57,49 +82,54 @@ class MessageMemory:
     message is refused for now (452): 25 MB messages cost about 100 MB each while checked, and
     500 connections could ask for 50 GB. The per-IP share keeps one client from filling it."""
 
-    def __init__(self, limit_bytes: int, per_ip_limit_bytes: int) -> None:
+    def __init__(
+        self, limit_bytes: int, per_ip_limit_bytes: int, ipv6_prefix_length: int = 64
+    ) -> None:
         self.limit_bytes = limit_bytes
         self.per_ip_limit_bytes = per_ip_limit_bytes
+        self.ipv6_prefix_length = ipv6_prefix_length
         self.held_bytes = 0
-        self._per_ip: Counter[str] = Counter()
+        self._per_client: Counter[str] = Counter()
 
     def account(self, client_ip: str) -> MemoryAccount:
-        return MemoryAccount(self, client_ip)
+        return MemoryAccount(self, client_key(client_ip, self.ipv6_prefix_length))
 
     def free_bytes(self, client_ip: str) -> int:
+        return self.free_for_key(client_key(client_ip, self.ipv6_prefix_length))
+
+    def free_for_key(self, key: str) -> int:
         return min(
-            self.limit_bytes - self.held_bytes,
-            self.per_ip_limit_bytes - self._per_ip[client_ip],
+            self.limit_bytes - self.held_bytes, self.per_ip_limit_bytes - self._per_client[key]
         )
 
-    def take(self, client_ip: str, n: int) -> bool:
-        """Hold `n` more bytes for `client_ip` if they fit under both limits."""
-        if n > self.free_bytes(client_ip):
+    def take_for_key(self, key: str, n: int) -> bool:
+        if n > self.free_for_key(key):
             return False
         self.held_bytes += n
-        self._per_ip[client_ip] += n
+        self._per_client[key] += n
         return True
 
-    def give_back(self, client_ip: str, n: int) -> None:
+    def give_back_for_key(self, key: str, n: int) -> None:
         self.held_bytes -= n
-        self._per_ip[client_ip] -= n
-        if self._per_ip[client_ip] <= 0:
-            del self._per_ip[client_ip]
+        self._per_client[key] -= n
+        if self._per_client[key] <= 0:
+            del self._per_client[key]
 
 
 class MemoryAccount:
-    """One client's view of the worker's MessageMemory."""
+    """One client's share of the worker's MessageMemory (`key` from `client_key`)."""
 
-    def __init__(self, memory: MessageMemory, client_ip: str) -> None:
+    def __init__(self, memory: MessageMemory, key: str) -> None:
         self.memory = memory
-        self.client_ip = client_ip
+        self.key = key
 
     @property
     def free_bytes(self) -> int:
-        return self.memory.free_bytes(self.client_ip)
+        return self.memory.free_for_key(self.key)
 
     def take(self, n: int) -> bool:
-        return self.memory.take(self.client_ip, n)
+        """Hold `n` more bytes if they fit under both limits."""
+        return self.memory.take_for_key(self.key, n)
 
     def give_back(self, n: int) -> None:
-        self.memory.give_back(self.client_ip, n)
+        self.memory.give_back_for_key(self.key, n)

@@ -62,6 +62,7 @@ TOO_MANY_CONNECTIONS_FROM_IP = "421 4.7.0 Too many connections from your address
 TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 IDLE_TIMEOUT = "421 4.4.2 Idle timeout, closing connection"
 SESSION_TIMEOUT = "421 4.4.2 Session time limit reached, closing connection"
+DATA_TOO_SLOW = "421 4.4.2 Message data arriving too slowly, closing connection"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 BARE_LINE_ENDING = "550 5.6.0 Bare CR or LF in message data (only CRLF ends a line)"
 NO_STORAGE = "452 4.3.1 Insufficient system storage, try again later"

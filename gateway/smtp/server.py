@@ -80,6 +80,7 @@ class SmtpFrontEnd:
             smtp.max_connections,
             smtp.max_connections_per_ip,
             math.ceil(smtp.stress_at * smtp.max_connections),
+            smtp.ipv6_prefix_length,
         )
         self.message_memory = self.handler.message_memory
         self.tls_context = tls_context(config.smtp)

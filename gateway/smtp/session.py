@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import ssl
 import sys
@@ -309,25 +310,29 @@ class GatewaySMTP(SMTP):
             raise Hangup(replies.TOO_MANY_ERRORS)
         return reply
 
-    def _read_deadline(self) -> float:
-        idle = self.config.idle_timeout_s
+    def _idle_timeout(self) -> float:
         if self.limiter.under_stress:
-            idle = min(idle, self.config.stress_idle_timeout_s)
-        return min(self.loop.time() + idle, self._session_deadline)
+            return min(self.config.idle_timeout_s, self.config.stress_idle_timeout_s)
+        return self.config.idle_timeout_s
 
-    def _timed_out(self) -> Hangup:
+    def _timed_out(self, data_deadline: float) -> Hangup:
         """The 421 of the limit that ran out during a read."""
-        if self.loop.time() >= self._session_deadline:
+        now = self.loop.time()
+        if now >= self._session_deadline:
             return Hangup(replies.SESSION_TIMEOUT)
+        if now >= data_deadline:
+            return Hangup(replies.DATA_TOO_SLOW)
         return Hangup(replies.IDLE_TIMEOUT)
 
-    async def _read(self, extra: int = 0) -> tuple[bytes, bool]:
-        """The next line (or piece of an over-long one) within the idle and session limits;
-        `extra` bytes beyond max_line_bytes are allowed (the transparency dot in DATA)."""
+    async def _read(self, extra: int = 0, data_deadline: float = math.inf) -> tuple[bytes, bool]:
+        """The next line (or piece of an over-long one) within the idle and session limits,
+        and `data_deadline` (the DATA rate); `extra` bytes beyond max_line_bytes are allowed
+        (the transparency dot in DATA)."""
+        deadline = min(self.loop.time() + self._idle_timeout(), self._session_deadline)
         try:
-            return await self._lines.next(self._read_deadline(), extra)
+            return await self._lines.next(min(deadline, data_deadline), extra)
         except TimeoutError:
-            raise self._timed_out() from None
+            raise self._timed_out(data_deadline) from None
 
     async def push(self, status: Any) -> None:
         # A client that does not read its replies must not hold the session forever. Most
@@ -500,8 +505,16 @@ class GatewaySMTP(SMTP):
         )
         # Given back before the reply (a client that sends its next message at once must
         # not find this one still counted), or when the last thread checking it is done.
+        # As Postfix's smtpd_min_data_rate: one idle timeout, plus time for what has come in.
+        allowance_start = self.loop.time() + self._idle_timeout()
+        rate = self.config.min_data_rate
+
+        def read_data() -> Awaitable[tuple[bytes, bool]]:
+            data_deadline = allowance_start + collected.size / rate
+            return self._read(extra=TRANSPARENCY_EXTRA, data_deadline=data_deadline)
+
         with holding(collected.release):
-            await collected.read_from(self._lines, lambda: self._read(extra=TRANSPARENCY_EXTRA))
+            await collected.read_from(self._lines, read_data)
             reply = await self.gateway.data(state, collected)
         # Sent here, not returned: a refused message is not a bad command.
         await self.push(reply)

@@ -187,6 +187,38 @@ def test_idle_timeout_inside_data(
     assert (line["outcome"], line["reply"]) == ("abandoned", replies.IDLE_TIMEOUT)
 
 
+def test_data_dripping_slower_than_min_data_rate_is_cut_off(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each line comes well within the idle timeout, but the message as a whole at 400 B/s:
+    # DATA may take idle_timeout_s (1 s) plus size / min_data_rate (1000 B/s), about 1.7 s.
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    gateway = gateway_factory({"smtp": {"idle_timeout_s": 1.0, "min_data_rate": 1000}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("DATA") == replies.START_MAIL
+        started = time.monotonic()
+        answer = b""
+        for _ in range(40):  # 10 s at most
+            try:
+                client.send(b"x" * 98 + b"\r\n")
+            except OSError:
+                break
+            answer = client.pending(0.25)
+            if answer:
+                break
+        assert answer.decode().rstrip("\r\n") == replies.DATA_TOO_SLOW
+        assert 1.3 < time.monotonic() - started < 4.0
+    [line] = log_lines(caplog)
+    assert (line["outcome"], line["reply"]) == ("abandoned", replies.DATA_TOO_SLOW)
+    # The same limits let a message through that comes at the speed of any real client.
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(MESSAGE + (b"y" * 98 + b"\r\n") * 5000 + b".\r\n")  # 500 KB
+        assert client.reply().startswith("250 ")
+
+
 def test_session_timeout(gateway_factory: GatewayFactory) -> None:
     gateway = gateway_factory({"smtp": {"session_timeout_s": 0.5, "idle_timeout_s": 5.0}})
     with RawSmtp(gateway.host, gateway.port) as client:

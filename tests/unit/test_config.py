@@ -62,6 +62,14 @@ def test_limits_must_be_positive() -> None:
     assert "smtp.idle_timeout_s: must be greater than 0" in problems
 
 
+def test_data_rate_and_ipv6_prefix_are_bounded() -> None:
+    problems = problems_of({"smtp": {"min_data_rate": 0, "ipv6_prefix_length": 129}})
+    assert problems == [
+        "smtp.min_data_rate: must be greater than 0",
+        "smtp.ipv6_prefix_length: must be between 1 and 128",
+    ]
+
+
 def test_stress_at_is_a_share_of_the_connections() -> None:
     assert problems_of({"smtp": {"stress_at": 0}}) == [
         "smtp.stress_at: must be a share of max_connections in (0, 1]"
