@@ -28,6 +28,14 @@ async def until(condition: threading.Event) -> None:
             await asyncio.sleep(0.005)
 
 
+async def until_released(released: Released) -> None:
+    """Wait for the last user to leave the hold, then check it was released once."""
+    async with asyncio.timeout(WAIT_S):
+        while not released.times:
+            await asyncio.sleep(0.005)
+    assert released.times == 1
+
+
 def test_in_thread_returns_the_result_and_raises_the_exception() -> None:
     def divide(a: int, b: int) -> float:
         return a / b
@@ -64,10 +72,7 @@ def test_a_cancelled_wait_keeps_the_message_held_until_the_thread_is_done() -> N
         assert released.times == 0
         assert hold.users == 1
         go_on.set()
-        async with asyncio.timeout(WAIT_S):
-            while not released.times:
-                await asyncio.sleep(0.005)
-        assert released.times == 1
+        await until_released(released)
 
     asyncio.run(main())
 
@@ -116,9 +121,6 @@ def test_a_shielded_task_keeps_the_message_held_until_it_ends() -> None:
                 await waiting
         assert released.times == 0
         store.set()
-        async with asyncio.timeout(WAIT_S):
-            while not released.times:
-                await asyncio.sleep(0.005)
-        assert released.times == 1
+        await until_released(released)
 
     asyncio.run(main())
