@@ -294,12 +294,13 @@ class GatewaySMTP(SMTP):
         client; when a RCPT is refused, so may the DATA. Counted, they hung up on any client
         with more than max_bad_commands recipients. The excuse is bounded, and ends with the
         next MAIL, RSET, HELO or EHLO."""
+        if reply is not None and reply.startswith("503"):
+            return  # out of order (a nested MAIL, RCPT before MAIL): nothing was refused
         if command == "MAIL":
             refused = reply is not None and not reply.startswith("2")
             self._excused_503s = self.config.max_recipients + 1 if refused else 0
         elif command == "RCPT" and reply is not None and reply[:1] in ("4", "5"):
-            if not reply.startswith("503"):  # a refused recipient, not RCPT out of order
-                self._excused_503s = max(self._excused_503s, 1)
+            self._excused_503s = max(self._excused_503s, 1)
         elif command in ("RSET", "HELO", "EHLO"):
             self._excused_503s = 0
 
@@ -503,8 +504,6 @@ class GatewaySMTP(SMTP):
             normalize=self.config.bare_lf == "normalize",
             memory=self.gateway.message_memory.account(state.connection.client_ip),
         )
-        # Given back before the reply (a client that sends its next message at once must
-        # not find this one still counted), or when the last thread checking it is done.
         # As Postfix's smtpd_min_data_rate: one idle timeout, plus time for what has come in.
         allowance_start = self.loop.time() + self._idle_timeout()
         rate = self.config.min_data_rate
@@ -513,6 +512,8 @@ class GatewaySMTP(SMTP):
             data_deadline = allowance_start + collected.size / rate
             return self._read(extra=TRANSPARENCY_EXTRA, data_deadline=data_deadline)
 
+        # Given back before the reply (a client that sends its next message at once must
+        # not find this one still counted), or when the last thread checking it is done.
         with holding(collected.release):
             await collected.read_from(self._lines, read_data)
             reply = await self.gateway.data(state, collected)

@@ -281,6 +281,15 @@ def test_pipelined_commands_behind_a_refused_mail_are_not_bad_commands(
         assert client.command("EXPN staff") == replies.TOO_MANY_ERRORS
 
 
+def test_a_nested_mail_excuses_nothing(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"max_bad_commands": 1}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        client.greet()
+        assert client.command("MAIL FROM:<a@sender.test>") == replies.sender_ok()
+        assert client.command("MAIL FROM:<a@sender.test>") == replies.NESTED_MAIL
+        assert client.command("DATA") == replies.TOO_MANY_ERRORS  # NEED_RCPT, counted
+
+
 def test_refused_messages_are_not_bad_commands(gateway_factory: GatewayFactory) -> None:
     gateway = gateway_factory({"smtp": {"max_bad_commands": 1}})
     gtube = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
