@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from typing import Any
 
 # Attributes whose values are addresses a reader's client may fetch or open.
 _LINK_ATTRIBUTES = frozenset({"href", "src", "action", "background", "cite", "data"})
@@ -196,6 +197,23 @@ class _BoundedMessage(email.message.Message):
                 self.defects.append(ParametersCut(f"{name} parameters past the bounds"))
         super().set_raw(name, value)
 
+    def get_boundary(self, failobj: Any = None) -> Any:
+        """The boundary; when RFC 2231 sections break the email package (a TypeError for
+        boundary*= next to boundary*0=, a ValueError for a NUL in the charset), the first raw
+        boundary value, and a ParametersCut defect: the parse itself raised, and every check
+        failed, so such a message was deferred at each retry. A mail reader may split it
+        another way, so the attachments check holds it (ATTACH_LIMIT)."""
+        try:
+            return super().get_boundary(failobj)
+        except (TypeError, ValueError, IndexError, LookupError, UnicodeError):
+            if not any(isinstance(d, ParametersCut) for d in self.defects):
+                self.defects.append(ParametersCut("Content-Type boundary unreadable"))
+            match = _RAW_BOUNDARY.search(str(self.get("Content-Type", "")))
+            if match is None:
+                return failobj
+            value = match.group(1).strip().strip('"')
+            return urllib.parse.unquote(value.rpartition("'")[2], errors="replace") or failobj
+
 
 # compat32 (tolerant of broken mail, never raises on headers) with bounded parameters.
 MAIL_POLICY = email.policy.compat32.clone(message_factory=_BoundedMessage)
@@ -353,6 +371,7 @@ def part_charset(part: email.message.Message) -> str | None:
         return None
 
 
+_RAW_BOUNDARY = re.compile(r"""(?:^|;)\s*boundary\*?[0-9]*\*?\s*=\s*("[^"]*"|[^;]*)""", re.I)
 _RAW_FILENAME = re.compile(r"""(?:^|;)\s*(?:file)?name\*?[0-9]*\*?\s*=\s*("[^"]*"|[^;]*)""", re.I)
 
 

@@ -62,6 +62,19 @@ HOSTILE = {
         b"gAAAAA==\r\n--b--\r\n",
         "ATTACH_EXECUTABLE",
     ),
+    # The parser's own get_boundary raised (TypeError, ValueError): every check failed and
+    # the message was deferred at each retry. Now held, as a reader may split it another way.
+    **{
+        f"unreadable RFC 2231 boundary ({kind})": (
+            b"Content-Type: multipart/mixed; " + parameter + b"\r\n\r\n--xxyy\r\n"
+            b"Content-Type: text/plain\r\n\r\n" + LOTTERY + b"--xxyy--\r\n",
+            "ATTACH_LIMIT",
+        )
+        for kind, parameter in (
+            ("sections with and without numbers", b"boundary*=utf-8''xx; boundary*0=yy"),
+            ("NUL in the charset", b"boundary*0*=utf\x00-8''xxyy"),
+        )
+    },
 }
 
 
