@@ -47,6 +47,8 @@ def verify_arc(
         arc = dkim.ARC(raw, logger=private_logger(LogLines()), minkey=min_rsa_bits)
         verdict, instances, why = arc.verify(dnsfunc=lookups)
     except Exception as exc:  # dkimpy lets crypto errors on hostile input escape (nacl, asn1)
+        if b"arc-seal" not in raw.lower():
+            return ArcFacts("none")  # a message dkimpy cannot split into headers, no ARC
         return ArcFacts("fail", reason=f"malformed ARC set: {type(exc).__name__}: {exc}")
     if verdict == dkim.CV_None:
         return ArcFacts("none")

@@ -96,7 +96,7 @@ def verify_dkim(
     log = LogLines()
     try:
         verifier = dkim.DKIM(raw, logger=private_logger(log), minkey=min_rsa_bits)
-    except dkim.DKIMException as exc:
+    except (dkim.DKIMException, IndexError) as exc:  # IndexError: a first line folded
         if b"dkim-signature" not in raw.lower():
             return DkimFacts()
         bad = DkimSignatureFacts("", "", "", "permerror", cut(f"malformed message: {exc}"))

@@ -152,6 +152,18 @@ def test_unsigned_and_malformed(resolver: Resolver) -> None:
     assert [s.name for s in result.symbols] == ["DKIM_NONE"]
 
 
+def test_a_message_whose_first_line_is_folded_is_a_permerror_not_a_failed_check(
+    resolver: Resolver,
+) -> None:
+    # dkimpy's header split raised IndexError on it: DKIM_ERROR, the check failed open.
+    signed = b" folded first line\r\n" + dkim_sign(MESSAGE, rsa_key(), "example.test", "rsa")
+    result = asyncio.run(DkimCheck(resolver).run(_tx(signed)))
+    assert [s.name for s in result.symbols] == ["DKIM_PERMERROR"]
+    assert "malformed message" in result.symbols[0].reason
+    assert verify_dkim(b" folded first line\r\n" + MESSAGE, resolver, 1024) == DkimFacts()
+    assert verify_arc(b" folded first line\r\n" + MESSAGE, resolver, 1024).result == "none"
+
+
 def test_dns_timeout_is_temperror(dns_server: DnsTestServer, resolver: Resolver) -> None:
     signed = dkim_sign(MESSAGE, rsa_key(), "example.test", "rsa")
     dns_server.mode = "drop"
