@@ -29,6 +29,54 @@ def _strip_trailing_whitespace(content: bytes) -> bytes:
 
 dkim.canonicalization.strip_trailing_whitespace = _strip_trailing_whitespace
 
+# dkimpy's header split and header selection are quadratic too (in Python, so the loop runs
+# on, but a thread cannot be stopped): it grows a folded field with bytes += per line (300,000
+# continuation lines: 5 s; 25 MB: hours) and looks each h= name up from the bottom of all
+# fields (20,000 names over 20,000 fields: 10 s). The same results, in linear time.
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
+_LINE_END = re.compile(rb"\r?\n")
+
+
+def _rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    headers: list[list[bytes]] = []
+    pieces: list[list[bytes]] = []
+    lines = _LINE_END.split(message)
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line:
+            i += 1  # the empty line ends the header; the body follows it
+            break
+        if line[0] in (0x09, 0x20):
+            pieces[-1].append(line + b"\r\n")  # IndexError before any field, as dkimpy's
+        elif (name := _FIELD_NAME.match(line)) is not None:
+            headers.append([name.group(1), b""])
+            pieces.append([line[name.end(0) :] + b"\r\n"])
+        elif not line.startswith(b"From "):
+            raise dkim.MessageFormatError(f"Unexpected characters in RFC822 header: {line!r}")
+        i += 1
+    for header, parts in zip(headers, pieces, strict=True):
+        header[1] = b"".join(parts)
+    return headers, b"\r\n".join(lines[i:])
+
+
+def _select_headers(headers: list[list[bytes]], include_headers: list[bytes]) -> list[list[bytes]]:
+    """For each name in h=, the last field of that name not yet taken, from the bottom up
+    (RFC 6376 5.4.2)."""
+    positions: dict[bytes, list[int]] = {}
+    for index, (name, _) in enumerate(headers):
+        positions.setdefault(name.lower(), []).append(index)
+    selected = []
+    for name in include_headers:
+        found = positions.get(name)
+        if found:
+            selected.append(headers[found.pop()])
+    return selected
+
+
+dkim.rfc822_parse = _rfc822_parse
+dkim.select_headers = _select_headers
+
 
 @dataclass
 class KeyLookups:
