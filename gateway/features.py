@@ -82,9 +82,11 @@ _WORD = re.compile(r"[^\W\d_][\w'\u2019-]{1,23}")  # u2019: the typographic apos
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"'()\[\]{}]+", re.IGNORECASE)
 # HTML patterns never span a "<" they did not open, and closers are searched once from a known
 # position: crafted markup (thousands of unclosed tags) costs linear time, not quadratic.
-# Possessive: one long unclosed anchor (`<a href=` and 100 KB without ">") made the href
-# group give back a character at a time, each followed by a rescan: quadratic.
-_ANCHOR_OPEN = re.compile(r"""<a\b[^<>]*?\bhref\s*=\s*["']?([^"'\s<>]++)[^<>]*+>""", re.I)
+# The whole tag first, then its href: an unclosed `<a ` followed by 14,000 `href=x` made a
+# pattern that looked for the href on the way rescan the rest at each of them (4.4 s), and
+# one long unclosed anchor (`<a href=` and 100 KB without ">") gave back a character at a time.
+_ANCHOR_TAG = re.compile(r"<a\b[^<>]*+>", re.I)
+_HREF = re.compile(r"""\bhref\s*=\s*["']?([^"'\s<>]++)""", re.I)
 _ANCHOR_CLOSE = re.compile(r"</a\s*>", re.I)
 MAX_ANCHOR_TEXT = 300
 _SRC = re.compile(r"""\bsrc\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
@@ -330,8 +332,11 @@ def _html_features(add: _Adder, markup: str, urls: list[str]) -> str:
         add("html:hidden_text", 1.0)
     if re.search(r"<font[^<>]*color\s*=\s*[\"']?#?(?:fff(?:fff)?|white)\b", lower):
         add("html:white_text", 1.0)
-    for opening in _ANCHOR_OPEN.finditer(markup):
-        href = opening.group(1)
+    for opening in _ANCHOR_TAG.finditer(markup):
+        found = _HREF.search(markup, opening.start(), opening.end())
+        if found is None:
+            continue
+        href = found.group(1)
         urls.append(href)
         closing = _ANCHOR_CLOSE.search(markup, opening.end(), opening.end() + MAX_ANCHOR_TEXT)
         anchor = markup[opening.end() : closing.start()] if closing else ""
