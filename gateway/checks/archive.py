@@ -91,6 +91,12 @@ def _list(
         return
     with archive:
         entries = archive.infolist()
+        if len(entries) > budget.entries_left:
+            # The end record said fewer: a directory that lies about its size is listed no
+            # further than the limit, and the archive is held like any over the limit.
+            detail = f"{len(entries)} entries, {declared} declared"
+            out.findings.append(Finding(Problem.LIMIT, path, detail))
+            entries = entries[: budget.entries_left]
         budget.entries_left -= len(entries)
         for entry in entries:
             _entry(archive, entry, f"{path}/{entry.filename}", depth, limits, budget, out)
