@@ -21,6 +21,10 @@ from gateway.urls import content_urls
 
 log = logging.getLogger(__name__)
 
+# Raw characters kept per decoded one: an encoded word such as =?utf-8?Q?=E2=82=AC?= spends
+# 21 on one character.
+ENCODED_CHARS_PER_CHAR = 32
+
 _SHOWN_MATCH_CHARS = 60
 
 
@@ -82,9 +86,9 @@ class RulesCheck(Check):
         values: dict[str, list[str]] = {}
         for name, value in msg.items():
             if (key := name.lower()) in wanted:  # decode only what some rule looks at
-                values.setdefault(key, []).append(
-                    decode_header_value(value)[: self.max_header_chars]
-                )
+                # Cut before decoding too (1.9 MB of encoded words took 2 s).
+                raw = str(value)[: self.max_header_chars * ENCODED_CHARS_PER_CHAR]
+                values.setdefault(key, []).append(decode_header_value(raw)[: self.max_header_chars])
         found = []
         for rule in rules:
             for text in values.get(rule.header, ()):
