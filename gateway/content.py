@@ -213,7 +213,11 @@ class _BoundedMessage(email.message.Message):
         if name.lower() in _PARAMETER_HEADERS:
             value, cut = _bounded_parameters(value)
             if cut:
-                self.defects.append(ParametersCut(f"{name} parameters past the bounds"))
+                self.defects.append(
+                    ParametersCut(
+                        f"MIME parameters past {MAX_PARAMETER_CHARS} characters or {MAX_PARAMETERS}"
+                    )
+                )
         super().set_raw(name, value)
 
     def get_boundary(self, failobj: Any = None) -> Any:
@@ -226,7 +230,7 @@ class _BoundedMessage(email.message.Message):
             return super().get_boundary(failobj)
         except (TypeError, ValueError, IndexError, LookupError, UnicodeError):
             if not any(isinstance(d, ParametersCut) for d in self.defects):
-                self.defects.append(ParametersCut("Content-Type boundary unreadable"))
+                self.defects.append(ParametersCut("a boundary the email package cannot read"))
             match = _RAW_BOUNDARY.search(str(self.get("Content-Type", "")))
             if match is None:
                 return failobj
@@ -357,9 +361,10 @@ def _headers_only(raw: bytes) -> email.message.Message:
     return message
 
 
-def parameters_cut(part: email.message.Message) -> bool:
-    """Whether a parameter we read of `part` is gone (see ParametersCut)."""
-    return any(isinstance(defect, ParametersCut) for defect in part.defects)
+def parameters_cut(part: email.message.Message) -> str:
+    """Why a parameter we read of `part` is gone (see ParametersCut), or "" when none is."""
+    cut = (str(defect) for defect in part.defects if isinstance(defect, ParametersCut))
+    return next(cut, "")
 
 
 def part_bytes(part: email.message.Message) -> bytes:

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from gateway.checks.archive import ArchiveLimits, Budget, Problem, is_zip, list_zip
 from gateway.checks.filetypes import TYPE_SYMBOLS, TypeRules
 from gateway.content import (
-    MAX_PARAMETER_CHARS,
-    MAX_PARAMETERS,
     MessageCut,
     MimeNestingTooDeep,
     parameters_cut,
     part_bytes,
     part_filename,
+    was_cut,
 )
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
 from gateway.pipeline.check import INLINE_MAX_BYTES, Check
@@ -33,7 +32,6 @@ _ARCHIVE_SYMBOLS = {
     Problem.BROKEN: "ATTACH_ARCHIVE_BROKEN",
 }
 _MAX_REASON_CHARS = 200  # reasons end up in SMTP replies and log lines
-_PARAMETERS_CUT = f"MIME parameters past {MAX_PARAMETER_CHARS} characters or {MAX_PARAMETERS}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +137,12 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
         if seen > max_parts:
             found.add("ATTACH_LIMIT", "message", f"more than {max_parts} MIME parts")
             break
-        if parameters_cut(msg):  # a name or boundary there may hide an attachment
-            found.add("ATTACH_LIMIT", part_filename(msg) or f"part {seen}", _PARAMETERS_CUT)
+        if cut := parameters_cut(msg):  # a name or boundary there may hide an attachment
+            found.add("ATTACH_LIMIT", part_filename(msg) or f"part {seen}", cut)
+        if msg is not root and was_cut(msg):
+            # Header fields past the bound: its Content-Type, name or encoding may be among
+            # them, so what the part is cannot be told.
+            found.add("ATTACH_LIMIT", f"part {seen}", "more header fields than are read")
         if msg.is_multipart():  # before get_payload(), which is safe on multiparts only
             children = msg.get_payload()
             if isinstance(children, list):

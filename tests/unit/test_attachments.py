@@ -150,6 +150,19 @@ def test_an_end_record_that_understates_the_entries_does_not_lift_the_limit() ->
     assert found == {"ATTACH_LIMIT": "file=liar.zip 1200 entries, 1 declared"}
 
 
+def test_a_part_with_more_header_fields_than_are_read_is_a_limit() -> None:
+    # Its Content-Type, name and encoding behind 1000 junk fields were dropped, so setup.exe
+    # read as text while a mail reader showed the attachment.
+    junk = b"".join(b"X-J%d: a\r\n" % i for i in range(1000))
+    exe = message(("setup.exe", PE_FILE))
+    assert "ATTACH_EXECUTABLE" in scan(exe)
+    hidden = exe.replace(
+        b"Content-Type: application/octet-stream", junk + b"Content-Type: application/octet-stream"
+    )
+    assert hidden != exe
+    assert scan(hidden) == {"ATTACH_LIMIT": "file=part 3 more header fields than are read"}
+
+
 def test_encrypted_entry_and_broken_zip() -> None:
     encrypted = zip_of(("secret.pdf", b"data"), encrypted_flag=True)
     assert set(scan(message(("locked.zip", encrypted)))) == {"ATTACH_ARCHIVE_ENCRYPTED"}
