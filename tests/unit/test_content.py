@@ -246,6 +246,11 @@ def test_an_address_list_longer_than_any_real_one_is_read_for_its_addr_specs() -
     assert header_addresses(["x" * 100_000 + " <ceo@bank.test>"]) == [("", "ceo@bank.test")]
     assert header_addresses(["a" + "@" * 1_000_000]) == []
     assert header_addresses(["y" * 300_000 + " z@w.test"]) == [("", "z@w.test")]
+    # Nor a quoted local part behind a long comment or quoted display name (review).
+    ceo = '"ceo"@bank.test'
+    assert header_addresses([ceo + " (" + "c" * 70_000 + ")"]) == [("", ceo)]
+    assert header_addresses(['"' + "q" * 70_000 + '" <' + ceo + ">"]) == [("", ceo)]
+    assert header_addresses([ceo + ", " + "a" * 70_000]) == [("", ceo)]
     assert time.perf_counter() - started < 3.0
     assert header_addresses(["Ann <a@b.test>, c@d.test"]) == [("Ann", "a@b.test"), ("", "c@d.test")]
 
