@@ -74,7 +74,11 @@ async def in_thread(function: Callable[..., T], *args: Any, executor: Executor |
     if hold is None:
         return await loop.run_in_executor(executor, job)
     tracker = _ThreadTracker(loop, hold)
-    future = loop.run_in_executor(executor, tracker.wrap(job))
+    try:
+        future = loop.run_in_executor(executor, tracker.wrap(job))
+    except BaseException:  # e.g. an executor already shut down: the job never runs
+        hold.leave()
+        raise
     future.add_done_callback(tracker.awaiting_done)
     return await future
 

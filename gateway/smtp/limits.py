@@ -17,9 +17,9 @@ def client_key(client_ip: str, ipv6_prefix_length: int) -> str:
     mapped into IPv6, ::ffff:192.0.2.1, from a dual-stack socket), or its IPv6 network of
     `ipv6_prefix_length` bits: one host given a /64 must not count as 2**64 clients."""
     try:
-        address = client_address(client_ip)
+        address = client_address(client_ip.partition("%")[0])  # fe80::1%eth0: a /64 too
         if isinstance(address, ipaddress.IPv6Address):
-            network = ipaddress.IPv6Network((address.exploded, ipv6_prefix_length), strict=False)
+            network = ipaddress.IPv6Network((address, ipv6_prefix_length), strict=False)
             return str(network)
         return str(address)
     except ValueError:  # not an address (a Unix socket): counted as it is

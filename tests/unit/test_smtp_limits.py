@@ -51,6 +51,7 @@ def test_message_memory_is_bounded_in_total_and_per_ip() -> None:
         ("2001:db8:1:2:bbbb::7", 64, "2001:db8:1:2::/64"),
         ("2001:db8:1:3::1", 64, "2001:db8:1:3::/64"),
         ("2001:db8:1:2::1", 128, "2001:db8:1:2::1/128"),
+        ("fe80::1%eth0", 64, "fe80::/64"),  # a scope id: the link's /64 all the same
         ("not-an-address", 64, "not-an-address"),
     ],
 )

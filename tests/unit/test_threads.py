@@ -124,3 +124,15 @@ def test_a_shielded_task_keeps_the_message_held_until_it_ends() -> None:
         await until_released(released)
 
     asyncio.run(main())
+
+
+def test_a_job_the_executor_refuses_holds_nothing() -> None:
+    async def main() -> None:
+        released = Released()
+        closed = ThreadPoolExecutor(1)
+        closed.shutdown()
+        with holding(released), pytest.raises(RuntimeError):
+            await in_thread(print, "never", executor=closed)
+        assert released.times == 1
+
+    asyncio.run(main())
