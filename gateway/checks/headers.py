@@ -40,7 +40,8 @@ _SIMPLE_LIST = re.compile(rf"\s*+{_MAILBOX}(?:\s*+,\s*+{_MAILBOX})*+\s*+")
 
 
 def _long_list_problem(value: str) -> str | None:
-    addresses = [address for _, address in header_addresses([value])]
+    # An empty group ("undisclosed-recipients:;") reads as an empty entry: not a defect.
+    addresses = [address for _, address in header_addresses([value]) if address]
     without_domain = sum("@" not in address for address in addresses)
     if not addresses or without_domain:
         return f"unparseable: {without_domain} of {len(addresses)} entries without a domain"

@@ -142,12 +142,13 @@ def test_too_many_entries_stop_the_listing_before_parsing_them() -> None:
 
 def test_an_end_record_that_understates_the_entries_does_not_lift_the_limit() -> None:
     # The end of central directory said 1 entry, the directory held 100,000: all were
-    # listed and nothing was held.
+    # listed and nothing was held. The entries in the directory are counted before zipfile
+    # reads them (380,000 took it 2.4 s and 450 MB).
     archive = bytearray(zip_of(*((f"f{i}.txt", b"x") for i in range(1200))))
     end = archive.rfind(b"PK\x05\x06")
     archive[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2  # entries: on disk, in all
     found = scan(message(("liar.zip", bytes(archive))))
-    assert found == {"ATTACH_LIMIT": "file=liar.zip 1200 entries, 1 declared"}
+    assert found == {"ATTACH_LIMIT": "file=liar.zip about 1200 entries"}
 
 
 def test_a_part_with_more_header_fields_than_are_read_is_a_limit() -> None:
