@@ -44,6 +44,8 @@ def test_the_replacements_are_installed() -> None:
     assert dkim.select_headers is not ORIGINAL.select_headers
     strip = dkim.canonicalization.strip_trailing_whitespace
     assert strip is not ORIGINAL_CANON.strip_trailing_whitespace
+    strip_lines = dkim.canonicalization.strip_trailing_lines
+    assert strip_lines is not ORIGINAL_CANON.strip_trailing_lines
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -53,6 +55,15 @@ def test_blank_stripping_is_dkimpys(seed: int) -> None:
         text = random_bytes(rnd, b" \t\r\nax", 40)
         expected = ORIGINAL_CANON.strip_trailing_whitespace(text)
         assert dkim.canonicalization.strip_trailing_whitespace(text) == expected, text
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dropping_empty_lines_at_the_end_is_dkimpys(seed: int) -> None:
+    rnd = random.Random(seed)
+    for _ in range(3000):
+        text = random_bytes(rnd, b"\r\nx ", 16)
+        expected = ORIGINAL_CANON.strip_trailing_lines(text)
+        assert dkim.canonicalization.strip_trailing_lines(text) == expected, text
 
 
 @pytest.mark.parametrize("seed", range(4))
