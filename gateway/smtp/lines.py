@@ -18,6 +18,7 @@ class LineReader:
         self.max_line_bytes = max_line_bytes
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer already known to hold no LF
+        self.received = 0  # bytes read from the network so far, as they came
 
     async def next(self, deadline: float, extra: int = 0) -> tuple[bytes, bool]:
         """(line, True) for a line ending in LF and at most max_line_bytes (+ `extra`) long,
@@ -58,6 +59,7 @@ class LineReader:
             data = await self._reader.read(READ_SIZE)
         if not data:
             raise asyncio.IncompleteReadError(bytes(self._buffer), None)
+        self.received += len(data)
         self._buffer += data
 
     def discard_buffered(self) -> None:

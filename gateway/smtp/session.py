@@ -504,12 +504,14 @@ class GatewaySMTP(SMTP):
             normalize=self.config.bare_lf == "normalize",
             memory=self.gateway.message_memory.account(state.connection.client_ip),
         )
-        # As Postfix's smtpd_min_data_rate: one idle timeout, plus time for what has come in.
+        # As Postfix's smtpd_min_data_rate: one idle timeout, plus time for what has come in
+        # (bytes as they came: a bare LF that "normalize" turns into CRLF counts once).
         allowance_start = self.loop.time() + self._idle_timeout()
         rate = self.config.min_data_rate
+        data_start = self._lines.received - self._lines.buffered_bytes()
 
         def read_data() -> Awaitable[tuple[bytes, bool]]:
-            data_deadline = allowance_start + collected.size / rate
+            data_deadline = allowance_start + (self._lines.received - data_start) / rate
             return self._read(extra=TRANSPARENCY_EXTRA, data_deadline=data_deadline)
 
         # Given back before the reply (a client that sends its next message at once must

@@ -219,6 +219,26 @@ def test_data_dripping_slower_than_min_data_rate_is_cut_off(
         assert client.reply().startswith("250 ")
 
 
+def test_the_data_rate_counts_bytes_as_they_came(gateway_factory: GatewayFactory) -> None:
+    # With bare_lf = "normalize" each bare LF is stored as CRLF: counted as stored, 400 B/s
+    # of them passed for 800 B/s, over a min_data_rate of 600.
+    smtp = {"idle_timeout_s": 1.0, "min_data_rate": 600, "bare_lf": "normalize"}
+    gateway = gateway_factory({"smtp": smtp})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("DATA") == replies.START_MAIL
+        answer = b""
+        for _ in range(40):  # 10 s at most
+            try:
+                client.send(b"\n" * 100)
+            except OSError:
+                break
+            answer = client.pending(0.25)
+            if answer:
+                break
+        assert answer.decode().rstrip("\r\n") == replies.DATA_TOO_SLOW
+
+
 def test_session_timeout(gateway_factory: GatewayFactory) -> None:
     gateway = gateway_factory({"smtp": {"session_timeout_s": 0.5, "idle_timeout_s": 5.0}})
     with RawSmtp(gateway.host, gateway.port) as client:
