@@ -62,14 +62,24 @@ def unfold(value: str) -> str:
 
 
 def decode_header_value(value: object) -> str:
-    """An RFC 2047 header value as text; undecodable words are kept as they came."""
+    """An RFC 2047 header value as text; undecodable words are kept as they came, words in
+    a charset nobody can apply read as UTF-8 (as decode_text reads such text)."""
     raw = str(value)
     if "=?" not in raw:  # no encoded words: the common case, kept cheap
         return unfold(raw)
     try:
-        return str(email.header.make_header(email.header.decode_header(raw)))
-    except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):
+        words = email.header.decode_header(raw)
+    except (email.errors.MessageError, LookupError, UnicodeError, ValueError):
         return raw
+    try:
+        return str(email.header.make_header(words))
+    # CharsetError (a MessageError) for a charset name that is not ASCII failed the rules and
+    # attachments checks, and so deferred the message for good; "setup.exe" in such a word
+    # must still read as setup.exe.
+    except (email.errors.MessageError, LookupError, UnicodeError, ValueError):
+        return "".join(
+            word if isinstance(word, str) else decode_text(word, charset) for word, charset in words
+        )
 
 
 def decode_text(payload: bytes, charset: str | None, fallback: str = "utf-8") -> str:

@@ -62,6 +62,22 @@ HOSTILE = {
         b"gAAAAA==\r\n--b--\r\n",
         "ATTACH_EXECUTABLE",
     ),
+    # make_header raised CharsetError for a charset name that is not ASCII: the rules and
+    # attachments checks failed, and attachments fails closed, so the message was deferred.
+    "an encoded file name in a charset named in 8-bit": (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\n" + LOTTERY + b"--b\r\n"
+        b"Content-Type: application/octet-stream\r\n"
+        b'Content-Disposition: attachment; filename="=?\xc3\xa9?Q?setup.exe?="\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        b"TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        b"gAAAAA==\r\n--b--\r\n",
+        "ATTACH_EXECUTABLE",
+    ),
+    "an encoded subject in a charset named in 8-bit": (
+        b"Subject: =?\xc3\xa9?Q?hello?=\r\n\r\n" + LOTTERY,
+        "RULE_BODY_LOTTERY",
+    ),
     # The parser's own get_boundary raised (TypeError, ValueError): every check failed and
     # the message was deferred at each retry. Now held, as a reader may split it another way.
     **{
