@@ -201,7 +201,11 @@ def _returned(original: bytes, full: bool) -> email.message.Message:
     headers = header_block(original).replace(b"\r\n", b"\n").rstrip(b"\n")
     part = email.message.Message(policy=_POLICY)
     part.set_type("text/rfc822-headers")
-    part.set_payload(headers.decode("utf-8", "replace") + "\n")
+    # The header bytes as they came: decoded as UTF-8 (or with U+FFFD for what is not), an
+    # 8-bit header made the generator raise, and the notice was never queued.
+    part.set_payload(headers.decode("ascii", "surrogateescape") + "\n")
+    if not headers.isascii():
+        part["Content-Transfer-Encoding"] = "8bit"
     return part
 
 

@@ -112,6 +112,21 @@ def test_the_returned_headers_of_a_message_without_an_empty_line_are_bounded() -
     assert len(original) > 3_000_000 and len(dsn) < MAX_HEADER_BLOCK_BYTES + 10_000
 
 
+@pytest.mark.parametrize("subject", [b"caf\xc3\xa9", b"caf\xe9"], ids=["utf-8", "latin-1"])
+def test_a_message_with_8bit_headers_gets_its_notice_with_the_headers_as_they_came(
+    subject: bytes,
+) -> None:
+    # The returned headers were decoded as UTF-8 with U+FFFD for the rest, and the generator
+    # then raised on any non-ASCII character: the sender never got the notice.
+    original = b"From: a@example.org\r\nSubject: " + subject + b"\r\n\r\nbody\r\n"
+    queued = entry(RecipientState("b@example.test", "failed", "550 5.1.1 no"))
+    dsn = build_dsn(queued, original, "failure", queued.recipients, "mx", "relay", NOW)
+    assert b"\r\nSubject: " + subject + b"\r\n" in dsn
+    returned = parse(dsn).get_payload()[2]
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert returned["Content-Transfer-Encoding"] == "8bit"
+
+
 @pytest.mark.parametrize(
     ("reply", "kind", "expected"),
     [
