@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from gateway.content import (
+    decode_header_value,
     decode_text,
     defuse_markup,
     part_bytes,
@@ -175,11 +176,7 @@ def show(entry: Entry, raw: bytes | None) -> str:
 
 
 def _header_text(value: object) -> str:
-    try:
-        text = str(email.header.make_header(email.header.decode_header(str(value))))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
-        text = str(value)
-    return " ".join(text.split())
+    return " ".join(decode_header_value(value).split())
 
 
 def _walk(message: email.message.Message) -> tuple[list[str], str, str]:

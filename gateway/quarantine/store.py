@@ -9,8 +9,6 @@ file, which `expire()` removes once it is older than the retention.
 from __future__ import annotations
 
 import contextlib
-import email.errors
-import email.header
 import fcntl
 import json
 import os
@@ -24,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from gateway.content import parse_headers
+from gateway.content import decode_header_value, parse_headers
 from gateway.errors import QuarantineCorrupt, QuarantineError, QuarantineMissing, QuarantineNotFound
 from gateway.files import write_durably
 from gateway.model import ScoredSymbol, Transaction, Verdict, new_id
@@ -600,11 +598,7 @@ def _summary_headers(data: bytes) -> tuple[str, str]:
 def _decoded(value: object) -> str:
     if value is None:
         return ""
-    try:
-        text = str(email.header.make_header(email.header.decode_header(str(value))))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
-        text = str(value)
-    return " ".join(text.split())[:_MAX_HEADER_CHARS]
+    return " ".join(decode_header_value(value).split())[:_MAX_HEADER_CHARS]
 
 
 @contextlib.contextmanager

@@ -58,6 +58,16 @@ def test_add_keeps_the_raw_message_and_everything_that_explains_it(
     assert abs(entry.received_at - time.time()) < 60
 
 
+def test_a_subject_in_a_charset_named_in_8bit_is_held_and_listed(
+    quarantine_store: QuarantineStore,
+) -> None:
+    # make_header's CharsetError escaped the index summary: the store failed, so a message
+    # to be held was deferred at every retry.
+    data = make_message(subject="=?\u00e9?Q?Preise?=")
+    qid = hold(quarantine_store, data=data)
+    assert quarantine_store.get(qid).subject == "Preise"
+
+
 def test_a_second_add_with_the_same_id_is_refused_and_keeps_the_first(
     quarantine_store: QuarantineStore,
 ) -> None:
