@@ -49,8 +49,11 @@ class _Stale(Exception):
 
 class RelayConnection:
     """An SMTP client session kept open between messages. RSET only when the last transaction
-    did not end with the reply to its data (a probe, a refusal, an error): after that reply the
-    server has reset itself (RFC 5321 4.1.1.4), and an RSET would only cost a round trip."""
+    did not end with a 250 to its data (a probe, a refusal, an error): after that reply the
+    server has reset itself (RFC 5321 4.1.1.4), and an RSET would only cost a round trip. Not
+    every server does after a refused end of data (aiosmtpd keeps the envelope when its
+    handler fails), and a 503 to MAIL on a reused connection means it is out of step: the
+    message is tried once more on a new connection, not bounced."""
 
     def __init__(self, relay: RelayConfig, hostname: str) -> None:
         self.relay = relay
@@ -164,7 +167,7 @@ class RelayConnection:
                 raise _Stale from exc
             raise
         if not replies.mail.positive:
-            if reused and replies.mail.code == 421:
+            if reused and replies.mail.code in (421, 503):
                 raise _Stale
             if replies.mail.code == 421:
                 await self.close()
@@ -177,7 +180,7 @@ class RelayConnection:
                 return [o if o is not None else refused for o in outcomes]
             return [o for o in outcomes if o is not None]
         final = await client.send_data(data, self.relay.data_timeout_s)
-        self._in_transaction = False
+        self._in_transaction = not final.positive
         verdict = (
             RecipientOutcome("delivered", str(final), dsn_passed=dsn_passed)
             if final.positive

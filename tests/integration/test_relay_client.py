@@ -196,6 +196,52 @@ def test_a_misbehaving_internal_server_defers_the_message(
     assert outcome.kind == "temporary" and expected in outcome.reply
 
 
+def test_rset_after_a_refused_message_and_a_new_session_after_a_503_to_mail() -> None:
+    # aiosmtpd keeps the envelope when its DATA handler fails: the next MAIL got "503 nested
+    # MAIL" on the reused connection and that message bounced.
+    connections: list[int] = []
+
+    async def transaction(reader: _Recording, writer: asyncio.StreamWriter, final: bytes) -> None:
+        for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):
+            await reader.readline()
+            writer.write(reply)
+            await writer.drain()
+        while (await reader.readline()) != b".\r\n":
+            pass
+        writer.write(final)
+        await writer.drain()
+
+    async def script(reader: _Recording, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await greet(writer)
+        await ehlo(reader, writer)
+        if len(connections) == 1:
+            await transaction(reader, writer, b"554 5.6.0 refused\r\n")
+            assert await reader.readline() == b"RSET\r\n"
+            writer.write(b"250 reset\r\n")
+            await transaction(reader, writer, b"250 2.0.0 queued\r\n")
+            assert (await reader.readline()).startswith(b"MAIL FROM:")
+            writer.write(b"503 5.5.1 Error: nested MAIL command\r\n")
+            await writer.drain()
+            await reader.readline()  # the client gives up on this session
+        else:
+            await transaction(reader, writer, b"250 2.0.0 queued\r\n")
+            await reader.readline()
+
+    kinds: list[str] = []
+
+    async def use(port: int) -> None:
+        connection = RelayConnection(relay_config(port), "gw.test")
+        for _ in range(3):
+            sent = await connection.send("a@example.org", ["b@example.test"], STUFFED)
+            kinds.extend(outcome.kind for outcome in sent)
+        await connection.close()
+
+    run(with_script(script, use))
+    assert kinds == ["permanent", "delivered", "delivered"]
+    assert len(connections) == 2
+
+
 def test_a_refused_session_defers_every_recipient() -> None:
     # A 5xx greeting says nothing about the recipients: bouncing accepted mail because the
     # internal server is misconfigured or overloaded would lose it (Postfix skips such hosts).
