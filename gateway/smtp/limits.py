@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from gateway.dnslists import client_address
 from gateway.smtp import replies
@@ -33,9 +34,11 @@ class ConnectionLimiter:
         max_per_ip: int,
         stress_sessions: int | None = None,
         ipv6_prefix_length: int = 64,
+        on_stress: Callable[[], None] | None = None,
     ) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
+        self.on_stress = on_stress  # called when the worker comes under stress
         self.ipv6_prefix_length = ipv6_prefix_length
         # From this many sessions on the worker is under stress (see `under_stress`).
         self.stress_sessions = max_total if stress_sessions is None else stress_sessions
@@ -56,6 +59,8 @@ class ConnectionLimiter:
                 "%d sessions: under stress, idle sessions get the short stress timeout",
                 self._total,
             )
+            if self.on_stress is not None:
+                self.on_stress()
         return None
 
     def release(self, client_ip: str) -> None:

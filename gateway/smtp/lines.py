@@ -8,6 +8,7 @@ only when more bytes must come from the network.
 from __future__ import annotations
 
 import asyncio
+import math
 
 READ_SIZE = 65536
 
@@ -19,6 +20,7 @@ class LineReader:
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer already known to hold no LF
         self.received = 0  # bytes read from the network so far, as they came
+        self._waiting: asyncio.Timeout | None = None  # the deadline of a read under way
 
     async def next(self, deadline: float, extra: int = 0) -> tuple[bytes, bool]:
         """(line, True) for a line ending in LF and at most max_line_bytes (+ `extra`) long,
@@ -55,12 +57,21 @@ class LineReader:
     async def fill(self, deadline: float) -> None:
         """One network read into the buffer; TimeoutError at `deadline`, IncompleteReadError
         at EOF."""
-        async with asyncio.timeout_at(deadline):
-            data = await self._reader.read(READ_SIZE)
+        try:
+            async with asyncio.timeout_at(deadline) as self._waiting:
+                data = await self._reader.read(READ_SIZE)
+        finally:
+            self._waiting = None
         if not data:
             raise asyncio.IncompleteReadError(bytes(self._buffer), None)
         self.received += len(data)
         self._buffer += data
+
+    def shorten_deadline(self, deadline: float) -> None:
+        """Bring the deadline of a read under way forward to `deadline`, if it is later."""
+        waiting = self._waiting
+        if waiting is not None and (waiting.when() or math.inf) > deadline:
+            waiting.reschedule(deadline)
 
     def discard_buffered(self) -> None:
         """Forget bytes received but not read yet (plaintext pipelined after STARTTLS)."""

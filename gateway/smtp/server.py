@@ -81,6 +81,7 @@ class SmtpFrontEnd:
             smtp.max_connections_per_ip,
             math.ceil(smtp.stress_at * smtp.max_connections),
             smtp.ipv6_prefix_length,
+            on_stress=self._stress_began,
         )
         self.message_memory = self.handler.message_memory
         self.tls_context = tls_context(config.smtp)
@@ -112,6 +113,12 @@ class SmtpFrontEnd:
             self.tls_context,
             self._backstop_s,
         )
+
+    def _stress_began(self) -> None:
+        """Reads already waiting get the short timeout too: a slowloris that opened its
+        connections before the worker came under stress would otherwise keep them all."""
+        for session in self.sessions:
+            session.stress_began()
 
     def session_started(self, session: GatewaySMTP) -> None:
         self.sessions.add(session)

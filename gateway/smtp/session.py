@@ -311,6 +311,10 @@ class GatewaySMTP(SMTP):
             raise Hangup(replies.TOO_MANY_ERRORS)
         return reply
 
+    def stress_began(self) -> None:
+        """The worker came under stress: a read waiting now ends within the stress timeout."""
+        self._lines.shorten_deadline(self.loop.time() + self.config.stress_idle_timeout_s)
+
     def _idle_timeout(self) -> float:
         if self.limiter.under_stress:
             return min(self.config.idle_timeout_s, self.config.stress_idle_timeout_s)

@@ -496,4 +496,6 @@ def test_under_stress_idle_sessions_get_the_short_timeout(gateway_factory: Gatew
             started = time.monotonic()
             assert second.reply() == replies.IDLE_TIMEOUT
             assert time.monotonic() - started < 3.0
-        assert calm.command("NOOP") == replies.NOOP  # its wait began before the stress
+        # Its wait began before the stress, and is cut short too: a slowloris that opened its
+        # connections first kept every one of them for the whole idle timeout.
+        assert calm.reply() == replies.IDLE_TIMEOUT
