@@ -28,29 +28,24 @@ MAX_PATH_OCTETS = 256  # RFC 5321 4.5.3.1.3, angle brackets included
 # RFC 5322 atext without "%" and "!", the two characters MTAs have used as routing operators.
 _ATEXT = r"A-Za-z0-9#$&'*+/=?^_`{|}~\-"
 _DOT_ATOM = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
-# With SMTPUTF8, RFC 6531 adds any non-ASCII character (but not the surrogates that stand for
-# bytes which were not valid UTF-8).
-_DOT_ATOM_UTF8 = re.compile(
-    rf"[{_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+(?:\.[{_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+)*"
-)
+# With SMTPUTF8, RFC 6531 adds non-ASCII characters: not the surrogates that stand for bytes
+# which were not valid UTF-8, nor the C1 controls and line and paragraph separators (U+0085,
+# U+2028, U+2029), which some readers take for line ends in the Received field and the logs.
+_UTF8 = r"\u00a0-\u2027\u202a-\ud7ff\ue000-\U0010ffff"
+_DOT_ATOM_UTF8 = re.compile(rf"[{_ATEXT}{_UTF8}]+(?:\.[{_ATEXT}{_UTF8}]+)*")
 # A sender's local part may use all of RFC 5322 atext (the relay gate's restriction is for
 # recipients), or be a quoted string (RFC 5321 qtextSMTP / quoted-pairSMTP).
 _SENDER_ATEXT = _ATEXT + "%!"
 _SENDER_LOCAL = re.compile(rf"[{_SENDER_ATEXT}]+(?:\.[{_SENDER_ATEXT}]+)*")
-_SENDER_LOCAL_UTF8 = re.compile(
-    rf"[{_SENDER_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+"
-    rf"(?:\.[{_SENDER_ATEXT}\u0080-\ud7ff\ue000-\U0010ffff]+)*"
-)
-_QUOTED_LOCAL = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"')
+_SENDER_LOCAL_UTF8 = re.compile(rf"[{_SENDER_ATEXT}{_UTF8}]+(?:\.[{_SENDER_ATEXT}{_UTF8}]+)*")
+_QUOTED_LOCAL = re.compile(rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_UTF8}]|\\[\x20-\x7e])*"')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_LABEL_UTF8 = (
-    r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?"
-)
+_LABEL_UTF8 = rf"[A-Za-z0-9{_UTF8}](?:[A-Za-z0-9{_UTF8}-]*[A-Za-z0-9{_UTF8}])?"
 _DOMAIN_UTF8 = re.compile(rf"{_LABEL_UTF8}(?:\.{_LABEL_UTF8})*")
 _LITERAL = re.compile(r"\[(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|IPv6:[0-9A-Fa-f:.]{2,45})\]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]")
 _NOT_UTF8 = re.compile(r"[\ud800-\udfff]")  # surrogateescape stand-ins for invalid bytes
 
 

@@ -72,6 +72,10 @@ def test_utf8_local_parts_pass_only_with_smtputf8() -> None:
     assert GATE.accept("bøb@example.test", smtputf8=True) == "bøb@example.test"
     with pytest.raises(RelayDenied):
         GATE.accept("b\udcffob@example.test", smtputf8=True)
+    # C1 controls and line separators would reach the Received field and logs (fuzzing).
+    for separator in ("\x85", "\u2028", "\u2029"):
+        with pytest.raises(RelayDenied):
+            GATE.accept(f"b{separator}ob@example.test", smtputf8=True)
 
 
 def test_a_gate_without_domains_cannot_exist() -> None:
@@ -121,6 +125,8 @@ def test_source_routes_are_stripped_from_senders() -> None:
         ("al ice@sender.test", False, "control characters or spaces"),
         ("a" * 300 + "@sender.test", False, "too long"),
         ("\udcffa@sender.test", True, "not valid UTF-8"),
+        ("a\x85b@sender.test", True, "control characters"),
+        ('"a\u2028b"@sender.test', True, "control characters"),
     ],
 )
 def test_sender_problem(path: str, smtputf8: bool, problem: str | None) -> None:
