@@ -45,6 +45,7 @@ BAD_SENDER = "553 5.1.7 Malformed sender address"
 UNKNOWN_PARAMETER = "555 5.5.4 Unsupported MAIL or RCPT parameter"
 BAD_BODY_TYPE = "501 5.5.4 BODY must be 7BIT or 8BITMIME"
 BAD_DSN_PARAMETER = "501 5.5.4 Malformed DSN parameter (RFC 3461)"
+DUPLICATE_PARAMETER = "501 5.5.4 The same MAIL or RCPT parameter given twice"
 NON_ASCII_WITHOUT_SMTPUTF8 = "553 5.6.7 Non-ASCII address needs SMTPUTF8"
 
 

@@ -15,7 +15,7 @@ import math
 import re
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP
@@ -442,6 +442,8 @@ class GatewaySMTP(SMTP):
         if parsed is None or (parsed.params and not state.connection.esmtp):
             return replies.syntax(usage)
         smtputf8, size = False, 0
+        if _repeated(parsed.params):
+            return replies.DUPLICATE_PARAMETER
         for param in parsed.params:
             key, _, value = param.partition("=")
             key = key.upper()
@@ -483,6 +485,8 @@ class GatewaySMTP(SMTP):
             return replies.syntax("RCPT TO:<address>")
         if parsed.params and not state.connection.esmtp:
             return replies.syntax("RCPT TO:<address>")
+        if _repeated(parsed.params):
+            return replies.DUPLICATE_PARAMETER
         for param in parsed.params:
             key, _, value = param.partition("=")
             if key.upper() not in ("NOTIFY", "ORCPT"):
@@ -575,3 +579,10 @@ class GatewaySMTP(SMTP):
             self.session.ssl = {"cipher": tls_transport.get_extra_info("cipher")}
         self.gateway.reset_after_tls(state)
         return None
+
+
+def _repeated(params: Sequence[str]) -> bool:
+    """A parameter given twice (RET=FULL RET=HDRS, NOTIFY=NEVER NOTIFY=SUCCESS): the last one
+    silently won, and NOTIFY=NEVER's "alone" rule was passed that way."""
+    keys = [param.partition("=")[0].upper() for param in params]
+    return len(set(keys)) != len(keys)

@@ -57,6 +57,13 @@ def test_commands_out_of_sequence(gateway: RunningGateway) -> None:
         assert client.command("DATA") == replies.NEED_RCPT
         assert client.command("RSET") == replies.RESET
         assert client.command("MAIL FROM:<a@sender.test> FOO=1") == replies.UNKNOWN_PARAMETER
+        # Given twice, the last one won: NOTIFY=NEVER NOTIFY=SUCCESS passed NEVER's rule.
+        twice = "MAIL FROM:<a@sender.test> RET=FULL ret=HDRS"
+        assert client.command(twice) == replies.DUPLICATE_PARAMETER
+        assert client.command("MAIL FROM:<a@sender.test>") == replies.sender_ok()
+        twice = "RCPT TO:<bob@example.test> NOTIFY=NEVER NOTIFY=SUCCESS"
+        assert client.command(twice) == replies.DUPLICATE_PARAMETER
+        assert client.command("RSET") == replies.RESET
         assert client.command("STARTTLS") == replies.NOT_IMPLEMENTED
         assert client.command("QUIT") == replies.CLOSING
         assert client.closed_by_server()
