@@ -18,6 +18,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 class MaildirHandler:
     def __init__(self, maildir: Path) -> None:
+        # mailbox.Maildir makes tmp/new/cur only when the directory itself is new: given an
+        # existing empty one, every message failed with FileNotFoundError.
+        for sub in ("tmp", "new", "cur"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
         self.maildir = mailbox.Maildir(maildir, create=True)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
