@@ -187,6 +187,20 @@ def test_idle_timeout_inside_data(
     assert (line["outcome"], line["reply"]) == ("abandoned", replies.IDLE_TIMEOUT)
 
 
+def drip(client: RawSmtp, piece: bytes) -> str:
+    """Send `piece` every 0.25 s until the server answers (10 s at most); its answer."""
+    answer = b""
+    for _ in range(40):
+        try:
+            client.send(piece)
+        except OSError:
+            break
+        answer = client.pending(0.25)
+        if answer:
+            break
+    return answer.decode().rstrip("\r\n")
+
+
 def test_data_dripping_slower_than_min_data_rate_is_cut_off(
     gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -198,16 +212,7 @@ def test_data_dripping_slower_than_min_data_rate_is_cut_off(
         open_transaction(client)
         assert client.command("DATA") == replies.START_MAIL
         started = time.monotonic()
-        answer = b""
-        for _ in range(40):  # 10 s at most
-            try:
-                client.send(b"x" * 98 + b"\r\n")
-            except OSError:
-                break
-            answer = client.pending(0.25)
-            if answer:
-                break
-        assert answer.decode().rstrip("\r\n") == replies.DATA_TOO_SLOW
+        assert drip(client, b"x" * 98 + b"\r\n") == replies.DATA_TOO_SLOW
         assert 1.3 < time.monotonic() - started < 4.0
     [line] = log_lines(caplog)
     assert (line["outcome"], line["reply"]) == ("abandoned", replies.DATA_TOO_SLOW)
@@ -227,16 +232,7 @@ def test_the_data_rate_counts_bytes_as_they_came(gateway_factory: GatewayFactory
     with RawSmtp(gateway.host, gateway.port) as client:
         open_transaction(client)
         assert client.command("DATA") == replies.START_MAIL
-        answer = b""
-        for _ in range(40):  # 10 s at most
-            try:
-                client.send(b"\n" * 100)
-            except OSError:
-                break
-            answer = client.pending(0.25)
-            if answer:
-                break
-        assert answer.decode().rstrip("\r\n") == replies.DATA_TOO_SLOW
+        assert drip(client, b"\n" * 100) == replies.DATA_TOO_SLOW
 
 
 def test_session_timeout(gateway_factory: GatewayFactory) -> None:
