@@ -104,8 +104,9 @@ _NOT_MAIL_CHARSETS = frozenset(
 
 # email.utils.getaddresses is superlinear on hostile values (a From of 1 MB of "@": 3 s, of
 # 50,000 groups: 4 s, per read; DMARC, the lists, the URIBL and the headers check each read
-# From), and no real address list comes near this long. Longer ones are read for their
-# addr-specs only, in one pass, so the address a reader sees still counts.
+# From), and no real address list comes near this long. Longer ones lose their comments and
+# long quoted strings first; if still longer, their addresses are picked out in one pass
+# (`_addr_specs`), so the address a reader sees still counts.
 MAX_PARSED_ADDRESS_CHARS = 65_536
 
 
