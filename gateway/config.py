@@ -71,6 +71,9 @@ class SmtpConfig:
     # RCPTs beyond max_recipients (452 each) before each further one counts as a bad
     # command (Postfix's smtpd_recipient_overshoot_limit): a pipelining client may overshoot.
     max_recipient_overshoot: int = 1000
+    # NOOP, RSET, VRFY and HELP between messages before each further one counts as a bad
+    # command (Postfix's smtpd_junk_command_limit): else they keep a session busy for ever.
+    max_junk_commands: int = 100
     max_connections: int = 500
     max_connections_per_ip: int = 20
     # Message data one worker holds at once over all sessions while receiving and checking
@@ -118,6 +121,7 @@ class SmtpConfig:
             "max_recipients",
             "max_received_headers",
             "max_recipient_overshoot",
+            "max_junk_commands",
             "max_connections",
             "max_connections_per_ip",
             "idle_timeout_s",

@@ -45,6 +45,8 @@ Reply = str | list[str] | None
 CLOSE_REPLY_TIMEOUT_S = 5.0
 # Commands RFC 5321 knows that an inbound MX has no reason to offer.
 NOT_OFFERED = frozenset({"EXPN", "TURN", "ETRN", "AUTH", "BDAT", "SEND", "SOML", "SAML"})
+# Commands that move no mail: past [smtp] max_junk_commands of them each counts as a bad one.
+JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "HELP"})
 
 
 # RFC 3461: xtext is printable ASCII except "+" and "=", with "+HH" for any other byte.
@@ -161,6 +163,7 @@ class GatewaySMTP(SMTP):
         self.shutdown_requested = False
         self._bad_commands = 0
         self._recipient_overshoot = 0
+        self._junk_commands = 0  # since the last message taken
         # 503s that follow from a refused MAIL or RCPT, not counted (see `_excuse_followers`).
         self._excused_503s = 0
         self._session_deadline = 0.0
@@ -281,6 +284,12 @@ class GatewaySMTP(SMTP):
         self._excuse_followers(command, first)
         if first is not None and first.startswith("5"):
             return self._bad(first)
+        if command in JUNK_COMMANDS:
+            self._junk_commands += 1
+            if self._junk_commands > self.config.max_junk_commands:
+                self._count_bad()
+        elif command == "DATA" and first is None:
+            self._junk_commands = 0  # a message came in: the client is doing real work
         if first == replies.TOO_MANY_RECIPIENTS:
             self._recipient_overshoot += 1
             if self._recipient_overshoot > self.config.max_recipient_overshoot:
@@ -306,10 +315,13 @@ class GatewaySMTP(SMTP):
 
     def _bad(self, reply: str) -> str:
         """A 5xx answer to a command: the client's fault, counted towards max_bad_commands."""
+        self._count_bad()
+        return reply
+
+    def _count_bad(self) -> None:
         self._bad_commands += 1
         if self._bad_commands > self.config.max_bad_commands:
             raise Hangup(replies.TOO_MANY_ERRORS)
-        return reply
 
     def stress_began(self) -> None:
         """The worker came under stress: a read waiting now ends within the stress timeout."""

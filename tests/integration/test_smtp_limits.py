@@ -306,6 +306,30 @@ def test_a_nested_mail_excuses_nothing(gateway_factory: GatewayFactory) -> None:
         assert client.command("DATA") == replies.TOO_MANY_ERRORS  # NEED_RCPT, counted
 
 
+def test_junk_commands_past_the_limit_count_as_bad_commands(
+    gateway_factory: GatewayFactory,
+) -> None:
+    # NOOP, RSET, VRFY and HELP move no mail; unlimited, they kept a session for ever.
+    gateway = gateway_factory({"smtp": {"max_junk_commands": 5, "max_bad_commands": 2}})
+    with RawSmtp(gateway.host, gateway.port) as client:
+        open_transaction(client)
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(MESSAGE + b".\r\n")
+        assert client.reply().startswith("250 ")
+        for command in ("NOOP", "RSET", "HELP", "VRFY x", "NOOP"):  # five are free
+            assert not client.command(command).startswith("421")
+        # A message taken starts the count again.
+        assert client.command("MAIL FROM:<a@sender.test>") == replies.sender_ok()
+        assert client.command("RCPT TO:<bob@example.test>") == replies.recipient_ok()
+        assert client.command("DATA") == replies.START_MAIL
+        client.send(MESSAGE + b".\r\n")
+        assert client.reply().startswith("250 ")
+        for _ in range(5 + 2):
+            assert client.command("NOOP") == replies.NOOP  # 5 free, then 2 bad ones
+        assert client.command("NOOP") == replies.TOO_MANY_ERRORS
+        assert client.closed_by_server()
+
+
 def test_refused_messages_are_not_bad_commands(gateway_factory: GatewayFactory) -> None:
     gateway = gateway_factory({"smtp": {"max_bad_commands": 1}})
     gtube = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
