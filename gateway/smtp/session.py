@@ -284,6 +284,11 @@ class GatewaySMTP(SMTP):
         self._excuse_followers(command, first)
         if first is not None and first.startswith("5"):
             return self._bad(first)
+        if command == "MAIL" and first is not None and first.startswith("4"):
+            # Deferred senders count too (as Postfix counts soft errors): a client that
+            # retries MAIL at once, each time deferred (memory, spool, an SPF temperror from
+            # its own DNS), could otherwise go on for the whole session timeout.
+            self._count_bad()
         if command in JUNK_COMMANDS:
             self._junk_commands += 1
             if self._junk_commands > self.config.max_junk_commands:

@@ -291,10 +291,31 @@ def test_pipelined_commands_behind_a_refused_mail_are_not_bad_commands(
         assert client.reply().startswith("550 5.7.1")  # relaying denied: one bad command
         assert client.reply() == replies.NEED_RCPT
         assert client.command("RSET") == replies.RESET
-        # Once MAIL succeeded or the client reset, a stray RCPT is its own error again.
+        # Once MAIL succeeded or the client reset, a stray RCPT is its own error again: with
+        # the deferred MAIL and the refused recipient, the third error of three.
         assert client.command("RCPT TO:<bob@example.test>") == replies.NEED_MAIL
-        assert client.command("DATA") == replies.NEED_MAIL
-        assert client.command("EXPN staff") == replies.TOO_MANY_ERRORS
+        assert client.command("DATA") == replies.TOO_MANY_ERRORS
+
+
+def test_a_sender_deferred_again_and_again_is_hung_up_on(gateway_factory: GatewayFactory) -> None:
+    # 452 at MAIL (no memory free for its SIZE) did not count: a client retrying at once
+    # could go on for the whole session timeout.
+    limits = {"max_message_bytes": 60_000, "max_inflight_bytes": 60_000}
+    gateway = gateway_factory(
+        {"smtp": {**limits, "max_inflight_bytes_per_ip": 60_000, "max_bad_commands": 2}}
+    )
+    with (
+        RawSmtp(gateway.host, gateway.port) as first,
+        RawSmtp(gateway.host, gateway.port) as client,
+    ):
+        open_transaction(first)
+        assert first.command("DATA") == replies.START_MAIL
+        first.send(MESSAGE + (b"x" * 98 + b"\r\n") * 500)  # 50 KB held
+        wait_until_held(gateway, 50_000)
+        client.greet()
+        for _ in range(2):
+            assert client.command("MAIL FROM:<a@sender.test> SIZE=20000") == replies.NO_STORAGE
+        assert client.command("MAIL FROM:<a@sender.test> SIZE=20000") == replies.TOO_MANY_ERRORS
 
 
 def test_a_nested_mail_excuses_nothing(gateway_factory: GatewayFactory) -> None:
