@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -262,15 +264,12 @@ def test_too_many_bad_commands(gateway_factory: GatewayFactory) -> None:
         assert client.closed_by_server()
 
 
-def test_pipelined_commands_behind_a_refused_mail_are_not_bad_commands(
-    gateway_factory: GatewayFactory,
-) -> None:
-    # MAIL deferred (452: not enough memory free for its SIZE), and the client has already
-    # sent its 15 RCPTs and DATA: their 503s are the deferral's, not the client's errors.
+@contextlib.contextmanager
+def memory_nearly_full(gateway_factory: GatewayFactory, **smtp: Any) -> Iterator[RawSmtp]:
+    """A client of a gateway whose 60 KB of message memory another session, still in DATA,
+    holds 50 KB of: a MAIL with SIZE=20000 gets 452."""
     limits = {"max_message_bytes": 60_000, "max_inflight_bytes": 60_000}
-    gateway = gateway_factory(
-        {"smtp": {**limits, "max_inflight_bytes_per_ip": 60_000, "max_bad_commands": 3}}
-    )
+    gateway = gateway_factory({"smtp": {**limits, "max_inflight_bytes_per_ip": 60_000, **smtp}})
     with (
         RawSmtp(gateway.host, gateway.port) as first,
         RawSmtp(gateway.host, gateway.port) as client,
@@ -279,6 +278,15 @@ def test_pipelined_commands_behind_a_refused_mail_are_not_bad_commands(
         assert first.command("DATA") == replies.START_MAIL
         first.send(MESSAGE + (b"x" * 98 + b"\r\n") * 500)  # 50 KB held
         wait_until_held(gateway, 50_000)
+        yield client
+
+
+def test_pipelined_commands_behind_a_refused_mail_are_not_bad_commands(
+    gateway_factory: GatewayFactory,
+) -> None:
+    # MAIL deferred (452: not enough memory free for its SIZE), and the client has already
+    # sent its 15 RCPTs and DATA: their 503s are the deferral's, not the client's errors.
+    with memory_nearly_full(gateway_factory, max_bad_commands=3) as client:
         client.greet()
         rcpts = b"".join(b"RCPT TO:<user%d@example.test>\r\n" % n for n in range(15))
         client.send(b"MAIL FROM:<a@sender.test> SIZE=20000\r\n" + rcpts + b"DATA\r\n")
@@ -300,18 +308,7 @@ def test_pipelined_commands_behind_a_refused_mail_are_not_bad_commands(
 def test_a_sender_deferred_again_and_again_is_hung_up_on(gateway_factory: GatewayFactory) -> None:
     # 452 at MAIL (no memory free for its SIZE) did not count: a client retrying at once
     # could go on for the whole session timeout.
-    limits = {"max_message_bytes": 60_000, "max_inflight_bytes": 60_000}
-    gateway = gateway_factory(
-        {"smtp": {**limits, "max_inflight_bytes_per_ip": 60_000, "max_bad_commands": 2}}
-    )
-    with (
-        RawSmtp(gateway.host, gateway.port) as first,
-        RawSmtp(gateway.host, gateway.port) as client,
-    ):
-        open_transaction(first)
-        assert first.command("DATA") == replies.START_MAIL
-        first.send(MESSAGE + (b"x" * 98 + b"\r\n") * 500)  # 50 KB held
-        wait_until_held(gateway, 50_000)
+    with memory_nearly_full(gateway_factory, max_bad_commands=2) as client:
         client.greet()
         for _ in range(2):
             assert client.command("MAIL FROM:<a@sender.test> SIZE=20000") == replies.NO_STORAGE
