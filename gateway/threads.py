@@ -20,7 +20,6 @@ import functools
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Executor
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -38,10 +37,6 @@ class MessageHold:
         self._release = release
         self._users = 1  # the session itself
 
-    @property
-    def users(self) -> int:
-        return self._users
-
     def enter(self) -> None:
         self._users += 1
 
@@ -51,7 +46,7 @@ class MessageHold:
             self._release()
 
 
-@contextmanager
+@contextlib.contextmanager
 def holding(release: Callable[[], None]) -> Iterator[MessageHold]:
     """The session's own claim on a message, for the `with` block; `release` runs when it
     and every thread still working on the message are done."""

@@ -34,7 +34,8 @@ _CRLF_PAIRS_REVERSED = re.compile(rb"(?:\n\r)*+")
 
 def _strip_trailing_lines(content: bytes) -> bytes:
     tail = content[len(content.rstrip(b"\r\n")) :][::-1]
-    pairs = len(_CRLF_PAIRS_REVERSED.match(tail).group()) // 2  # type: ignore[union-attr]
+    run = _CRLF_PAIRS_REVERSED.match(tail)  # always matches, if only the empty string
+    pairs = len(run.group()) // 2 if run else 0
     if pairs == 0:
         return content + b"\r\n"
     return content[: len(content) - 2 * (pairs - 1)]

@@ -62,7 +62,7 @@ def test_a_cancelled_wait_keeps_the_message_held_until_the_thread_is_done() -> N
 
     async def main() -> None:
         released = Released()
-        with holding(released) as hold:
+        with holding(released):
             task = asyncio.ensure_future(in_thread(slow_parse))
             await until(started)
             task.cancel()
@@ -70,7 +70,6 @@ def test_a_cancelled_wait_keeps_the_message_held_until_the_thread_is_done() -> N
                 await task
         # The session is gone, the thread still reads the message: still counted.
         assert released.times == 0
-        assert hold.users == 1
         go_on.set()
         await until_released(released)
 
