@@ -53,29 +53,6 @@ def test_in_thread_returns_the_result_and_raises_the_exception() -> None:
     asyncio.run(main())
 
 
-def test_a_cancelled_wait_keeps_the_message_held_until_the_thread_is_done() -> None:
-    started, go_on = threading.Event(), threading.Event()
-
-    def slow_parse() -> None:
-        started.set()
-        go_on.wait(WAIT_S)
-
-    async def main() -> None:
-        released = Released()
-        with holding(released):
-            task = asyncio.ensure_future(in_thread(slow_parse))
-            await until(started)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        # The session is gone, the thread still reads the message: still counted.
-        assert released.times == 0
-        go_on.set()
-        await until_released(released)
-
-    asyncio.run(main())
-
-
 def test_a_job_cancelled_before_a_thread_took_it_never_runs_and_holds_nothing() -> None:
     busy, go_on = threading.Event(), threading.Event()
     ran: list[str] = []
@@ -103,23 +80,32 @@ def test_a_job_cancelled_before_a_thread_took_it_never_runs_and_holds_nothing() 
     asyncio.run(main())
 
 
-def test_a_shielded_task_keeps_the_message_held_until_it_ends() -> None:
+@pytest.mark.parametrize("work", ["thread", "shielded task"])
+def test_a_cancelled_wait_keeps_the_message_held_until_the_work_is_done(work: str) -> None:
+    started, go_on = threading.Event(), threading.Event()
+
+    def slow_parse() -> None:
+        started.set()
+        go_on.wait(WAIT_S)
+
+    async def store() -> None:
+        started.set()
+        while not go_on.is_set():
+            await asyncio.sleep(0.005)
+
     async def main() -> None:
         released = Released()
-        store = asyncio.Event()
-
-        async def finish() -> str:
-            await store.wait()
-            return "stored"
-
         with holding(released):
-            waiting = asyncio.ensure_future(shielded(finish()))
-            await asyncio.sleep(0)
+            waiting = asyncio.ensure_future(
+                in_thread(slow_parse) if work == "thread" else shielded(store())
+            )
+            await until(started)
             waiting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiting
+        # The session is gone, the work still reads the message: still counted.
         assert released.times == 0
-        store.set()
+        go_on.set()
         await until_released(released)
 
     asyncio.run(main())
