@@ -25,6 +25,8 @@ towards spam, never towards ham.
 
 Bump FEATURE_VERSION whenever a change alters the output for some message: a model trained
 on another version is refused at load time.
+(Version 7: in the 4-grams a NUL separates words and any character beyond 16 bits, such as
+an emoji, reads as U+FFFF, so that a gram is one 64-bit number.)
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ import itertools
 import math
 import re
 import string
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header
 from email.message import Message
 from email.utils import parsedate_tz
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -54,7 +57,7 @@ from gateway.content import (
 from gateway.mailsources import strip_envelope_line
 from gateway.model import parse_message
 
-FEATURE_VERSION = 6
+FEATURE_VERSION = 7
 
 Features = dict[str, float]
 _Adder = Callable[[str, float], None]  # `features.__setitem__`, handed to the helpers
@@ -71,6 +74,8 @@ SUBJECT_BLOCK_WEIGHT = 2.0
 # alone (training/fit.py) errs on other messages than the word model does.
 CHAR_GRAM_PREFIX = "c:"
 CHAR_GRAM_TEXT_CHARS = 3000  # the start of a text says what it is; bounds the cost per message
+_NUL = "\0"  # separates words in the 4-grams: a gram is never 0 (see gram_key)
+_WIDE = 0xFFFF
 FREEMAIL_DOMAINS = frozenset({
     "gmail.com", "googlemail.com", "yahoo.com", "hotmail.com", "outlook.com", "live.com",
     "msn.com", "aol.com", "icloud.com", "mail.com", "gmx.com", "gmx.net", "yandex.ru",
@@ -104,21 +109,45 @@ _ENCODED_WORD = re.compile(r"=\?([^?]+)\?([bqBQ])\?")
 # Prices and fees in any notation ("$99.99", "1.99 EUR", "EUR 42.90", "500 dollars"), counted
 # rather than read as words: how much a mail talks money carries over across years, the 2002
 # amounts do not. Bounded repeats: a long run of digits costs linear time, not quadratic.
+# The lookahead names every character a match can start with: the scan skips the others at C
+# speed instead of trying three branches at each of up to 100,000 positions (half the time).
 _MONEY = re.compile(
-    r"[$\u20ac\u00a3]\s?\d"
+    r"(?=[$\u20ac\u00a3ueg\d])"
+    r"(?:[$\u20ac\u00a3]\s?\d"
     r"|\b(?:usd|eur|gbp)\s?\d"
-    r"|\d[\d,.]{0,15}\s?(?:usd|eur|gbp|dollars?|euros?)\b",
+    r"|\d[\d,.]{0,15}\s?(?:usd|eur|gbp|dollars?|euros?)\b)",
     re.IGNORECASE,
 )
 _PERCENT = re.compile(r"\d\s?%")
-# A 4-gram inside " word " (leading space + 3, 4 inside, 3 + trailing space), or a whole
-# padded word of 2 or 1 characters; lookahead, so the grams overlap.
-_CHAR_GRAM = re.compile(r"(?=( \S{3}|\S{4}|\S{3} | \S{2} | \S ))")
+
+
+@dataclass(frozen=True, slots=True)
+class CharGrams:
+    """A message's `c:` features as arrays: each gram a number (`gram_key`), distinct and
+    sorted, its weight aligned. The gateway looks them up in bulk (gateway/checks/classifier.py);
+    `features` names them for training."""
+
+    keys: np.ndarray[Any, np.dtype[np.uint64]]
+    weights: np.ndarray[Any, np.dtype[np.float64]]
+
+    def features(self) -> Features:
+        names = map(CHAR_GRAM_PREFIX.__add__, gram_texts(self.keys))
+        return dict(zip(names, self.weights.tolist(), strict=True))
+
+
+NO_CHAR_GRAMS = CharGrams(np.zeros(0, np.uint64), np.zeros(0))
 
 
 def extract(raw: bytes, message: Message | None = None) -> Features:
     """Features of one raw message (as received in DATA, or with an mbox `From ` line).
     `message`: `raw` already parsed (compat32), as the gateway holds it, to spare a parse."""
+    features, grams = extract_split(raw, message)
+    features.update(grams.features())
+    return features
+
+
+def extract_split(raw: bytes, message: Message | None = None) -> tuple[Features, CharGrams]:
+    """`extract`, with the character 4-grams kept apart as arrays: what scoring reads."""
     stripped = strip_envelope_line(raw)
     if message is None or stripped is not raw:  # the given parse would hold the `From ` line
         message = parse_message(stripped)
@@ -133,8 +162,8 @@ def extract(raw: bytes, message: Message | None = None) -> Features:
     if message.get("List-Id") is not None:
         # "[listname] ..." names the list, not the content; an MX rarely sees list mail.
         subject = _LIST_TAG.sub("", subject)
-    _text_features(features, subject, texts, urls)
-    return features
+    grams = _text_features(features, subject, texts, urls)
+    return features, grams
 
 
 def _size_features(add: _Adder, size: int) -> None:
@@ -394,40 +423,72 @@ def _url_features(add: _Adder, urls: list[str]) -> None:
     add(f"url:domains={_bucket(len(domains))}", 1.0)
 
 
-def _text_features(features: Features, subject: str, texts: list[str], urls: list[str]) -> None:
+def _text_features(
+    features: Features, subject: str, texts: list[str], urls: list[str]
+) -> CharGrams:
     body = " ".join(texts)[:MAX_TEXT_CHARS]
     letters, upper = _letters_and_upper(body[:20_000])
     if letters:
         ratio = upper / letters
         features[f"text:upper_ratio={min(int(ratio * 10), 5) / 10}"] = 1.0
-    features[f"text:words={_bucket(len(body.split()))}"] = 1.0
+    word_count = len(body.split())
+    features[f"text:words={_bucket(word_count)}"] = 1.0
     features[f"text:exclamations={_bucket(body.count('!'))}"] = 1.0
     if re.search(r"[$€£]\s?\d", body):
         features["text:money_amount"] = 1.0
-    _shape_features(features, body, urls)
+    _shape_features(features, body, word_count, urls)
     _weighted_terms(features, "s:", _WORD.findall(subject.lower()), SUBJECT_BLOCK_WEIGHT)
     words = _WORD.findall(_URL.sub(" ", body).lower())
-    bigrams = [f"{a}_{b}" for a, b in itertools.pairwise(words)]
     _weighted_terms(features, "w:", words, TEXT_BLOCK_WEIGHT)
-    _weighted_terms(features, "w2:", bigrams, TEXT_BLOCK_WEIGHT)
-    _char_gram_features(features, f"{subject} \n {body[:CHAR_GRAM_TEXT_CHARS]}")
+    _weighted_terms(features, "w2:", map("_".join, itertools.pairwise(words)), TEXT_BLOCK_WEIGHT)
+    return _char_grams(f"{subject} \n {body[:CHAR_GRAM_TEXT_CHARS]}")
 
 
-def _char_gram_features(features: Features, text: str) -> None:
+def _char_grams(text: str) -> CharGrams:
     """Character 4-grams within each word padded by a space (' fre', 'ree '; a shorter word is
     one gram), as scikit-learn's `char_wb` analyser cuts them; each weighted 1 + ln(count),
-    the block of unit length; the fitter scales them by inverse document frequency. Cut by
-    one regex over the words joined by single spaces (each position starts at most one gram
-    that does not cross a word) and weighted by numpy: a message has hundreds of grams."""
-    counts = Counter(_CHAR_GRAM.findall(f" {' '.join(text.lower().split())} "))
-    if not counts:
-        return
-    weights = 1.0 + np.log(np.fromiter(counts.values(), np.float64, len(counts)))
-    weights /= np.sqrt(np.dot(weights, weights))
-    features.update(zip(map(CHAR_GRAM_PREFIX.__add__, counts), weights.tolist(), strict=True))
+    the block of unit length; the fitter scales them by inverse document frequency.
+
+    Cut by numpy, not a gram at a time (a message has hundreds): with the words joined by
+    single spaces, position i starts the gram text[i:i+4] when text[i+1] and text[i+2] are
+    inside a word, and the three-character ' a ' when a one-letter word follows it."""
+    padded = f" {' '.join(text.replace(_NUL, ' ').lower().split())} "
+    n = len(padded)
+    # One code point per character, and a NUL after the end so that a window of four starts
+    # at every position up to the last but two.
+    data = padded.encode("utf-32-le", "surrogatepass") + bytes(4)
+    codes = np.frombuffer(data, np.uint32)
+    space = codes == ord(" ")
+    wide = np.minimum(codes, _WIDE).astype(np.uint64)
+    windows = (wide[: n - 2] << 48) | (wide[1 : n - 1] << 32) | (wide[2:n] << 16) | wide[3:]
+    inside = ~space[1 : n - 1] & ~space[2:n]
+    one_letter = space[: n - 2] & ~space[1 : n - 1] & space[2:n]
+    found = np.concatenate((windows[inside], windows[one_letter] & ~np.uint64(_WIDE)))
+    keys, counts = np.unique(found, return_counts=True)
+    weights = 1.0 + np.log(counts)
+    if len(weights):
+        weights /= np.sqrt(np.dot(weights, weights))
+    return CharGrams(keys, weights)
 
 
-def _shape_features(features: Features, body: str, urls: list[str]) -> None:
+def gram_key(gram: str) -> int:
+    """A 4-gram as one number: four 16-bit code points, the first in the high bits, a missing
+    fourth character 0, any character beyond 16 bits (emoji) U+FFFF, a noncharacter."""
+    key = 0
+    for position, char in enumerate(gram[:4]):
+        key |= min(ord(char), _WIDE) << (48 - 16 * position)
+    return key
+
+
+def gram_texts(keys: np.ndarray[Any, np.dtype[np.uint64]]) -> list[str]:
+    """The grams of `gram_key` numbers (a character beyond 16 bits reads as U+FFFF)."""
+    # Big-endian, a key's four 16-bit parts come out first character first.
+    codes = keys.astype(">u8").view(">u2").astype("<u4")
+    texts: list[str] = codes.view("<U4").tolist()
+    return texts
+
+
+def _shape_features(features: Features, body: str, words: int, urls: list[str]) -> None:
     """How the text is built, whatever its words: amounts of money, percentages, "!!",
     and how densely it links (a link per sentence is a sales pitch, not a letter)."""
     amounts = len(_MONEY.findall(body))
@@ -437,7 +498,6 @@ def _shape_features(features: Features, body: str, urls: list[str]) -> None:
         features["text:percent"] = 1.0
     if "!!" in body:
         features["text:multi_exclamation"] = 1.0
-    words = len(body.split())
     if urls and words:
         features[f"text:urls_per_100_words={_bucket(100 * len(urls) // words)}"] = 1.0
 
@@ -462,15 +522,13 @@ def _letters_and_upper(text: str) -> tuple[int, int]:
     return letters, upper
 
 
-def _weighted_terms(features: Features, prefix: str, terms: list[str], scale: float) -> None:
+def _weighted_terms(features: Features, prefix: str, terms: Iterable[str], scale: float) -> None:
     """Each distinct term once, the block L2-normalised so long mails do not drown the rest,
     then scaled so that wording weighs as much as a handful of structural features."""
     distinct = set(terms)
-    if not distinct:
-        return
-    weight = scale / math.sqrt(len(distinct))
-    for term in distinct:
-        features[prefix + term] = weight
+    if distinct:
+        weight = scale / math.sqrt(len(distinct))
+        features.update(zip(map(prefix.__add__, distinct), itertools.repeat(weight)))
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -100,8 +100,9 @@ def write_card(
         f"- Training run (read, features, 5 CV fits, 3 test-split fits, 6 fits for the "
         "artefact and its calibration, evaluation): "
         f"{performance.training_s:.1f} s.",
-        f"- Scoring: {performance.messages_per_cpu_s:.0f} messages per CPU second, feature "
-        "extraction and explanation included (held-out mail, one thread, best of "
+        f"- Scoring: {performance.messages_per_cpu_s:.0f} messages per CPU second through "
+        "the check, parsing, feature extraction and explanation included (held-out mail, one "
+        "thread, best of "
         f"{performance.scoring_passes} passes).",
         "- Memory: `benchmarks/bench_classifier.py` measures what a loaded model adds to a "
         "gateway process (numpy and the model data; skops and scikit-learn, ~120 MiB, only "

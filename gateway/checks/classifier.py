@@ -4,8 +4,9 @@ The artefact is a skops file holding only plain data: the feature names, their w
 intercept, a Platt calibration of the decision value, and the versions it was built with.
 Loading never executes code from the file (any type outside skops' trusted set and
 TRUSTED_TYPES is refused), and a model made for other feature code or another scikit-learn
-is refused. Scoring is a dictionary lookup per feature: no scikit-learn in the gateway
-process (skops, which needs it, runs in a short-lived child while loading).
+is refused. Scoring is a dictionary lookup per named feature and one binary search for all
+the character 4-grams of a message: no scikit-learn in the gateway process (skops, which
+needs it, runs in a short-lived child while loading).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class ClassifierModel:
     char_gram_intercept: float = 0.0
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _is_char_gram: BoolArray = field(init=False, repr=False, compare=False)
+    # The model's 4-grams as `gram_key` numbers, sorted, and their columns: a message's grams
+    # are found by one binary search over all of them, not a lookup each.
+    _gram_keys: np.ndarray[Any, np.dtype[np.uint64]] = field(init=False, repr=False, compare=False)
+    _gram_columns: IntArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = {name: i for i, name in enumerate(self.feature_names)}
@@ -72,15 +77,35 @@ class ClassifierModel:
         prefix = feature_code.CHAR_GRAM_PREFIX
         grams = np.array([name.startswith(prefix) for name in self.feature_names], dtype=bool)
         object.__setattr__(self, "_is_char_gram", grams)
+        # Longer names are no 4-grams of this extraction: a key would cut them into one.
+        columns = np.array(
+            [i for i in np.flatnonzero(grams) if len(self.feature_names[i]) <= len(prefix) + 4],
+            dtype=np.int64,
+        )
+        keys = np.array(
+            [feature_code.gram_key(self.feature_names[i][len(prefix) :]) for i in columns],
+            dtype=np.uint64,
+        )
+        order = np.argsort(keys, kind="stable")
+        object.__setattr__(self, "_gram_keys", keys[order])
+        object.__setattr__(self, "_gram_columns", columns[order])
 
     def _pushes(self, row: feature_code.Features) -> tuple[list[str], IntArray, FloatArray]:
         """The names of `row`, their columns (-1: unknown to the model) and their signed pushes
-        on the decision value (0 for the unknown). Lookups run in C: a message has a thousand
-        features, most of them 4-grams, and this is most of the scoring time."""
+        on the decision value (0 for the unknown). Lookups run in C: a message has hundreds of
+        features besides its 4-grams."""
         names = list(row)
         columns = np.fromiter(map(self._index.get, names, repeat(-1)), np.int64, len(names))
         values = np.fromiter(row.values(), np.float64, len(names))
         return names, columns, np.where(columns >= 0, self.weights[columns] * values, 0.0)
+
+    def _gram_pushes(self, grams: feature_code.CharGrams) -> FloatArray:
+        """The signed push of each of `grams` (0 for those the model does not know)."""
+        if not len(self._gram_keys):
+            return np.zeros(len(grams.keys))
+        at = np.minimum(np.searchsorted(self._gram_keys, grams.keys), len(self._gram_keys) - 1)
+        known = self._gram_keys[at] == grams.keys
+        return np.where(known, self.weights[self._gram_columns[at]] * grams.weights, 0.0)
 
     def decision(self, rows: Sequence[feature_code.Features]) -> FloatArray:
         return np.array([self.intercept + float(self._pushes(row)[2].sum()) for row in rows])
@@ -90,25 +115,38 @@ class ClassifierModel:
         z = self.platt_slope * decision + self.platt_intercept
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
-    def explain(self, row: feature_code.Features, top: int) -> tuple[float, list[Contribution]]:
+    def explain(
+        self,
+        row: feature_code.Features,
+        top: int,
+        grams: feature_code.CharGrams = feature_code.NO_CHAR_GRAMS,
+    ) -> tuple[float, list[Contribution]]:
         """The decision value and the features that pushed it most its way, strongest first.
+        `grams`: the message's 4-grams as `extract_split` keeps them apart from `row`.
         The character 4-grams each weigh little but together much: they are one entry, named
         after its strongest grams, e.g. `c:[' cli' 'ick ' 'ree!']`."""
         names, columns, pushes = self._pushes(row)
-        decision = self.intercept + float(pushes.sum())
-        side = 1.0 if self.probability(decision) >= 0.5 else -1.0  # the way the verdict went
         known = columns >= 0
-        grams = known & self._is_char_gram[columns]
+        in_row = known & self._is_char_gram[columns]
+        row_grams = np.flatnonzero(in_row)
+        gram_pushes = np.concatenate((pushes[row_grams], self._gram_pushes(grams)))
+        decision = self.intercept + float(pushes[~in_row].sum()) + float(gram_pushes.sum())
+        side = 1.0 if self.probability(decision) >= 0.5 else -1.0  # the way the verdict went
         candidates = [
             Contribution(names[i], float(pushes[i]))
-            for i in _strongest(known & ~grams, pushes, side, top)
+            for i in _strongest(known & ~in_row, pushes, side, top)
         ]
-        if grams.any():
+        if gram_pushes.any():
             prefix = len(feature_code.CHAR_GRAM_PREFIX)
+            strongest = _strongest(gram_pushes != 0, gram_pushes, side, CHAR_GRAMS_NAMED)
+            # The first pushes are of the grams named in `row` (if any), the rest of `grams`.
+            in_keys = strongest[strongest >= len(row_grams)] - len(row_grams)
+            decoded = iter(feature_code.gram_texts(grams.keys[in_keys]))
             named = " ".join(
-                repr(names[i][prefix:]) for i in _strongest(grams, pushes, side, CHAR_GRAMS_NAMED)
+                repr(names[row_grams[i]][prefix:] if i < len(row_grams) else next(decoded))
+                for i in strongest
             )
-            total = self.char_gram_intercept + float(pushes[grams].sum())
+            total = self.char_gram_intercept + float(gram_pushes.sum())
             candidates.append(Contribution(f"{feature_code.CHAR_GRAM_PREFIX}[{named}]", total))
         candidates.sort(key=lambda c: -side * c.weight)
         return decision, [c for c in candidates[:top] if c.weight * side > 0]
@@ -240,8 +278,8 @@ class ClassifierCheck(Check):
         return await in_thread(self.classify, tx.raw, tx.message)
 
     def classify(self, raw: bytes, message: Message | None = None) -> CheckResult:
-        features = feature_code.extract(raw, message)
-        decision, pushes = self.model.explain(features, self.explain_features)
+        features, grams = feature_code.extract_split(raw, message)
+        decision, pushes = self.model.explain(features, self.explain_features, grams)
         probability = self.model.probability(decision)
         reason = f"p={probability:.3f} by " + " ".join(
             f"{c.feature}({c.weight:+.2f})" for c in pushes

@@ -20,7 +20,7 @@ from gateway.checks.classifier import (
     read_artefact,
 )
 from gateway.errors import ModelError
-from gateway.features import CHAR_GRAM_PREFIX, extract
+from gateway.features import CHAR_GRAM_PREFIX, extract, extract_split
 from gateway.model import Connection, Envelope, Transaction
 from tests.support.mailcorpus import ham_message, spam_message
 from training.evaluate import evaluate
@@ -79,6 +79,27 @@ def test_the_char_grams_are_one_push_relative_to_their_own_intercept() -> None:
         Contribution("w:win", 1.0),
         Contribution("c:[' win' 'win ']", pytest.approx(-1.0 + 1.2 + 0.4)),
     ]
+
+
+def test_grams_looked_up_in_bulk_score_and_explain_as_the_named_features(
+    model: ClassifierModel,
+) -> None:
+    rng = random.Random(8)
+    raws = [spam_message(rng, i, NOW) for i in range(20)] + [
+        ham_message(rng, i, NOW) for i in range(20, 40)
+    ]
+    raws.append(
+        b"Subject: caf\xc3\xa9 \xf0\x9f\x98\x80 now\n\nfree \xf0\x9f\x8e\x81 a gift for you"
+    )
+    for raw in raws:
+        named = model.explain(extract(raw), top=5)
+        features, grams = extract_split(raw)
+        assert len(grams.keys) and not any(n.startswith(CHAR_GRAM_PREFIX) for n in features)
+        in_bulk = model.explain(features, 5, grams)
+        assert in_bulk[0] == pytest.approx(named[0], abs=1e-9)
+        assert in_bulk[0] == pytest.approx(model.decision([extract(raw)])[0], abs=1e-9)
+        assert [c.feature for c in in_bulk[1]] == [c.feature for c in named[1]]
+        assert [c.weight for c in in_bulk[1]] == pytest.approx([c.weight for c in named[1]])
 
 
 def test_the_explanation_follows_the_calibrated_verdict_not_the_raw_sign() -> None:

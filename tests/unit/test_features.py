@@ -14,6 +14,8 @@ from gateway.features import (
     CHAR_GRAM_TEXT_CHARS,
     _letters_and_upper,
     extract,
+    extract_split,
+    gram_texts,
 )
 
 PLAIN = (
@@ -160,6 +162,22 @@ def test_char_grams_match_scikit_learn_on_random_text() -> None:
         features = extract(b"\n\n" + text.encode())
         grams = {k[len(CHAR_GRAM_PREFIX) :] for k in features if k.startswith(CHAR_GRAM_PREFIX)}
         assert grams == set(analyse(f" \n {text}")), repr(text)
+
+
+def test_char_grams_fold_characters_beyond_16_bits_and_split_words_at_nul() -> None:
+    features = extract("Subject: x\n\ngift \U0001f381\U0001f600! ab\0cd".encode())
+    grams = {k[len(CHAR_GRAM_PREFIX) :] for k in features if k.startswith(CHAR_GRAM_PREFIX)}
+    assert " \uffff\uffff!" in grams and "\uffff\uffff! " in grams  # any emoji is U+FFFF
+    assert {" ab ", " cd "} <= grams and not any("\0" in g for g in grams)
+
+
+def test_extract_is_extract_split_with_the_grams_named() -> None:
+    raw = b"Subject: Cheap meds\n\nV1agra a b cd efg " * 20
+    features, grams = extract_split(raw)
+    names = [CHAR_GRAM_PREFIX + g for g in gram_texts(grams.keys)]
+    named = dict(zip(names, grams.weights.tolist(), strict=True))
+    assert extract(raw) == features | named
+    assert list(grams.keys) == sorted(grams.keys) and len(set(grams.keys)) == len(grams.keys)
 
 
 def test_char_grams_read_only_the_start_of_the_text() -> None:
