@@ -406,6 +406,8 @@ def part_filename(part: email.message.Message, decode_words: bool = True) -> str
     the parameters are too broken for the email package (it raises TypeError on some RFC
     2231 continuations), the first raw filename/name value stands in: an undecodable name
     must not hide the attachment from the attachment policy."""
+    if not _may_have_param(part, "name", ("Content-Disposition", "Content-Type")):
+        return ""
     try:
         name = part.get_filename()
     except (TypeError, ValueError, IndexError, LookupError, UnicodeError):
@@ -417,10 +419,18 @@ def part_filename(part: email.message.Message, decode_words: bool = True) -> str
 
 def part_charset(part: email.message.Message) -> str | None:
     """The declared charset, or None when the parameters cannot be read (see part_filename)."""
+    if not _may_have_param(part, "charset", ("Content-Type",)):
+        return None
     try:
         return part.get_content_charset()
     except (TypeError, ValueError, IndexError, LookupError, UnicodeError):
         return None
+
+
+def _may_have_param(part: email.message.Message, name: str, headers: tuple[str, ...]) -> bool:
+    """Whether the (first) `headers` could carry parameter `name`: without it the email
+    package's parameter parser, slow pure Python, would find nothing."""
+    return any(name in str(part.get(header, "")).lower() for header in headers)
 
 
 _RAW_BOUNDARY = re.compile(r"""(?:^|;)\s*boundary\*?[0-9]*\*?\s*=\s*("[^"]*"|[^;]*)""", re.I)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import email
 import time
 
+import pytest
+
 from gateway.content import (
     MAIL_POLICY,
     MAX_HEADER_BLOCK_BYTES,
@@ -42,6 +44,22 @@ def test_an_undecodable_file_name_still_shows_its_extension() -> None:
         "\nx\n"
     )
     assert part_filename(part).endswith(".exe")
+
+
+@pytest.mark.parametrize(
+    ("headers", "filename", "charset"),
+    [
+        ("Content-Type: text/plain", "", None),
+        ("Content-Type: TEXT/PLAIN; CHARSET=KOI8-R; NAME=a.TXT", "a.TXT", "koi8-r"),
+        ('Content-Type: text/plain;\n charset="utf-8"\nContent-Disposition: inline', "", "utf-8"),
+        ("Content-Disposition: attachment;\n FileName*0=ru; FILENAME*1=n.exe", "run.exe", None),
+    ],
+)
+def test_file_name_and_charset_are_read_in_any_case_and_absent_without_their_parameter(
+    headers: str, filename: str, charset: str | None
+) -> None:
+    part = email.message_from_string(headers + "\n\nx\n")
+    assert (part_filename(part), part_charset(part)) == (filename, charset)
 
 
 def test_unclosed_tags_and_comments_cost_linear_time_and_real_markup_reads_as_before() -> None:
