@@ -77,15 +77,19 @@ class ClassifierModel:
         prefix = feature_code.CHAR_GRAM_PREFIX
         grams = np.array([name.startswith(prefix) for name in self.feature_names], dtype=bool)
         object.__setattr__(self, "_is_char_gram", grams)
-        # Longer names are no 4-grams of this extraction: a key would cut them into one.
-        columns = np.array(
-            [i for i in np.flatnonzero(grams) if len(self.feature_names[i]) <= len(prefix) + 4],
-            dtype=np.int64,
-        )
+        columns = np.flatnonzero(grams)
         keys = np.array(
             [feature_code.gram_key(self.feature_names[i][len(prefix) :]) for i in columns],
             dtype=np.uint64,
         )
+        # Only names that extraction can produce: a longer one, or one with a character beyond
+        # 16 bits (a surrogate pair joins into one on the artefact's round trip), would take
+        # the key of another gram, which the named path would never match.
+        canonical = [
+            prefix + text == self.feature_names[i]
+            for i, text in zip(columns, feature_code.gram_texts(keys), strict=True)
+        ]
+        columns, keys = columns[canonical], keys[canonical]
         order = np.argsort(keys, kind="stable")
         object.__setattr__(self, "_gram_keys", keys[order])
         object.__setattr__(self, "_gram_columns", columns[order])
@@ -108,7 +112,8 @@ class ClassifierModel:
         return np.where(known, self.weights[self._gram_columns[at]] * grams.weights, 0.0)
 
     def decision(self, rows: Sequence[feature_code.Features]) -> FloatArray:
-        return np.array([self.intercept + float(self._pushes(row)[2].sum()) for row in rows])
+        """Decision values of rows named as `extract` gives them, to the bit as `explain`."""
+        return np.array([self.explain(row, 0)[0] for row in rows])
 
     def probability(self, decision: float) -> float:
         """Calibrated spam probability of one decision value (Platt scaling)."""
@@ -130,15 +135,19 @@ class ClassifierModel:
         in_row = known & self._is_char_gram[columns]
         row_grams = np.flatnonzero(in_row)
         gram_pushes = np.concatenate((pushes[row_grams], self._gram_pushes(grams)))
-        decision = self.intercept + float(pushes[~in_row].sum()) + float(gram_pushes.sum())
+        # Summed without the zeros of unknown features, which sit in another array when the
+        # grams come apart: both ways then add the same numbers in the same order.
+        gram_known = gram_pushes != 0
+        gram_total = float(gram_pushes[gram_known].sum())
+        decision = self.intercept + float(pushes[known & ~in_row].sum()) + gram_total
         side = 1.0 if self.probability(decision) >= 0.5 else -1.0  # the way the verdict went
         candidates = [
             Contribution(names[i], float(pushes[i]))
             for i in _strongest(known & ~in_row, pushes, side, top)
         ]
-        if gram_pushes.any():
+        if top and gram_known.any():
             prefix = len(feature_code.CHAR_GRAM_PREFIX)
-            strongest = _strongest(gram_pushes != 0, gram_pushes, side, CHAR_GRAMS_NAMED)
+            strongest = _strongest(gram_known, gram_pushes, side, CHAR_GRAMS_NAMED)
             # The first pushes are of the grams named in `row` (if any), the rest of `grams`.
             in_keys = strongest[strongest >= len(row_grams)] - len(row_grams)
             decoded = iter(feature_code.gram_texts(grams.keys[in_keys]))
@@ -146,7 +155,7 @@ class ClassifierModel:
                 repr(names[row_grams[i]][prefix:] if i < len(row_grams) else next(decoded))
                 for i in strongest
             )
-            total = self.char_gram_intercept + float(gram_pushes.sum())
+            total = self.char_gram_intercept + gram_total
             candidates.append(Contribution(f"{feature_code.CHAR_GRAM_PREFIX}[{named}]", total))
         candidates.sort(key=lambda c: -side * c.weight)
         return decision, [c for c in candidates[:top] if c.weight * side > 0]
@@ -216,6 +225,8 @@ class ClassifierModel:
                 f"{SKLEARN_VERSION}: retrain (`make train`) or install that version"
             )
         names = tuple(str(data["feature_names"]).split("\n"))
+        if len(set(names)) != len(names):
+            raise ModelError(f"{path}: a feature name occurs twice: not an artefact we wrote")
         weights = np.asarray(data["weights"], dtype=np.float64)
         if weights.shape != (len(names),):
             raise ModelError(f"{path}: {len(names)} feature names but {weights.size} weights")
