@@ -16,7 +16,12 @@ import numpy as np
 
 from gateway.features import extract
 from training.evaluate import Metrics, evaluate
-from training.fit import INVERSE_REGULARISATION, cross_validated_scores, stratified_split
+from training.fit import (
+    INVERSE_REGULARISATION,
+    FeatureTable,
+    cross_validated_scores,
+    stratified_split,
+)
 from training.run import Sources, _read
 
 FOLD_SEEDS = (0, 1, 2)
@@ -26,7 +31,7 @@ def cv_metrics(
     rows: list[dict[str, float]], labels: np.ndarray, c: float, seeds: tuple[int, ...]
 ) -> list[Metrics]:
     train, _ = stratified_split(labels)  # the test part is dropped here, unseen
-    subset, subset_labels = [rows[i] for i in train], labels[train]
+    subset, subset_labels = FeatureTable.of([rows[i] for i in train]), labels[train]
     return [
         evaluate(subset_labels, cross_validated_scores(subset, subset_labels, seed, c))
         for seed in seeds

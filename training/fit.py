@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,27 +39,55 @@ CALIBRATION_FOLDS = 5
 CV_FOLDS = 5
 
 
-def fit_model(rows: Sequence[Features], labels: IntArray) -> ClassifierModel:
+@dataclass(frozen=True)
+class FeatureTable:
+    """Rows of features, and the same as one sparse matrix over the features seen in at least
+    MIN_DOCUMENTS of them (columns in name order). A training run builds it once: reading the
+    dicts is most of a fit's time, and a split or fold takes a `subset`, which equals the
+    table built from its rows alone."""
+
+    rows: Sequence[Features]
+    names: tuple[str, ...]
+    matrix: sp.csr_matrix
+
+    @classmethod
+    def of(cls, rows: Sequence[Features]) -> FeatureTable:
+        vocabulary = _vocabulary(rows)
+        return cls(rows, tuple(vocabulary), _matrix(rows, vocabulary))
+
+    def subset(self, indices: IntArray) -> FeatureTable:
+        """The rows at `indices`, over the features seen in at least MIN_DOCUMENTS of them."""
+        part = self.matrix[indices]
+        # Stored entries are the features present (values are never dropped as zeros).
+        keep = np.flatnonzero(part.getnnz(axis=0) >= MIN_DOCUMENTS)
+        columns = part[:, keep]
+        columns.sort_indices()
+        return FeatureTable(
+            [self.rows[i] for i in indices],
+            tuple(self.names[i] for i in keep),
+            _int32(columns),
+        )
+
+
+def fit_model(table: FeatureTable, labels: IntArray) -> ClassifierModel:
     """The shipped kind of model: pruned weights plus a Platt calibration."""
-    return fit_linear(rows, labels, calibrate=True)
+    return fit_linear(table, labels, calibrate=True)
 
 
 def fit_linear(
-    rows: Sequence[Features],
+    table: FeatureTable,
     labels: IntArray,
     calibrate: bool,
     c: float = INVERSE_REGULARISATION,
 ) -> ClassifierModel:
-    """Vocabulary, weights and (if `calibrate`) Platt scaling; uncalibrated models score the
-    same decision values with a placeholder calibration, enough for ranking metrics."""
-    vocabulary = _vocabulary(rows)
-    matrix = _matrix(rows, vocabulary)
-    feature_names = list(vocabulary)
-    char_grams = np.array([name.startswith(CHAR_GRAM_PREFIX) for name in feature_names])
+    """Weights and (if `calibrate`) Platt scaling; uncalibrated models score the same
+    decision values with a placeholder calibration, enough for ranking metrics."""
+    matrix = table.matrix
+    char_grams = np.array([name.startswith(CHAR_GRAM_PREFIX) for name in table.names], bool)
     weights, intercept, char_gram_intercept = _fit_pruned(matrix, labels, c, char_grams)
     slope, platt_intercept = _platt(matrix, labels, c, char_grams) if calibrate else (1.0, 0.0)
     keep = np.flatnonzero(weights)
-    names = tuple(feature_names[i] for i in keep)
+    names = tuple(table.names[i] for i in keep)
     return ClassifierModel(
         names,
         weights[keep],
@@ -70,19 +99,19 @@ def fit_linear(
 
 
 def cross_validated_scores(
-    rows: Sequence[Features],
+    table: FeatureTable,
     labels: IntArray,
     seed: int = 0,
     c: float = INVERSE_REGULARISATION,
 ) -> FloatArray:
-    """Pooled out-of-fold decision values of stratified k-fold CV over `rows`: how model
-    choices are judged without touching any test split."""
+    """Pooled out-of-fold decision values of stratified k-fold CV over the table's rows: how
+    model choices are judged without touching any test split."""
     n_folds = min(CV_FOLDS, int(np.bincount(labels, minlength=2).min()))
     folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
     scores = np.zeros(len(labels))
     for train, test in folds.split(np.zeros(len(labels)), labels):
-        model = fit_linear([rows[i] for i in train], labels[train], calibrate=False, c=c)
-        scores[test] = model.decision([rows[i] for i in test])
+        model = fit_linear(table.subset(train), labels[train], calibrate=False, c=c)
+        scores[test] = model.decision([table.rows[i] for i in test])
     return scores
 
 
@@ -154,7 +183,8 @@ def _fit_pruned(
 def _idf(matrix: sp.csr_matrix) -> FloatArray:
     """Smoothed inverse document frequency, as scikit-learn's TfidfTransformer computes it."""
     documents = np.asarray((matrix != 0).sum(axis=0)).ravel()
-    return np.log((1 + matrix.shape[0]) / (1 + documents)) + 1.0
+    idf: FloatArray = np.log((1 + matrix.shape[0]) / (1 + documents)) + 1.0
+    return idf
 
 
 def _platt(

@@ -22,6 +22,7 @@ from training.card import Performance, write_card
 from training.evaluate import Evaluation, IntArray, evaluate, plot_roc
 from training.fit import (
     SECOND_SEED,
+    FeatureTable,
     cross_validated_scores,
     fit_linear,
     fit_model,
@@ -67,6 +68,7 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
         "time": ("time-ordered: oldest 80% train, newest 20% test", time_split(dates)),
         "artefact": ("the shipped artefact: 20% held out by message hash", holdout),
     }
+    table = FeatureTable.of(rows)
     evaluations: dict[str, Evaluation] = {}
     model: ClassifierModel | None = None
     for name, (description, (train, test)) in tqdm(
@@ -74,12 +76,11 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
     ):
         if len(set(labels[test])) < 2 or len(set(labels[train])) < 2:
             continue  # e.g. dated mail of one label only: nothing to measure
-        train_rows = [rows[i] for i in train]
         # Only the artefact needs probabilities; the other splits are judged on ranking.
         fitted = (
-            fit_model(train_rows, labels[train])
+            fit_model(table.subset(train), labels[train])
             if name == "artefact"
-            else fit_linear(train_rows, labels[train], calibrate=False)
+            else fit_linear(table.subset(train), labels[train], calibrate=False)
         )
         scores = fitted.decision([rows[i] for i in test])
         evaluations[name] = Evaluation(
@@ -90,7 +91,7 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
     if model is None:
         raise TrainingRefused("the held-out split lacks ham or spam: add more messages")
     if min(np.bincount(labels[benchmark[0]], minlength=2)) >= 2:
-        evaluations = {"cv": _cross_validation(rows, labels, benchmark[0]), **evaluations}
+        evaluations = {"cv": _cross_validation(table, labels, benchmark[0]), **evaluations}
     _guard(out_dir / MODEL_FILE, [rows[i] for i in holdout[1]], evaluations["artefact"], force)
     performance = Performance(
         time.perf_counter() - started,
@@ -100,11 +101,11 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
     return _write(out_dir, model, examples, evaluations, performance)
 
 
-def _cross_validation(rows: list[Features], labels: IntArray, train: IntArray) -> Evaluation:
+def _cross_validation(table: FeatureTable, labels: IntArray, train: IntArray) -> Evaluation:
     """5-fold CV inside the benchmark's training portion: the figure model choices are made
     on (`python -m training.cv`), reported next to the test figures it never looked at."""
     subset = labels[train]
-    scores = cross_validated_scores([rows[i] for i in train], subset)
+    scores = cross_validated_scores(table.subset(train), subset)
     return Evaluation(
         "cv",
         "5-fold CV inside the benchmark's 80% (pooled out-of-fold; model selection)",

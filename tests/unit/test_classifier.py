@@ -24,7 +24,7 @@ from gateway.features import CHAR_GRAM_PREFIX, extract, extract_split
 from gateway.model import Connection, Envelope, Transaction
 from tests.support.mailcorpus import ham_message, spam_message
 from training.evaluate import evaluate
-from training.fit import cross_validated_scores, fit_model
+from training.fit import FeatureTable, cross_validated_scores, fit_model
 from training.readers import read_labelled_dir
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
@@ -34,7 +34,7 @@ NOW = datetime(2025, 3, 1, tzinfo=UTC)
 def model(tiny_corpus: Path) -> ClassifierModel:
     examples = read_labelled_dir(tiny_corpus, lambda path, reason: None)
     labels = np.array([e.label for e in examples])
-    return fit_model([extract(e.raw) for e in examples], labels)
+    return fit_model(FeatureTable.of([extract(e.raw) for e in examples]), labels)
 
 
 def transaction(raw: bytes) -> Transaction:
@@ -198,7 +198,7 @@ def test_feature_names_with_line_breaks_never_reach_the_artefact(tmp_path: Path)
         {"w:ok": 1.0, "att:type=text/\n html": 1.0},
     ]
     rows += [{"w:bad": 1.0}, {"w:bad": 1.0}]
-    fitted = fit_model(rows * 3, np.array([0, 0, 1, 1] * 3))
+    fitted = fit_model(FeatureTable.of(rows * 3), np.array([0, 0, 1, 1] * 3))
     assert set(fitted.feature_names) == {"w:ok", "w:bad"}
 
 
@@ -208,11 +208,12 @@ def test_cross_validation_scores_each_message_by_a_model_that_never_saw_it(
     examples = read_labelled_dir(tiny_corpus, lambda path, reason: None)
     rows = [extract(e.raw) for e in examples]
     labels = np.array([e.label for e in examples])
-    true = evaluate(labels, cross_validated_scores(rows, labels))
+    table = FeatureTable.of(rows)
+    true = evaluate(labels, cross_validated_scores(table, labels))
     assert true.auc > 0.95  # the generated spam and ham are easy to tell apart
     # Labels shuffled: a model scoring mail it was fitted on would still rank them well;
     # out-of-fold scores cannot beat chance by much.
     shuffled = np.random.default_rng(3).permutation(labels)
-    in_sample = fit_model(rows, shuffled).decision(rows)
+    in_sample = fit_model(table, shuffled).decision(rows)
     assert evaluate(shuffled, in_sample).auc > 0.9
-    assert evaluate(shuffled, cross_validated_scores(rows, shuffled)).auc < 0.75
+    assert evaluate(shuffled, cross_validated_scores(table, shuffled)).auc < 0.75
