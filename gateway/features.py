@@ -310,9 +310,9 @@ def _body_features(add: _Adder, message: Message) -> tuple[list[str], list[str]]
         ):
             _attachment_features(add, ctype, filename)
             continue
-        charset = (part_charset(part) or "none")[:30]
-        add(f"mime:charset={charset}", 1.0)
-        text = _decoded_text(part)
+        declared = part_charset(part)
+        add(f"mime:charset={(declared or 'none')[:30]}", 1.0)
+        text = _decoded_text(part, declared)
         if ctype == "text/html":
             has_html = True
             text = _html_features(add, text, urls)
@@ -335,12 +335,12 @@ def _attachment_features(add: _Adder, ctype: str, filename: str | None) -> None:
         add(f"att:ext={extension}", 1.0)
 
 
-def _decoded_text(part: Message) -> str:
+def _decoded_text(part: Message, charset: str | None) -> str:
+    """The part's text, decoded from its declared `charset` (see part_charset)."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
     payload = payload[: MAX_TEXT_CHARS * 4]  # enough bytes for MAX_TEXT_CHARS characters
-    charset = part_charset(part)
     if charset is None:  # undeclared 8-bit text today is nearly always UTF-8
         try:
             return payload.decode("utf-8")[:MAX_TEXT_CHARS]
