@@ -202,6 +202,19 @@ def test_feature_names_with_line_breaks_never_reach_the_artefact(tmp_path: Path)
     assert set(fitted.feature_names) == {"w:ok", "w:bad"}
 
 
+def test_a_table_subset_is_the_table_of_those_rows_alone() -> None:
+    rng = random.Random(4)
+    rows = [{f"w:{rng.randrange(40)}": rng.random() + 0.1 for _ in range(5)} for _ in range(30)]
+    indices = np.array(sorted(rng.sample(range(30), 9)))
+    subset, alone = (
+        FeatureTable.of(rows).subset(indices),
+        FeatureTable.of([rows[i] for i in indices]),
+    )
+    assert subset.rows == alone.rows and subset.names == alone.names
+    assert len(subset.names) < len(FeatureTable.of(rows).names)  # features seen once dropped
+    assert (subset.matrix != alone.matrix).nnz == 0 and subset.matrix.shape == alone.matrix.shape
+
+
 def test_cross_validation_scores_each_message_by_a_model_that_never_saw_it(
     tiny_corpus: Path,
 ) -> None:
