@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import skops.io
 
 from gateway.checks.classifier import (
@@ -24,7 +25,7 @@ from gateway.features import CHAR_GRAM_PREFIX, extract, extract_split
 from gateway.model import Connection, Envelope, Transaction
 from tests.support.mailcorpus import ham_message, spam_message
 from training.evaluate import evaluate
-from training.fit import FeatureTable, cross_validated_scores, fit_model
+from training.fit import FeatureTable, _label_ratio, cross_validated_scores, fit_model
 from training.readers import read_labelled_dir
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
@@ -200,6 +201,13 @@ def test_feature_names_with_line_breaks_never_reach_the_artefact(tmp_path: Path)
     rows += [{"w:bad": 1.0}, {"w:bad": 1.0}]
     fitted = fit_model(FeatureTable.of(rows * 3), np.array([0, 0, 1, 1] * 3))
     assert set(fitted.feature_names) == {"w:ok", "w:bad"}
+
+
+def test_features_that_tell_the_labels_apart_are_scaled_up_before_the_fit() -> None:
+    # Columns: spam only, ham only, both alike.
+    matrix = sp.csr_matrix(np.array([[1, 0, 1], [1, 0, 1], [0, 1, 1], [0, 1, 1]], dtype=float))
+    scale = _label_ratio(matrix, np.array([1, 1, 0, 0]))
+    assert scale[0] == pytest.approx(scale[1]) and scale[0] > 0.5 and scale[2] == 0.0
 
 
 def test_a_table_subset_is_the_table_of_those_rows_alone() -> None:
