@@ -14,8 +14,9 @@ import skops
 from sklearn.metrics import roc_auc_score
 
 from gateway.checks.classifier import ClassifierModel, Contribution
-from gateway.config import ClassifierCheckConfig
+from gateway.config import SHIPPED_RULES_DIR, ClassifierCheckConfig
 from gateway.features import CHAR_GRAM_PREFIX, FEATURE_VERSION, extract
+from gateway.pipeline.scoring import load_policy
 from training.evaluate import Evaluation, recall_allowing
 from training.readers import HAM, SPAM, Example
 
@@ -156,8 +157,7 @@ def _probe_summary(probes: list[Probe], held_out_auc: float) -> list[str]:
     return [
         f"- ham: {sum(p >= threshold for p in ham)} of {len(ham)} at or above the default "
         f"`spam_threshold` {threshold} (so get `ML_SPAM`), {sum(p >= 0.9 for p in ham)} at "
-        "0.9 or more. With its default score (rules/scores.toml) `ML_SPAM` alone never "
-        "quarantines.",
+        f"0.9 or more. {_ml_spam_alone()}",
         f"- spam: {sum(p >= threshold for p in spam)} of {len(spam)} at or above "
         f"{threshold}, {sum(p >= 0.9 for p in spam)} at 0.9 or more.",
         f"- ROC AUC over the probes: {auc:.3f}, against {held_out_auc:.5f} on the training "
@@ -165,6 +165,19 @@ def _probe_summary(probes: list[Probe], held_out_auc: float) -> list[str]:
         "training.feedback_gain` fits on the corpus plus half of the probes (as `gateway "
         "learn` and `make train` would) and scores the other half.",
     ]
+
+
+def _ml_spam_alone() -> str:
+    """Whether the shipped policy lets a certain `ML_SPAM` quarantine a message on its own."""
+    policy = load_policy(SHIPPED_RULES_DIR)
+    most = policy.symbols["ML_SPAM"].score  # multiplier = probability, at most 1
+    quarantine = policy.thresholds.quarantine
+    if most < quarantine:
+        return (
+            f"With the shipped scores `ML_SPAM` alone never quarantines (at most {most:g}, "
+            f"quarantine at {quarantine:g})."
+        )
+    return f"With the shipped scores a certain `ML_SPAM` alone quarantines ({most:g})."
 
 
 def _probe_row(probe: Probe) -> str:
