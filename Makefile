@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= rules/gateway.example.toml
 CORPUS ?= ../shared/corpus/spamassassin-public
+# Where `gateway learn` and quarantine --learn file messages: <[storage] dir>/feedback.
+FEEDBACK ?= var/feedback
 STAMP := $(VENV)/.installed
 
 .PHONY: install system-deps bench-deps run test lint bench train clean
@@ -45,9 +47,10 @@ lint: install
 bench: install system-deps bench-deps
 	$(PY) benchmarks/run_all.py
 
-# Retrain the classifier: CORPUS may name several directories (space-separated).
+# Retrain the classifier: CORPUS may name several directories (space-separated); FEEDBACK is
+# the feedback store (with [storage] dir = /var/lib/mailgate: FEEDBACK=/var/lib/mailgate/feedback).
 train: install
-	$(PY) -m training $(foreach c,$(CORPUS),--corpus $(c)) --feedback var/feedback
+	$(PY) -m training $(foreach c,$(CORPUS),--corpus $(c)) --feedback $(FEEDBACK)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -77,6 +77,11 @@ def run_learn(args: argparse.Namespace, storage_dir: str | Path) -> int:
         except GatewayError as exc:
             print(f"learn: {exc}", file=sys.stderr)
             problems += 1
+        except OSError as exc:  # the store itself: not writable, disk full
+            where = feedback_dir(storage_dir) / args.label
+            print(f"learn: cannot write to {where}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"learn: recorded {stored} message(s) as {args.label} before that")
+            return 2
     where = feedback_dir(storage_dir) / args.label
     print(f"learn: recorded {stored} message(s) as {args.label} in {where}")
     return 1 if problems else 0

@@ -29,6 +29,9 @@ class Example:
     label: int  # SPAM or HAM
     origin: str
     date: datetime | None
+    # From the feedback store (`gateway learn`, quarantine --learn): the admin's own verdicts,
+    # always trained on, never held out.
+    learnt: bool = False
 
 
 class CorpusError(Exception):

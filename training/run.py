@@ -6,8 +6,10 @@ import dataclasses
 import hashlib
 import math
 import os
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,11 +31,13 @@ from training.fit import (
     stratified_split,
     time_split,
 )
-from training.readers import Example, merge, read_labelled_dir
+from training.readers import SPAM, Example, merge, read_labelled_dir
 
 MODEL_FILE = "classifier.skops"
 CARD_FILE = "MODEL_CARD.md"
 ROC_FILE = "roc.png"
+PREVIOUS_SUFFIX = ".previous"
+SHRINK_REFUSED = 2  # fewer than half the messages of the current model: refused unless --force
 AUC_TOLERANCE = 1e-4  # re-fitting the same data must not count as "worse"
 SCORING_PASSES = 3
 
@@ -92,7 +96,8 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
         raise TrainingRefused("the held-out split lacks ham or spam: add more messages")
     if min(np.bincount(labels[benchmark[0]], minlength=2)) >= 2:
         evaluations = {"cv": _cross_validation(table, labels, benchmark[0]), **evaluations}
-    _guard(out_dir / MODEL_FILE, [rows[i] for i in holdout[1]], evaluations["artefact"], force)
+    held_out = [rows[i] for i in holdout[1]]
+    _guard(out_dir / MODEL_FILE, held_out, evaluations["artefact"], len(examples), force)
     performance = Performance(
         time.perf_counter() - started,
         _scoring_rate(model, [examples[i] for i in holdout[1]]),
@@ -137,8 +142,8 @@ def _read(sources: Sources) -> list[Example]:
     corpora = [
         read_labelled_dir(p, note) for p in tqdm(sources.corpora, desc="read", file=sys.stderr)
     ]
-    if sources.feedback is not None and sources.feedback.is_dir():
-        corpora.append(read_labelled_dir(sources.feedback, note))
+    if sources.feedback is not None:
+        corpora.append(_read_feedback(sources.feedback, note))
     for line in skipped[:20]:
         print(f"skipped {line}", file=sys.stderr)
     if len(skipped) > 20:
@@ -146,14 +151,32 @@ def _read(sources: Sources) -> list[Example]:
     return merge(corpora)
 
 
+def _read_feedback(store: Path, note: Callable[[Path, str], None]) -> list[Example]:
+    """The feedback store's messages, marked as learnt; a store not there yet is said, not an
+    error (nothing learnt yet), so a wrong path cannot silently train without the feedback."""
+    if not store.is_dir():
+        print(f"feedback: {store} does not exist: nothing learnt is used", file=sys.stderr)
+        return []
+    learnt = [dataclasses.replace(e, learnt=True) for e in read_labelled_dir(store, note)]
+    spam = sum(e.label == SPAM for e in learnt)
+    print(
+        f"feedback: {len(learnt)} message(s) from {store} ({len(learnt) - spam} ham, {spam} spam)",
+        file=sys.stderr,
+    )
+    return learnt
+
+
 def _stable_holdout(examples: list[Example]) -> tuple[IntArray, IntArray]:
     """Held out by content hash: the same message stays held out as the corpus grows, so the
-    current model never trained on what it is compared on."""
-    held = np.array([hashlib.sha256(e.raw).digest()[0] % 5 == 0 for e in examples])
+    current model never trained on what it is compared on. Learnt messages are never held
+    out: an admin's correction must reach the model that is shipped."""
+    held = np.array([not e.learnt and hashlib.sha256(e.raw).digest()[0] % 5 == 0 for e in examples])
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def _guard(current: Path, rows: list[Features], new: Evaluation, force: bool) -> None:
+def _guard(
+    current: Path, rows: list[Features], new: Evaluation, messages: int, force: bool
+) -> None:
     if not current.exists():
         return
     try:
@@ -161,6 +184,14 @@ def _guard(current: Path, rows: list[Features], new: Evaluation, force: bool) ->
     except ModelError as exc:
         print(f"current model not comparable, replacing it: {exc}", file=sys.stderr)
         return
+    # On a few held-out messages both models score perfectly: the comparison below cannot
+    # tell a toy from the model it would replace, and a forgotten CORPUS= makes such a toy.
+    old_messages = int(old.metadata.get("messages", "0") or 0)
+    if messages * SHRINK_REFUSED < old_messages and not force:
+        raise TrainingRefused(
+            f"this run has {messages} messages, the current model was trained on "
+            f"{old_messages}: is a corpus missing? keeping {current} (use --force to replace it)"
+        )
     old_auc = evaluate(new.labels, old.decision(rows)).auc
     print(f"held-out AUC: current {old_auc:.5f}, new {new.metrics.auc:.5f}", file=sys.stderr)
     if new.metrics.auc < old_auc - AUC_TOLERANCE and not force:
@@ -184,11 +215,16 @@ def _write(
         "messages": str(len(examples)),
         "heldout_auc": f"{artefact.auc:.5f}",
         "feature_version": str(FEATURE_VERSION),
+        "learnt_messages": str(sum(e.learnt for e in examples)),
     }
     final = dataclasses.replace(model, metadata=metadata)
     target = out_dir / MODEL_FILE
     tmp = out_dir / f".{MODEL_FILE}.tmp"
     final.save(tmp)
+    if target.exists():  # one step back stays possible: `mv classifier.skops.previous ...`
+        previous = out_dir / f"{MODEL_FILE}{PREVIOUS_SUFFIX}"
+        shutil.copy2(target, previous)
+        print(f"the model it replaces is kept as {previous}", file=sys.stderr)
     os.replace(tmp, target)  # a running gateway or a crash never sees half a model
     plot_roc({e.name: (e.labels, e.scores) for e in evaluations.values()}, out_dir / ROC_FILE)
     write_card(

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.checks.classifier import ClassifierCheck
+from gateway.checks.classifier import ClassifierCheck, ClassifierModel
 from gateway.feedback import record_feedback
 from tests.support.mailcorpus import write_corpus
 
@@ -64,6 +64,21 @@ def test_refuses_a_worse_model_unless_forced(tiny_corpus: Path, tmp_path: Path) 
     forced = train("--corpus", flipped, "--out", out, "--force")
     assert forced.returncode == 0, forced.stderr
     assert (out / "classifier.skops").read_bytes() != current
+    assert (out / "classifier.skops.previous").read_bytes() == current  # one step back
+
+
+def test_refuses_a_run_on_far_fewer_messages_unless_forced(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "models"
+    assert train("--corpus", tiny_corpus, "--out", out).returncode == 0  # 100 messages
+    current = (out / "classifier.skops").read_bytes()
+    small = write_corpus(tmp_path / "small", n_ham=30, n_spam=18, seed=3)
+    refused = train("--corpus", small, "--out", out)
+    assert refused.returncode == 1
+    assert "this run has 48 messages, the current model was trained on 100" in refused.stderr
+    assert (out / "classifier.skops").read_bytes() == current
+    assert train("--corpus", small, "--out", out, "--force").returncode == 0
 
 
 def test_feedback_store_joins_the_corpus(tmp_path: Path) -> None:
@@ -76,8 +91,17 @@ def test_feedback_store_joins_the_corpus(tmp_path: Path) -> None:
     out = tmp_path / "models"
     done = train("--corpus", corpus, "--feedback", storage / "feedback", "--out", out)
     assert done.returncode == 0, done.stderr
+    assert "feedback: 20 message(s) from" in done.stderr and "(10 ham, 10 spam)" in done.stderr
     card = (out / "MODEL_CARD.md").read_text()
     assert "| ham | 40 |" in card and "| spam | 30 |" in card
+    assert "Of these, 20 learnt through feedback (10 ham, 10 spam)" in card
+    assert ClassifierModel.load(out / "classifier.skops").metadata["learnt_messages"] == "20"
+
+
+def test_a_missing_feedback_store_is_said(tiny_corpus: Path, tmp_path: Path) -> None:
+    done = train("--corpus", tiny_corpus, "--feedback", tmp_path / "nope", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"feedback: {tmp_path / 'nope'} does not exist: nothing learnt is used" in done.stderr
 
 
 def test_bad_arguments_and_corpora_are_clear_errors(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.feedback import add_learn_command, record_feedback
+from training.readers import HAM, Example
+from training.run import _stable_holdout
 
 RAW = b"From: a@example.org\nSubject: hi\n\nbody\n"
 
@@ -75,3 +77,28 @@ def test_learn_needs_exactly_one_label() -> None:
         parse(["learn", "--ham", "--spam", "x"])
     with pytest.raises(SystemExit):
         parse(["learn", "x"])
+
+
+def test_learn_into_a_store_it_cannot_write_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.eml"
+    good.write_bytes(RAW)
+    storage = tmp_path / "var"
+    storage.write_text("a file where the store should be")  # fails for root too, unlike chmod
+    args = parse(["learn", "--ham", str(good)])
+    assert args.func(args, storage) == 2
+    captured = capsys.readouterr()
+    assert f"learn: cannot write to {storage / 'feedback' / 'ham'}: " in captured.err
+    assert "Traceback" not in captured.err
+    assert "recorded 0 message(s) as ham before that" in captured.out
+
+
+def test_learnt_messages_are_never_held_out() -> None:
+    corpus = [Example(f"m{i}".encode(), HAM, "corpus", None) for i in range(200)]
+    learnt = [Example(f"m{i}".encode(), HAM, "feedback", None, learnt=True) for i in range(200)]
+    _, held_corpus = _stable_holdout(corpus)
+    assert 20 < len(held_corpus) < 70  # about a fifth, by content hash
+    train, held = _stable_holdout(corpus + learnt)
+    assert list(held) == list(held_corpus)  # the same corpus messages, and no learnt one
+    assert set(range(200, 400)) <= set(train)
