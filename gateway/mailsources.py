@@ -7,6 +7,7 @@ envelope line is removed. Broken sources are skipped with a reason, never fatal 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -67,15 +68,23 @@ def _iter_directory(path: Path, skip: SkipHandler) -> Iterator[RawMessage]:
     # In a Maildir, tmp/ holds deliveries in progress: not messages yet.
     roots = [path / "cur", path / "new"] if is_maildir(path) else [path]
     for root in roots:
-        for file in sorted(p for p in root.rglob("*") if not _hidden(p, root)):
+        for file in sorted(_entries_below(root, skip)):
             if file.is_file():
                 yield from _iter_file(file, skip)
-            elif not file.is_dir():
+            else:
                 skip(file, "not a regular file")
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _entries_below(root: Path, skip: SkipHandler) -> Iterator[Path]:
+    """Every non-directory entry below `root`, hidden ones (dot names) left out; a directory
+    that cannot be listed is reported through `skip` (Path.rglob would pass it over)."""
+
+    def unreadable(error: OSError) -> None:
+        skip(Path(error.filename or root), f"cannot read: {error.strerror}")
+
+    for directory, subdirectories, files in os.walk(root, onerror=unreadable):
+        subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
+        yield from (Path(directory, f) for f in files if not f.startswith("."))
 
 
 def _iter_file(path: Path, skip: SkipHandler) -> Iterator[RawMessage]:

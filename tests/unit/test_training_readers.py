@@ -99,3 +99,24 @@ def test_feedback_label_overrides_corpus_label() -> None:
     feedback = [Example(message(1), HAM, "feedback", None)]
     merged = {e.raw: e.label for e in merge([corpus, feedback])}
     assert merged == {message(1): HAM, message(2): HAM}
+
+
+def test_a_directory_that_cannot_be_listed_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "2.eml").write_bytes(message(2))
+    (tmp_path / "1.eml").write_bytes(message(1))
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "3.eml").write_bytes(message(3))
+    real_scandir = mailsources.os.scandir
+
+    def scandir(path: str) -> object:  # as root, chmod 000 would not stop the listing
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(mailsources.os, "scandir", scandir)
+    skips = Skips()
+    assert [m.raw for m in iter_messages(tmp_path, skips)] == [message(1)]
+    assert skips.reasons == {"locked": "cannot read: Permission denied"}
