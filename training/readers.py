@@ -8,7 +8,7 @@ of the same bytes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -50,12 +50,26 @@ def read_labelled_dir(root: Path, on_skip: SkipHandler) -> list[Example]:
     ]
 
 
-def merge(corpora: Iterable[list[Example]]) -> list[Example]:
-    """One example per distinct message; a later source (feedback) overrides an earlier label."""
+def merge(
+    corpora: Iterable[list[Example]],
+    on_conflict: Callable[[Example, Example], None] | None = None,
+) -> list[Example]:
+    """One example per distinct message; a later source (feedback) overrides an earlier label.
+    `on_conflict(kept, dropped)` hears of the same bytes filed under both labels by corpora
+    (a labelling mistake to fix), not of feedback relabelling a corpus message (its purpose)."""
     by_digest: dict[str, Example] = {}
     for examples in corpora:
         for example in examples:
-            by_digest[hashlib.sha256(example.raw).hexdigest()] = example
+            digest = hashlib.sha256(example.raw).hexdigest()
+            earlier = by_digest.get(digest)
+            if (
+                on_conflict is not None
+                and earlier is not None
+                and earlier.label != example.label
+                and not example.learnt
+            ):
+                on_conflict(example, earlier)
+            by_digest[digest] = example
     return list(by_digest.values())
 
 

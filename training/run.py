@@ -144,11 +144,27 @@ def _read(sources: Sources) -> list[Example]:
     ]
     if sources.feedback is not None:
         corpora.append(_read_feedback(sources.feedback, note))
+    conflicts: list[str] = []
+
+    def conflict(kept: Example, dropped: Example) -> None:
+        conflicts.append(f"{kept.origin} (kept) and {dropped.origin}")
+
+    merged = merge(corpora, conflict)
     for line in skipped[:20]:
         print(f"skipped {line}", file=sys.stderr)
     if len(skipped) > 20:
         print(f"... and {len(skipped) - 20} more skipped", file=sys.stderr)
-    return merge(corpora)
+    if conflicts:
+        print(
+            f"{len(conflicts)} message(s) filed as both ham and spam, the later label kept: "
+            + "; ".join(conflicts[:5])
+            + (" ..." if len(conflicts) > 5 else ""),
+            file=sys.stderr,
+        )
+    duplicates = sum(map(len, corpora)) - len(merged) - len(conflicts)
+    if duplicates > 0:
+        print(f"{duplicates} duplicate message(s) read once", file=sys.stderr)
+    return merged
 
 
 def _read_feedback(store: Path, note: Callable[[Path, str], None]) -> list[Example]:

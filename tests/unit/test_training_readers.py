@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,24 @@ def test_feedback_label_overrides_corpus_label() -> None:
     assert merged == {message(1): HAM, message(2): HAM}
 
 
+def test_corpora_filing_the_same_message_under_both_labels_are_reported() -> None:
+    first = [Example(message(1), HAM, "a/ham/1", None), Example(message(2), HAM, "a/ham/2", None)]
+    second = [
+        Example(message(1), SPAM, "b/spam/1", None),
+        Example(message(2), HAM, "b/ham/2", None),
+    ]
+    learnt = [Example(message(1), HAM, "feedback/ham/1", None, learnt=True)]
+    conflicts: list[tuple[str, str]] = []
+
+    def conflict(kept: Example, dropped: Example) -> None:
+        conflicts.append((kept.origin, dropped.origin))
+
+    merged = merge([first, second, learnt], conflict)
+    # Only the corpora's contradiction; the duplicate ham and the learnt relabelling are not.
+    assert conflicts == [("b/spam/1", "a/ham/1")]
+    assert {e.raw: e.label for e in merged} == {message(1): HAM, message(2): HAM}
+
+
 def test_a_directory_that_cannot_be_listed_is_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,14 +128,14 @@ def test_a_directory_that_cannot_be_listed_is_reported(
     (tmp_path / "1.eml").write_bytes(message(1))
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "3.eml").write_bytes(message(3))
-    real_scandir = mailsources.os.scandir
+    real_scandir = os.scandir
 
     def scandir(path: str) -> object:  # as root, chmod 000 would not stop the listing
         if Path(path).name == "locked":
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(mailsources.os, "scandir", scandir)
+    monkeypatch.setattr(os, "scandir", scandir)
     skips = Skips()
     assert [m.raw for m in iter_messages(tmp_path, skips)] == [message(1)]
     assert skips.reasons == {"locked": "cannot read: Permission denied"}
