@@ -230,17 +230,25 @@ class ClassifierModel:
         weights = np.asarray(data["weights"], dtype=np.float64)
         if weights.shape != (len(names),):
             raise ModelError(f"{path}: {len(names)} feature names but {weights.size} weights")
+        numbers = [float(data[key]) for key in _NUMBERS]
+        if not (np.isfinite(weights).all() and all(map(math.isfinite, numbers))):
+            # NaN or infinity would make every verdict the same, silently.
+            raise ModelError(f"{path}: a weight or calibration is not a finite number")
+        intercept, slope, platt_intercept, char_gram_intercept = numbers
         return cls(
             names,
             weights,
-            float(data["intercept"]),
-            float(data["platt_slope"]),
-            float(data["platt_intercept"]),
+            intercept,
+            slope,
+            platt_intercept,
             int(data["feature_version"]),
             str(data["sklearn_version"]),
             {str(k): str(v) for k, v in dict(data["metadata"]).items()},
-            float(data["char_gram_intercept"]),
+            char_gram_intercept,
         )
+
+
+_NUMBERS = ("intercept", "platt_slope", "platt_intercept", "char_gram_intercept")
 
 
 def _strongest(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,6 +161,20 @@ def test_an_artefact_naming_a_feature_twice_is_refused(
     names = data["feature_names"].split("\n")
     data["feature_names"] = "\n".join([names[0], *names[:-1]])
     with pytest.raises(ModelError, match="occurs twice"):
+        ClassifierModel.from_data(path, data)
+
+
+@pytest.mark.parametrize("key", ["weights", "intercept", "platt_slope", "char_gram_intercept"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_an_artefact_with_a_non_finite_number_is_refused(
+    model: ClassifierModel, tmp_path: Path, key: str, bad: float
+) -> None:
+    # NaN or infinity would turn every verdict into the same one without a word.
+    path = tmp_path / "broken.skops"
+    model.save(path)
+    data = read_artefact(path)
+    data[key] = [bad, *list(data[key])[1:]] if key == "weights" else bad
+    with pytest.raises(ModelError, match="not a finite number"):
         ClassifierModel.from_data(path, data)
 
 
