@@ -37,6 +37,7 @@ MODEL_FILE = "classifier.skops"
 CARD_FILE = "MODEL_CARD.md"
 ROC_FILE = "roc.png"
 PREVIOUS_SUFFIX = ".previous"
+FEW_MESSAGES = 200  # of either label: fewer gets a warning, the figures rest on a handful
 SHRINK_REFUSED = 2  # fewer than half the messages of the current model: refused unless --force
 AUC_TOLERANCE = 1e-4  # re-fitting the same data must not count as "worse"
 SCORING_PASSES = 3
@@ -57,8 +58,19 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
     started = time.perf_counter()
     examples = _read(sources)
     labels = np.array([e.label for e in examples], dtype=np.int64)
-    if min(np.bincount(labels, minlength=2)) < 5:
-        raise TrainingRefused("need at least 5 ham and 5 spam messages to train and evaluate")
+    n_ham, n_spam = np.bincount(labels, minlength=2)
+    if min(n_ham, n_spam) < 5:
+        raise TrainingRefused(
+            f"need at least 5 ham and 5 spam messages to train and evaluate (read {n_ham} ham, "
+            f"{n_spam} spam)"
+        )
+    if min(n_ham, n_spam) < FEW_MESSAGES:
+        print(
+            f"warning: {n_ham} ham and {n_spam} spam: the held-out figures rest on a handful of "
+            f"messages and the model will be weak; a useful one needs {FEW_MESSAGES} or more "
+            "of each",
+            file=sys.stderr,
+        )
     rows = [extract(e.raw) for e in tqdm(examples, desc="features", unit="msg", file=sys.stderr)]
     dates = [e.date.timestamp() if e.date else None for e in examples]
     holdout = _stable_holdout(examples)
@@ -93,10 +105,15 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
         if name == "artefact":
             model = fitted
     if model is None:
-        raise TrainingRefused("the held-out split lacks ham or spam: add more messages")
+        raise TrainingRefused(
+            f"the held-out split lacks ham or spam ({n_ham} ham, {n_spam} spam read): add more "
+            "messages"
+        )
     if min(np.bincount(labels[benchmark[0]], minlength=2)) >= 2:
         evaluations = {"cv": _cross_validation(table, labels, benchmark[0]), **evaluations}
     held_out = [rows[i] for i in holdout[1]]
+    for evaluation in evaluations.values():
+        print(_summary(evaluation), file=sys.stderr)
     _guard(out_dir / MODEL_FILE, held_out, evaluations["artefact"], len(examples), force)
     performance = Performance(
         time.perf_counter() - started,
@@ -165,6 +182,16 @@ def _read(sources: Sources) -> list[Example]:
     if duplicates > 0:
         print(f"{duplicates} duplicate message(s) read once", file=sys.stderr)
     return merged
+
+
+def _summary(evaluation: Evaluation) -> str:
+    metrics = evaluation.metrics
+    low = metrics.operating[0]
+    return (
+        f"{evaluation.description}: AUC {metrics.auc:.5f}, spam recall {low.recall:.1%} at "
+        f"{low.fp_budget:.1%} FP ({metrics.n_ham} ham, {low.fp_allowed} allowed; "
+        f"{metrics.n_spam} spam)"
+    )
 
 
 def _read_feedback(store: Path, note: Callable[[Path, str], None]) -> list[Example]:

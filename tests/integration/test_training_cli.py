@@ -32,6 +32,8 @@ def test_trains_writes_artefact_card_and_plot_that_load(tiny_corpus: Path, tmp_p
     done = train("--corpus", tiny_corpus, "--out", out)
     assert done.returncode == 0, done.stderr
     assert {p.name for p in out.iterdir()} == {"classifier.skops", "MODEL_CARD.md", "roc.png"}
+    assert "warning: 60 ham and 40 spam: the held-out figures rest on a handful" in done.stderr
+    assert "stratified 80/20, seed 42 (benchmark): AUC " in done.stderr
     card = (out / "MODEL_CARD.md").read_text()
     assert "| ham | 60 |" in card and "| spam | 40 |" in card
     assert "stratified 80/20, seed 42" in card and "time-ordered" in card
@@ -113,4 +115,5 @@ def test_bad_arguments_and_corpora_are_clear_errors(tmp_path: Path) -> None:
     tiny = write_corpus(tmp_path / "tiny", n_ham=3, n_spam=2)
     too_small = train("--corpus", tiny, "--out", tmp_path / "out")
     assert too_small.returncode == 1 and "at least 5 ham and 5 spam" in too_small.stderr
+    assert "(read 3 ham, 2 spam)" in too_small.stderr
     assert not (tmp_path / "out").exists()
