@@ -18,6 +18,7 @@ from gateway.config import SHIPPED_RULES_DIR, ClassifierCheckConfig
 from gateway.features import CHAR_GRAM_PREFIX, FEATURE_VERSION, extract
 from gateway.pipeline.scoring import load_policy
 from training.evaluate import Evaluation, recall_allowing
+from training.fit import INVERSE_REGULARISATION
 from training.readers import HAM, SPAM, Example
 
 PROBES_DIR = Path(__file__).parent / "probes"
@@ -47,8 +48,10 @@ def write_card(
         "(skops), fitted on the 80% of the mail not held out by message hash, so the "
         "artefact's own metrics below are honest and a later retraining is compared on "
         "mail neither model saw.",
-        "- Model: the sum of two logistic regressions (C chosen by cross-validation inside "
-        "the benchmark's training portion, never on a test split), which is one linear model: "
+        "- Model: the sum of two logistic regressions (C fixed at "
+        f"{INVERSE_REGULARISATION:g}, chosen by cross-validation inside the SpamAssassin public "
+        "corpus benchmark's training portion, never on a test split; `python -m training.cv` "
+        "re-checks it on other mail), which is one linear model: "
         "one on `gateway.features`' readable sparse features (MIME structure, charsets, URL "
         "domains and TLDs, sender relations, header defects, how the text is built (amounts of "
         "money, percentages, link density), subject and body words), one on the character "
@@ -120,7 +123,7 @@ def write_card(
         "Hand-written messages in today's style (`training/probes/`: transactional mail, "
         "notifications, newsletters, person-to-person mail in three languages; phishing, "
         "scams, cold outreach, malware lures), scored by this model. Few and made up, so a "
-        "check of how the 2002 training mail carries over, not a metric; no model choice was "
+        "check of how the training mail carries over to today's, not a metric; no model choice was "
         "made on them.",
         "",
         *_probe_summary(probes, artefact_auc),
@@ -252,10 +255,14 @@ def _thresholds(model: ClassifierModel, evaluations: list[Evaluation]) -> list[s
         "",
     ]
     artefact = next(e for e in evaluations if e.name == "artefact")
+    n_ham = artefact.metrics.n_ham
     for operating in artefact.metrics.operating:
         probability = model.probability(operating.threshold)
+        basis = f"{operating.fp_allowed} of {n_ham} held-out ham above it"
+        if operating.fp_allowed == 0:
+            basis += ": the highest-scoring held-out ham's probability, not a measured rate"
         lines.append(
             f"- {operating.fp_budget:.1%} FP: probability > {probability:.4f} "
-            f"(spam recall {operating.recall:.1%})"
+            f"(spam recall {operating.recall:.1%}; {basis})"
         )
     return lines
