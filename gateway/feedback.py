@@ -1,9 +1,11 @@
 """The feedback store: raw messages an admin labelled as ham or spam, for the next `make train`.
 
-Layout: `<storage_dir>/feedback/{ham,spam}/<sha256 of the bytes>.eml`. Naming by content makes
+Layout: `<storage_dir>/feedback/{ham,spam}/<message_digest>.eml`. Naming by content makes
 recording idempotent, and a message relabelled later moves to the other side instead of
-appearing under both labels. Writes are atomic (temp file, fsync, rename, fsync the directory),
-so a crash never leaves a half-written message for training to read.
+appearing under both labels; the digest reads CRLF as LF, so the quarantine's copy (SMTP line
+ends) and a mailbox's copy of one message are one message. Writes are atomic (temp file,
+fsync, rename, fsync the directory), so a crash never leaves a half-written message for
+training to read.
 """
 
 from __future__ import annotations
@@ -27,11 +29,21 @@ def feedback_dir(storage_dir: str | Path) -> Path:
     return Path(storage_dir) / FEEDBACK_DIR
 
 
+def message_digest(raw: bytes) -> str:
+    """sha256 of the message with CRLF line ends read as LF: the same message whether it came
+    over SMTP or from a mailbox file."""
+    return hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
+
+
+def feedback_path(storage_dir: str | Path, label: Label, raw_bytes: bytes) -> Path:
+    return feedback_dir(storage_dir) / label / f"{message_digest(raw_bytes)}.eml"
+
+
 def record_feedback(storage_dir: str | Path, label: Label, raw_bytes: bytes) -> Path:
     """Store `raw_bytes` as a `label` example and return its path; the opposite label is dropped."""
     if label not in LABELS:
         raise ValueError(f"label must be 'ham' or 'spam', not {label!r}")
-    name = hashlib.sha256(raw_bytes).hexdigest() + ".eml"
+    name = feedback_path(storage_dir, label, raw_bytes).name
     target_dir = feedback_dir(storage_dir) / label
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / name
@@ -61,7 +73,7 @@ def add_learn_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 def run_learn(args: argparse.Namespace, storage_dir: str | Path) -> int:
     """Record every message under `args.paths`; unreadable sources are reported, not fatal."""
-    stored = 0
+    stored = known = moved = 0
     problems = 0
 
     def skipped(path: Path, reason: str) -> None:
@@ -72,6 +84,8 @@ def run_learn(args: argparse.Namespace, storage_dir: str | Path) -> int:
     for path in args.paths:
         try:
             for message in iter_messages(Path(path), on_skip=skipped):
+                known += feedback_path(storage_dir, args.label, message.raw).exists()
+                moved += feedback_path(storage_dir, _opposite(args.label), message.raw).exists()
                 record_feedback(storage_dir, args.label, message.raw)
                 stored += 1
         except GatewayError as exc:
@@ -83,5 +97,8 @@ def run_learn(args: argparse.Namespace, storage_dir: str | Path) -> int:
             print(f"learn: recorded {stored} message(s) as {args.label} before that")
             return 2
     where = feedback_dir(storage_dir) / args.label
-    print(f"learn: recorded {stored} message(s) as {args.label} in {where}")
+    print(
+        f"learn: recorded {stored} message(s) as {args.label} in {where} ({stored - known - moved} "
+        f"new, {moved} moved from {_opposite(args.label)}, {known} already there)"
+    )
     return 1 if problems else 0

@@ -7,7 +7,6 @@ of the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from gateway.content import parse_headers
+from gateway.feedback import message_digest
 from gateway.mailsources import SkipHandler, iter_messages
 
 SPAM, HAM = 1, 0
@@ -60,7 +60,7 @@ def merge(
     by_digest: dict[str, Example] = {}
     for examples in corpora:
         for example in examples:
-            digest = hashlib.sha256(example.raw).hexdigest()
+            digest = message_digest(example.raw)
             earlier = by_digest.get(digest)
             if (
                 on_conflict is not None

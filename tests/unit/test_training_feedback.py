@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.feedback import add_learn_command, record_feedback
-from training.readers import HAM, Example
+from training.readers import HAM, SPAM, Example, merge
 from training.run import _stable_holdout
 
 RAW = b"From: a@example.org\nSubject: hi\n\nbody\n"
@@ -102,3 +102,30 @@ def test_learnt_messages_are_never_held_out() -> None:
     train, held = _stable_holdout(corpus + learnt)
     assert list(held) == list(held_corpus)  # the same corpus messages, and no learnt one
     assert set(range(200, 400)) <= set(train)
+
+
+def test_the_smtp_and_the_mailbox_copy_of_a_message_are_one(tmp_path: Path) -> None:
+    lf = record_feedback(tmp_path, "ham", RAW)  # a user's mailbox file
+    crlf = record_feedback(tmp_path, "spam", RAW.replace(b"\n", b"\r\n"))  # the quarantine's
+    assert crlf.name == lf.name and not lf.exists()  # relabelled, not kept under both labels
+    examples = [
+        Example(RAW, HAM, "corpus", None),
+        Example(crlf.read_bytes(), SPAM, "feedback", None, learnt=True),
+    ]
+    assert [e.label for e in merge([examples[:1], examples[1:]])] == [SPAM]
+
+
+def test_learn_says_what_was_new_moved_or_known(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "1.eml", tmp_path / "2.eml"
+    first.write_bytes(RAW)
+    second.write_bytes(RAW.replace(b"hi", b"two"))
+    storage = tmp_path / "var"
+    record_feedback(storage, "ham", RAW)
+    args = parse(["learn", "--spam", str(first), str(second)])
+    assert args.func(args, storage) == 0
+    args.func(args, storage)
+    first_run, second_run = capsys.readouterr().out.splitlines()
+    assert first_run.endswith("(1 new, 1 moved from ham, 0 already there)")
+    assert second_run.endswith("(0 new, 0 moved from ham, 2 already there)")
