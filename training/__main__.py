@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.config import SHIPPED_MODEL
 from gateway.mailsources import MailSourceError
 from training.readers import CorpusError
-from training.run import Sources, TrainingRefused, run
+from training.run import CARD_FILE, Sources, TrainingRefused, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: refused: {exc}", file=sys.stderr)
         return 1
     print(f"train: wrote {artefact} in {time.perf_counter() - started:.1f}s")
+    print(
+        f"train: its card is {artefact.parent / CARD_FILE}; a running gateway whose "
+        "[checks.classifier] model is this file loads it on SIGHUP"
+    )
     return 0
 
 

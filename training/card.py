@@ -131,6 +131,10 @@ def write_card(
         "| expected | message | spam probability | strongest features |",
         "|---|---|---|---|",
         *(_probe_row(p) for p in probes),
+        "",
+        "## Using it",
+        "",
+        *_using_it(probes),
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -183,6 +187,32 @@ def _ml_spam_alone() -> str:
             f"quarantine at {quarantine:g})."
         )
     return f"With the shipped scores a certain `ML_SPAM` alone quarantines ({most:g})."
+
+
+def _using_it(probes: list[Probe]) -> list[str]:
+    """What an admin does with these figures: they hold for mail like the training mail."""
+    policy = load_policy(SHIPPED_RULES_DIR)
+    score = policy.symbols["ML_SPAM"].score
+    ham_over = [p for p in probes if p.expected == "ham" and p.probability >= 0.9]
+    return [
+        f"- Points: `ML_SPAM` adds {score:g} x probability to the verdict's score and "
+        f"`ML_HAM` {policy.symbols['ML_HAM'].score:g} x (1 - probability) (rules/scores.toml); "
+        f"quarantine at {policy.thresholds.quarantine:g}, reject at "
+        f"{policy.thresholds.reject:g} (rules/actions.toml).",
+        "- The false-positive rates above hold for mail like the training mail. "
+        + (
+            f"{len(ham_over)} of today's ham probes score 0.9 or more "
+            f"({', '.join(p.name for p in ham_over[:4])}{' ...' if len(ham_over) > 4 else ''}): "
+            "do not raise `ML_SPAM`'s score, or lower `spam_threshold`, on these figures alone."
+            if ham_over
+            else "None of today's ham probes scores 0.9 or more."
+        ),
+        "- To fit it to your mail: `gateway learn --ham` the ham it flags and `--spam` the spam "
+        "it misses (quarantine release/delete `--learn` do the same), then `make train` "
+        "(`FEEDBACK=<[storage] dir>/feedback`) and SIGHUP the gateway. Once the card's probes "
+        "and your own mail score well, raising `ML_SPAM` to 6.5 lets a near-certain verdict "
+        "quarantine alone.",
+    ]
 
 
 def _probe_row(probe: Probe) -> str:

@@ -75,15 +75,19 @@ def plot_roc(curves: dict[str, tuple[IntArray, FloatArray]], path: Path) -> None
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4.5))
+    # A log axis cannot show a rate of 0: no ham flagged is drawn at the left edge, left of
+    # the smallest budget and of the smallest rate any curve can measure (one ham).
+    edge = min([*FP_BUDGETS, *(0.5 / max(1, int((lab == 0).sum())) for lab, _ in curves.values())])
     for name, (labels, scores) in curves.items():
         fpr, tpr, _ = roc_curve(labels, scores)
         auc = roc_auc_score(labels, scores)
-        floor = 1.0 / max(1, int((labels == 0).sum()))
-        axes.plot(np.maximum(fpr, floor / 2), tpr, label=f"{name} (AUC {auc:.4f})")
+        axes.plot(np.where(fpr > 0, fpr, edge / 2), tpr, label=f"{name} (AUC {auc:.4f})")
     for budget in FP_BUDGETS:
         axes.axvline(budget, color="grey", linestyle=":", linewidth=1)
+        axes.annotate(f" {budget:.1%} FP", (budget, 0.5), color="grey", fontsize=8, rotation=90)
     axes.set_xscale("log")
-    axes.set_xlabel("false-positive rate (ham flagged), log scale")
+    axes.set_xlim(left=edge / 4)
+    axes.set_xlabel("false-positive rate (ham flagged), log scale; 0 at the left edge")
     axes.set_ylabel("spam recall")
     axes.set_title("Classifier ROC on held-out mail")
     axes.legend(loc="lower right")

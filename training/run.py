@@ -37,6 +37,13 @@ MODEL_FILE = "classifier.skops"
 CARD_FILE = "MODEL_CARD.md"
 ROC_FILE = "roc.png"
 PREVIOUS_SUFFIX = ".previous"
+PLOT_LABELS = {
+    "cv": "CV inside the 80% (selection)",
+    "stratified": "seed 42 split (benchmark)",
+    "seed7": "seed 7 split",
+    "time": "time-ordered split",
+    "artefact": "this artefact's held-out mail",
+}
 FEW_MESSAGES = 200  # of either label: fewer gets a warning, the figures rest on a handful
 SHRINK_REFUSED = 2  # fewer than half the messages of the current model: refused unless --force
 AUC_TOLERANCE = 1e-4  # re-fitting the same data must not count as "worse"
@@ -130,7 +137,7 @@ def _cross_validation(table: FeatureTable, labels: IntArray, train: IntArray) ->
     scores = cross_validated_scores(table.subset(train), subset)
     return Evaluation(
         "cv",
-        "5-fold CV inside the benchmark's 80% (pooled out-of-fold; model selection)",
+        "5-fold CV inside the benchmark's 80% (pooled out-of-fold, fold seed 0; model selection)",
         evaluate(subset, scores),
         subset,
         scores,
@@ -269,7 +276,10 @@ def _write(
         shutil.copy2(target, previous)
         print(f"the model it replaces is kept as {previous}", file=sys.stderr)
     os.replace(tmp, target)  # a running gateway or a crash never sees half a model
-    plot_roc({e.name: (e.labels, e.scores) for e in evaluations.values()}, out_dir / ROC_FILE)
+    plot_roc(
+        {PLOT_LABELS.get(e.name, e.name): (e.labels, e.scores) for e in evaluations.values()},
+        out_dir / ROC_FILE,
+    )
     write_card(
         out_dir / CARD_FILE, final, examples, list(evaluations.values()), performance, ROC_FILE
     )
