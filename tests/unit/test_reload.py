@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
+
+from gateway.checks.classifier import ClassifierCheck, ClassifierModel
 from gateway.config import SHIPPED_RULES_DIR, Config, config_from_dict
 from gateway.runtime import Runtime
 
@@ -62,3 +67,45 @@ def test_a_broken_file_keeps_every_previous_rule(tmp_path: Path) -> None:
     assert runtime.pipeline.checks is before_checks
     assert runtime.pipeline.policy is before_policy
     assert "RULE_BODY_RELOAD_TEST" not in emitted(runtime)
+
+
+def runtime_with_model(tmp_path: Path, weight: float) -> tuple[Runtime, Path]:
+    model = tmp_path / "classifier.skops"
+    save_model(model, weight)
+    config: Config = config_from_dict(
+        {
+            "storage": {"dir": str(tmp_path / "var")},
+            "dns": {"nameservers": ["127.0.0.1:9"]},
+            "checks": {"antivirus": {"enabled": False}, "classifier": {"model": str(model)}},
+        }
+    )
+    return Runtime(config), model
+
+
+def save_model(path: Path, weight: float) -> None:
+    """A one-feature model: the word "canary" pushes by `weight`."""
+    stamp = time.time_ns() if not path.exists() else path.stat().st_mtime_ns + 10**9
+    ClassifierModel(("w:canary",), np.array([weight]), 0.0, 1.0, 0.0).save(path)
+    os.utime(path, ns=(stamp, stamp))  # a new file version even within one clock tick
+
+
+def verdict(runtime: Runtime) -> list[str]:
+    check = next(c for c in runtime.pipeline.checks if isinstance(c, ClassifierCheck))
+    result = check.classify(b"From: a@example.org\nSubject: hi\n\ncanary canary\n")
+    return [s.name for s in result.symbols]
+
+
+def test_reload_loads_a_retrained_model(tmp_path: Path) -> None:
+    runtime, model = runtime_with_model(tmp_path, weight=30.0)
+    assert verdict(runtime) == ["ML_SPAM"]
+    save_model(model, weight=-30.0)  # what `make train` does to the file
+    reload(runtime)
+    assert verdict(runtime) == ["ML_HAM"]
+
+
+def test_a_broken_model_keeps_the_previous_one(tmp_path: Path) -> None:
+    runtime, model = runtime_with_model(tmp_path, weight=30.0)
+    before = runtime.pipeline.checks
+    model.write_bytes(b"not a model")
+    reload(runtime)
+    assert runtime.pipeline.checks is before and verdict(runtime) == ["ML_SPAM"]
