@@ -282,7 +282,11 @@ class ClassifierCheckConfig(CheckConfig):
 
     def validate(self, problems: list[str], path: str) -> None:
         if self.enabled and not Path(self.model).is_file():
-            problems.append(f"{path}.model: no such file {self.model!r} (run `make train`)")
+            where = "" if Path(self.model).is_absolute() else f" (from {Path.cwd()})"
+            problems.append(
+                f"{path}.model: no such file {self.model!r}{where}; `make train` writes "
+                f"{SHIPPED_MODEL}, `gateway train --out DIR` DIR/classifier.skops"
+            )
         if not 0.0 <= self.ham_threshold < self.spam_threshold <= 1.0:
             problems.append(f"{path}: need 0 <= ham_threshold < spam_threshold <= 1")
         _positive(self, problems, path, "timeout_s", "explain_features")

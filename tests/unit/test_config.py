@@ -136,3 +136,14 @@ def test_non_finite_numbers_and_reply_injection_are_refused() -> None:
     )
     assert "smtp.banner: only printable ASCII" in text
     assert "smtp.hostname: 'mx.example.org\\r\\nX' is not a host name" in text
+
+
+def test_a_missing_relative_model_names_the_directory_it_was_read_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        config_from_dict({"checks": {"classifier": {"model": "models/x.skops"}}})
+    message = str(refused.value)
+    assert f"no such file 'models/x.skops' (from {tmp_path})" in message
+    assert "gateway train --out DIR" in message
