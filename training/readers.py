@@ -38,16 +38,21 @@ class CorpusError(Exception):
     """A corpus directory lacks the expected layout."""
 
 
-def read_labelled_dir(root: Path, on_skip: SkipHandler) -> list[Example]:
-    """Messages under `root/ham` and `root/spam` (each: directory, Maildir or mbox)."""
+def read_labelled_dir(
+    root: Path, on_skip: SkipHandler, on_read: Callable[[], object] | None = None
+) -> list[Example]:
+    """Messages under `root/ham` and `root/spam` (each: directory, Maildir or mbox);
+    `on_read` is called after each message (a progress bar)."""
     sides = [(root / name, label) for name, label in LABEL_DIRS.items() if (root / name).exists()]
     if not sides:
         raise CorpusError(f"{root}: expected a ham/ and/or spam/ entry (directory, Maildir, mbox)")
-    return [
-        Example(message.raw, label, message.origin, message_date(message.raw))
-        for side, label in sides
-        for message in iter_messages(side, on_skip)
-    ]
+    examples = []
+    for side, label in sides:
+        for message in iter_messages(side, on_skip):
+            examples.append(Example(message.raw, label, message.origin, message_date(message.raw)))
+            if on_read is not None:
+                on_read()
+    return examples
 
 
 def merge(

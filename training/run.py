@@ -163,9 +163,8 @@ def _read(sources: Sources) -> list[Example]:
     def note(path: Path, reason: str) -> None:
         skipped.append(f"{path}: {reason}")
 
-    corpora = [
-        read_labelled_dir(p, note) for p in tqdm(sources.corpora, desc="read", file=sys.stderr)
-    ]
+    with tqdm(desc="read", unit="msg", file=sys.stderr) as progress:
+        corpora = [read_labelled_dir(p, note, progress.update) for p in sources.corpora]
     if sources.feedback is not None:
         corpora.append(_read_feedback(sources.feedback, note))
     conflicts: list[str] = []
