@@ -43,14 +43,11 @@ def record_feedback(storage_dir: str | Path, label: Label, raw_bytes: bytes) -> 
     """Store `raw_bytes` as a `label` example and return its path; the opposite label is dropped."""
     if label not in LABELS:
         raise ValueError(f"label must be 'ham' or 'spam', not {label!r}")
-    name = feedback_path(storage_dir, label, raw_bytes).name
-    target_dir = feedback_dir(storage_dir) / label
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / name
+    target = feedback_path(storage_dir, label, raw_bytes)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         write_durably(target, raw_bytes, replace=True)
-    other = feedback_dir(storage_dir) / _opposite(label) / name
-    other.unlink(missing_ok=True)
+    feedback_path(storage_dir, _opposite(label), raw_bytes).unlink(missing_ok=True)
     return target
 
 

@@ -2,7 +2,7 @@
 
 Each side may be a directory tree of raw messages, a Maildir or an mbox file; see
 `gateway.mailsources`. A message the admin labelled through feedback overrides the corpus label
-of the same bytes.
+of the same message (see `gateway.feedback.message_digest`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def merge(
     on_conflict: Callable[[Example, Example], None] | None = None,
 ) -> list[Example]:
     """One example per distinct message; a later source (feedback) overrides an earlier label.
-    `on_conflict(kept, dropped)` hears of the same bytes filed under both labels by corpora
+    `on_conflict(kept, dropped)` hears of one message filed under both labels by corpora
     (a labelling mistake to fix), not of feedback relabelling a corpus message (its purpose)."""
     by_digest: dict[str, Example] = {}
     for examples in corpora:
