@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from gateway.checks.classifier import ClassifierModel, Contribution
 from gateway.config import SHIPPED_RULES_DIR, ClassifierCheckConfig
 from gateway.features import CHAR_GRAM_PREFIX, FEATURE_VERSION, extract
-from gateway.pipeline.scoring import load_policy
+from gateway.pipeline.scoring import Policy, load_policy
 from training.evaluate import Evaluation, recall_allowing
 from training.fit import INVERSE_REGULARISATION
 from training.readers import HAM, SPAM, Example
@@ -40,6 +40,7 @@ def write_card(
     roc_file: str,
 ) -> None:
     probes = _score_probes(model)
+    policy = load_policy(SHIPPED_RULES_DIR)  # the shipped scores the card's advice refers to
     artefact_auc = next(e for e in evaluations if e.name == "artefact").metrics.auc
     lines = [
         "# Spam classifier model card",
@@ -126,7 +127,7 @@ def write_card(
         "check of how the training mail carries over to today's, not a metric; no model choice was "
         "made on them.",
         "",
-        *_probe_summary(probes, artefact_auc),
+        *_probe_summary(probes, artefact_auc, policy),
         "",
         "| expected | message | spam probability | strongest features |",
         "|---|---|---|---|",
@@ -134,7 +135,7 @@ def write_card(
         "",
         "## Using it",
         "",
-        *_using_it(probes),
+        *_using_it(probes, policy),
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -155,7 +156,7 @@ def _score_probes(model: ClassifierModel) -> list[Probe]:
     return probes
 
 
-def _probe_summary(probes: list[Probe], held_out_auc: float) -> list[str]:
+def _probe_summary(probes: list[Probe], held_out_auc: float, policy: Policy) -> list[str]:
     """How many of each kind the check would mark ML_SPAM, and how well the probes rank."""
     ham = [p.probability for p in probes if p.expected == "ham"]
     spam = [p.probability for p in probes if p.expected == "spam"]
@@ -166,7 +167,7 @@ def _probe_summary(probes: list[Probe], held_out_auc: float) -> list[str]:
     return [
         f"- ham: {sum(p >= threshold for p in ham)} of {len(ham)} at or above the default "
         f"`spam_threshold` {threshold} (so get `ML_SPAM`), {sum(p >= 0.9 for p in ham)} at "
-        f"0.9 or more. {_ml_spam_alone()}",
+        f"0.9 or more. {_ml_spam_alone(policy)}",
         f"- spam: {sum(p >= threshold for p in spam)} of {len(spam)} at or above "
         f"{threshold}, {sum(p >= 0.9 for p in spam)} at 0.9 or more.",
         f"- ROC AUC over the probes: {auc:.3f}, against {held_out_auc:.5f} on the training "
@@ -176,9 +177,8 @@ def _probe_summary(probes: list[Probe], held_out_auc: float) -> list[str]:
     ]
 
 
-def _ml_spam_alone() -> str:
+def _ml_spam_alone(policy: Policy) -> str:
     """Whether the shipped policy lets a certain `ML_SPAM` quarantine a message on its own."""
-    policy = load_policy(SHIPPED_RULES_DIR)
     most = policy.symbols["ML_SPAM"].score  # multiplier = probability, at most 1
     quarantine = policy.thresholds.quarantine
     if most < quarantine:
@@ -189,9 +189,8 @@ def _ml_spam_alone() -> str:
     return f"With the shipped scores a certain `ML_SPAM` alone quarantines ({most:g})."
 
 
-def _using_it(probes: list[Probe]) -> list[str]:
+def _using_it(probes: list[Probe], policy: Policy) -> list[str]:
     """What an admin does with these figures: they hold for mail like the training mail."""
-    policy = load_policy(SHIPPED_RULES_DIR)
     score = policy.symbols["ML_SPAM"].score
     ham_over = [p for p in probes if p.expected == "ham" and p.probability >= 0.9]
     return [
