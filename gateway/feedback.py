@@ -62,8 +62,13 @@ def add_learn_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help="add messages (files, Maildirs, mbox) to the feedback store for the next training",
     )
     side = parser.add_mutually_exclusive_group(required=True)
-    side.add_argument("--spam", dest="label", action="store_const", const="spam")
-    side.add_argument("--ham", dest="label", action="store_const", const="ham")
+    where = "the feedback store, <[storage] dir>/feedback (./var/feedback by default)"
+    side.add_argument(
+        "--spam", dest="label", action="store_const", const="spam", help=f"file as spam in {where}"
+    )
+    side.add_argument(
+        "--ham", dest="label", action="store_const", const="ham", help=f"file as ham in {where}"
+    )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="message file, Maildir or mbox")
     parser.set_defaults(func=run_learn)
 
