@@ -44,11 +44,20 @@ def record_feedback(storage_dir: str | Path, label: Label, raw_bytes: bytes) -> 
     if label not in LABELS:
         raise ValueError(f"label must be 'ham' or 'spam', not {label!r}")
     target = feedback_path(storage_dir, label, raw_bytes)
+    _store(target, _other_side(target, label), raw_bytes)
+    return target
+
+
+def _other_side(target: Path, label: Label) -> Path:
+    """Where the same message would sit under the opposite label."""
+    return target.parent.with_name(_opposite(label)) / target.name
+
+
+def _store(target: Path, other_side: Path, raw_bytes: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         write_durably(target, raw_bytes, replace=True)
-    feedback_path(storage_dir, _opposite(label), raw_bytes).unlink(missing_ok=True)
-    return target
+    other_side.unlink(missing_ok=True)
 
 
 def _opposite(label: Label) -> Label:
@@ -86,9 +95,11 @@ def run_learn(args: argparse.Namespace, storage_dir: str | Path) -> int:
     for path in args.paths:
         try:
             for message in iter_messages(Path(path), on_skip=skipped):
-                known += feedback_path(storage_dir, args.label, message.raw).exists()
-                moved += feedback_path(storage_dir, _opposite(args.label), message.raw).exists()
-                record_feedback(storage_dir, args.label, message.raw)
+                target = feedback_path(storage_dir, args.label, message.raw)
+                other_side = _other_side(target, args.label)
+                known += target.exists()
+                moved += other_side.exists()
+                _store(target, other_side, message.raw)
                 stored += 1
         except GatewayError as exc:
             print(f"learn: {exc}", file=sys.stderr)
