@@ -504,6 +504,19 @@ class Config:
             return Path(self.source).resolve().parent
         return SHIPPED_RULES_DIR
 
+    def rules_dir_hint(self) -> str | None:
+        """Why rule files are missing, when the rules directory was implied by the config
+        file's place (an admin's short override config elsewhere) and has no scores file."""
+        if self.pipeline.rules_dir or not self.source:
+            return None
+        if (self.rules_dir / "scores.toml").exists():
+            return None
+        return (
+            f"rule files are read from the config file's directory ({self.rules_dir}) unless "
+            f"[pipeline] rules_dir is set: copy the shipped ones from {SHIPPED_RULES_DIR} "
+            f'there, or set rules_dir = "{SHIPPED_RULES_DIR}"'
+        )
+
 
 def _positive(obj: object, problems: list[str], path: str, *names: str) -> None:
     for name in names:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config import Config, parse_hostport
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.net.dns import Resolver
 from gateway.observe.setup import configure_logging
 from gateway.pipeline.engine import Pipeline
@@ -51,13 +51,13 @@ def build_pipeline(config: Config, services: Services | None = None) -> Pipeline
     """Checks + policy as configured; raises ConfigError / ModelError with clear messages."""
     if services is None:
         services = Services(resolver=Resolver.from_config(config.dns))
-    checks = build_checks(config, services)
-    return Pipeline(
-        checks,
-        load_policy(config.rules_dir),
-        config.pipeline.deadline_s,
-        declared=declared_symbols(config),
-    )
+    try:
+        checks = build_checks(config, services)
+        policy = load_policy(config.rules_dir)
+    except ConfigError as exc:
+        hint = config.rules_dir_hint()
+        raise ConfigError([*exc.problems, hint] if hint else exc.problems) from None
+    return Pipeline(checks, policy, config.pipeline.deadline_s, declared=declared_symbols(config))
 
 
 class Runtime:
