@@ -102,14 +102,17 @@ class HeadersCheck(Check):
             found.append(Symbol("HDR_MISSING_DATE", "no Date header"))
         if msg.get("Message-ID") is None:
             found.append(Symbol("HDR_MISSING_MESSAGE_ID", "no Message-ID header"))
-        found.extend(_malformed_addresses(msg))
+        if malformed := _malformed_addresses(msg):
+            # One symbol, as a rule fires once: its score does not grow with the number of
+            # broken headers (the reason names each of them).
+            found.append(Symbol("HDR_MALFORMED_ADDRESS", "; ".join(malformed)))
         return self.result(*found)
 
 
-def _malformed_addresses(msg: email.message.Message) -> list[Symbol]:
-    """One HDR_MALFORMED_ADDRESS per address header name with a malformed value, within the
+def _malformed_addresses(msg: email.message.Message) -> list[str]:
+    """`name: problem` for each address header name with a malformed value, within the
     parsing budgets."""
-    found: list[Symbol] = []
+    found: list[str] = []
     checked = 0
     for name in ADDRESS_HEADERS:
         for value in msg.get_all(name) or []:
@@ -120,6 +123,6 @@ def _malformed_addresses(msg: email.message.Message) -> list[Symbol]:
             problem = address_problem(name, text, strict=checked < STRICT_PARSER_BUDGET_CHARS)
             checked += len(text)
             if problem is not None:
-                found.append(Symbol("HDR_MALFORMED_ADDRESS", f"{name}: {problem}"))
+                found.append(f"{name}: {problem}")
                 break
     return found
