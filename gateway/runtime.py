@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from gateway import heap
 from gateway.config import Config, parse_hostport
 from gateway.errors import ConfigError, GatewayError
 from gateway.net.dns import Resolver
@@ -45,6 +46,8 @@ MAX_CRASHES = 5
 CRASH_WINDOW_S = 60.0
 WORKER_START_TIMEOUT_S = 60.0
 BLOCKING_THREADS = 32
+HEAP_TRIM_INTERVAL_S = 5.0
+HEAP_TRIM_AFTER_BYTES = 32 << 20
 
 
 def build_pipeline(config: Config, services: Services | None = None) -> Pipeline:
@@ -91,6 +94,7 @@ class Runtime:
             config, self.pipeline, self.spool, self.delivery, self.quarantine, self.verifier
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        self._heap_return: asyncio.Task[None] | None = None
         if not config.checks.antivirus.enabled:
             log.warning(
                 "antivirus is disabled ([checks.antivirus] enabled = false): "
@@ -106,14 +110,16 @@ class Runtime:
         await self.delivery.start()
         address = await self.front_end.start(sock)
         self._housekeeping = asyncio.create_task(self._expire_quarantine())
+        self._heap_return = asyncio.create_task(self._return_heap_after_bursts())
         return address
 
     async def stop(self) -> None:
         """Stop accepting, let sessions in DATA finish (bounded), finish in-flight deliveries."""
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        for task in (self._housekeeping, self._heap_return):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.front_end.stop(DRAIN_TIMEOUT_S)
         for task in list(self._retired):
             task.cancel()
@@ -157,6 +163,23 @@ class Runtime:
             except Exception:
                 log.exception("quarantine expiry failed")
             await asyncio.sleep(self.config.quarantine.expire_interval_s)
+
+    async def _return_heap_after_bursts(self) -> None:
+        """When memory the worker freed but kept has grown by HEAP_TRIM_AFTER_BYTES and no
+        message is being received or checked, give it back to the OS (gateway/heap.py): after
+        a burst of large messages the RSS drops back instead of staying at its peak."""
+        memory = self.front_end.message_memory
+        baseline = heap.slack_bytes()
+        while baseline is not None:
+            await asyncio.sleep(HEAP_TRIM_INTERVAL_S)
+            slack = heap.slack_bytes()
+            if memory.held_bytes or slack is None or slack < baseline + HEAP_TRIM_AFTER_BYTES:
+                continue
+            before = heap.resident_bytes() or 0
+            await asyncio.to_thread(heap.trim)
+            after = heap.resident_bytes() or 0
+            baseline = heap.slack_bytes()
+            log.info("freed heap returned to the OS: RSS %d -> %d MB", before >> 20, after >> 20)
 
 
 async def run_worker(
