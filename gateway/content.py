@@ -61,10 +61,27 @@ def unfold(value: str) -> str:
     return _FOLDING.sub("", value)
 
 
+def header_str(value: object) -> str:
+    """A header field's value as written, as text. compat32 hands a field with 8-bit bytes
+    over as a Header whose str() has U+FFFD for each byte; those bytes are UTF-8 in SMTPUTF8
+    mail (RFC 6532) and usually elsewhere, and are read so. Encoded words stay as they are:
+    address parsing must see them as words, not as the commas or "@" they may decode to."""
+    if not isinstance(value, email.header.Header):
+        return str(value)
+    try:
+        chunks = email.header.decode_header(value)
+    except (email.errors.MessageError, LookupError, UnicodeError, ValueError):
+        return str(value)
+    return "".join(
+        decode_text(chunk, charset) if isinstance(chunk, bytes) else chunk
+        for chunk, charset in chunks
+    )
+
+
 def decode_header_value(value: object) -> str:
     """An RFC 2047 header value as text; undecodable words are kept as they came, words in
     a charset nobody can apply read as UTF-8 (as decode_text reads such text)."""
-    raw = str(value)
+    raw = header_str(value)
     if "=?" not in raw:  # no encoded words: the common case, kept cheap
         return unfold(raw)
     try:

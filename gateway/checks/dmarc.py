@@ -12,7 +12,7 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-from gateway.content import header_addresses
+from gateway.content import header_addresses, header_str
 from gateway.errors import DnsError
 from gateway.model import (
     ArcFacts,
@@ -114,12 +114,22 @@ def _as_policy(value: str) -> DmarcPolicy:
 
 
 def from_domains(tx: Transaction) -> list[str]:
-    """The domains of every address in every From header (DMARC needs exactly one)."""
-    values = [str(v) for v in tx.message.get_all("From") or []]
-    domains = []
-    for _name, address in header_addresses(values):
-        domains.append(normalize_domain(address.rpartition("@")[2]) if "@" in address else "")
-    return domains
+    """The domains of every address in every From header (DMARC needs exactly one). A word
+    without "@" beside one real address is a display name with an unquoted comma
+    ("Mustermann, Erika <erika@...>"), not a second author: it names no domain to spoof."""
+    values = [header_str(v) for v in tx.message.get_all("From") or []]
+    domains = [
+        normalize_domain(address.rpartition("@")[2]) if "@" in address else ""
+        for _name, address in header_addresses(values)
+    ]
+    named = [d for d in domains if d]
+    return named if len(named) == 1 else domains
+
+
+def is_dns_name(domain: str) -> bool:
+    """An A-label domain that DNS can hold (RFC 1035 lengths); else it can have no record."""
+    labels = domain.split(".")
+    return domain.isascii() and len(domain) <= 253 and all(0 < len(label) <= 63 for label in labels)
 
 
 class DmarcCheck(Check):
@@ -153,8 +163,14 @@ class DmarcCheck(Check):
 
     async def run(self, tx: Transaction) -> CheckResult:
         domains = from_domains(tx)
-        if len(domains) != 1 or not domains[0]:
-            why = f"{len(domains)} From addresses" if len(domains) != 1 else "From has no domain"
+        if len(domains) != 1 or not is_dns_name(domains[0]):
+            why = (
+                f"{len(domains)} From addresses"
+                if len(domains) != 1
+                else "From has no domain"
+                if not domains[0]
+                else f"From domain {domains[0]!r} is not a domain name"
+            )
             facts = DmarcFacts("permerror", "", override=why)
             return self.result(Symbol("DMARC_BAD_FROM", why), facts=facts)
         facts = await self.evaluate(tx, domains[0])

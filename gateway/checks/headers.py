@@ -5,9 +5,9 @@ from __future__ import annotations
 import email.message
 import email.policy
 import re
-from email.errors import HeaderParseError, ObsoleteHeaderDefect
+from email.errors import HeaderParseError, NonASCIILocalPartDefect, ObsoleteHeaderDefect
 
-from gateway.content import header_addresses, unfold
+from gateway.content import header_addresses, header_str, unfold
 from gateway.model import CheckResult, Phase, Symbol, Transaction
 from gateway.pipeline.check import Check
 
@@ -66,7 +66,12 @@ def address_problem(name: str, value: str, strict: bool = True) -> str | None:
     addresses = getattr(header, "addresses", ())
     # Obsolete syntax (RFC 5322 section 4, e.g. "John Q. Public" unquoted) must be accepted by
     # receivers and is what the fast path above lets through too; only real defects count.
-    defects = [d for d in header.defects if not isinstance(d, ObsoleteHeaderDefect)]
+    # UTF-8 in a local part is RFC 6532 (SMTPUTF8) mail, not a defect.
+    defects = [
+        d
+        for d in header.defects
+        if not isinstance(d, ObsoleteHeaderDefect | NonASCIILocalPartDefect)
+    ]
     if defects:
         return "; ".join(str(d) for d in defects)[:200]
     if name in ("From", "Sender") and not addresses:
@@ -119,7 +124,7 @@ def _malformed_addresses(msg: email.message.Message) -> list[str]:
             # Unfolded: the parser takes a folded line's CRLF for a defect.
             if checked >= CHECKED_ADDRESS_MAX_CHARS:
                 return found
-            text = unfold(str(value))
+            text = unfold(header_str(value))
             problem = address_problem(name, text, strict=checked < STRICT_PARSER_BUDGET_CHARS)
             checked += len(text)
             if problem is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.content import header_addresses
+from gateway.content import header_addresses, header_str
 from gateway.dnslists import client_address
 from gateway.errors import ConfigError
 from gateway.files import read_toml
@@ -160,7 +160,7 @@ class ListsCheck(Check):
     async def run(self, tx: Transaction) -> CheckResult:
         # Parsed raw, as DMARC parses it: decoding first would let an encoded display name
         # ("=?utf-8?q?ceo=40partner.example?=") pose as an address.
-        from_values = [str(v) for v in tx.message.get_all("From") or []]
+        from_values = [header_str(v) for v in tx.message.get_all("From") or []]
         from_addresses = [a for _, a in header_addresses(from_values) if a]
         found: list[Symbol] = []
         for verdict, lists in (("ALLOW", self._allow), ("BLOCK", self._block)):

@@ -189,6 +189,35 @@ def test_not_exactly_one_from_address(dns_server: DnsTestServer, from_header: st
     assert _dmarc_symbols(_run(dns_server, _message(from_header))) == ["DMARC_BAD_FROM"]
 
 
+@pytest.mark.parametrize(
+    "from_header", ["alice@" + "x" * 64 + ".example.test", "alice@example..test"]
+)
+def test_a_from_domain_dns_cannot_hold_is_a_bad_from_not_a_deferral(
+    dns_server: DnsTestServer, from_header: str
+) -> None:
+    # It raised in the DNS library before any query, which read as a temporary DNS error:
+    # 451 at every retry, then a bounce.
+    _serve(dns_server, "v=DMARC1; p=reject")
+    outcome = _run(dns_server, _message(from_header))
+    assert _dmarc_symbols(outcome) == ["DMARC_BAD_FROM"]
+    assert "is not a domain name" in outcome.verdict.symbols[-1].reason
+
+
+def test_an_smtputf8_from_domain_is_looked_up_by_its_a_label(dns_server: DnsTestServer) -> None:
+    # Raw UTF-8 in From (RFC 6532) reached DMARC as U+FFFD and deferred the message for good.
+    _serve(dns_server, "v=DMARC1; p=reject")
+    dns_server.set_zone("xn--mller-bau-q9a.test", {"_dmarc": {"TXT": ["v=DMARC1; p=reject"]}})
+    outcome = _run(dns_server, _message("Jürgen <jürgen@müller-bau.test>"), sender="j@other.test")
+    assert _dmarc_symbols(outcome) == ["DMARC_REJECT"]
+    assert "from=xn--mller-bau-q9a.test" in (outcome.verdict.reply or "")
+
+
+def test_an_unquoted_comma_in_the_display_name_is_one_author(dns_server: DnsTestServer) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    outcome = _run(dns_server, _message("Liddell, Alice <alice@example.test>"), ip=GOOD_IP)
+    assert _dmarc_symbols(outcome) == ["DMARC_PASS"]
+
+
 def _forwarded() -> bytes:
     """Signed by example.test, then changed by a list that sealed what it saw (dmarc=pass)."""
     signed = dkim_sign(_message(), rsa_key(), "example.test", "rsa")

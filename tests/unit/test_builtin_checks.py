@@ -40,6 +40,11 @@ def test_header_problems(raw: bytes, expected: list[str]) -> None:
     assert names(HeadersCheck(), raw) == expected
 
 
+def test_utf8_addresses_of_smtputf8_mail_are_not_malformed() -> None:
+    raw = GOOD.replace(b"Alice <alice@example.org>", "Jürgen <jürgen@müller.example>".encode())
+    assert names(HeadersCheck(), raw) == []
+
+
 def test_several_malformed_address_headers_are_one_symbol_naming_each() -> None:
     raw = GOOD.replace(b"<alice@example.org>", b"alice").replace(
         b"To: bob@example.test", b"To: <<bob@@x"

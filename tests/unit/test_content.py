@@ -15,7 +15,9 @@ from gateway.content import (
     MAX_PARSED_LINES,
     MAX_PARSED_PARTS,
     MessageCut,
+    decode_header_value,
     header_addresses,
+    header_str,
     html_text_and_links,
     message_content,
     parameters_cut,
@@ -282,3 +284,15 @@ def test_header_fields_past_the_bound_are_dropped_and_the_message_says_so() -> N
     assert message["Subject"] == "many"
     assert message.get_payload() == "body\r\n"
     assert not was_cut(parse_message(b"Subject: few\r\n" * 999 + b"\r\nbody\r\n"))
+
+
+def test_8bit_header_bytes_read_as_utf8_and_encoded_words_are_left_to_the_caller() -> None:
+    # compat32 gives such a field as a Header whose str() is U+FFFD for each byte.
+    message = parse_message(
+        "From: Jürgen <jürgen@müller.example>\r\nSubject: Grüße\r\n"
+        "Cc: =?utf-8?q?a=2C_b?= <c@d.example>\r\n\r\nx\r\n".encode()
+    )
+    assert header_str(message["From"]) == "Jürgen <jürgen@müller.example>"
+    assert decode_header_value(message["Subject"]) == "Grüße"
+    assert header_str(message["Cc"]) == "=?utf-8?q?a=2C_b?= <c@d.example>"  # not "a, b"
+    assert header_str(parse_message(b"Subject: \xff\r\n\r\n")["Subject"]) == "\ufffd"
