@@ -320,9 +320,12 @@ class AttachmentsCheckConfig(CheckConfig):
     max_parts: int = 500  # MIME parts inspected per message
     max_decoded_bytes: int = 64 * 1024 * 1024  # base64/QP decoded per message, all parts
     max_archive_depth: int = 3  # zip inside zip inside zip
-    max_archive_entries: int = 1000  # per archive, read from the central directory
+    max_archive_entries: int = 10_000  # over all archives of a message (a 1,100-photo zip is mail)
     max_nested_archive_bytes: int = 10 * 1024 * 1024  # inflated to list an archive in an archive
-    max_compression_ratio: float = 100.0  # above it (and above 1 MiB inflated): a zip bomb
+    # Above it (and above 1 MiB inflated): a zip bomb. Deflate tops out near 1030: zeros do
+    # that; a screenshot BMP (226) or a log file (292) is ordinary mail.
+    max_compression_ratio: float = 1000.0
+    max_archive_inflated_bytes: int = 1024 * 1024 * 1024  # one archive's entries together
 
     def validate(self, problems: list[str], path: str) -> None:
         _positive(
@@ -336,6 +339,7 @@ class AttachmentsCheckConfig(CheckConfig):
             "max_archive_entries",
             "max_nested_archive_bytes",
             "max_compression_ratio",
+            "max_archive_inflated_bytes",
         )
         if self.max_archive_entries >= 0xFFFF:
             problems.append(f"{path}.max_archive_entries: must be below 65535")

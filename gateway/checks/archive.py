@@ -42,6 +42,10 @@ class Budget:
 
     bytes_left: int
     entries_left: int
+    entries_limit: int = field(init=False)  # what entries_left started at, for reasons
+
+    def __post_init__(self) -> None:
+        self.entries_limit = self.entries_left
 
     def take_bytes(self, count: int) -> bool:
         if count > self.bytes_left:
@@ -55,6 +59,7 @@ class ArchiveLimits:
     max_depth: int
     max_nested_bytes: int
     max_ratio: float
+    max_inflated_bytes: int  # all entries of one archive, as their headers declare them
 
 
 @dataclass(slots=True)
@@ -82,7 +87,7 @@ def _list(
         out.findings.append(Finding(Problem.BROKEN, path, "no zip central directory"))
         return
     if declared > budget.entries_left:
-        out.findings.append(Finding(Problem.LIMIT, path, f"about {declared} entries"))
+        out.findings.append(Finding(Problem.LIMIT, path, _entries_past_budget(declared, budget)))
         return
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -98,8 +103,24 @@ def _list(
             out.findings.append(Finding(Problem.LIMIT, path, detail))
             entries = entries[: budget.entries_left]
         budget.entries_left -= len(entries)
+        # Entries that overlap one another (a "flat" bomb) each stay near deflate's ratio;
+        # together they declare gigabytes.
+        inflated = sum(entry.file_size for entry in entries)
+        if inflated > limits.max_inflated_bytes:
+            detail = f"{len(entries)} entries declare {inflated} bytes from {len(data)}"
+            out.findings.append(Finding(Problem.BOMB, path, detail))
+            return
         for entry in entries:
             _entry(archive, entry, f"{path}/{entry.filename}", depth, limits, budget, out)
+
+
+def _entries_past_budget(declared: int, budget: Budget) -> str:
+    if budget.entries_left == budget.entries_limit:
+        return f"about {declared} entries, more than the {budget.entries_limit} listed per message"
+    return (
+        f"about {declared} entries, and only {budget.entries_left} of the "
+        f"{budget.entries_limit} listed per message were left"
+    )
 
 
 def _entry(

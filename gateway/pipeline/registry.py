@@ -65,7 +65,10 @@ def _attachments(config: Config, services: Services) -> Check | None:
         return None
     rules = load_type_rules(config.rules_dir / ATTACHMENT_RULES_FILE)
     archive = ArchiveLimits(
-        c.max_archive_depth, c.max_nested_archive_bytes, c.max_compression_ratio
+        c.max_archive_depth,
+        c.max_nested_archive_bytes,
+        c.max_compression_ratio,
+        c.max_archive_inflated_bytes,
     )
     limits = AttachmentLimits(c.max_parts, c.max_decoded_bytes, c.max_archive_entries, archive)
     return AttachmentsCheck(rules, limits, c.timeout_s, c.on_error)
