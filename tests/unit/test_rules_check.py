@@ -229,6 +229,32 @@ def test_shipped_rule_sets_compile_and_catch_a_classic_spam() -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "hit"),
+    [
+        ("invoice.pdf.exe", True),
+        ("invoice.pdf.zip", True),
+        ("scan.jpg .js", True),
+        ("invoice.pdf.p7m", False),  # S/MIME-wrapped e-invoice
+        ("contract.pdf.sig", False),
+        ("report.docx.asc", False),
+        ("backup.txt.gpg", False),
+        ("invoice.pdf", False),
+    ],
+)
+def test_double_extension_but_not_a_signature_or_encryption_wrapper(name: str, hit: bool) -> None:
+    check = RulesCheck([SHIPPED_RULES_DIR / "body.toml"])
+    raw = (
+        b"From: a@example.org\r\nSubject: file\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nattached\r\n--b\r\n"
+        b"Content-Type: application/octet-stream\r\n"
+        b'Content-Disposition: attachment; filename="' + name.encode() + b'"\r\n\r\n'
+        b"data\r\n--b--\r\n"
+    )
+    assert ("RULE_ATTACH_DOUBLE_EXT" in run(check, raw)) is hit
+
+
+@pytest.mark.parametrize(
     "charset", ["idna", "undefined", "punycode", "unicode_escape", "base64", "x-unknown"]
 )
 def test_a_hostile_charset_name_does_not_switch_the_rules_off(tmp_path: Path, charset: str) -> None:
