@@ -278,8 +278,9 @@ def _char_grams(model: ClassifierModel) -> int:
 def _thresholds(model: ClassifierModel, evaluations: list[Evaluation]) -> list[str]:
     lines = [
         "The check emits `ML_SPAM` (multiplier = probability) at or above `spam_threshold` "
-        "(default 0.5) and `ML_HAM` (multiplier = 1 - probability) at or below `ham_threshold` "
-        "(default 0.2). Probabilities matching the false-positive budgets on the artefact's "
+        "(default 0.5), `ML_HAM` (multiplier = 1 - probability) at or below `ham_threshold` "
+        "(default 0.2), and `ML_UNSURE` (score 0, so that the verdict shows the model's view) "
+        "in between. Probabilities matching the false-positive budgets on the artefact's "
         "held-out mail:",
         "",
     ]

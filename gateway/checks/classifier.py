@@ -268,7 +268,7 @@ def _load_once(path: Path, mtime_ns: int, size: int) -> ClassifierModel:
 class ClassifierCheck(Check):
     name = "classifier"
     phase = Phase.DATA
-    symbols = frozenset({"ML_SPAM", "ML_HAM"})
+    symbols = frozenset({"ML_SPAM", "ML_HAM", "ML_UNSURE"})
 
     def __init__(
         self,
@@ -307,7 +307,8 @@ class ClassifierCheck(Check):
             return self.result(Symbol("ML_SPAM", reason, probability))
         if probability <= self.ham_threshold:
             return self.result(Symbol("ML_HAM", reason, 1.0 - probability))
-        return self.result()
+        # Scored 0 as shipped: the verdict, log and headers still show what the model thought.
+        return self.result(Symbol("ML_UNSURE", reason))
 
 
 def read_artefact(path: Path) -> dict[str, Any]:

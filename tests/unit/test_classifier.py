@@ -121,9 +121,11 @@ def test_the_explanation_follows_the_calibrated_verdict_not_the_raw_sign() -> No
     assert pushes == [Contribution("w:offer", 0.8)]
 
 
-def test_undecided_middle_band_emits_nothing(model: ClassifierModel) -> None:
+def test_undecided_middle_band_says_so_with_the_reason(model: ClassifierModel) -> None:
     check = ClassifierCheck(model, spam_threshold=1.0, ham_threshold=0.0)
-    assert check.classify(ham_message(random.Random(1), 1, NOW)).symbols == ()
+    (symbol,) = check.classify(ham_message(random.Random(1), 1, NOW)).symbols
+    assert symbol.name == "ML_UNSURE" and symbol.reason.startswith("p=0.")
+    assert " by " in symbol.reason
 
 
 def test_artefact_round_trip_keeps_scores(model: ClassifierModel, tmp_path: Path) -> None:
