@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import config_from_dict
 from gateway.runtime import build_pipeline
 from gateway.scan import ScanEnvelope, scan_bytes
 from tests.support.dns_server import DnsTestServer
+from tests.support.gateway_fixture import scan_config
 
 LOTTERY = b"You have WON the lottery, claim your prize now\r\n"
 NESTED = b"(" * 600 + b"x" + b")" * 600
@@ -99,13 +99,7 @@ def test_hostile_content_leaves_every_check_working(
     name: str, dns_server: DnsTestServer, tmp_path: Path
 ) -> None:
     dns_server.set_zone(".", {})  # NXDOMAIN for every name
-    config = config_from_dict(
-        {
-            "storage": {"dir": str(tmp_path)},
-            "dns": {"nameservers": [dns_server.address], "timeout_s": 0.5, "lifetime_s": 1.0},
-            "checks": {"antivirus": {"enabled": False}},
-        }
-    )
+    config = scan_config(tmp_path, dns_server.address)
     headers = (
         b"From: Prize Office " + (NESTED if "From" in name else b"") + b" <win@prize.test>\r\n"
     )

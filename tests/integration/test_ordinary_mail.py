@@ -14,11 +14,11 @@ import asyncio
 import email.utils
 from pathlib import Path
 
-from gateway.config import config_from_dict
 from gateway.model import Action
 from gateway.runtime import build_pipeline
 from gateway.scan import ScanEnvelope, scan_bytes
 from tests.support.dns_server import DnsTestServer
+from tests.support.gateway_fixture import scan_config
 
 MESSAGES = sorted((Path(__file__).parent.parent / "data" / "ordinary_mail").glob("*.eml"))
 # A policy, not a mistake: scripts (.sh, .js) inside a zip are refused like bare ones.
@@ -41,13 +41,7 @@ def test_ordinary_mail_is_never_refused_deferred_or_judged_by_a_failed_check(
     dns_server: DnsTestServer, tmp_path: Path
 ) -> None:
     dns_server.set_zone(".", {})  # NXDOMAIN for every name
-    config = config_from_dict(
-        {
-            "storage": {"dir": str(tmp_path)},
-            "dns": {"nameservers": [dns_server.address], "timeout_s": 0.5, "lifetime_s": 1.0},
-            "checks": {"antivirus": {"enabled": False}},
-        }
-    )
+    config = scan_config(tmp_path, dns_server.address)
     pipeline = build_pipeline(config)
     problems = []
     for path in MESSAGES:

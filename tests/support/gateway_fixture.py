@@ -66,6 +66,18 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def scan_config(storage_dir: Path, nameserver: str) -> Config:
+    """Every default check but the antivirus, as `gateway scan` runs them, with DNS asked of
+    a loopback test server."""
+    return config_from_dict(
+        {
+            "storage": {"dir": str(storage_dir)},
+            "dns": {"nameservers": [nameserver], "timeout_s": 0.5, "lifetime_s": 1.0},
+            "checks": {"antivirus": {"enabled": False}},
+        }
+    )
+
+
 def gateway_config(storage_dir: Path, overrides: dict[str, Any] | None = None) -> Config:
     base: dict[str, Any] = {
         "smtp": {"listen": "127.0.0.1:0", "hostname": "mx.gateway.test"},
