@@ -150,6 +150,10 @@ def _negative_ttl(response: dns.message.Message | None) -> int:
 
 
 def _negative_or_raise(name: str, rdtype: str, exc: dns.exception.DNSException) -> DnsAnswer:
+    if isinstance(exc, _NOT_A_DNS_NAME):
+        # A label over 63 octets, an empty label, a name over 255: no such name can exist,
+        # so none does. (As an error it deferred mail for good: it would never resolve.)
+        return DnsAnswer("nxdomain", (), 0)
     if isinstance(exc, dns.resolver.NXDOMAIN):
         responses = list(exc.kwargs.get("responses", {}).values())
         return DnsAnswer("nxdomain", (), _negative_ttl(responses[0] if responses else None))
@@ -161,6 +165,9 @@ def _negative_or_raise(name: str, rdtype: str, exc: dns.exception.DNSException) 
     if isinstance(exc, dns.resolver.NoNameservers):
         raise DnsError(f"{question}: {_server_errors(exc)}") from exc
     raise DnsError(f"{question}: {type(exc).__name__}: {exc}") from exc
+
+
+_NOT_A_DNS_NAME = (dns.exception.SyntaxError, dns.name.NameTooLong, dns.name.IDNAException)
 
 
 def _server_errors(exc: dns.resolver.NoNameservers) -> str:

@@ -49,6 +49,17 @@ def test_nxdomain_and_nodata_are_different(
     assert dns_resolver.lookup_sync("empty.example.test", "A").status == "nodata"
 
 
+@pytest.mark.parametrize(
+    "name", ["x" * 64 + ".example.test", "a..example.test", "x." * 130 + "example.test"]
+)
+def test_a_name_dns_cannot_hold_does_not_exist(
+    zone_server: DnsTestServer, dns_resolver: Resolver, name: str
+) -> None:
+    # dnspython refuses to build such names; that was a DnsError, i.e. "try again later".
+    assert dns_resolver.lookup_sync(name, "TXT") == DnsAnswer("nxdomain", (), 0)
+    assert asyncio.run(dns_resolver.lookup(name, "A")).status == "nxdomain"
+
+
 def test_async_lookup(zone_server: DnsTestServer, dns_resolver: Resolver) -> None:
     answer = asyncio.run(dns_resolver.lookup("example.test", "A"))
     assert answer == DnsAnswer("ok", ("192.0.2.1",), answer.ttl)
