@@ -35,6 +35,7 @@ def write_card(
     path: Path,
     model: ClassifierModel,
     examples: list[Example],
+    weighting: str,
     evaluations: list[Evaluation],
     performance: Performance,
     roc_file: str,
@@ -74,6 +75,11 @@ def write_card(
         _data_row("spam", [e for e in examples if e.label == SPAM]),
         "",
         _learnt_line(examples),
+        "",
+        f"Weighting in the fits: {weighting}. Discussion lists are most of the public "
+        "corpus' ham and a small part of an MX's mail; at full weight their easy ham is what "
+        "the model learns ham from (`training/weights.py`). Evaluation, calibration and the "
+        "figures below count every message once.",
         "",
         "Not learnt from, because it would not carry over to an MX: Received lines, list and "
         "collector headers (List-*, Delivered-To, X-Keywords...), recipient addresses, the "

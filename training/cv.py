@@ -1,4 +1,5 @@
-"""Model selection without the test split: `python -m training.cv --corpus DIR... [--c C...]`.
+"""Model selection without the test split: `python -m training.cv --corpus DIR... [--c C...]
+[--list-share S...]` (the list-mail weighting of `training/weights.py`).
 
 Cross-validates on the training portion (80%) of the benchmark split only: stratified 5-fold,
 out-of-fold decision values pooled, then AUC and spam recall at 0.1% / 1% FP over those
@@ -9,12 +10,14 @@ The 20% test part is never read here: it is for the one final measurement `make 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from gateway.features import extract
+from training import weights
 from training.evaluate import Metrics, evaluate
 from training.fit import (
     INVERSE_REGULARISATION,
@@ -28,10 +31,15 @@ FOLD_SEEDS = (0, 1, 2)
 
 
 def cv_metrics(
-    rows: list[dict[str, float]], labels: np.ndarray, c: float, seeds: tuple[int, ...]
+    rows: list[dict[str, float]],
+    labels: np.ndarray,
+    row_weights: np.ndarray,
+    c: float,
+    seeds: tuple[int, ...],
 ) -> list[Metrics]:
     train, _ = stratified_split(labels)  # the test part is dropped here, unseen
-    subset, subset_labels = FeatureTable.of([rows[i] for i in train]), labels[train]
+    subset = FeatureTable.of([rows[i] for i in train], row_weights[train])
+    subset_labels = labels[train]
     return [
         evaluate(subset_labels, cross_validated_scores(subset, subset_labels, seed, c))
         for seed in seeds
@@ -43,16 +51,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, nargs="+", action="extend", required=True)
     parser.add_argument("--c", type=float, nargs="+", default=[INVERSE_REGULARISATION])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(FOLD_SEEDS))
+    parser.add_argument(
+        "--list-share",
+        type=float,
+        nargs="+",
+        default=[weights.LIST_MAIL_SHARE],
+        help="share of each label's weight that list mail is brought to (1: full weight)",
+    )
     args = parser.parse_args(argv)
+    if not all(0 < share <= 1 for share in args.list_share):
+        parser.error("--list-share: each share must be above 0 and at most 1")
     examples = _read(Sources(args.corpus, None))
     labels = np.array([e.label for e in examples], dtype=np.int64)
     rows = [extract(e.raw) for e in examples]
-    for c in args.c:
-        results = cv_metrics(rows, labels, c, tuple(args.seeds))
+    for share, c in itertools.product(args.list_share, args.c):
+        counts = weights.sample_weights(examples, share)
+        results = cv_metrics(rows, labels, counts, c, tuple(args.seeds))
         recalls = [m.recall_at(0.001) for m in results]
         print(
-            f"C={c:g}: AUC {np.mean([m.auc for m in results]):.5f}, recall at 0.1% FP "
-            f"{np.mean(recalls):.1%} (fold seeds: {', '.join(f'{r:.1%}' for r in recalls)}; "
+            f"list share {share:g}, C={c:g}: AUC {np.mean([m.auc for m in results]):.5f}, "
+            f"recall at 0.1% FP {np.mean(recalls):.1%} "
+            f"(fold seeds: {', '.join(f'{r:.1%}' for r in recalls)}; "
             f"{results[0].operating[0].fp_allowed} of {results[0].n_ham} ham allowed), "
             f"at 1% FP {np.mean([m.recall_at(0.01) for m in results]):.1%}"
         )

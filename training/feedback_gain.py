@@ -21,6 +21,7 @@ from training.evaluate import FloatArray, IntArray
 from training.fit import FeatureTable, fit_linear
 from training.readers import HAM, SPAM
 from training.run import Sources, _read
+from training.weights import sample_weights
 
 HALVINGS = 3
 
@@ -34,16 +35,21 @@ def probe_set(directory: Path = PROBES_DIR) -> tuple[list[Features], IntArray]:
 def scores_learning_other_half(
     rows: list[Features],
     labels: IntArray,
+    row_weights: FloatArray,
     probes: list[Features],
     probe_labels: IntArray,
     halves: IntArray,
 ) -> FloatArray:
-    """Each probe's decision value by a model fitted on `rows` and the other half's probes."""
+    """Each probe's decision value by a model fitted on `rows` (weighted as `make train` does)
+    and the other half's probes, learnt as feedback is: at full weight."""
     scores = np.zeros(len(probes))
     for half in (0, 1):
         learnt = np.flatnonzero(halves != half)
         scored = np.flatnonzero(halves == half)
-        table = FeatureTable.of([*rows, *(probes[i] for i in learnt)])
+        table = FeatureTable.of(
+            [*rows, *(probes[i] for i in learnt)],
+            np.concatenate([row_weights, np.ones(len(learnt))]),
+        )
         model = fit_linear(table, np.concatenate([labels, probe_labels[learnt]]), calibrate=False)
         scores[scored] = model.decision([probes[i] for i in scored])
     return scores
@@ -65,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     examples = _read(Sources(args.corpus, None))
     labels = np.array([e.label for e in examples], dtype=np.int64)
     rows = [extract(e.raw) for e in examples]
+    row_weights = sample_weights(examples)
     probes, probe_labels = probe_set(args.probes)
     if min(np.bincount(probe_labels, minlength=2)) < 2:
         parser.error(f"{args.probes}: need at least 2 ham and 2 spam probes")
-    corpus_only = fit_linear(FeatureTable.of(rows), labels, calibrate=False)
+    corpus_only = fit_linear(FeatureTable.of(rows, row_weights), labels, calibrate=False)
     auc = roc_auc_score(probe_labels, corpus_only.decision(probes))
     counts = f"{int((probe_labels == HAM).sum())} ham, {int((probe_labels == SPAM).sum())} spam"
     print(f"corpus only: probe ROC AUC {auc:.3f} ({counts})")
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     gains = []
     for _ in range(HALVINGS):
         halves = random_halves(probe_labels, rng)
-        scores = scores_learning_other_half(rows, labels, probes, probe_labels, halves)
+        scores = scores_learning_other_half(rows, labels, row_weights, probes, probe_labels, halves)
         gains.append(roc_auc_score(probe_labels, scores))
     print(
         f"with the other half learnt: probe ROC AUC {np.mean(gains):.3f} "

@@ -32,6 +32,7 @@ from training.fit import (
     time_split,
 )
 from training.readers import SPAM, Example, merge, read_labelled_dir
+from training.weights import describe, sample_weights
 
 MODEL_FILE = "classifier.skops"
 CARD_FILE = "MODEL_CARD.md"
@@ -91,7 +92,10 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
         "time": ("time-ordered: oldest 80% train, newest 20% test", time_split(dates)),
         "artefact": ("the shipped artefact: 20% held out by message hash", holdout),
     }
-    table = FeatureTable.of(rows)
+    weights = sample_weights(examples)
+    weighting = describe(examples, weights)
+    print(weighting, file=sys.stderr)
+    table = FeatureTable.of(rows, weights)
     evaluations: dict[str, Evaluation] = {}
     model: ClassifierModel | None = None
     for name, (description, (train, test)) in tqdm(
@@ -127,7 +131,7 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
         _scoring_rate(model, [examples[i] for i in holdout[1]]),
         SCORING_PASSES,
     )
-    return _write(out_dir, model, examples, evaluations, performance)
+    return _write(out_dir, model, examples, weighting, evaluations, performance)
 
 
 def _cross_validation(table: FeatureTable, labels: IntArray, train: IntArray) -> Evaluation:
@@ -257,6 +261,7 @@ def _write(
     out_dir: Path,
     model: ClassifierModel,
     examples: list[Example],
+    weighting: str,
     evaluations: dict[str, Evaluation],
     performance: Performance,
 ) -> Path:
@@ -283,6 +288,12 @@ def _write(
         out_dir / ROC_FILE,
     )
     write_card(
-        out_dir / CARD_FILE, final, examples, list(evaluations.values()), performance, ROC_FILE
+        out_dir / CARD_FILE,
+        final,
+        examples,
+        weighting,
+        list(evaluations.values()),
+        performance,
+        ROC_FILE,
     )
     return target

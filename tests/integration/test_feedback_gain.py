@@ -43,8 +43,10 @@ def test_learning_half_of_a_new_kind_ranks_the_other_half(tmp_path: Path) -> Non
     before = roc_auc_score(probe_labels, corpus_only.decision(probes))
     halves = random_halves(probe_labels, np.random.default_rng(0))
     assert sorted(np.bincount(halves[probe_labels == 1])) == [4, 4]
+    weights = np.ones(len(rows))
     after = roc_auc_score(
-        probe_labels, scores_learning_other_half(rows, labels, probes, probe_labels, halves)
+        probe_labels,
+        scores_learning_other_half(rows, labels, weights, probes, probe_labels, halves),
     )
     assert before < 0.8 and after > 0.95
 
