@@ -279,6 +279,9 @@ class ClassifierCheckConfig(CheckConfig):
     spam_threshold: float = 0.5  # probability at or above which ML_SPAM is emitted
     ham_threshold: float = 0.2  # probability at or below which ML_HAM is emitted
     explain_features: int = 5  # features named in the symbol's reason
+    # Fewer body words known to the model than this: ML_UNSURE, the model does not judge
+    # (encrypted, image-only or empty mail, scripts it never saw). 0 judges every message.
+    min_known_words: int = 5
 
     def validate(self, problems: list[str], path: str) -> None:
         if self.enabled and not Path(self.model).is_file():
@@ -289,6 +292,8 @@ class ClassifierCheckConfig(CheckConfig):
             )
         if not 0.0 <= self.ham_threshold < self.spam_threshold <= 1.0:
             problems.append(f"{path}: need 0 <= ham_threshold < spam_threshold <= 1")
+        if self.min_known_words < 0:
+            problems.append(f"{path}.min_known_words: must be 0 or more")
         _positive(self, problems, path, "timeout_s", "explain_features")
 
 

@@ -73,6 +73,7 @@ SUBJECT_BLOCK_WEIGHT = 2.0
 # split, misspelt or glued to digits that word features miss, and a second model fitted on them
 # alone (training/fit.py) errs on other messages than the word model does.
 CHAR_GRAM_PREFIX = "c:"
+BODY_WORD_PREFIX = "w:"  # a word of the text (not the subject): what `min_known_words` counts
 CHAR_GRAM_TEXT_CHARS = 3000  # the start of a text says what it is; bounds the cost per message
 _NUL = "\0"  # separates words in the 4-grams: a gram is never 0 (see gram_key)
 _WIDE = 0xFFFF
@@ -439,7 +440,7 @@ def _text_features(
     _shape_features(features, body, word_count, urls)
     _weighted_terms(features, "s:", _WORD.findall(subject.lower()), SUBJECT_BLOCK_WEIGHT)
     words = _WORD.findall(_URL.sub(" ", body).lower())
-    _weighted_terms(features, "w:", words, TEXT_BLOCK_WEIGHT)
+    _weighted_terms(features, BODY_WORD_PREFIX, words, TEXT_BLOCK_WEIGHT)
     _weighted_terms(features, "w2:", map("_".join, itertools.pairwise(words)), TEXT_BLOCK_WEIGHT)
     return _char_grams(f"{subject} \n {body[:CHAR_GRAM_TEXT_CHARS]}")
 

@@ -111,6 +111,11 @@ class ClassifierModel:
         known = self._gram_keys[at] == grams.keys
         return np.where(known, self.weights[self._gram_columns[at]] * grams.weights, 0.0)
 
+    def known_words(self, row: feature_code.Features) -> int:
+        """How many of the body's distinct words the model has a weight for."""
+        prefix = feature_code.BODY_WORD_PREFIX
+        return sum(1 for name in row if name.startswith(prefix) and name in self._index)
+
     def decision(self, rows: Sequence[feature_code.Features]) -> FloatArray:
         """Decision values of rows named as `extract` gives them, to the bit as `explain`."""
         return np.array([self.explain(row, 0)[0] for row in rows])
@@ -276,6 +281,7 @@ class ClassifierCheck(Check):
         spam_threshold: float = 0.5,
         ham_threshold: float = 0.2,
         explain_features: int = 5,
+        min_known_words: int = 5,
         timeout_s: float = 10.0,
         on_error: OnError = OnError.IGNORE,
     ) -> None:
@@ -284,6 +290,7 @@ class ClassifierCheck(Check):
         self.spam_threshold = spam_threshold
         self.ham_threshold = ham_threshold
         self.explain_features = explain_features
+        self.min_known_words = min_known_words
 
     @classmethod
     def from_file(cls, path: Path, **settings: Any) -> ClassifierCheck:
@@ -303,6 +310,18 @@ class ClassifierCheck(Check):
         reason = f"p={probability:.3f} by " + " ".join(
             f"{c.feature}({c.weight:+.2f})" for c in pushes
         )
+        known = self.model.known_words(features)
+        if known < self.min_known_words:
+            # Encrypted, image-only, empty, or in a script the training mail never had: with
+            # no words to go on the model judges by layout alone, and its training mail's
+            # layout (2002 lists: plain text, links in every footer) put such mail at p ~0.9.
+            return self.result(
+                Symbol(
+                    "ML_UNSURE",
+                    f"not judged: the body has {known} word(s) the model knows, "
+                    f"fewer than min_known_words {self.min_known_words}; {reason}",
+                )
+            )
         if probability >= self.spam_threshold:
             return self.result(Symbol("ML_SPAM", reason, probability))
         if probability <= self.ham_threshold:

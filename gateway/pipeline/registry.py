@@ -174,6 +174,7 @@ def _classifier(config: Config, services: Services) -> Check | None:
         spam_threshold=c.spam_threshold,
         ham_threshold=c.ham_threshold,
         explain_features=c.explain_features,
+        min_known_words=c.min_known_words,
         timeout_s=c.timeout_s,
         on_error=c.on_error,
     )

@@ -41,10 +41,13 @@ def test_trains_writes_artefact_card_and_plot_that_load(tiny_corpus: Path, tmp_p
     assert "stratified 80/20, seed 42" in card and "time-ordered" in card
     assert "5-fold CV inside the benchmark's 80%" in card and "seed 7 (variance" in card
     assert (out / "roc.png").read_bytes().startswith(b"\x89PNG")
-    # Today's-mail probes: counted, ranked, and set against what the shipped policy does.
-    assert "- ham: " in card and " of 30 at or above the default `spam_threshold` 0.5" in card
+    # Today's-mail probes: what the check emits, how they rank, what the shipped policy does.
+    assert "- ham: 120 scored: " in card and "- spam: 90 scored: " in card
     assert "- ROC AUC over the probes: " in card and "`ML_SPAM` alone never quarantines" in card
-    assert "| spam | sextortion-bitcoin |" in card
+    assert "The 12 ham the model rates most spam-like and the 12 spam it rates least" in card
+    listed = [line.split(" | ") for line in card.splitlines() if line.startswith("| ")]
+    checked = [cells[:2] for cells in listed if len(cells) == 5 and cells[3].startswith("ML_")]
+    assert len(checked) == 24 and checked.count(["| ham", checked[0][1]]) == 1
     check = ClassifierCheck.from_file(out / "classifier.skops")
     spam = (tiny_corpus / "spam" / "0001.eml").read_bytes()
     assert [s.name for s in check.classify(spam).symbols] == ["ML_SPAM"]

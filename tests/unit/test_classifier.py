@@ -128,6 +128,33 @@ def test_undecided_middle_band_says_so_with_the_reason(model: ClassifierModel) -
     assert " by " in symbol.reason
 
 
+@pytest.mark.parametrize(
+    ("body", "judged"),
+    [
+        ("", False),  # an empty body: the subject and layout alone
+        ("meeting agenda review budget", False),  # 4 words the model knows
+        ("meeting agenda review budget thursday", True),  # 5
+        ("zq\u00e4rk vlm\u00f6x qwyrtz plonkify gribble snorf", False),  # words it never saw
+    ],
+)
+def test_a_body_with_too_few_words_the_model_knows_is_not_judged(
+    model: ClassifierModel, body: str, judged: bool
+) -> None:
+    raw = f"From: a@b.example\nSubject: meeting notes\n\n{body}\n".encode()
+    (symbol,) = ClassifierCheck(model).classify(raw).symbols
+    if judged:
+        assert symbol.name in ("ML_SPAM", "ML_HAM")
+        return
+    known = model.known_words(extract(raw))
+    assert symbol.name == "ML_UNSURE" and symbol.multiplier == 1.0
+    assert symbol.reason.startswith(
+        f"not judged: the body has {known} word(s) the model knows, fewer than "
+        "min_known_words 5; p=0."
+    )
+    (every,) = ClassifierCheck(model, min_known_words=0).classify(raw).symbols
+    assert every.reason.startswith("p=0.")  # 0: every message judged
+
+
 def test_artefact_round_trip_keeps_scores(model: ClassifierModel, tmp_path: Path) -> None:
     path = tmp_path / "m.skops"
     dataclasses.replace(model, metadata={"trained_at": "today"}).save(path)

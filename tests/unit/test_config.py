@@ -147,3 +147,13 @@ def test_a_missing_relative_model_names_the_directory_it_was_read_from(
     message = str(refused.value)
     assert f"no such file 'models/x.skops' (from {tmp_path})" in message
     assert "gateway train --out DIR" in message
+
+
+def test_classifier_thresholds_and_known_words_are_checked() -> None:
+    text = "\n".join(
+        problems_of({"checks": {"classifier": {"min_known_words": -1, "ham_threshold": 0.6}}})
+    )
+    assert "checks.classifier.min_known_words: must be 0 or more" in text
+    assert "checks.classifier: need 0 <= ham_threshold < spam_threshold <= 1" in text
+    config = config_from_dict({"checks": {"classifier": {"min_known_words": 0}}})
+    assert config.checks.classifier.min_known_words == 0

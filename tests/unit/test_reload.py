@@ -76,7 +76,11 @@ def runtime_with_model(tmp_path: Path, weight: float) -> tuple[Runtime, Path]:
         {
             "storage": {"dir": str(tmp_path / "var")},
             "dns": {"nameservers": ["127.0.0.1:9"]},
-            "checks": {"antivirus": {"enabled": False}, "classifier": {"model": str(model)}},
+            "checks": {
+                "antivirus": {"enabled": False},
+                # One known word is all this model has: judge on it (min_known_words 0).
+                "classifier": {"model": str(model), "min_known_words": 0},
+            },
         }
     )
     return Runtime(config), model
