@@ -155,6 +155,13 @@ def test_a_body_with_too_few_words_the_model_knows_is_not_judged(
     assert every.reason.startswith("p=0.")  # 0: every message judged
 
 
+def test_known_words_counts_body_words_with_a_weight_up_to_enough() -> None:
+    model = ClassifierModel(("w:a", "w:b", "w:c", "s:d"), np.ones(4), 0.0, 1.0, 0.0)
+    row = {"w:a": 1.0, "w:b": 1.0, "w:c": 1.0, "w:zz": 1.0, "s:d": 1.0, "c:abcd": 1.0}
+    assert model.known_words(row) == 3  # not the subject's s:d, not the unknown w:zz
+    assert model.known_words(row, enough=2) == 2
+
+
 def test_artefact_round_trip_keeps_scores(model: ClassifierModel, tmp_path: Path) -> None:
     path = tmp_path / "m.skops"
     dataclasses.replace(model, metadata={"trained_at": "today"}).save(path)
