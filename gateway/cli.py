@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train",
         help="retrain the classifier: train --corpus DIR... [--out DIR] [--feedback DIR] "
-        "[--force] (`make train`)",
+        "[--list-share S] [--force] (`make train`)",
     )
 
     sink = sub.add_parser("sink", help="a test SMTP server filing mail into a Maildir")

@@ -279,8 +279,8 @@ class ClassifierCheckConfig(CheckConfig):
     spam_threshold: float = 0.5  # probability at or above which ML_SPAM is emitted
     ham_threshold: float = 0.2  # probability at or below which ML_HAM is emitted
     explain_features: int = 5  # features named in the symbol's reason
-    # Fewer body words known to the model than this: ML_UNSURE, the model does not judge
-    # (encrypted, image-only or empty mail, scripts it never saw). 0 judges every message.
+    # Fewer body words known to the model than this: ML_NOT_JUDGED (MIME-encrypted,
+    # image-only or empty mail, scripts it never saw). 0 judges every message.
     min_known_words: int = 5
 
     def validate(self, problems: list[str], path: str) -> None:

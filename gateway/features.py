@@ -472,6 +472,23 @@ def _char_grams(text: str) -> CharGrams:
     return CharGrams(keys, weights)
 
 
+# Latin letters beside Cyrillic or Greek ones in one word ("p\u0430ypal" with a Cyrillic a): a
+# look-alike that hides a word from filters, not another language.
+_LATIN_LETTER = re.compile("[a-z]")
+_LOOKALIKE_LETTER = re.compile("[\u0370-\u03ff\u0400-\u052f]")
+
+
+def has_disguised_word(features: Features) -> bool:
+    """Whether a body word mixes Latin letters with Cyrillic or Greek look-alikes."""
+    start = len(BODY_WORD_PREFIX)
+    return any(
+        name.startswith(BODY_WORD_PREFIX)
+        and _LOOKALIKE_LETTER.search(name, start) is not None
+        and _LATIN_LETTER.search(name, start) is not None
+        for name in features
+    )
+
+
 def gram_key(gram: str) -> int:
     """A 4-gram as one number: four 16-bit code points, the first in the high bits, a missing
     fourth character 0, any character beyond 16 bits (emoji) U+FFFF, a noncharacter."""

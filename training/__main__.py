@@ -1,4 +1,4 @@
-"""`python -m training --corpus DIR... [--out DIR] [--feedback DIR] [--force]`.
+"""`python -m training --corpus DIR... [--out DIR] [--feedback DIR] [--list-share S] [--force]`.
 
 Exit codes: 0 model written, 1 refused (worse than the current model, or too little data),
 2 bad arguments or unreadable corpus.
@@ -15,6 +15,7 @@ from gateway.config import SHIPPED_MODEL
 from gateway.mailsources import MailSourceError
 from training.readers import CorpusError
 from training.run import CARD_FILE, Sources, TrainingRefused, run
+from training.weights import LIST_MAIL_SHARE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,9 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="feedback store with ham/ and spam/ (the gateway's <storage dir>/feedback)",
     )
     parser.add_argument(
+        "--list-share",
+        type=_share,
+        default=LIST_MAIL_SHARE,
+        metavar="S",
+        help="share of each label's weight that discussion-list mail is brought down to "
+        f"(default {LIST_MAIL_SHARE:g}; 1: list mail counts in full, as when your MX takes "
+        "much of it)",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="replace the current model even if the new is worse"
     )
     return parser
+
+
+def _share(text: str) -> float:
+    share = float(text)
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be above 0 and at most 1")
+    return share
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     started = time.perf_counter()
     try:
-        artefact = run(Sources(args.corpus, args.feedback), args.out, args.force)
+        artefact = run(Sources(args.corpus, args.feedback), args.out, args.force, args.list_share)
     except (CorpusError, MailSourceError) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2

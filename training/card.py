@@ -23,7 +23,7 @@ from training.readers import HAM, SPAM, Example
 
 PROBES_DIR = Path(__file__).parent / "probes"
 PROBES_LISTED = 12  # of each label, the model's worst, named in the card
-SYMBOLS = ("ML_SPAM", "ML_UNSURE", "ML_HAM")
+SYMBOLS = ("ML_SPAM", "ML_UNSURE", "ML_NOT_JUDGED", "ML_HAM")
 
 
 @dataclass(frozen=True)
@@ -129,13 +129,15 @@ def write_card(
         "",
         "## Mail unlike the training data",
         "",
-        "Hand-written messages in today's style (`training/probes/`, two sets written "
-        "apart by people who never saw the model: transactional mail, SaaS and CI "
+        "Hand-written messages in today's style (`training/probes/`: 60 from 2026-12-04 and "
+        "150 (`NNN-...`) written on 2026-12-07 by a helper who saw neither the model nor the "
+        "first set: transactional mail, SaaS and CI "
         "notifications, newsletters and lists, person-to-person mail with and without "
         "attachments, in a dozen languages and charsets; phishing, BEC, scams, cold "
         "outreach, malware lures), scored by this model and its check's default settings. "
-        "Made up, so a check of how the training mail carries over to today's, not a metric; "
-        "no weight or threshold was fitted on them.",
+        "Made up, so a check of how the training mail carries over to today's, not a metric. "
+        "No weight was fitted on them; `min_known_words` was chosen looking at the first set "
+        "and at the ordinary-mail test messages (`tests/data/ordinary_mail/`).",
         "",
         *_probe_summary(probes, artefact_auc, policy),
         "",
@@ -187,17 +189,18 @@ def _probe_summary(probes: list[Probe], held_out_auc: float, policy: Policy) -> 
     spam = [p for p in probes if p.expected == "spam"]
     if not ham or not spam:
         return []
-    settings = ClassifierCheckConfig
+    defaults = ClassifierCheckConfig()
     auc = roc_auc_score([0] * len(ham) + [1] * len(spam), [p.probability for p in ham + spam])
     return [
         f"- ham: {_symbol_counts(ham)}; {sum(p.probability >= 0.9 for p in ham)} scored 0.9 "
         f"or more. {_ml_spam_alone(policy)}",
         f"- spam: {_symbol_counts(spam)}; {sum(p.probability >= 0.9 for p in spam)} scored 0.9 "
         "or more.",
-        f"- `ML_SPAM` at p >= {settings.spam_threshold}, `ML_HAM` at p <= "
-        f"{settings.ham_threshold}, `ML_UNSURE` between them and for a body with fewer than "
-        f"{settings.min_known_words} words the model knows (encrypted, image-only, empty, "
-        "scripts the 2002 mail never had), which it does not judge.",
+        f"- `ML_SPAM` at p >= {defaults.spam_threshold}, `ML_HAM` at p <= "
+        f"{defaults.ham_threshold}, `ML_UNSURE` between them; `ML_NOT_JUDGED` whatever p, for a "
+        f"body with fewer than {defaults.min_known_words} words the model knows (MIME-encrypted, "
+        "image-only, empty, scripts the 2002 mail never had), unless a word hides behind "
+        "Cyrillic or Greek look-alike letters.",
         f"- ROC AUC over the probes: {auc:.3f}, against {held_out_auc:.5f} on the training "
         "corpus' held-out mail. How much learning some of today's mail helps: `python -m "
         "training.feedback_gain` fits on the corpus plus half of the probes (as `gateway "
@@ -315,8 +318,9 @@ def _thresholds(model: ClassifierModel, evaluations: list[Evaluation]) -> list[s
         "The check emits `ML_SPAM` (multiplier = probability) at or above `spam_threshold` "
         "(default 0.5), `ML_HAM` (multiplier = 1 - probability) at or below `ham_threshold` "
         "(default 0.2), and `ML_UNSURE` (score 0, so that the verdict shows the model's view) "
-        "in between. Probabilities matching the false-positive budgets on the artefact's "
-        "held-out mail:",
+        "in between; `ML_NOT_JUDGED` (score 0) instead of any of them when the body has fewer "
+        "than `min_known_words` (default 5) words the model knows. Probabilities matching the "
+        "false-positive budgets on the artefact's held-out mail:",
         "",
     ]
     artefact = next(e for e in evaluations if e.name == "artefact")

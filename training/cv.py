@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from gateway.features import extract
-from training import weights
 from training.evaluate import Metrics, evaluate
 from training.fit import (
     INVERSE_REGULARISATION,
@@ -25,20 +24,24 @@ from training.fit import (
     cross_validated_scores,
     stratified_split,
 )
+from training.readers import Example
 from training.run import Sources, _read
+from training.weights import LIST_MAIL_SHARE, sample_weights
 
 FOLD_SEEDS = (0, 1, 2)
 
 
 def cv_metrics(
+    examples: list[Example],
     rows: list[dict[str, float]],
     labels: np.ndarray,
-    row_weights: np.ndarray,
+    list_share: float,
     c: float,
     seeds: tuple[int, ...],
 ) -> list[Metrics]:
     train, _ = stratified_split(labels)  # the test part is dropped here, unseen
-    subset = FeatureTable.of([rows[i] for i in train], row_weights[train])
+    row_weights = sample_weights([examples[i] for i in train], list_share)
+    subset = FeatureTable.of([rows[i] for i in train], row_weights)
     subset_labels = labels[train]
     return [
         evaluate(subset_labels, cross_validated_scores(subset, subset_labels, seed, c))
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "--list-share",
         type=float,
         nargs="+",
-        default=[weights.LIST_MAIL_SHARE],
+        default=[LIST_MAIL_SHARE],
         help="share of each label's weight that list mail is brought to (1: full weight)",
     )
     args = parser.parse_args(argv)
@@ -65,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.array([e.label for e in examples], dtype=np.int64)
     rows = [extract(e.raw) for e in examples]
     for share, c in itertools.product(args.list_share, args.c):
-        counts = weights.sample_weights(examples, share)
-        results = cv_metrics(rows, labels, counts, c, tuple(args.seeds))
+        results = cv_metrics(examples, rows, labels, share, c, tuple(args.seeds))
         recalls = [m.recall_at(0.001) for m in results]
         print(
             f"list share {share:g}, C={c:g}: AUC {np.mean([m.auc for m in results]):.5f}, "

@@ -47,25 +47,26 @@ CV_FOLDS = 5
 @dataclass(frozen=True)
 class FeatureTable:
     """Rows of features, and the same as one sparse matrix over the features seen in at least
-    MIN_DOCUMENTS of them (columns in name order). A training run builds it once: reading the
-    dicts is most of a fit's time, and a split or fold takes a `subset`, which equals the
-    table built from its rows alone."""
+    MIN_DOCUMENTS of them (columns in name order), with how much each row counts in a fit
+    (training/weights.py). A training run builds it once: reading the dicts is most of a
+    fit's time, and a split or fold takes a `subset`, whose names and matrix equal those of
+    the table built from its rows alone."""
 
     rows: Sequence[Features]
     names: tuple[str, ...]
     matrix: sp.csr_matrix
-    weights: FloatArray  # how much each row counts in a fit (training/weights.py)
+    row_weights: FloatArray
 
     @classmethod
-    def of(cls, rows: Sequence[Features], weights: FloatArray | None = None) -> FeatureTable:
+    def of(cls, rows: Sequence[Features], row_weights: FloatArray | None = None) -> FeatureTable:
         vocabulary = _vocabulary(rows)
-        counts = np.ones(len(rows)) if weights is None else np.asarray(weights, np.float64)
-        if counts.shape != (len(rows),):
-            raise ValueError(f"{len(rows)} rows but {counts.shape} weights")
-        return cls(rows, tuple(vocabulary), _matrix(rows, vocabulary), counts)
+        return cls(
+            rows, tuple(vocabulary), _matrix(rows, vocabulary), _checked(row_weights, len(rows))
+        )
 
-    def subset(self, indices: IntArray) -> FeatureTable:
-        """The rows at `indices`, over the features seen in at least MIN_DOCUMENTS of them."""
+    def subset(self, indices: IntArray, row_weights: FloatArray | None = None) -> FeatureTable:
+        """The rows at `indices`, over the features seen in at least MIN_DOCUMENTS of them;
+        weighted by `row_weights` (one per index) if given, else as they were here."""
         part = self.matrix[indices]
         # Stored entries are the features present (values are never dropped as zeros).
         keep = np.flatnonzero(part.getnnz(axis=0) >= MIN_DOCUMENTS)
@@ -75,8 +76,22 @@ class FeatureTable:
             [self.rows[i] for i in indices],
             tuple(self.names[i] for i in keep),
             _int32(columns),
-            self.weights[indices],
+            self.row_weights[indices]
+            if row_weights is None
+            else _checked(row_weights, len(indices)),
         )
+
+
+def _checked(row_weights: FloatArray | None, rows: int) -> FloatArray:
+    """One finite, non-negative weight per row; all 1 when none are given."""
+    if row_weights is None:
+        return np.ones(rows)
+    checked = np.asarray(row_weights, dtype=np.float64)
+    if checked.shape != (rows,):
+        raise ValueError(f"{rows} rows but {checked.shape} row weights")
+    if not np.all(np.isfinite(checked)) or np.any(checked < 0):
+        raise ValueError("row weights must be finite and not negative")
+    return checked
 
 
 def fit_model(table: FeatureTable, labels: IntArray) -> ClassifierModel:
@@ -94,10 +109,12 @@ def fit_linear(
     decision values with a placeholder calibration, enough for ranking metrics."""
     matrix = table.matrix
     char_grams = np.array([name.startswith(CHAR_GRAM_PREFIX) for name in table.names], bool)
-    counts = table.weights
-    weights, intercept, char_gram_intercept = _fit_pruned(matrix, labels, counts, c, char_grams)
+    row_weights = table.row_weights
+    weights, intercept, char_gram_intercept = _fit_pruned(
+        matrix, labels, row_weights, c, char_grams
+    )
     slope, platt_intercept = (
-        _platt(matrix, labels, counts, c, char_grams) if calibrate else (1.0, 0.0)
+        _platt(matrix, labels, row_weights, c, char_grams) if calibrate else (1.0, 0.0)
     )
     keep = np.flatnonzero(weights)
     names = tuple(table.names[i] for i in keep)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import Message
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -21,6 +22,9 @@ SPAM, HAM = 1, 0
 LABEL_DIRS = {"ham": HAM, "spam": SPAM}
 # Dates outside this range are forged or broken (spam dated 1980 or 2028) and not used to order.
 PLAUSIBLE_YEARS = range(1995, datetime.now(UTC).year + 2)
+# A discussion list's post (RFC 2919, RFC 2369): List-Unsubscribe alone is not enough, every
+# bulk sender sets it. See training/weights.py.
+LIST_HEADERS = ("List-Id", "List-Post", "Mailing-List")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,7 @@ class Example:
     # From the feedback store (`gateway learn`, quarantine --learn): the admin's own verdicts,
     # always trained on, never held out.
     learnt: bool = False
+    list_mail: bool = False  # posted through a discussion list (LIST_HEADERS)
 
 
 class CorpusError(Exception):
@@ -49,7 +54,16 @@ def read_labelled_dir(
     examples = []
     for side, label in sides:
         for message in iter_messages(side, on_skip):
-            examples.append(Example(message.raw, label, message.origin, message_date(message.raw)))
+            headers = parse_headers(message.raw)
+            examples.append(
+                Example(
+                    message.raw,
+                    label,
+                    message.origin,
+                    message_date(headers),
+                    list_mail=is_list_mail(headers),
+                )
+            )
             if on_read is not None:
                 on_read()
     return examples
@@ -78,9 +92,13 @@ def merge(
     return list(by_digest.values())
 
 
-def message_date(raw: bytes) -> datetime | None:
+def is_list_mail(headers: Message) -> bool:
+    return any(headers.get(name) is not None for name in LIST_HEADERS)
+
+
+def message_date(headers: Message) -> datetime | None:
     """The Date header as aware UTC datetime, or None when missing, broken or implausible."""
-    value = parse_headers(raw).get("Date")
+    value = headers.get("Date")
     if value is None:
         return None
     try:

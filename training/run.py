@@ -32,7 +32,7 @@ from training.fit import (
     time_split,
 )
 from training.readers import SPAM, Example, merge, read_labelled_dir
-from training.weights import describe, sample_weights
+from training.weights import LIST_MAIL_SHARE, describe, sample_weights
 
 MODEL_FILE = "classifier.skops"
 CARD_FILE = "MODEL_CARD.md"
@@ -61,8 +61,9 @@ class Sources:
     feedback: Path | None
 
 
-def run(sources: Sources, out_dir: Path, force: bool) -> Path:
-    """Train, evaluate and write the model to `out_dir`; returns the artefact path."""
+def run(sources: Sources, out_dir: Path, force: bool, list_share: float = LIST_MAIL_SHARE) -> Path:
+    """Train, evaluate and write the model to `out_dir`; returns the artefact path.
+    `list_share`: see training/weights.py."""
     started = time.perf_counter()
     examples = _read(sources)
     labels = np.array([e.label for e in examples], dtype=np.int64)
@@ -92,10 +93,15 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
         "time": ("time-ordered: oldest 80% train, newest 20% test", time_split(dates)),
         "artefact": ("the shipped artefact: 20% held out by message hash", holdout),
     }
-    weights = sample_weights(examples)
-    weighting = describe(examples, weights)
+    table = FeatureTable.of(rows)
+
+    def training_part(train: IntArray) -> FeatureTable:
+        """A split's training rows, weighted by what is in that split (training/weights.py)."""
+        return table.subset(train, sample_weights([examples[i] for i in train], list_share))
+
+    artefact_train = [examples[i] for i in holdout[0]]
+    weighting = describe(artefact_train, sample_weights(artefact_train, list_share), list_share)
     print(weighting, file=sys.stderr)
-    table = FeatureTable.of(rows, weights)
     evaluations: dict[str, Evaluation] = {}
     model: ClassifierModel | None = None
     for name, (description, (train, test)) in tqdm(
@@ -105,9 +111,9 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
             continue  # e.g. dated mail of one label only: nothing to measure
         # Only the artefact needs probabilities; the other splits are judged on ranking.
         fitted = (
-            fit_model(table.subset(train), labels[train])
+            fit_model(training_part(train), labels[train])
             if name == "artefact"
-            else fit_linear(table.subset(train), labels[train], calibrate=False)
+            else fit_linear(training_part(train), labels[train], calibrate=False)
         )
         scores = fitted.decision([rows[i] for i in test])
         evaluations[name] = Evaluation(
@@ -121,7 +127,10 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
             "messages"
         )
     if min(np.bincount(labels[benchmark[0]], minlength=2)) >= 2:
-        evaluations = {"cv": _cross_validation(table, labels, benchmark[0]), **evaluations}
+        evaluations = {
+            "cv": _cross_validation(training_part(benchmark[0]), labels[benchmark[0]]),
+            **evaluations,
+        }
     held_out = [rows[i] for i in holdout[1]]
     for evaluation in evaluations.values():
         print(_summary(evaluation), file=sys.stderr)
@@ -134,16 +143,15 @@ def run(sources: Sources, out_dir: Path, force: bool) -> Path:
     return _write(out_dir, model, examples, weighting, evaluations, performance)
 
 
-def _cross_validation(table: FeatureTable, labels: IntArray, train: IntArray) -> Evaluation:
+def _cross_validation(portion: FeatureTable, labels: IntArray) -> Evaluation:
     """5-fold CV inside the benchmark's training portion: the figure model choices are made
     on (`python -m training.cv`), reported next to the test figures it never looked at."""
-    subset = labels[train]
-    scores = cross_validated_scores(table.subset(train), subset)
+    scores = cross_validated_scores(portion, labels)
     return Evaluation(
         "cv",
         "5-fold CV inside the benchmark's 80% (pooled out-of-fold, fold seed 0; model selection)",
-        evaluate(subset, scores),
-        subset,
+        evaluate(labels, scores),
+        labels,
         scores,
     )
 

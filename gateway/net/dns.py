@@ -149,6 +149,16 @@ def _negative_ttl(response: dns.message.Message | None) -> int:
     return 0
 
 
+# Raised while the question's name is built, before anything is sent: no such name can exist.
+_NOT_A_DNS_NAME = (
+    dns.name.EmptyLabel,
+    dns.name.LabelTooLong,
+    dns.name.NameTooLong,
+    dns.name.BadEscape,
+    dns.name.IDNAException,
+)
+
+
 def _negative_or_raise(name: str, rdtype: str, exc: dns.exception.DNSException) -> DnsAnswer:
     if isinstance(exc, _NOT_A_DNS_NAME):
         # A label over 63 octets, an empty label, a name over 255: no such name can exist,
@@ -165,9 +175,6 @@ def _negative_or_raise(name: str, rdtype: str, exc: dns.exception.DNSException) 
     if isinstance(exc, dns.resolver.NoNameservers):
         raise DnsError(f"{question}: {_server_errors(exc)}") from exc
     raise DnsError(f"{question}: {type(exc).__name__}: {exc}") from exc
-
-
-_NOT_A_DNS_NAME = (dns.exception.SyntaxError, dns.name.NameTooLong, dns.name.IDNAException)
 
 
 def _server_errors(exc: dns.resolver.NoNameservers) -> str:

@@ -50,7 +50,8 @@ def test_nxdomain_and_nodata_are_different(
 
 
 @pytest.mark.parametrize(
-    "name", ["x" * 64 + ".example.test", "a..example.test", "x." * 130 + "example.test"]
+    "name",
+    ["x" * 64 + ".example.test", "a..example.test", "x." * 130 + "example.test", "a\\300.test"],
 )
 def test_a_name_dns_cannot_hold_does_not_exist(
     zone_server: DnsTestServer, dns_resolver: Resolver, name: str

@@ -34,9 +34,9 @@ def test_trains_writes_artefact_card_and_plot_that_load(tiny_corpus: Path, tmp_p
     assert {p.name for p in out.iterdir()} == {"classifier.skops", "MODEL_CARD.md", "roc.png"}
     assert "warning: 60 ham and 40 spam: the held-out figures rest on a handful" in done.stderr
     assert "stratified 80/20, seed 42 (benchmark): AUC " in done.stderr
-    assert "list mail: none weighed down" in done.stderr  # the generated corpus has none
+    assert "no list ham, no list spam" in done.stderr  # the generated corpus has none
     card = (out / "MODEL_CARD.md").read_text()
-    assert "Weighting in the fits: list mail: none weighed down" in card
+    assert "Weighting in the fits: list mail (List-Id, List-Post or Mailing-List)" in card
     assert "| ham | 60 |" in card and "| spam | 40 |" in card
     assert "stratified 80/20, seed 42" in card and "time-ordered" in card
     assert "5-fold CV inside the benchmark's 80%" in card and "seed 7 (variance" in card
@@ -121,3 +121,5 @@ def test_bad_arguments_and_corpora_are_clear_errors(tmp_path: Path) -> None:
     assert too_small.returncode == 1 and "at least 5 ham and 5 spam" in too_small.stderr
     assert "(read 3 ham, 2 spam)" in too_small.stderr
     assert not (tmp_path / "out").exists()
+    bad_share = train("--corpus", tiny, "--list-share", "0")
+    assert bad_share.returncode == 2 and "0: must be above 0 and at most 1" in bad_share.stderr

@@ -128,38 +128,68 @@ def test_undecided_middle_band_says_so_with_the_reason(model: ClassifierModel) -
     assert " by " in symbol.reason
 
 
+# Layout alone says spam here (an HTML root), as the shipped model's 2002 layout cues often do.
+LAYOUT_MODEL = ClassifierModel(
+    ("mime:root=text/html", "w:one", "w:two", "w:three", "w:four", "w:five", "s:notes"),
+    np.array([8.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]),
+    0.0,
+    1.0,
+    0.0,
+)
+
+
+def html_message(body: str) -> bytes:
+    return (
+        "From: a@b.example\nSubject: notes\nContent-Type: text/html; charset=utf-8\n\n"
+        f"<html><body><p>{body}</p></body></html>\n"
+    ).encode()
+
+
 @pytest.mark.parametrize(
-    ("body", "judged"),
+    ("body", "known"),
     [
-        ("", False),  # an empty body: the subject and layout alone
-        ("meeting agenda review budget", False),  # 4 words the model knows
-        ("meeting agenda review budget thursday", True),  # 5
-        ("zq\u00e4rk vlm\u00f6x qwyrtz plonkify gribble snorf", False),  # words it never saw
+        ("", 0),  # an empty body: the subject and layout alone
+        ("one two three four", 4),
+        ("zq\u00e4rk vlm\u00f6x qwyrtz plonkify gribble snorf", 0),  # words it never saw
+        ("\u4f60\u597d \u4e16\u754c one", 1),  # a script the training mail lacked
     ],
 )
-def test_a_body_with_too_few_words_the_model_knows_is_not_judged(
-    model: ClassifierModel, body: str, judged: bool
-) -> None:
-    raw = f"From: a@b.example\nSubject: meeting notes\n\n{body}\n".encode()
-    (symbol,) = ClassifierCheck(model).classify(raw).symbols
-    if judged:
-        assert symbol.name in ("ML_SPAM", "ML_HAM")
-        return
-    known = model.known_words(extract(raw))
-    assert symbol.name == "ML_UNSURE" and symbol.multiplier == 1.0
+def test_a_body_with_too_few_words_the_model_knows_is_not_judged(body: str, known: int) -> None:
+    raw = html_message(body)
+    assert LAYOUT_MODEL.known_words(extract(raw)) == known
+    (symbol,) = ClassifierCheck(LAYOUT_MODEL).classify(raw).symbols
+    assert symbol.name == "ML_NOT_JUDGED" and symbol.multiplier == 1.0
     assert symbol.reason.startswith(
-        f"not judged: the body has {known} word(s) the model knows, fewer than "
-        "min_known_words 5; p=0."
+        f"{known} body word(s) known to the model, fewer than min_known_words 5; unscored, "
+        "the model alone: p=1.000 by mime:root=text/html(+8.00)"
     )
-    (every,) = ClassifierCheck(model, min_known_words=0).classify(raw).symbols
-    assert every.reason.startswith("p=0.")  # 0: every message judged
+    (every,) = ClassifierCheck(LAYOUT_MODEL, min_known_words=0).classify(raw).symbols
+    assert every.name == "ML_SPAM"  # 0: every message judged
 
 
-def test_known_words_counts_body_words_with_a_weight_up_to_enough() -> None:
+def test_enough_known_words_or_a_disguised_one_is_judged() -> None:
+    check = ClassifierCheck(LAYOUT_MODEL)
+    (five,) = check.classify(html_message("one two three four five")).symbols
+    assert five.name == "ML_SPAM" and five.reason.startswith("p=1.000 by ")
+    # Cyrillic look-alikes in Latin words hide them from the model: not a reason to look away.
+    disguised = html_message("p\u0430ypal \u0430ccount v\u0435rify")
+    assert LAYOUT_MODEL.known_words(extract(disguised)) == 0
+    assert [s.name for s in check.classify(disguised).symbols] == ["ML_SPAM"]
+    # Whole words in Cyrillic or Greek are another language, not a disguise.
+    russian = html_message("\u043f\u0440\u0438\u0432\u0435\u0442 \u03ba\u03b1\u03bb\u03b7")
+    assert [s.name for s in check.classify(russian).symbols] == ["ML_NOT_JUDGED"]
+
+
+def test_a_negative_min_known_words_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_known_words -1: must be 0 or more"):
+        ClassifierCheck(LAYOUT_MODEL, min_known_words=-1)
+
+
+def test_known_words_counts_body_words_the_model_knows_up_to_stop_at() -> None:
     model = ClassifierModel(("w:a", "w:b", "w:c", "s:d"), np.ones(4), 0.0, 1.0, 0.0)
     row = {"w:a": 1.0, "w:b": 1.0, "w:c": 1.0, "w:zz": 1.0, "s:d": 1.0, "c:abcd": 1.0}
     assert model.known_words(row) == 3  # not the subject's s:d, not the unknown w:zz
-    assert model.known_words(row, enough=2) == 2
+    assert model.known_words(row, stop_at=2) == 2
 
 
 def test_artefact_round_trip_keeps_scores(model: ClassifierModel, tmp_path: Path) -> None:

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from gateway.content import parse_headers
 from training.fit import FeatureTable, fit_linear
-from training.readers import HAM, SPAM, Example
-from training.weights import LIST_MAIL_SHARE, describe, is_list_mail, sample_weights
+from training.readers import HAM, SPAM, Example, is_list_mail, read_labelled_dir
+from training.weights import LIST_MAIL_SHARE, describe, sample_weights
+
+LISTED = "List-Id: Users <users.lists.example.org>\n"
 
 
 def message(n: int, header: str = "") -> bytes:
     return f"From: a{n}@example.org\nSubject: s{n}\n{header}\nbody {n}\n".encode()
 
 
-def example(n: int, label: int, header: str = "", learnt: bool = False) -> Example:
-    return Example(message(n, header), label, f"m{n}", None, learnt)
+def example(n: int, label: int, list_mail: bool = False, learnt: bool = False) -> Example:
+    return Example(message(n), label, f"m{n}", None, learnt, list_mail)
 
 
 @pytest.mark.parametrize(
     ("header", "listed"),
     [
-        ("List-Id: Users <users.lists.example.org>\n", True),
+        (LISTED, True),
         ("List-Post: <mailto:users@lists.example.org>\n", True),
         ("Mailing-List: contact users-help@example.org\n", True),
         ("list-id: <lower.case.example>\n", True),
@@ -31,47 +36,86 @@ def example(n: int, label: int, header: str = "", learnt: bool = False) -> Examp
     ],
 )
 def test_list_mail_is_told_by_its_list_headers(header: str, listed: bool) -> None:
-    assert is_list_mail(message(1, header)) is listed
+    assert is_list_mail(parse_headers(message(1, header))) is listed
+
+
+def test_the_corpus_reader_marks_list_mail(tmp_path: Path) -> None:
+    for name, header in (("ham/1.eml", LISTED), ("ham/2.eml", ""), ("spam/1.eml", "")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(message(len(name), header))
+    read = read_labelled_dir(tmp_path, lambda *_: None)
+    assert sorted((e.origin.rsplit("/", 2)[-2], e.list_mail) for e in read) == [
+        ("ham", False),
+        ("ham", True),
+        ("spam", False),
+    ]
 
 
 def test_list_mail_is_brought_to_its_share_of_each_label() -> None:
-    listed = "List-Id: <l.example>\n"
     examples = [
-        *(example(n, HAM, listed) for n in range(90)),
+        *(example(n, HAM, list_mail=True) for n in range(90)),
         *(example(n, HAM) for n in range(100, 110)),
-        *(example(n, SPAM, listed) for n in range(200, 202)),  # 2 of 12: 1 is 10%
+        *(example(n, SPAM, list_mail=True) for n in range(200, 202)),  # 2 of 12: 1 is 10%
         *(example(n, SPAM) for n in range(300, 310)),
     ]
     weights = sample_weights(examples)
     ham = np.array([e.label == HAM for e in examples])
-    on_lists = np.array([is_list_mail(e.raw) for e in examples])
+    on_lists = np.array([e.list_mail for e in examples])
     for label_mask in (ham, ~ham):
         share = weights[label_mask & on_lists].sum() / weights[label_mask].sum()
         assert share == pytest.approx(LIST_MAIL_SHARE)
     assert set(weights[~on_lists]) == {1.0}
-    assert "90 ham at 0.012, 2 spam at 0.556" in describe(examples, weights)
+    assert "90 list ham at 0.012 each, 2 list spam at 0.556 each" in describe(
+        examples, weights, LIST_MAIL_SHARE
+    )
+    assert set(sample_weights(examples, list_share=1.0)) == {1.0}  # 1: in full
+    half = sample_weights(examples, list_share=0.5)
+    assert half[0] == pytest.approx(10 / 90) and half[100] == 1.0  # spam: 2 of 12 is under half
 
 
-def test_list_mail_under_its_share_only_list_mail_and_learnt_mail_count_in_full() -> None:
-    listed = "List-Post: <mailto:l@example.org>\n"
+def test_learnt_mail_counts_in_full_and_is_not_what_list_mail_is_weighed_against() -> None:
     examples = [
-        example(1, HAM, listed),  # 1 of 21 ham: under 10% already
-        *(example(n, HAM) for n in range(10, 30)),
-        *(example(n, SPAM, listed) for n in range(40, 45)),  # nothing else to weigh against
-        example(50, SPAM, listed, learnt=True),  # the admin's own verdict
+        *(example(n, HAM, list_mail=True) for n in range(9)),
+        example(10, HAM),
+        example(11, HAM, list_mail=True, learnt=True),  # the admin's own verdict
+        *(example(n, HAM, learnt=True) for n in range(20, 30)),  # not corpus ham: no share
     ]
-    assert set(sample_weights(examples)) == {1.0}
-    assert describe(examples, sample_weights(examples)).startswith("list mail: none weighed")
-    assert set(sample_weights(examples, list_share=1.0)) == {1.0}
+    weights = sample_weights(examples)
+    assert weights[10] == 1.0 and set(weights[11:]) == {1.0}
+    assert weights[0] == pytest.approx(0.1 * 1 / (0.9 * 9))  # against the one corpus ham
 
 
-def test_a_table_keeps_its_weights_through_subsets_and_refuses_a_wrong_count() -> None:
+def test_a_label_of_list_mail_only_counts_in_full_and_the_line_says_why() -> None:
+    examples = [
+        example(1, HAM, list_mail=True),  # 1 of 21 ham: under 10% already
+        *(example(n, HAM) for n in range(10, 30)),
+        *(example(n, SPAM, list_mail=True) for n in range(40, 45)),  # nothing to weigh against
+    ]
+    weights = sample_weights(examples)
+    assert set(weights) == {1.0}
+    line = describe(examples, weights, LIST_MAIL_SHARE)
+    assert "1 list ham in full (no more than its share)" in line
+    assert "5 list spam in full (no other spam to weigh against)" in line
+    assert "no list ham, no list spam" in describe([example(1, HAM)], np.ones(1), 0.1)
+
+
+@pytest.mark.parametrize("share", [0.0, -0.1, 1.5, float("nan")])
+def test_a_share_out_of_range_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match="must be above 0 and at most 1"):
+        sample_weights([example(1, HAM)], share)
+
+
+def test_a_table_keeps_its_weights_through_subsets_and_refuses_bad_ones() -> None:
     rows = [{"a": 1.0}, {"a": 1.0, "b": 1.0}, {"b": 1.0}]
     table = FeatureTable.of(rows, np.array([0.5, 1.0, 2.0]))
-    assert table.subset(np.array([2, 0])).weights.tolist() == [2.0, 0.5]
-    assert FeatureTable.of(rows).weights.tolist() == [1.0, 1.0, 1.0]
+    assert table.subset(np.array([2, 0])).row_weights.tolist() == [2.0, 0.5]
+    assert table.subset(np.array([2, 0]), np.array([3.0, 4.0])).row_weights.tolist() == [3, 4]
+    assert FeatureTable.of(rows).row_weights.tolist() == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="3 rows but"):
         FeatureTable.of(rows, np.ones(2))
+    for bad in (np.array([1.0, np.nan, 1.0]), np.array([1.0, -1.0, 1.0])):
+        with pytest.raises(ValueError, match="finite and not negative"):
+            FeatureTable.of(rows, bad)
 
 
 def test_the_fit_follows_the_weighted_messages() -> None:
