@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -42,12 +43,19 @@ def test_trains_writes_artefact_card_and_plot_that_load(tiny_corpus: Path, tmp_p
     assert "5-fold CV inside the benchmark's 80%" in card and "seed 7 (variance" in card
     assert (out / "roc.png").read_bytes().startswith(b"\x89PNG")
     # Today's-mail probes: what the check emits, how they rank, what the shipped policy does.
-    assert "- ham: 120 scored: " in card and "- spam: 90 scored: " in card
+    probes = {label: len(list((PROJECT / "training" / "probes" / label).glob("*.eml")))
+              for label in ("ham", "spam")}  # fmt: skip
+    for label, count in probes.items():
+        summary = re.search(rf"^- {label}: (\d+) scored: (.*?);", card, re.MULTILINE)
+        assert summary is not None and int(summary.group(1)) == count
+        assert sum(map(int, re.findall(r"(\d+) `ML_", summary.group(2)))) == count
     assert "- ROC AUC over the probes: " in card and "`ML_SPAM` alone never quarantines" in card
     assert "The 12 ham the model rates most spam-like and the 12 spam it rates least" in card
-    listed = [line.split(" | ") for line in card.splitlines() if line.startswith("| ")]
-    checked = [cells[:2] for cells in listed if len(cells) == 5 and cells[3].startswith("ML_")]
-    assert len(checked) == 24 and checked.count(["| ham", checked[0][1]]) == 1
+    cells = [line.split(" | ") for line in card.splitlines() if line.startswith("| ")]
+    rows = [(c[0][2:], float(c[2])) for c in cells if len(c) == 5 and c[3].startswith("ML_")]
+    assert [label for label, _ in rows] == ["ham"] * 12 + ["spam"] * 12
+    ham_p, spam_p = [p for _, p in rows[:12]], [p for _, p in rows[12:]]
+    assert ham_p == sorted(ham_p, reverse=True) and spam_p == sorted(spam_p)
     check = ClassifierCheck.from_file(out / "classifier.skops")
     spam = (tiny_corpus / "spam" / "0001.eml").read_bytes()
     assert [s.name for s in check.classify(spam).symbols] == ["ML_SPAM"]
