@@ -279,11 +279,9 @@ class ClassifierCheckConfig(CheckConfig):
     spam_threshold: float = 0.5  # probability at or above which ML_SPAM is emitted
     ham_threshold: float = 0.2  # probability at or below which ML_HAM is emitted
     explain_features: int = 5  # features named in the symbol's reason
-    # Fewer body words known to the model than this, or than this share of the body's distinct
-    # words: ML_NOT_JUDGED (MIME-encrypted, image-only or empty mail, scripts it never saw, a
-    # language its training mail had no ham in). 0 and 0 judge every message.
+    # Fewer body words known to the model than this: ML_NOT_JUDGED (MIME-encrypted,
+    # image-only or empty mail, scripts it never saw). 0 judges every message.
     min_known_words: int = 5
-    min_known_share: float = 0.2
 
     def validate(self, problems: list[str], path: str) -> None:
         if self.enabled and not Path(self.model).is_file():
@@ -296,8 +294,6 @@ class ClassifierCheckConfig(CheckConfig):
             problems.append(f"{path}: need 0 <= ham_threshold < spam_threshold <= 1")
         if self.min_known_words < 0:
             problems.append(f"{path}.min_known_words: must be 0 or more")
-        if not 0 <= self.min_known_share < 1:
-            problems.append(f"{path}.min_known_share: must be at least 0 and below 1")
         _positive(self, problems, path, "timeout_s", "explain_features")
 
 

@@ -137,8 +137,7 @@ def write_card(
         "outreach, malware lures), scored by this model and its check's default settings. "
         "Made up, so a check of how the training mail carries over to today's, not a metric. "
         "No weight was fitted on them; `min_known_words` was chosen looking at the first set "
-        "and at the ordinary-mail test messages (`tests/data/ordinary_mail/`), "
-        "`min_known_share` looking at both sets.",
+        "and at the ordinary-mail test messages (`tests/data/ordinary_mail/`).",
         "",
         *_probe_summary(probes, artefact_auc, policy),
         "",
@@ -199,10 +198,9 @@ def _probe_summary(probes: list[Probe], held_out_auc: float, policy: Policy) -> 
         "or more.",
         f"- `ML_SPAM` at p >= {defaults.spam_threshold}, `ML_HAM` at p <= "
         f"{defaults.ham_threshold}, `ML_UNSURE` between them; `ML_NOT_JUDGED` whatever p, for a "
-        f"body with fewer than {defaults.min_known_words} words the model knows, or fewer than "
-        f"{defaults.min_known_share:.0%} of its distinct words (MIME-encrypted, image-only, "
-        "empty, scripts the 2002 mail never had, languages it had no ham in), unless a word "
-        "hides behind Cyrillic or Greek look-alike letters.",
+        f"body with fewer than {defaults.min_known_words} words the model knows (MIME-encrypted, "
+        "image-only, empty, scripts the 2002 mail never had), unless a word hides behind "
+        "Cyrillic or Greek look-alike letters.",
         f"- ROC AUC over the probes: {auc:.3f}, against {held_out_auc:.5f} on the training "
         "corpus' held-out mail. How much learning some of today's mail helps: `python -m "
         "training.feedback_gain` fits on the corpus plus half of the probes (as `gateway "
@@ -321,9 +319,8 @@ def _thresholds(model: ClassifierModel, evaluations: list[Evaluation]) -> list[s
         "(default 0.5), `ML_HAM` (multiplier = 1 - probability) at or below `ham_threshold` "
         "(default 0.2), and `ML_UNSURE` (score 0, so that the verdict shows the model's view) "
         "in between; `ML_NOT_JUDGED` (score 0) instead of any of them when the body has fewer "
-        "than `min_known_words` (default 5) words the model knows or fewer than "
-        "`min_known_share` (0.2) of its words. Probabilities matching the false-positive "
-        "budgets on the artefact's held-out mail:",
+        "than `min_known_words` (default 5) words the model knows. Probabilities matching the "
+        "false-positive budgets on the artefact's held-out mail:",
         "",
     ]
     artefact = next(e for e in evaluations if e.name == "artefact")

@@ -175,7 +175,6 @@ def _classifier(config: Config, services: Services) -> Check | None:
         ham_threshold=c.ham_threshold,
         explain_features=c.explain_features,
         min_known_words=c.min_known_words,
-        min_known_share=c.min_known_share,
         timeout_s=c.timeout_s,
         on_error=c.on_error,
     )

@@ -156,29 +156,15 @@ def html_message(body: str) -> bytes:
 )
 def test_a_body_with_too_few_words_the_model_knows_is_not_judged(body: str, known: int) -> None:
     raw = html_message(body)
-    words = len(set(body.split()))
-    assert LAYOUT_MODEL.word_coverage(extract(raw)) == (known, words)
+    assert LAYOUT_MODEL.known_words(extract(raw)) == known
     (symbol,) = ClassifierCheck(LAYOUT_MODEL).classify(raw).symbols
     assert symbol.name == "ML_NOT_JUDGED" and symbol.multiplier == 1.0
     assert symbol.reason.startswith(
-        f"{known} of the body's {words} word(s) known to the model (min_known_words 5, "
-        "min_known_share 0.2); unscored, the model alone: p=1.000 by mime:root=text/html(+8.00)"
+        f"{known} body word(s) known to the model, fewer than min_known_words 5; unscored, "
+        "the model alone: p=1.000 by mime:root=text/html(+8.00)"
     )
-    every = ClassifierCheck(LAYOUT_MODEL, min_known_words=0, min_known_share=0)
-    assert [s.name for s in every.classify(raw).symbols] == ["ML_SPAM"]  # 0, 0: all judged
-
-
-def test_a_body_mostly_in_words_the_model_never_saw_is_not_judged() -> None:
-    """Five known words among 30 (a language the training mail had no ham in, keeping a few
-    words its spam had): under a fifth known."""
-    unknown = " ".join(f"palabra{n}" for n in range(25))
-    raw = html_message(f"one two three four five {unknown}")
-    assert LAYOUT_MODEL.word_coverage(extract(raw)) == (5, 30)
-    assert [s.name for s in ClassifierCheck(LAYOUT_MODEL).classify(raw).symbols] == [
-        "ML_NOT_JUDGED"
-    ]
-    judged = ClassifierCheck(LAYOUT_MODEL, min_known_share=0.15).classify(raw).symbols
-    assert [s.name for s in judged] == ["ML_SPAM"]  # 5 of 30 is a sixth
+    (every,) = ClassifierCheck(LAYOUT_MODEL, min_known_words=0).classify(raw).symbols
+    assert every.name == "ML_SPAM"  # 0: every message judged
 
 
 def test_enough_known_words_or_a_disguised_one_is_judged() -> None:
@@ -187,32 +173,23 @@ def test_enough_known_words_or_a_disguised_one_is_judged() -> None:
     assert five.name == "ML_SPAM" and five.reason.startswith("p=1.000 by ")
     # Cyrillic look-alikes in Latin words hide them from the model: not a reason to look away.
     disguised = html_message("p\u0430ypal \u0430ccount v\u0435rify")
-    assert LAYOUT_MODEL.word_coverage(extract(disguised)) == (0, 3)
+    assert LAYOUT_MODEL.known_words(extract(disguised)) == 0
     assert [s.name for s in check.classify(disguised).symbols] == ["ML_SPAM"]
     # Whole words in Cyrillic or Greek are another language, not a disguise.
     russian = html_message("\u043f\u0440\u0438\u0432\u0435\u0442 \u03ba\u03b1\u03bb\u03b7")
     assert [s.name for s in check.classify(russian).symbols] == ["ML_NOT_JUDGED"]
 
 
-@pytest.mark.parametrize(
-    ("setting", "message"),
-    [
-        ({"min_known_words": -1}, "min_known_words -1: must be 0 or more"),
-        ({"min_known_share": 1.0}, "min_known_share 1.0: must be at least 0, below 1"),
-        ({"min_known_share": -0.1}, "min_known_share -0.1: must be at least 0, below 1"),
-    ],
-)
-def test_known_word_limits_out_of_range_are_refused(
-    setting: dict[str, float], message: str
-) -> None:
-    with pytest.raises(ValueError, match=message):
-        ClassifierCheck(LAYOUT_MODEL, **setting)  # type: ignore[arg-type]
+def test_a_negative_min_known_words_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_known_words -1: must be 0 or more"):
+        ClassifierCheck(LAYOUT_MODEL, min_known_words=-1)
 
 
-def test_word_coverage_counts_the_body_words_and_those_the_model_knows() -> None:
+def test_known_words_counts_body_words_the_model_knows_up_to_stop_at() -> None:
     model = ClassifierModel(("w:a", "w:b", "w:c", "s:d"), np.ones(4), 0.0, 1.0, 0.0)
     row = {"w:a": 1.0, "w:b": 1.0, "w:c": 1.0, "w:zz": 1.0, "s:d": 1.0, "c:abcd": 1.0}
-    assert model.word_coverage(row) == (3, 4)  # not the subject's s:d, nor the 4-gram
+    assert model.known_words(row) == 3  # not the subject's s:d, not the unknown w:zz
+    assert model.known_words(row, stop_at=2) == 2
 
 
 def test_artefact_round_trip_keeps_scores(model: ClassifierModel, tmp_path: Path) -> None:

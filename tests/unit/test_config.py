@@ -151,20 +151,9 @@ def test_a_missing_relative_model_names_the_directory_it_was_read_from(
 
 def test_classifier_thresholds_and_known_words_are_checked() -> None:
     text = "\n".join(
-        problems_of(
-            {
-                "checks": {
-                    "classifier": {
-                        "min_known_words": -1,
-                        "min_known_share": 1.5,
-                        "ham_threshold": 0.6,
-                    }
-                }
-            }
-        )
+        problems_of({"checks": {"classifier": {"min_known_words": -1, "ham_threshold": 0.6}}})
     )
     assert "checks.classifier.min_known_words: must be 0 or more" in text
-    assert "checks.classifier.min_known_share: must be at least 0 and below 1" in text
     assert "checks.classifier: need 0 <= ham_threshold < spam_threshold <= 1" in text
     config = config_from_dict({"checks": {"classifier": {"min_known_words": 0}}})
     assert config.checks.classifier.min_known_words == 0
