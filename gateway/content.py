@@ -17,6 +17,7 @@ import email.policy
 import email.utils
 import itertools
 import re
+import unicodedata
 import urllib.parse
 import weakref
 from collections.abc import Sequence
@@ -35,6 +36,12 @@ _SPACES = dict.fromkeys(map(ord, "\u00a0\u2007\u202f"), " ")
 _NORMALIZE = str.maketrans({**_INVISIBLE, **_SPACES})
 _NEEDS_NORMALIZING = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff\u00a0\u2007\u202f]")
 _FOLDING = re.compile(r"\r?\n(?=[ \t])")
+# Invisible format characters: soft hyphen, combining grapheme joiner, Arabic letter mark,
+# Mongolian vowel separator, zero-width space and joiners, bidirectional marks, word joiners
+# and invisible operators, the byte order mark. A word split by one reads as the word.
+_INVISIBLE_RUN = re.compile(
+    "[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]+"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +468,15 @@ def _raw_filename(part: email.message.Message) -> str | None:
             value = match.group(1).strip().strip('"')
             return urllib.parse.unquote(value.rpartition("'")[2], errors="replace")
     return None
+
+
+def readable_text(text: str) -> str:
+    """`text` as its reader sees the letters: invisible format characters dropped and
+    compatibility forms folded (NFKC: fullwidth "\uff50\uff41\uff59" is "pay", "\ufb01" is
+    "fi", a no-break space a space), so that neither hides a word from the classifier."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", _INVISIBLE_RUN.sub("", text))
 
 
 def _normalized(text: str) -> str:

@@ -26,7 +26,10 @@ towards spam, never towards ham.
 Bump FEATURE_VERSION whenever a change alters the output for some message: a model trained
 on another version is refused at load time.
 (Version 7: in the 4-grams a NUL separates words and any character beyond 16 bits, such as
-an emoji, reads as U+FFFF, so that a gram is one 64-bit number.)
+an emoji, reads as U+FFFF, so that a gram is one 64-bit number. Version 8: subject and text
+are read as `content.readable_text` gives them, without invisible characters and with
+fullwidth and other compatibility letters folded: "pa\u200by\u00adpal" and fullwidth "paypal"
+are the word "paypal".)
 """
 
 from __future__ import annotations
@@ -53,11 +56,12 @@ from gateway.content import (
     parse_address,
     part_charset,
     part_filename,
+    readable_text,
 )
 from gateway.mailsources import strip_envelope_line
 from gateway.model import parse_message
 
-FEATURE_VERSION = 7
+FEATURE_VERSION = 8
 
 Features = dict[str, float]
 _Adder = Callable[[str, float], None]  # `features.__setitem__`, handed to the helpers
@@ -427,7 +431,8 @@ def _url_features(add: _Adder, urls: list[str]) -> None:
 def _text_features(
     features: Features, subject: str, texts: list[str], urls: list[str]
 ) -> CharGrams:
-    body = " ".join(texts)[:MAX_TEXT_CHARS]
+    body = readable_text(" ".join(texts)[:MAX_TEXT_CHARS])[:MAX_TEXT_CHARS]
+    subject = readable_text(subject)
     letters, upper = _letters_and_upper(body[:20_000])
     if letters:
         ratio = upper / letters
@@ -472,21 +477,34 @@ def _char_grams(text: str) -> CharGrams:
     return CharGrams(keys, weights)
 
 
-# Latin letters beside Cyrillic or Greek ones in one word ("p\u0430ypal" with a Cyrillic a): a
-# look-alike that hides a word from filters, not another language.
-_LATIN_LETTER = re.compile("[a-z]")
-_LOOKALIKE_LETTER = re.compile("[\u0370-\u03ff\u0400-\u052f]")
+# Cyrillic and Greek letters that pass for Latin ones in upper or lower case ("p\u0430ypal"
+# with a Cyrillic a, "\u0420AYPAL" with a Cyrillic R, lower-cased here as the words are).
+_LOOKALIKES = frozenset(
+    "\u0430\u0432\u0435\u043a\u043c\u043d\u043e\u0440\u0441\u0442\u0443\u0445"
+    "\u0456\u0458\u0455\u04bb\u0501\u04cf"
+    "\u03b1\u03b2\u03b5\u03b6\u03b7\u03b9\u03ba\u03bc\u03bd\u03bf\u03c1\u03c4\u03c5\u03c7"
+)
+_WORD_JOINS = re.compile(
+    "[-'\u2019]"
+)  # "pdf-\u0444\u0430\u0439\u043b" is two words, not a disguise
 
 
 def has_disguised_word(features: Features) -> bool:
-    """Whether a body word mixes Latin letters with Cyrillic or Greek look-alikes."""
+    """Whether a body word is Latin letters with Cyrillic or Greek look-alikes among them: a
+    word hidden from filters, not another language (whose words have letters of their own)."""
     start = len(BODY_WORD_PREFIX)
     return any(
         name.startswith(BODY_WORD_PREFIX)
-        and _LOOKALIKE_LETTER.search(name, start) is not None
-        and _LATIN_LETTER.search(name, start) is not None
+        and not name.isascii()
+        and any(map(_is_disguised, _WORD_JOINS.split(name[start:])))
         for name in features
     )
+
+
+def _is_disguised(piece: str) -> bool:
+    foreign = [ch for ch in piece if ch.isalpha() and not ("a" <= ch <= "z")]
+    latin = len(foreign) < sum(ch.isalpha() for ch in piece)
+    return latin and bool(foreign) and all(ch in _LOOKALIKES for ch in foreign)
 
 
 def gram_key(gram: str) -> int:

@@ -319,7 +319,8 @@ def _thresholds(model: ClassifierModel, evaluations: list[Evaluation]) -> list[s
         "(default 0.5), `ML_HAM` (multiplier = 1 - probability) at or below `ham_threshold` "
         "(default 0.2), and `ML_UNSURE` (score 0, so that the verdict shows the model's view) "
         "in between; `ML_NOT_JUDGED` (score 0) instead of any of them when the body has fewer "
-        "than `min_known_words` (default 5) words the model knows. Probabilities matching the "
+        f"than `min_known_words` (default {ClassifierCheckConfig.min_known_words}) words the "
+        "model knows. Probabilities matching the "
         "false-positive budgets on the artefact's held-out mail:",
         "",
     ]

@@ -96,7 +96,8 @@ def run(sources: Sources, out_dir: Path, force: bool, list_share: float = LIST_M
     table = FeatureTable.of(rows)
 
     def training_part(train: IntArray) -> FeatureTable:
-        """A split's training rows, weighted by what is in that split (training/weights.py)."""
+        """A split's training rows, weighted by what is in that split (training/weights.py);
+        cross-validation folds inside it keep these weights."""
         return table.subset(train, sample_weights([examples[i] for i in train], list_share))
 
     artefact_train = [examples[i] for i in holdout[0]]

@@ -321,7 +321,7 @@ class ClassifierCheck(Check):
             # Encrypted, image-only, empty, or in a script the training mail never had: with
             # no words to go on the model judges by layout alone, and its training mail's
             # layout (2002 lists: plain text, links in every footer) put such mail anywhere
-            # from p 0.2 to 0.93, ham and spam alike. Look-alike letters are no excuse.
+            # from p 0.04 to 0.93, ham and spam alike. Look-alike letters are no excuse.
             return self.result(
                 Symbol(
                     "ML_NOT_JUDGED",

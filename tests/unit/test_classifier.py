@@ -176,7 +176,9 @@ def test_enough_known_words_or_a_disguised_one_is_judged() -> None:
     assert LAYOUT_MODEL.known_words(extract(disguised)) == 0
     assert [s.name for s in check.classify(disguised).symbols] == ["ML_SPAM"]
     # Whole words in Cyrillic or Greek are another language, not a disguise.
-    russian = html_message("\u043f\u0440\u0438\u0432\u0435\u0442 \u03ba\u03b1\u03bb\u03b7")
+    russian = html_message(
+        "\u043f\u0440\u0438\u0432\u0435\u0442 pdf-\u0444\u0430\u0439\u043b \u03ba\u03b1\u03bb\u03b7"
+    )
     assert [s.name for s in check.classify(russian).symbols] == ["ML_NOT_JUDGED"]
 
 

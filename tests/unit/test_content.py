@@ -24,6 +24,7 @@ from gateway.content import (
     parse_headers,
     part_charset,
     part_filename,
+    readable_text,
     was_cut,
     without_comments,
 )
@@ -296,3 +297,9 @@ def test_8bit_header_bytes_read_as_utf8_and_encoded_words_are_left_to_the_caller
     assert decode_header_value(message["Subject"]) == "Grüße"
     assert header_str(message["Cc"]) == "=?utf-8?q?a=2C_b?= <c@d.example>"  # not "a, b"
     assert header_str(parse_message(b"Subject: \xff\r\n\r\n")["Subject"]) == "\ufffd"
+
+
+def test_readable_text_drops_invisible_characters_and_folds_compatibility_forms() -> None:
+    assert readable_text("you\u00a0have\u200b w\u00adon \uff01 \ufb01ne") == "you have won ! fine"
+    ascii_text = "plain text"
+    assert readable_text(ascii_text) is ascii_text  # nothing to do: the same object

@@ -16,6 +16,7 @@ from gateway.features import (
     extract,
     extract_split,
     gram_texts,
+    has_disguised_word,
 )
 
 PLAIN = (
@@ -244,3 +245,39 @@ def test_letter_counts_match_the_per_character_definition() -> None:
 def test_a_hostile_charset_or_encoded_word_still_gives_the_words(headers: bytes) -> None:
     features = extract(b"From: a@b.example\r\n" + headers + b"\r\nclaim your lottery prize\r\n")
     assert {"w:claim", "w:lottery", "w:prize"} <= set(features)
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        "pa\u200by\u00adpal acc\u034fount",  # zero-width space, soft hyphen, grapheme joiner
+        # fullwidth letters
+        "\uff50\uff41\uff59\uff50\uff41\uff4c \uff41\uff43\uff43\uff4f\uff55\uff4e\uff54",
+        "pay\u2060pal\u200e acc\u202eount\u202c",  # word joiner, bidirectional marks
+    ],
+)
+def test_invisible_characters_and_compatibility_letters_hide_no_word(hidden: str) -> None:
+    raw = f"Subject: notice\nContent-Type: text/plain; charset=utf-8\n\n{hidden}\n".encode()
+    words = {name for name in extract(raw) if name.startswith("w:")}
+    assert words == {"w:paypal", "w:account"}
+
+
+@pytest.mark.parametrize(
+    ("word", "disguised"),
+    [
+        ("p\u0430ypal", True),  # a Cyrillic a
+        ("\u0440aypal", True),  # a Cyrillic r, as an upper-case P lower-cased
+        ("v\u0435rify", True),
+        ("pdf-\u0444\u0430\u0439\u043b", False),  # Russian "PDF file": two words glued
+        ("iphone'\u043e\u043c", False),  # a Latin brand with a Russian ending
+        ("i\u043d\u0444\u043e\u0440\u043c\u0430\u0446i\u044e", False),  # Latin i in Ukrainian
+        ("\u043f\u0440\u0438\u0432\u0435\u0442", False),  # all Cyrillic: another language
+        ("caf\u00e9", False),
+        ("\u03b2-blockers", False),
+    ],
+)
+def test_a_disguised_word_is_latin_with_look_alikes_not_a_foreign_one(
+    word: str, disguised: bool
+) -> None:
+    assert has_disguised_word({f"w:{word}": 1.0, "s:x": 1.0}) is disguised
+    assert has_disguised_word({f"s:{word}": 1.0}) is False  # only body words
