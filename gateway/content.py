@@ -31,17 +31,14 @@ _LINK_ATTRIBUTES = frozenset({"href", "src", "action", "background", "cite", "da
 _HIDDEN_ELEMENTS = frozenset({"script", "style", "head", "title"})
 # Spammers split words with invisible characters and glue them with no-break spaces so that
 # "you&nbsp;have&#8203;won" escapes a rule on "you have won": both are undone for matching.
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
-_SPACES = dict.fromkeys(map(ord, "\u00a0\u2007\u202f"), " ")
-_NORMALIZE = str.maketrans({**_INVISIBLE, **_SPACES})
-_NEEDS_NORMALIZING = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff\u00a0\u2007\u202f]")
-_FOLDING = re.compile(r"\r?\n(?=[ \t])")
-# Invisible format characters: soft hyphen, combining grapheme joiner, Arabic letter mark,
-# Mongolian vowel separator, zero-width space and joiners, bidirectional marks, word joiners
-# and invisible operators, the byte order mark. A word split by one reads as the word.
+# Invisible: soft hyphen, combining grapheme joiner, Arabic letter mark, Mongolian vowel
+# separator, zero-width space and joiners, bidirectional marks, word joiners and invisible
+# operators, the byte order mark.
 _INVISIBLE_RUN = re.compile(
     "[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]+"
 )
+_SPACES = str.maketrans(dict.fromkeys(map(ord, "\u00a0\u2007\u202f"), " "))
+_FOLDING = re.compile(r"\r?\n(?=[ \t])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,7 +477,7 @@ def readable_text(text: str) -> str:
 
 
 def _normalized(text: str) -> str:
-    return text.translate(_NORMALIZE) if _NEEDS_NORMALIZING.search(text) else text
+    return text if text.isascii() else _INVISIBLE_RUN.sub("", text).translate(_SPACES)
 
 
 def _part_text(part: email.message.Message, max_part_bytes: int) -> str:

@@ -484,9 +484,8 @@ _LOOKALIKES = frozenset(
     "\u0456\u0458\u0455\u04bb\u0501\u04cf"
     "\u03b1\u03b2\u03b5\u03b6\u03b7\u03b9\u03ba\u03bc\u03bd\u03bf\u03c1\u03c4\u03c5\u03c7"
 )
-_WORD_JOINS = re.compile(
-    "[-'\u2019]"
-)  # "pdf-\u0444\u0430\u0439\u043b" is two words, not a disguise
+# "pdf-\u0444\u0430\u0439\u043b" (a PDF file) is two words glued, not a disguise.
+_WORD_JOINS = re.compile("[-'\u2019]")
 
 
 def has_disguised_word(features: Features) -> bool:

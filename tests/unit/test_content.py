@@ -303,3 +303,12 @@ def test_readable_text_drops_invisible_characters_and_folds_compatibility_forms(
     assert readable_text("you\u00a0have\u200b w\u00adon \uff01 \ufb01ne") == "you have won ! fine"
     ascii_text = "plain text"
     assert readable_text(ascii_text) is ascii_text  # nothing to do: the same object
+
+
+def test_the_rules_read_text_without_invisible_characters_or_odd_spaces() -> None:
+    raw = (
+        "Content-Type: text/plain; charset=utf-8\n\n"
+        "you\u00a0have\u200b w\u00adon, cl\u034fick\u200e h\u2060ere\u202fnow\n"
+    ).encode()
+    (text,) = message_content(parse_message(raw)).texts
+    assert text.strip() == "you have won, click here now"
