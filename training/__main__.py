@@ -15,7 +15,7 @@ from gateway.config import SHIPPED_MODEL
 from gateway.mailsources import MailSourceError
 from training.readers import CorpusError
 from training.run import CARD_FILE, Sources, TrainingRefused, run
-from training.weights import LIST_MAIL_SHARE
+from training.weights import LIST_MAIL_SHARE, share_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--list-share",
-        type=_share,
+        type=share_argument,
         default=LIST_MAIL_SHARE,
         metavar="S",
         help="share of each label's weight that discussion-list mail is brought down to "
@@ -57,13 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace the current model even if the new is worse"
     )
     return parser
-
-
-def _share(text: str) -> float:
-    share = float(text)
-    if not 0 < share <= 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be above 0 and at most 1")
-    return share
 
 
 def main(argv: list[str] | None = None) -> int:

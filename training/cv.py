@@ -26,7 +26,7 @@ from training.fit import (
 )
 from training.readers import Example
 from training.run import Sources, _read
-from training.weights import LIST_MAIL_SHARE, sample_weights
+from training.weights import LIST_MAIL_SHARE, sample_weights, share_argument
 
 FOLD_SEEDS = (0, 1, 2)
 
@@ -56,14 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(FOLD_SEEDS))
     parser.add_argument(
         "--list-share",
-        type=float,
+        type=share_argument,
         nargs="+",
         default=[LIST_MAIL_SHARE],
         help="share of each label's weight that list mail is brought to (1: full weight)",
     )
     args = parser.parse_args(argv)
-    if not all(0 < share <= 1 for share in args.list_share):
-        parser.error("--list-share: each share must be above 0 and at most 1")
     examples = _read(Sources(args.corpus, None))
     labels = np.array([e.label for e in examples], dtype=np.int64)
     rows = [extract(e.raw) for e in examples]

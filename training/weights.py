@@ -18,6 +18,8 @@ cross-validation gave 96.2%). A message learnt through feedback (`gateway learn`
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from training.evaluate import FloatArray
@@ -28,11 +30,26 @@ from training.readers import HAM, SPAM, Example
 LIST_MAIL_SHARE = 0.1
 
 
+def share_argument(text: str) -> float:
+    """`--list-share S` of the training commands: a share above 0 and at most 1."""
+    try:
+        share = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: not a number") from None
+    if not _in_range(share):
+        raise argparse.ArgumentTypeError(f"{text}: must be above 0 and at most 1")
+    return share
+
+
+def _in_range(share: float) -> bool:
+    return 0 < share <= 1
+
+
 def sample_weights(examples: list[Example], list_share: float = LIST_MAIL_SHARE) -> FloatArray:
     """Per example, in order: list mail of a label weighs what brings it to `list_share` of
     that label's corpus weight (never more than 1); everything else 1, and all of a label
     that has nothing but list mail (a share of nothing would leave no weight at all)."""
-    if not 0 < list_share <= 1:
+    if not _in_range(list_share):
         raise ValueError(f"list share {list_share!r}: must be above 0 and at most 1")
     weights = np.ones(len(examples))
     for label in (HAM, SPAM):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from gateway.content import parse_headers
 from training.fit import FeatureTable, fit_linear
 from training.readers import HAM, SPAM, Example, is_list_mail, read_labelled_dir
-from training.weights import LIST_MAIL_SHARE, describe, sample_weights
+from training.weights import LIST_MAIL_SHARE, describe, sample_weights, share_argument
 
 LISTED = "List-Id: Users <users.lists.example.org>\n"
 
@@ -103,6 +104,15 @@ def test_a_label_of_list_mail_only_counts_in_full_and_the_line_says_why() -> Non
 def test_a_share_out_of_range_is_refused(share: float) -> None:
     with pytest.raises(ValueError, match="must be above 0 and at most 1"):
         sample_weights([example(1, HAM)], share)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [("0", "0: must be above 0"), ("1.5", "1.5: must be"), ("x", "x: not a")]
+)
+def test_the_share_option_refuses_what_sample_weights_would(text: str, message: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        share_argument(text)
+    assert share_argument("0.25") == 0.25 and share_argument("1") == 1.0
 
 
 def test_a_table_keeps_its_weights_through_subsets_and_refuses_bad_ones() -> None:
