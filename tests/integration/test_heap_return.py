@@ -46,10 +46,14 @@ def test_after_a_burst_of_large_messages_the_worker_rss_drops_back(
         sender.join(60)
     assert replies == ["250"] * MESSAGES, gw.log_tail()
     downstream.wait_for(MESSAGES, timeout_s=60)
-    assert wait_until(lambda: "freed heap returned to the OS" in gw.log_tail(200), 30)
-    memory = memory_mb(gw)
+    burst = memory_mb(gw)["VmHWM"] - idle
+    assert burst > 60, memory_mb(gw)  # the messages were held at once: a peak to return
+
     # Without the trim the RSS stayed near its peak (274 MB against 287, idle 51); with it
-    # 116: the idle worker and a little live data.
-    burst = memory["VmHWM"] - idle
-    assert burst > 60, memory  # the messages were held at once: there was a peak to return
-    assert memory["VmRSS"] - idle < burst / 2, (idle, memory, gw.log_tail())
+    # 116: the idle worker and a little live data. What is asserted is the RSS, not the
+    # trim's log line: where glibc unmapped the large blocks itself there is nothing left
+    # to trim, and the line never comes (seen once in a full run on a fresh clone).
+    def returned() -> bool:
+        return memory_mb(gw)["VmRSS"] - idle < burst / 2
+
+    assert wait_until(returned, 30), (idle, memory_mb(gw), gw.log_tail(200))
