@@ -274,6 +274,11 @@ class GtubeCheckConfig(CheckConfig):
 
 
 @dataclass(frozen=True)
+class MimeCheckConfig(CheckConfig):
+    on_error: OnError = OnError.TEMPFAIL  # an unread structure is never a silent pass
+
+
+@dataclass(frozen=True)
 class ClassifierCheckConfig(CheckConfig):
     model: str = str(SHIPPED_MODEL)  # the skops artefact written by `make train`
     spam_threshold: float = 0.5  # probability at or above which ML_SPAM is emitted
@@ -466,6 +471,7 @@ class UriblCheckConfig(DnsListCheckConfig):
 class ChecksConfig:
     headers: HeadersCheckConfig = field(default_factory=HeadersCheckConfig)
     gtube: GtubeCheckConfig = field(default_factory=GtubeCheckConfig)
+    mime: MimeCheckConfig = field(default_factory=MimeCheckConfig)
     antivirus: AntivirusCheckConfig = field(default_factory=AntivirusCheckConfig)
     attachments: AttachmentsCheckConfig = field(default_factory=AttachmentsCheckConfig)
     spf: SpfCheckConfig = field(default_factory=SpfCheckConfig)

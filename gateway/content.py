@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import codecs
 import email.errors
-import email.feedparser
 import email.header
 import email.message
-import email.parser
 import email.policy
 import email.utils
+import importlib.util
 import itertools
 import re
 import unicodedata
@@ -23,6 +22,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from types import ModuleType
 from typing import Any
 
 # Attributes whose values are addresses a reader's client may fetch or open.
@@ -246,17 +246,42 @@ class ParametersCut(email.errors.MessageDefect):
     hide an attachment's name, or the parts of a multipart, behind one."""
 
 
+class AmbiguousField(email.errors.MessageDefect):
+    """A field that decides how a part is read (Content-Type, Content-Transfer-Encoding,
+    Content-Disposition) appears twice with different values: the email package reads the
+    first, other readers (ClamAV, mail clients) may read the other, and so see a different
+    MIME tree, encoding or file name than the checks did."""
+
+
+class ObsoleteHeaderSyntax(email.errors.MessageDefect):
+    """A header field with white space between its name and the colon (RFC 5322 4.5,
+    `field-name *WSP ":"`). Receivers must accept it, and Postfix and ClamAV read it as a
+    header; the email package alone ended the header section there."""
+
+
+# The fields whose second copy changes what a part is; a copy with the same value changes
+# nothing. Content-Type and Content-Disposition are also where parameters are bounded.
+_SINGLE_MIME_FIELDS = frozenset(
+    {"content-type", "content-transfer-encoding", "content-disposition"}
+)
+
+
 class _BoundedMessage(email.message.Message):
     """A part whose Content-Type and Content-Disposition values are bounded as they are parsed:
     every later reader, the parser's own look for the boundary included, reads the bounded value
-    at the usual cost."""
+    at the usual cost. A second, different Content-Type, Content-Transfer-Encoding or
+    Content-Disposition is kept (the email package reads the first) and noted (AmbiguousField)."""
 
     def set_raw(self, name: str, value: str) -> None:
         if len(self) >= MAX_HEADER_FIELDS:
             if not was_cut(self):
                 self.defects.append(MessageCut(f"more than {MAX_HEADER_FIELDS} header fields"))
             return
-        if name.lower() in _PARAMETER_HEADERS:
+        lowered = name.lower()
+        earlier = self.get(name) if lowered in _SINGLE_MIME_FIELDS else None
+        if earlier is not None and _field_value_key(str(earlier)) != _field_value_key(value):
+            self.defects.append(AmbiguousField(f"two different {name} fields"))
+        if lowered in _PARAMETER_HEADERS:
             value, cut = _bounded_parameters(value)
             if cut:
                 self.defects.append(
@@ -327,6 +352,50 @@ class _CountingFactory:
         return _BoundedMessage(policy=policy)
 
 
+def _field_value_key(value: str) -> str:
+    """A MIME field's value compared as readers compare it: case and white space aside."""
+    return " ".join(unfold(value).lower().split())
+
+
+def _own_feedparser() -> ModuleType:
+    """A private copy of email.feedparser whose header-line pattern accepts white space
+    before the colon (RFC 5322 4.5 obsolete syntax, as Postfix's is_header() and ClamAV read
+    it). The stdlib parser ended the header section at `X-Pad : x`, so every later header and
+    the whole MIME tree were "body" to the checks while the internal server, the clients and
+    ClamAV saw them. A copy, not a patch of the stdlib module, so nothing else in the process
+    changes; the parser's logic itself stays the stdlib's, line for line."""
+    spec = importlib.util.find_spec("email.feedparser")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.headerRE = re.compile(  # type: ignore[attr-defined]
+        r"^(From |[\041-\071\073-\176]*[ \t]*:|[\t ])"
+    )
+    return module
+
+
+_feedparser = _own_feedparser()
+# `Name WSP+ :`: the name and the white space to drop. Possessive: a long line is read once.
+_OBSOLETE_FIELD_NAME = re.compile(r"([\041-\071\073-\176]++)[ \t]++:")
+
+
+class _MailFeedParser(_feedparser.BytesFeedParser):  # type: ignore[name-defined,misc]
+    """The stdlib byte feed parser over the copy above; header lines in obsolete syntax are
+    read as the field they are ("From : x" is a From field, not a misplaced mbox From_ line)
+    and noted on their part (ObsoleteHeaderSyntax)."""
+
+    def _parse_headers(self, lines: list[str]) -> None:
+        read = []
+        for line in lines:
+            found = _OBSOLETE_FIELD_NAME.match(line)
+            if found:
+                name = found.group(1)
+                self._cur.defects.append(ObsoleteHeaderSyntax(f"white space after {name!r}"))
+                line = f"{name}:{line[found.end() :]}"
+            read.append(line)
+        super()._parse_headers(read)
+
+
 def parse_bytes(raw: bytes) -> email.message.Message:
     """`raw` parsed as email.message_from_bytes(raw, policy=MAIL_POLICY) does, within the
     parse bounds; MIME nested deeper than the parser's recursion allows is parsed as headers
@@ -344,7 +413,7 @@ def was_cut(message: email.message.Message) -> bool:
 
 def _parse_bounded(raw: bytes) -> email.message.Message:
     factory = _CountingFactory()
-    parser = email.feedparser.BytesFeedParser(_factory=factory, policy=MAIL_POLICY)
+    parser = _MailFeedParser(_factory=factory, policy=MAIL_POLICY)
     factory.parts = 0  # the parser tries the factory out once when it is made
     lines = levels = 0
     cut = ""
@@ -363,7 +432,7 @@ def _parse_bounded(raw: bytes) -> email.message.Message:
         if cut:
             break
         parser.feed(chunk)
-    message = parser.close()
+    message: email.message.Message = parser.close()
     if cut:
         message.defects.append(MessageCut(f"parsed up to byte {start} of {len(raw)}: {cut}"))
     return message
@@ -373,8 +442,11 @@ def parse_headers(raw: bytes) -> email.message.Message:
     """Only the header block of `raw` (at most MAX_HEADER_BLOCK_BYTES) parsed, never as MIME.
     (The email package's header parsers split the whole body into lines first: 25 MB of empty
     lines took 7 s and 1 GB.)"""
-    block = header_block(raw)
-    return email.parser.BytesParser(policy=MAIL_POLICY).parsebytes(block, headersonly=True)
+    parser = _MailFeedParser(policy=MAIL_POLICY)
+    parser._set_headersonly()
+    parser.feed(header_block(raw))
+    message: email.message.Message = parser.close()
+    return message
 
 
 def header_block(raw: bytes) -> bytes:
@@ -456,6 +528,57 @@ def _may_have_param(part: email.message.Message, name: str, headers: tuple[str, 
 
 _RAW_BOUNDARY = re.compile(r"""(?:^|;)\s*boundary\*?[0-9]*\*?\s*=\s*("[^"]*"|[^;]*)""", re.I)
 _RAW_FILENAME = re.compile(r"""(?:^|;)\s*(?:file)?name\*?[0-9]*\*?\s*=\s*("[^"]*"|[^;]*)""", re.I)
+
+
+# One whole parameter (not an RFC 2231 continuation section such as filename*0*=, which only
+# makes sense joined, as the email package joins them): its name, "*" when RFC 2231 encoded,
+# and its value, anchored at the start of the field or after a ";".
+_WHOLE_PARAMETER = re.compile(
+    r"""(?:^|(?<=;))\s*+(boundary|filename|name)(\*?)\s*+=\s*+("[^"]*+"|[^;]*+)""", re.I
+)
+
+
+def _parameter_readings(value: str, names: tuple[str, ...]) -> list[str]:
+    """Each value a reader may take for the parameters `names` of a field: every whole
+    occurrence, RFC 2231 (charset'language'percent-encoded) and RFC 2047 words decoded."""
+    found = []
+    for match in _WHOLE_PARAMETER.finditer(unfold(value)):
+        if match.group(1).lower() not in names:
+            continue
+        text = match.group(3).strip()
+        if text.startswith('"'):
+            text = text[1:-1] if text.endswith('"') and len(text) > 1 else text[1:]
+        if match.group(2):
+            text = urllib.parse.unquote(text.split("'", 2)[-1], errors="replace")
+        found.append(decode_header_value(text))
+    return found
+
+
+def part_filenames(part: email.message.Message) -> list[str]:
+    """Every file name a reader may give `part`: the email package's (part_filename) and each
+    filename / filename* / name / name* value of Content-Disposition and Content-Type. Mail
+    clients pick differently among them ("a.pdf" in one, "a.exe" in another), so a check that
+    judges names judges them all."""
+    if not _may_have_param(part, "name", ("Content-Disposition", "Content-Type")):
+        return []
+    names = dict.fromkeys([part_filename(part)])
+    for header, parameters in (("Content-Disposition", ("filename",)), ("Content-Type", ("name",))):
+        for value in part.get_all(header) or []:
+            names.update(dict.fromkeys(_parameter_readings(header_str(value), parameters)))
+    return [name for name in names if name]
+
+
+def boundary_readings(part: email.message.Message) -> list[str]:
+    """The distinct boundaries a reader may take for a multipart: more than one means the
+    part splits into different trees for different readers."""
+    if part.get_content_maintype() != "multipart":  # is_multipart() is False when the
+        return []  # boundary the email package took was never found: that is the trick
+    found = dict.fromkeys(
+        reading
+        for value in part.get_all("Content-Type") or []
+        for reading in _parameter_readings(header_str(value), ("boundary",))
+    )
+    return list(found)
 
 
 def _raw_filename(part: email.message.Message) -> str | None:

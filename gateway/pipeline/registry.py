@@ -23,6 +23,7 @@ from gateway.checks.filetypes import load_type_rules
 from gateway.checks.gtube import GtubeCheck
 from gateway.checks.headers import HeadersCheck
 from gateway.checks.lists import ListsCheck
+from gateway.checks.mime import MimeCheck
 from gateway.checks.rules import RulesCheck
 from gateway.checks.spf import SpfCheck
 from gateway.checks.uribl import UriblCheck
@@ -49,6 +50,11 @@ def _headers(config: Config, services: Services) -> Check | None:
 def _gtube(config: Config, services: Services) -> Check | None:
     c = config.checks.gtube
     return GtubeCheck(c.timeout_s, c.on_error) if c.enabled else None
+
+
+def _mime(config: Config, services: Services) -> Check | None:
+    c = config.checks.mime
+    return MimeCheck(c.timeout_s, c.on_error) if c.enabled else None
 
 
 def _antivirus(config: Config, services: Services) -> Check | None:
@@ -182,6 +188,7 @@ def _classifier(config: Config, services: Services) -> Check | None:
 
 _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _headers,
+    _mime,
     _gtube,
     _dnsbl,
     _lists,

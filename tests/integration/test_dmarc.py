@@ -189,6 +189,21 @@ def test_not_exactly_one_from_address(dns_server: DnsTestServer, from_header: st
     assert _dmarc_symbols(_run(dns_server, _message(from_header))) == ["DMARC_BAD_FROM"]
 
 
+@pytest.mark.parametrize("spelling", ["From : ", "From\t: ", "FROM  : "])
+def test_a_from_in_obsolete_syntax_is_a_second_author(
+    dns_server: DnsTestServer, spelling: str
+) -> None:
+    # RFC 5322 4.5: white space before the colon is still a From field, as Postfix, ClamAV and
+    # clients read it. The email package took line 1 for an mbox "From " line and DMARC judged
+    # only the other From (outside.test, no policy): a p=reject bypass for example.test.
+    _serve(dns_server, "v=DMARC1; p=reject")
+    dns_server.set_zone("outside.test", {"@": {"TXT": [f"v=spf1 ip4:{BAD_IP} -all"]}})
+    raw = f"{spelling}CEO <ceo@example.test>\r\n".encode() + _message("Alice <alice@outside.test>")
+    outcome = _run(dns_server, raw, sender="alice@outside.test")
+    assert _dmarc_symbols(outcome) == ["DMARC_BAD_FROM"]
+    assert outcome.verdict.action == Action.QUARANTINE
+
+
 @pytest.mark.parametrize(
     "from_header", ["alice@" + "x" * 64 + ".example.test", "alice@example..test"]
 )
