@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= rules/gateway.example.toml
-CORPUS ?= ../shared/corpus/spamassassin-public
+# PUBLIC_CORPUS: mail that is not yours (the shipped model's); CORPUS: your own labelled mail,
+# whose held-out part decides whether the model may quarantine alone (docs/learning.md).
+PUBLIC_CORPUS ?= ../shared/corpus/spamassassin-public
+CORPUS ?=
 # Where `gateway learn` and quarantine --learn file messages: <[storage] dir>/feedback.
 FEEDBACK ?= var/feedback
 STAMP := $(VENV)/.installed
@@ -47,10 +50,12 @@ lint: install
 bench: install system-deps bench-deps
 	$(PY) benchmarks/run_all.py
 
-# Retrain the classifier: CORPUS may name several directories (space-separated); FEEDBACK is
-# the feedback store (with [storage] dir = /var/lib/mailgate: FEEDBACK=/var/lib/mailgate/feedback).
+# Retrain the classifier: CORPUS and PUBLIC_CORPUS may name several directories (space-
+# separated; PUBLIC_CORPUS= leaves the public corpus out); FEEDBACK is the feedback store (with
+# [storage] dir = /var/lib/mailgate: FEEDBACK=/var/lib/mailgate/feedback).
 train: install
-	$(PY) -m training $(foreach c,$(CORPUS),--corpus $(c)) --feedback $(FEEDBACK)
+	$(PY) -m training $(foreach c,$(PUBLIC_CORPUS),--public-corpus $(c)) \
+	  $(foreach c,$(CORPUS),--corpus $(c)) --feedback $(FEEDBACK)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

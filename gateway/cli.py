@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Only for the help listing: main() hands `train ...` to `python -m training` unparsed.
     sub.add_parser(
         "train",
-        help="retrain the classifier: train --corpus DIR... [--out DIR] [--feedback DIR] "
+        help="retrain the classifier: train [--corpus DIR...] [--public-corpus DIR...] "
+        "[--out DIR] [--feedback DIR] "
         "[--list-share S] [--force] (`make train`)",
     )
 

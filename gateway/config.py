@@ -287,6 +287,12 @@ class ClassifierCheckConfig(CheckConfig):
     # Fewer body words known to the model than this: ML_NOT_JUDGED (MIME-encrypted,
     # image-only or empty mail, scripts it never saw). 0 judges every message.
     min_known_words: int = 5
+    # Strong tiers ML_SPAM_HIGH / ML_HAM_HIGH (gateway/checks/classifier_tiers.py): "auto" uses
+    # the points the model measured on this site's own mail, scored unseen (none for the shipped
+    # model), "off" none. A probability > 0 here sets a point by hand.
+    tiers: str = "auto"
+    spam_high_threshold: float = 0.0
+    ham_high_threshold: float = 0.0
 
     def validate(self, problems: list[str], path: str) -> None:
         if self.enabled and not Path(self.model).is_file():
@@ -299,6 +305,10 @@ class ClassifierCheckConfig(CheckConfig):
             problems.append(f"{path}: need 0 <= ham_threshold < spam_threshold <= 1")
         if self.min_known_words < 0:
             problems.append(f"{path}.min_known_words: must be 0 or more")
+        if self.tiers not in ("auto", "off"):
+            problems.append(f'{path}.tiers: {self.tiers!r}, expected "auto" or "off"')
+        if not 0.0 <= self.spam_high_threshold < 1.0 or not 0.0 <= self.ham_high_threshold < 1.0:
+            problems.append(f"{path}: spam_high_threshold and ham_high_threshold must be in [0, 1)")
         _positive(self, problems, path, "timeout_s", "explain_features")
 
 

@@ -1,4 +1,5 @@
-"""`python -m training --corpus DIR... [--out DIR] [--feedback DIR] [--list-share S] [--force]`.
+"""`python -m training [--corpus DIR...] [--public-corpus DIR...] [--out DIR] [--feedback DIR]
+[--list-share S] [--force]`.
 
 Exit codes: 0 model written, 1 refused (worse than the current model, or too little data),
 2 bad arguments or unreadable corpus.
@@ -27,9 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="+",
         action="extend",
-        required=True,
+        default=[],
         metavar="DIR",
-        help="directory with ham/ and spam/ (each: directory of messages, Maildir or mbox)",
+        help="your own labelled mail: a directory with ham/ and spam/ (each: directory of "
+        "messages, Maildir or mbox); its held-out part measures where the model may decide "
+        "alone (ML_SPAM_HIGH)",
+    )
+    parser.add_argument(
+        "--public-corpus",
+        type=Path,
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="DIR",
+        help="a labelled corpus that is not your mail (the shipped model's SpamAssassin public "
+        "corpus): learnt from, but no evidence for the strong tiers",
     )
     parser.add_argument(
         "--out",
@@ -60,14 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for corpus in args.corpus:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.corpus and not args.public_corpus:
+        parser.error("give --corpus (your mail) and/or --public-corpus")
+    for corpus in [*args.public_corpus, *args.corpus]:
         if not corpus.is_dir():
             print(f"train: {corpus}: not a directory", file=sys.stderr)
             return 2
     started = time.perf_counter()
     try:
-        artefact = run(Sources(args.corpus, args.feedback), args.out, args.force, args.list_share)
+        sources = Sources(args.corpus, args.feedback, args.public_corpus)
+        artefact = run(sources, args.out, args.force, args.list_share)
     except (CorpusError, MailSourceError) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from gateway.pipeline.scoring import Policy, load_policy
 from training.evaluate import Evaluation, recall_allowing
 from training.fit import INVERSE_REGULARISATION
 from training.readers import HAM, SPAM, Example
+from training.tiers import TierClaim, describe_claim
 
 PROBES_DIR = Path(__file__).parent / "probes"
 PROBES_LISTED = 12  # of each label, the model's worst, named in the card
@@ -41,6 +42,7 @@ def write_card(
     evaluations: list[Evaluation],
     performance: Performance,
     roc_file: str,
+    claim: TierClaim,
 ) -> None:
     probes = _score_probes(model)
     policy = load_policy(SHIPPED_RULES_DIR)  # the shipped scores the card's advice refers to
@@ -113,6 +115,16 @@ def write_card(
         "## Operating thresholds",
         "",
         *_thresholds(model, evaluations),
+        "",
+        "## What the gateway lets this model do",
+        "",
+        "The strong tiers (`ML_SPAM_HIGH`, `ML_HAM_HIGH`, which decide alone) rest on the "
+        "held-out part of the site's own mail (`--corpus`), never on a public corpus "
+        "(`--public-corpus`) or on learnt mail, which is never held out; see docs/learning.md.",
+        "",
+        "```",
+        describe_claim(claim),
+        "```",
         "",
         "## Performance (this machine, this run)",
         "",

@@ -99,6 +99,14 @@ def fit_model(table: FeatureTable, labels: IntArray) -> ClassifierModel:
     return fit_linear(table, labels, calibrate=True)
 
 
+def fit_model_scored(table: FeatureTable, labels: IntArray) -> tuple[ClassifierModel, FloatArray]:
+    """`fit_model`, and the out-of-fold decision values its calibration was fitted on: each
+    row scored by a fold model that did not see it, in the model's own probability scale."""
+    model, out_of_fold = _fit(table, labels, True, INVERSE_REGULARISATION)
+    assert out_of_fold is not None
+    return model, out_of_fold
+
+
 def fit_linear(
     table: FeatureTable,
     labels: IntArray,
@@ -107,18 +115,25 @@ def fit_linear(
 ) -> ClassifierModel:
     """Weights and (if `calibrate`) Platt scaling; uncalibrated models score the same
     decision values with a placeholder calibration, enough for ranking metrics."""
+    return _fit(table, labels, calibrate, c)[0]
+
+
+def _fit(
+    table: FeatureTable, labels: IntArray, calibrate: bool, c: float
+) -> tuple[ClassifierModel, FloatArray | None]:
     matrix = table.matrix
     char_grams = np.array([name.startswith(CHAR_GRAM_PREFIX) for name in table.names], bool)
     row_weights = table.row_weights
     weights, intercept, char_gram_intercept = _fit_pruned(
         matrix, labels, row_weights, c, char_grams
     )
-    slope, platt_intercept = (
-        _platt(matrix, labels, row_weights, c, char_grams) if calibrate else (1.0, 0.0)
-    )
+    # Calibration is fitted on scores of messages a fold did not see; each message counts
+    # once there: the probabilities are those of the mail read.
+    out_of_fold = _out_of_fold(matrix, labels, row_weights, c, char_grams) if calibrate else None
+    slope, platt_intercept = (1.0, 0.0) if out_of_fold is None else _platt(out_of_fold, labels)
     keep = np.flatnonzero(weights)
     names = tuple(table.names[i] for i in keep)
-    return ClassifierModel(
+    model = ClassifierModel(
         names,
         weights[keep],
         intercept,
@@ -126,6 +141,7 @@ def fit_linear(
         platt_intercept,
         char_gram_intercept=char_gram_intercept,
     )
+    return model, out_of_fold
 
 
 def cross_validated_scores(
@@ -232,15 +248,13 @@ def _idf(matrix: sp.csr_matrix) -> FloatArray:
     return idf
 
 
-def _platt(
+def _out_of_fold(
     matrix: sp.csr_matrix,
     labels: IntArray,
     row_weights: FloatArray,
     c: float,
     char_grams: BoolArray,
-) -> tuple[float, float]:
-    """Map decision values to probabilities, fitted on scores of messages a fold did not see.
-    Each message counts once here: the probabilities are those of the mail read."""
+) -> FloatArray:
     n_folds = min(CALIBRATION_FOLDS, int(np.bincount(labels).min()))
     folds = StratifiedKFold(n_folds, shuffle=True, random_state=SEED)
     out_of_fold = np.zeros(len(labels))
@@ -249,6 +263,10 @@ def _platt(
             matrix[train], labels[train], row_weights[train], c, char_grams
         )
         out_of_fold[test] = matrix[test] @ weights + intercept
+    return out_of_fold
+
+
+def _platt(out_of_fold: FloatArray, labels: IntArray) -> tuple[float, float]:
     platt = LogisticRegression(C=1e4).fit(out_of_fold.reshape(-1, 1), labels)
     return float(platt.coef_[0][0]), float(platt.intercept_[0])
 

@@ -37,6 +37,9 @@ class Example:
     # always trained on, never held out.
     learnt: bool = False
     list_mail: bool = False  # posted through a discussion list (LIST_HEADERS)
+    # From a public corpus (--public-corpus), not this site's mail: its held-out part is no
+    # evidence of how the model does on the site's mail (gateway/checks/classifier_tiers.py).
+    public: bool = False
 
 
 class CorpusError(Exception):
@@ -44,10 +47,13 @@ class CorpusError(Exception):
 
 
 def read_labelled_dir(
-    root: Path, on_skip: SkipHandler, on_read: Callable[[], object] | None = None
+    root: Path,
+    on_skip: SkipHandler,
+    on_read: Callable[[], object] | None = None,
+    public: bool = False,
 ) -> list[Example]:
     """Messages under `root/ham` and `root/spam` (each: directory, Maildir or mbox);
-    `on_read` is called after each message (a progress bar)."""
+    `on_read` is called after each message (a progress bar); `public`: see Example."""
     sides = [(root / name, label) for name, label in LABEL_DIRS.items() if (root / name).exists()]
     if not sides:
         raise CorpusError(f"{root}: expected a ham/ and/or spam/ entry (directory, Maildir, mbox)")
@@ -62,6 +68,7 @@ def read_labelled_dir(
                     message.origin,
                     message_date(headers),
                     list_mail=is_list_mail(headers),
+                    public=public,
                 )
             )
             if on_read is not None:

@@ -10,28 +10,30 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from gateway.checks import classifier_tiers
 from gateway.checks.classifier import ClassifierCheck, ClassifierModel
 from gateway.errors import ModelError
 from gateway.features import FEATURE_VERSION, Features, extract
 from training.card import Performance, write_card
-from training.evaluate import Evaluation, IntArray, evaluate, plot_roc
+from training.evaluate import Evaluation, FloatArray, IntArray, evaluate, plot_roc
 from training.fit import (
     SECOND_SEED,
     FeatureTable,
     cross_validated_scores,
     fit_linear,
-    fit_model,
+    fit_model_scored,
     stratified_split,
     time_split,
 )
-from training.readers import SPAM, Example, merge, read_labelled_dir
+from training.readers import HAM, SPAM, Example, merge, read_labelled_dir
+from training.tiers import TierClaim, claim_of, describe_claim
 from training.weights import LIST_MAIL_SHARE, describe, sample_weights
 
 MODEL_FILE = "classifier.skops"
@@ -57,8 +59,9 @@ class TrainingRefused(Exception):
 
 @dataclass(frozen=True)
 class Sources:
-    corpora: list[Path]
+    corpora: list[Path]  # the site's own labelled mail
     feedback: Path | None
+    public_corpora: list[Path] = field(default_factory=list)  # e.g. the SpamAssassin corpus
 
 
 def run(sources: Sources, out_dir: Path, force: bool, list_share: float = LIST_MAIL_SHARE) -> Path:
@@ -105,17 +108,17 @@ def run(sources: Sources, out_dir: Path, force: bool, list_share: float = LIST_M
     print(weighting, file=sys.stderr)
     evaluations: dict[str, Evaluation] = {}
     model: ClassifierModel | None = None
+    out_of_fold = np.zeros(0)
     for name, (description, (train, test)) in tqdm(
         splits.items(), desc="fit+evaluate", unit="split", file=sys.stderr
     ):
         if len(set(labels[test])) < 2 or len(set(labels[train])) < 2:
             continue  # e.g. dated mail of one label only: nothing to measure
         # Only the artefact needs probabilities; the other splits are judged on ranking.
-        fitted = (
-            fit_model(training_part(train), labels[train])
-            if name == "artefact"
-            else fit_linear(training_part(train), labels[train], calibrate=False)
-        )
+        if name == "artefact":
+            fitted, out_of_fold = fit_model_scored(training_part(train), labels[train])
+        else:
+            fitted = fit_linear(training_part(train), labels[train], calibrate=False)
         scores = fitted.decision([rows[i] for i in test])
         evaluations[name] = Evaluation(
             name, description, evaluate(labels[test], scores), labels[test], scores
@@ -135,13 +138,55 @@ def run(sources: Sources, out_dir: Path, force: bool, list_share: float = LIST_M
     held_out = [rows[i] for i in holdout[1]]
     for evaluation in evaluations.values():
         print(_summary(evaluation), file=sys.stderr)
+    claim = _tier_claim(model, examples, holdout, out_of_fold, evaluations["artefact"])
     _guard(out_dir / MODEL_FILE, held_out, evaluations["artefact"], len(examples), force)
+    _guard_evidence(claim, force)
     performance = Performance(
         time.perf_counter() - started,
         _scoring_rate(model, [examples[i] for i in holdout[1]]),
         SCORING_PASSES,
     )
-    return _write(out_dir, model, examples, weighting, evaluations, performance)
+    artefact = _write(out_dir, model, examples, weighting, evaluations, performance, claim)
+    print(describe_claim(claim), file=sys.stderr)
+    return artefact
+
+
+def _tier_claim(
+    model: ClassifierModel,
+    examples: list[Example],
+    holdout: tuple[IntArray, IntArray],
+    out_of_fold: FloatArray,
+    artefact: Evaluation,
+) -> TierClaim:
+    """What the model may claim on the site's own mail (not a public corpus): each of its
+    messages scored by a model that never saw it, the training part by the calibration's
+    fold models (`out_of_fold`), the held-out part by the artefact."""
+    train, test = holdout
+    unseen = [*zip(train, out_of_fold, strict=True), *zip(test, artefact.scores, strict=True)]
+    own = [
+        (examples[i].label, model.probability(float(d)))
+        for i, d in unseen
+        if not examples[i].public
+    ]
+    return claim_of(
+        [p for label, p in own if label == HAM],
+        [p for label, p in own if label == SPAM],
+        own_messages=sum(not e.public for e in examples),
+        public_messages=sum(e.public for e in examples),
+        learnt_messages=sum(e.learnt for e in examples),
+    )
+
+
+def _guard_evidence(claim: TierClaim, force: bool) -> None:
+    """A run on the site's own corpora with too few ham to measure where the model may
+    quarantine alone is refused: its strong tier would be a guess."""
+    own_corpus = claim.own_messages > claim.learnt_messages
+    if own_corpus and claim.spam_high_above is None and not force:
+        raise TrainingRefused(
+            f"{claim.unseen_ham} unseen ham of your own mail, fewer than "
+            f"{classifier_tiers.MIN_UNSEEN}: too few to measure where the model may quarantine "
+            "on its own. Add mail, or --force to write a model that only adds ML_SPAM's score"
+        )
 
 
 def _cross_validation(portion: FeatureTable, labels: IntArray) -> Evaluation:
@@ -177,7 +222,13 @@ def _read(sources: Sources) -> list[Example]:
         skipped.append(f"{path}: {reason}")
 
     with tqdm(desc="read", unit="msg", file=sys.stderr) as progress:
-        corpora = [read_labelled_dir(p, note, progress.update) for p in sources.corpora]
+        corpora = [
+            *(
+                read_labelled_dir(p, note, progress.update, public=True)
+                for p in sources.public_corpora
+            ),
+            *(read_labelled_dir(p, note, progress.update) for p in sources.corpora),
+        ]
     if sources.feedback is not None:
         corpora.append(_read_feedback(sources.feedback, note))
     conflicts: list[str] = []
@@ -273,6 +324,7 @@ def _write(
     weighting: str,
     evaluations: dict[str, Evaluation],
     performance: Performance,
+    claim: TierClaim,
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     artefact = evaluations["artefact"].metrics
@@ -282,6 +334,7 @@ def _write(
         "heldout_auc": f"{artefact.auc:.5f}",
         "feature_version": str(FEATURE_VERSION),
         "learnt_messages": str(sum(e.learnt for e in examples)),
+        **claim.metadata(),
     }
     final = dataclasses.replace(model, metadata=metadata)
     target = out_dir / MODEL_FILE
@@ -304,5 +357,6 @@ def _write(
         list(evaluations.values()),
         performance,
         ROC_FILE,
+        claim,
     )
     return target

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from gateway import features as feature_code
+from gateway.checks.classifier_tiers import Tiers, configured_tiers
 from gateway.config import ClassifierCheckConfig
 from gateway.errors import ModelError
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
@@ -277,7 +278,9 @@ def _load_once(path: Path, mtime_ns: int, size: int) -> ClassifierModel:
 class ClassifierCheck(Check):
     name = "classifier"
     phase = Phase.DATA
-    symbols = frozenset({"ML_SPAM", "ML_HAM", "ML_UNSURE", "ML_NOT_JUDGED"})
+    symbols = frozenset(
+        {"ML_SPAM", "ML_SPAM_HIGH", "ML_HAM", "ML_HAM_HIGH", "ML_UNSURE", "ML_NOT_JUDGED"}
+    )
 
     def __init__(
         self,
@@ -288,6 +291,7 @@ class ClassifierCheck(Check):
         min_known_words: int = ClassifierCheckConfig.min_known_words,
         timeout_s: float = ClassifierCheckConfig.timeout_s,
         on_error: OnError = ClassifierCheckConfig.on_error,
+        tiers: Tiers | None = None,
     ) -> None:
         if min_known_words < 0:
             raise ValueError(f"min_known_words {min_known_words}: must be 0 or more")
@@ -297,10 +301,21 @@ class ClassifierCheck(Check):
         self.ham_threshold = ham_threshold
         self.explain_features = explain_features
         self.min_known_words = min_known_words
+        # Strong tiers (classifier_tiers): none unless given, as for the shipped model.
+        self.tiers = tiers or configured_tiers(model.metadata, "off", 0.0, 0.0)
 
     @classmethod
-    def from_file(cls, path: Path, **settings: Any) -> ClassifierCheck:
-        return cls(ClassifierModel.load(path), **settings)
+    def from_file(
+        cls,
+        path: Path,
+        tiers: str = ClassifierCheckConfig.tiers,
+        spam_high_threshold: float = ClassifierCheckConfig.spam_high_threshold,
+        ham_high_threshold: float = ClassifierCheckConfig.ham_high_threshold,
+        **settings: Any,
+    ) -> ClassifierCheck:
+        model = ClassifierModel.load(path)
+        chosen = configured_tiers(model.metadata, tiers, spam_high_threshold, ham_high_threshold)
+        return cls(model, tiers=chosen, **settings)
 
     async def run(self, tx: Transaction) -> CheckResult:
         # Parsing a large message takes milliseconds: keep the event loop free meanwhile. A
@@ -313,9 +328,8 @@ class ClassifierCheck(Check):
         features, grams = feature_code.extract_split(raw, message)
         decision, pushes = self.model.explain(features, self.explain_features, grams)
         probability = self.model.probability(decision)
-        reason = f"p={probability:.3f} by " + " ".join(
-            f"{c.feature}({c.weight:+.2f})" for c in pushes
-        )
+        strongest = " ".join(f"{c.feature}({c.weight:+.2f})" for c in pushes)
+        reason = f"p={probability:.3f} by {strongest}"
         known = self.model.known_words(features, stop_at=self.min_known_words)
         if known < self.min_known_words and not feature_code.has_disguised_word(features):
             # Encrypted, image-only, empty, or in a script the training mail never had: with
@@ -329,9 +343,17 @@ class ClassifierCheck(Check):
                     f"{self.min_known_words}; unscored, the model alone: {reason}",
                 )
             )
+        above, below = self.tiers.spam_high_above, self.tiers.ham_high_below
+        # A strong tier's multiplier is 1: the measured point decides, not the last digits.
         if probability >= self.spam_threshold:
+            if above is not None and probability > above:
+                tier = f"p={probability:.3f} > {above:.3f}, {self.tiers.why}; by {strongest}"
+                return self.result(Symbol("ML_SPAM_HIGH", tier))
             return self.result(Symbol("ML_SPAM", reason, probability))
         if probability <= self.ham_threshold:
+            if below is not None and probability < below:
+                tier = f"p={probability:.3f} < {below:.3f}, {self.tiers.why}; by {strongest}"
+                return self.result(Symbol("ML_HAM_HIGH", tier))
             return self.result(Symbol("ML_HAM", reason, 1.0 - probability))
         # Scored 0 as shipped: the verdict, log and headers still show what the model thought.
         return self.result(Symbol("ML_UNSURE", reason))

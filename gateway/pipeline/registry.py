@@ -181,6 +181,9 @@ def _classifier(config: Config, services: Services) -> Check | None:
         ham_threshold=c.ham_threshold,
         explain_features=c.explain_features,
         min_known_words=c.min_known_words,
+        tiers=c.tiers,
+        spam_high_threshold=c.spam_high_threshold,
+        ham_high_threshold=c.ham_high_threshold,
         timeout_s=c.timeout_s,
         on_error=c.on_error,
     )

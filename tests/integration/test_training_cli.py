@@ -30,7 +30,7 @@ def held_out(raw: bytes) -> bool:
 
 def test_trains_writes_artefact_card_and_plot_that_load(tiny_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "models"
-    done = train("--corpus", tiny_corpus, "--out", out)
+    done = train("--public-corpus", tiny_corpus, "--out", out)
     assert done.returncode == 0, done.stderr
     assert {p.name for p in out.iterdir()} == {"classifier.skops", "MODEL_CARD.md", "roc.png"}
     assert "warning: 60 ham and 40 spam: the held-out figures rest on a handful" in done.stderr
@@ -63,7 +63,7 @@ def test_trains_writes_artefact_card_and_plot_that_load(tiny_corpus: Path, tmp_p
 
 def test_refuses_a_worse_model_unless_forced(tiny_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "models"
-    assert train("--corpus", tiny_corpus, "--out", out).returncode == 0
+    assert train("--public-corpus", tiny_corpus, "--out", out).returncode == 0
     current = (out / "classifier.skops").read_bytes()
     # Same messages, every training label flipped; held-out labels stay true: surely worse.
     flipped = tmp_path / "flipped"
@@ -72,11 +72,11 @@ def test_refuses_a_worse_model_unless_forced(tiny_corpus: Path, tmp_path: Path) 
             target = side if held_out(path.read_bytes()) else other
             (flipped / target).mkdir(parents=True, exist_ok=True)
             shutil.copy(path, flipped / target / f"{side}-{path.name}")
-    refused = train("--corpus", flipped, "--out", out)
+    refused = train("--public-corpus", flipped, "--out", out)
     assert refused.returncode == 1
     assert "worse on the same held-out mail" in refused.stderr
     assert (out / "classifier.skops").read_bytes() == current
-    forced = train("--corpus", flipped, "--out", out, "--force")
+    forced = train("--public-corpus", flipped, "--out", out, "--force")
     assert forced.returncode == 0, forced.stderr
     assert (out / "classifier.skops").read_bytes() != current
     assert (out / "classifier.skops.previous").read_bytes() == current  # one step back
@@ -86,10 +86,10 @@ def test_a_run_on_far_fewer_messages_is_warned_and_the_replaced_model_kept(
     tiny_corpus: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "models"
-    assert train("--corpus", tiny_corpus, "--out", out).returncode == 0  # 100 messages
+    assert train("--public-corpus", tiny_corpus, "--out", out).returncode == 0  # 100 messages
     current = (out / "classifier.skops").read_bytes()
     small = write_corpus(tmp_path / "small", n_ham=30, n_spam=18, seed=3)
-    smaller = train("--corpus", small, "--out", out)
+    smaller = train("--public-corpus", small, "--out", out)
     assert smaller.returncode == 0, smaller.stderr
     assert "this run has 48 messages, the current model was trained on 100" in smaller.stderr
     assert (out / "classifier.skops.previous").read_bytes() == current
@@ -103,7 +103,7 @@ def test_feedback_store_joins_the_corpus(tmp_path: Path) -> None:
         for path in (extra / side).iterdir():
             record_feedback(storage, side, path.read_bytes())  # type: ignore[arg-type]
     out = tmp_path / "models"
-    done = train("--corpus", corpus, "--feedback", storage / "feedback", "--out", out)
+    done = train("--public-corpus", corpus, "--feedback", storage / "feedback", "--out", out)
     assert done.returncode == 0, done.stderr
     assert "feedback: 20 message(s) from" in done.stderr and "(10 ham, 10 spam)" in done.stderr
     card = (out / "MODEL_CARD.md").read_text()
@@ -113,7 +113,7 @@ def test_feedback_store_joins_the_corpus(tmp_path: Path) -> None:
 
 
 def test_a_missing_feedback_store_is_said(tiny_corpus: Path, tmp_path: Path) -> None:
-    done = train("--corpus", tiny_corpus, "--feedback", tmp_path / "nope", "--out", tmp_path)
+    done = train("--public-corpus", tiny_corpus, "--feedback", tmp_path / "nope", "--out", tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"feedback: {tmp_path / 'nope'} does not exist: nothing learnt is used" in done.stderr
 
