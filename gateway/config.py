@@ -197,11 +197,12 @@ class VerifyConfig:
     on_unavailable: Literal["tempfail", "accept"] = "tempfail"  # internal server cannot answer
     timeout_s: float = 10.0  # a whole probe, connecting included
     connections: int = 2  # pooled probe connections per process
+    max_waiting: int = 100  # probes waiting for a free connection; more are "unavailable" at once
     cache_entries: int = 10000
     probe_sender: str = ""  # MAIL FROM of probes; "" = the null sender, as Postfix does
 
     def validate(self, problems: list[str], path: str) -> None:
-        _positive(self, problems, path, "timeout_s", "connections", "cache_entries")
+        _positive(self, problems, path, "timeout_s", "connections", "cache_entries", "max_waiting")
         if self.positive_ttl_s < 0 or self.negative_ttl_s < 0:
             problems.append(f"{path}: positive_ttl_s and negative_ttl_s must be 0 or more")
 
