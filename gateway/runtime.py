@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from gateway import heap
 from gateway.config import Config, parse_hostport
 from gateway.errors import ConfigError, GatewayError
+from gateway.files import private_dir
 from gateway.net.dns import Resolver
 from gateway.observe.setup import configure_logging
 from gateway.pipeline.engine import Pipeline
@@ -70,7 +71,7 @@ class Runtime:
         self.config = config
         storage = config.storage_dir
         try:
-            storage.mkdir(parents=True, exist_ok=True)
+            private_dir(storage)
         except OSError as exc:
             raise GatewayError(
                 f"cannot use [storage] dir {storage}: {exc.strerror or exc}"

@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.content import decode_header_value, parse_headers
 from gateway.errors import QuarantineCorrupt, QuarantineError, QuarantineMissing, QuarantineNotFound
-from gateway.files import write_durably
+from gateway.files import PRIVATE_FILE_MODE, private_dir, private_file, write_durably
 from gateway.model import ScoredSymbol, Transaction, Verdict, new_id
 
 INDEX_FILE = "index.sqlite3"
@@ -159,7 +159,8 @@ class QuarantineStore:
         self._messages_dir = str(root / MESSAGES_DIR)
         self._lock = threading.Lock()
         if create:
-            (root / MESSAGES_DIR).mkdir(parents=True, exist_ok=True)
+            private_dir(root)
+            private_dir(root / MESSAGES_DIR)
         elif not self.index_path.is_file():
             raise QuarantineMissing(
                 f"no quarantine store at {root} "
@@ -169,6 +170,8 @@ class QuarantineStore:
         # Setting WAL mode and creating the schema take locks for which SQLite does not wait:
         # worker processes starting together take turns here instead of failing "locked".
         with self._sql_errors(), _init_lock(root, create, busy_timeout_s):
+            if create:
+                _make_index_private(self.index_path)
             self._conn = sqlite3.connect(
                 f"file:{self.index_path}?mode={mode}",
                 uri=True,
@@ -473,7 +476,7 @@ class QuarantineStore:
 
     def _write_new_file(self, path: Path, data: bytes) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             write_durably(path, data, replace=False)  # never replaces an existing message
         except FileExistsError:
             raise QuarantineError(f"{path.stem} is already in the quarantine") from None
@@ -601,12 +604,21 @@ def _decoded(value: object) -> str:
     return " ".join(decode_header_value(value).split())[:_MAX_HEADER_CHARS]
 
 
+def _make_index_private(index_path: Path) -> None:
+    """The index 0600 before SQLite opens it: SQLite gives its -wal and -shm files the mode of
+    the database file (those left by an older version are tightened here too)."""
+    private_file(index_path)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{index_path}{suffix}", PRIVATE_FILE_MODE)
+
+
 @contextlib.contextmanager
 def _init_lock(root: Path, create: bool, timeout_s: float) -> Iterator[None]:
     if not create:  # opening an existing store: nothing to set up
         yield
         return
-    fd = os.open(root / INIT_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+    fd = os.open(root / INIT_LOCK_FILE, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
         deadline = time.monotonic() + timeout_s
         while True:

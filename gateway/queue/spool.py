@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.errors import AlreadyQueued, SpoolError, SpoolFull
-from gateway.files import fsync_dir
+from gateway.files import PRIVATE_FILE_MODE, fsync_dir, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def _write_new(path: str, parts: Sequence[bytes], reuse: str | None) -> int:
             os.rename(reuse, path)
             fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     if fd < 0:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     try:
         # One writev for the usual case: each system call here is also a GIL hand-back
         # (this runs in a worker thread), which costs more than the call itself.
@@ -294,8 +294,8 @@ class Spool:
         self._emptying_lock = threading.Lock()
         dirs = (self.tmp_dir, self.active_dir, self.failed_dir, self.recycled_dir)
         try:
-            for directory in dirs:
-                directory.mkdir(parents=True, exist_ok=True)
+            for directory in (self.root, *dirs):
+                private_dir(directory)
             # Names in recycled/ this process may reuse (list.pop/append: safe across threads).
             self._recycled = [p.name for p in self.recycled_dir.iterdir()][:RECYCLE_POOL_MAX]
             # Kept open to fsync active/ after each enqueue: two system calls fewer, each a
