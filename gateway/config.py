@@ -216,9 +216,14 @@ class StorageConfig:
 class QuarantineConfig:
     retention_days: float = 30.0  # held messages and their files are removed after this
     expire_interval_s: float = 3600.0  # how often `serve` runs the expiry
+    # Past either limit, mail that would be held gets 451 (anyone can send the GTUBE string).
+    max_bytes: int = 4 * 1024**3  # held message bytes in all; 0 = no limit
+    max_messages: int = 200_000  # held messages in all; 0 = no limit
 
     def validate(self, problems: list[str], path: str) -> None:
         _positive(self, problems, path, "retention_days", "expire_interval_s")
+        if self.max_bytes < 0 or self.max_messages < 0:
+            problems.append(f"{path}: max_bytes and max_messages must be 0 (no limit) or more")
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,11 @@ class Runtime:
         self.pipeline = build_pipeline(config, self.services)
         self._retired: set[asyncio.Task[None]] = set()
         self.spool = Spool(config.queue_dir, config.queue.min_free_bytes)
-        self.quarantine = QuarantineStore(config.quarantine_dir)
+        self.quarantine = QuarantineStore(
+            config.quarantine_dir,
+            max_bytes=config.quarantine.max_bytes,
+            max_messages=config.quarantine.max_messages,
+        )
         # Bounces go back through the internal server, which is the one that sends mail out.
         bouncer = SpoolBouncer(self.spool, config.smtp.hostname, config.relay.host)
         self.delivery = DeliveryService(

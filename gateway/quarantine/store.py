@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.content import decode_header_value, parse_headers
-from gateway.errors import QuarantineCorrupt, QuarantineError, QuarantineMissing, QuarantineNotFound
+from gateway.errors import (
+    QuarantineCorrupt,
+    QuarantineError,
+    QuarantineFull,
+    QuarantineMissing,
+    QuarantineNotFound,
+)
 from gateway.files import PRIVATE_FILE_MODE, private_dir, private_file, write_durably
 from gateway.model import ScoredSymbol, Transaction, Verdict, new_id
 
@@ -152,8 +158,17 @@ INIT_LOCK_FILE = "init.lock"
 class QuarantineStore:
     """Held messages and why they were held. Safe for several threads and processes at once."""
 
-    def __init__(self, root: Path, *, create: bool = True, busy_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        create: bool = True,
+        busy_timeout_s: float = 10.0,
+        max_bytes: int = 0,
+        max_messages: int = 0,
+    ) -> None:
         self.root = root
+        self.max_bytes, self.max_messages = max_bytes, max_messages  # 0 = no limit
         self.index_path = root / INDEX_FILE
         self.busy_timeout_s = busy_timeout_s
         self._messages_dir = str(root / MESSAGES_DIR)
@@ -219,6 +234,7 @@ class QuarantineStore:
         ]
         try:
             with self._transaction() as conn:
+                self._check_room(conn, len(data))
                 conn.execute(
                     "INSERT INTO messages (id, received_at, client_ip, helo, mail_from, rcpt_tos,"
                     " header_from, subject, size, score, action, reason)"
@@ -230,6 +246,22 @@ class QuarantineStore:
             path.unlink(missing_ok=True)  # no row points at it: do not leave an orphan behind
             raise
         return qid
+
+    def _check_room(self, conn: sqlite3.Connection, size: int) -> None:
+        """QuarantineFull if holding `size` more bytes passes a limit. Inside the insert's
+        write transaction, so processes adding at once cannot pass it together."""
+        if not self.max_bytes and not self.max_messages:
+            return
+        count, total = conn.execute(
+            "SELECT COUNT(*), TOTAL(size) FROM messages WHERE state != ?",
+            (State.RELEASED.value,),
+        ).fetchone()
+        if self.max_messages and count + 1 > self.max_messages:
+            raise QuarantineFull(f"quarantine full: {count} messages (max_messages)")
+        if self.max_bytes and total + size > self.max_bytes:
+            raise QuarantineFull(
+                f"quarantine full: {int(total)} + {size} bytes over max_bytes {self.max_bytes}"
+            )
 
     def claim_release(self, qid: str, now: float | None = None) -> Entry:
         """Mark a held entry as being released, exactly once across processes.

@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 from gateway.authresults import authentication_results_field, remove_our_authentication_results
 from gateway.config import Config
 from gateway.content import received_fields
-from gateway.errors import SpoolFull
+from gateway.errors import QuarantineFull, SpoolFull
 from gateway.model import (
     Action,
     CheckResult,
@@ -359,6 +359,9 @@ class SmtpHandler:
             except SpoolFull:
                 log.warning("spool full, transaction %s deferred", tx.id)
                 outcome, reply = Action.TEMPFAIL.value, replies.NO_STORAGE
+            except QuarantineFull as exc:
+                log.warning("%s; transaction %s deferred", exc, tx.id)
+                outcome, reply = Action.TEMPFAIL.value, replies.QUARANTINE_FULL
             except Exception:
                 log.exception("storing transaction %s failed", tx.id)
                 outcome, reply = Action.TEMPFAIL.value, replies.storage_error(tx.id)
