@@ -85,6 +85,7 @@ class SmtpConfig:
     # (Postfix's smtpd_timeout = ${stress?10}{300}): slow clients cannot hold every slot.
     stress_at: float = 0.8
     stress_idle_timeout_s: float = 10.0
+    tls_handshake_timeout_s: float = 30.0  # STARTTLS: the handshake after the 220 (stress: less)
     session_timeout_s: float = 1800.0
     # Bytes/s a message must arrive at on average (Postfix's smtpd_min_data_rate): DATA may
     # take idle_timeout_s plus its size at this rate. A client dripping a byte before each
@@ -126,6 +127,7 @@ class SmtpConfig:
             "max_connections_per_ip",
             "idle_timeout_s",
             "stress_idle_timeout_s",
+            "tls_handshake_timeout_s",
             "session_timeout_s",
             "min_data_rate",
             "max_bad_commands",
