@@ -89,6 +89,9 @@ class QueueEntry:
     dsn_ret: str = ""  # DSN RET=FULL|HDRS
     dsn_envid: str = ""  # DSN ENVID
     delay_warned: bool = False
+    # SPF pass for the envelope sender, or a DKIM pass aligned with its domain, when it came
+    # in: only then may it get "relayed" or delay notices (else: backscatter to forged senders).
+    sender_authenticated: bool = False
 
     @property
     def pending(self) -> tuple[RecipientState, ...]:
@@ -330,13 +333,15 @@ class Spool:
         dsn_envid: str = "",
         rcpt_notify: Sequence[Sequence[str]] = (),
         rcpt_orcpt: Sequence[str] = (),
+        sender_authenticated: bool = False,
         now: float | None = None,
     ) -> None:
         """Blocking: `prepare` and `commit` in one go."""
         self.commit(
             self.prepare(
                 msg_id, mail_from, rcpt_tos, data, dsn_ret=dsn_ret, dsn_envid=dsn_envid,
-                rcpt_notify=rcpt_notify, rcpt_orcpt=rcpt_orcpt, now=now,
+                rcpt_notify=rcpt_notify, rcpt_orcpt=rcpt_orcpt,
+                sender_authenticated=sender_authenticated, now=now,
             )
         )  # fmt: skip
 
@@ -351,6 +356,7 @@ class Spool:
         dsn_envid: str = "",
         rcpt_notify: Sequence[Sequence[str]] = (),
         rcpt_orcpt: Sequence[str] = (),
+        sender_authenticated: bool = False,
         now: float | None = None,
     ) -> Prepared:
         """The checks before writing, quick enough for the event loop (a statvfs, a stat).
@@ -381,6 +387,7 @@ class Spool:
             size=len(data),
             dsn_ret=dsn_ret,
             dsn_envid=dsn_envid,
+            sender_authenticated=sender_authenticated,
         )
         if os.path.exists(f"{self._active}/{msg_id}.msg"):
             raise AlreadyQueued(f"{msg_id}: already queued")

@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from gateway.authresults import authentication_results_field, remove_our_authentication_results
+from gateway.authresults import (
+    authentication_results_field,
+    remove_our_authentication_results,
+    sender_authenticated,
+)
 from gateway.config import Config
 from gateway.content import received_fields
 from gateway.errors import QuarantineFull, SpoolFull
@@ -349,6 +353,7 @@ class SmtpHandler:
                         dsn_envid=current.dsn_envid,
                         rcpt_notify=current.rcpt_notify,
                         rcpt_orcpt=current.rcpt_orcpt,
+                        sender_authenticated=sender_authenticated(tx),
                     )
                     await self.committer.commit(prepared)
                     self.delivery.notify(tx.id, prepared)
