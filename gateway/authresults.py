@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from gateway.checks.dmarc import aligned, normalize_domain
 from gateway.model import ArcFacts, DkimFacts, DmarcFacts, SpfFacts, Transaction, cut
 
 HEADER_NAME = "Authentication-Results"
@@ -93,6 +94,26 @@ def authentication_results(
     if dmarc is not None:
         results.append(_dmarc(dmarc))
     return [authserv_id, *(results or ["none"])]
+
+
+def sender_authenticated(tx: Transaction) -> bool:
+    """Whether the envelope sender's domain vouched for this message: SPF pass for MAIL FROM,
+    or a DKIM pass whose d= is aligned (relaxed, RFC 7489 3.1.1) with the sender's domain.
+    Notices other than failures go only to such senders."""
+    domain = tx.envelope.mail_from.rpartition("@")[2]
+    if not domain:
+        return False
+    spf, dkim = tx.facts("spf"), tx.facts("dkim")
+    if (
+        isinstance(spf, SpfFacts)
+        and spf.result == "pass"
+        and spf.identity == "mailfrom"
+        and normalize_domain(spf.domain) == normalize_domain(domain)
+    ):
+        return True
+    return isinstance(dkim, DkimFacts) and any(
+        aligned(d, domain, strict=False) for d in dkim.domains_with("pass")
+    )
 
 
 def authentication_results_field(authserv_id: str, tx: Transaction) -> str:

@@ -85,6 +85,7 @@ class SmtpConfig:
     # (Postfix's smtpd_timeout = ${stress?10}{300}): slow clients cannot hold every slot.
     stress_at: float = 0.8
     stress_idle_timeout_s: float = 10.0
+    tls_handshake_timeout_s: float = 30.0  # STARTTLS: the handshake after the 220 (stress: less)
     session_timeout_s: float = 1800.0
     # Bytes/s a message must arrive at on average (Postfix's smtpd_min_data_rate): DATA may
     # take idle_timeout_s plus its size at this rate. A client dripping a byte before each
@@ -126,6 +127,7 @@ class SmtpConfig:
             "max_connections_per_ip",
             "idle_timeout_s",
             "stress_idle_timeout_s",
+            "tls_handshake_timeout_s",
             "session_timeout_s",
             "min_data_rate",
             "max_bad_commands",
@@ -197,11 +199,12 @@ class VerifyConfig:
     on_unavailable: Literal["tempfail", "accept"] = "tempfail"  # internal server cannot answer
     timeout_s: float = 10.0  # a whole probe, connecting included
     connections: int = 2  # pooled probe connections per process
+    max_waiting: int = 100  # probes waiting for a free connection; more are "unavailable" at once
     cache_entries: int = 10000
     probe_sender: str = ""  # MAIL FROM of probes; "" = the null sender, as Postfix does
 
     def validate(self, problems: list[str], path: str) -> None:
-        _positive(self, problems, path, "timeout_s", "connections", "cache_entries")
+        _positive(self, problems, path, "timeout_s", "connections", "cache_entries", "max_waiting")
         if self.positive_ttl_s < 0 or self.negative_ttl_s < 0:
             problems.append(f"{path}: positive_ttl_s and negative_ttl_s must be 0 or more")
 
@@ -215,9 +218,14 @@ class StorageConfig:
 class QuarantineConfig:
     retention_days: float = 30.0  # held messages and their files are removed after this
     expire_interval_s: float = 3600.0  # how often `serve` runs the expiry
+    # Past either limit, mail that would be held gets 451 (anyone can send the GTUBE string).
+    max_bytes: int = 4 * 1024**3  # held message bytes in all; 0 = no limit
+    max_messages: int = 200_000  # held messages in all; 0 = no limit
 
     def validate(self, problems: list[str], path: str) -> None:
         _positive(self, problems, path, "retention_days", "expire_interval_s")
+        if self.max_bytes < 0 or self.max_messages < 0:
+            problems.append(f"{path}: max_bytes and max_messages must be 0 (no limit) or more")
 
 
 @dataclass(frozen=True)

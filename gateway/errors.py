@@ -49,6 +49,10 @@ class QuarantineError(GatewayError):
     """The quarantine store failed (missing, locked, corrupt entry)."""
 
 
+class QuarantineFull(QuarantineError):
+    """Holding this message would pass [quarantine] max_bytes or max_messages."""
+
+
 class QuarantineNotFound(QuarantineError):
     """No quarantined message has this id (never held, already deleted or expired)."""
 

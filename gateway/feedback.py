@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.errors import GatewayError
-from gateway.files import write_durably
+from gateway.files import private_dir, write_durably
 from gateway.mailsources import iter_messages
 
 Label = Literal["ham", "spam"]
@@ -54,7 +54,7 @@ def _other_side(target: Path, label: Label) -> Path:
 
 
 def _store(target: Path, other_side: Path, raw_bytes: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)
     if not target.exists():
         write_durably(target, raw_bytes, replace=True)
     other_side.unlink(missing_ok=True)

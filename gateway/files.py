@@ -41,6 +41,38 @@ def is_upper_snake(name: Any) -> bool:
     return isinstance(name, str) and name.isupper() and name.replace("_", "").isalnum()
 
 
+# Mail, its verdicts and the quarantine index are private to the gateway's user whatever the
+# umask (a 022 umask left the quarantine index and its WAL readable by every local user).
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_dir(path: str | Path) -> None:
+    """Create `path` and any missing parents with mode 0700 (mkdir's `parents` ignores the
+    mode for those), and make `path` itself 0700 if it already existed."""
+    path = Path(path)
+    missing = []
+    while not path.is_dir() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            directory.mkdir(mode=PRIVATE_DIR_MODE)
+    leaf = missing[0] if missing else path
+    if leaf.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        os.chmod(leaf, PRIVATE_DIR_MODE)
+
+
+def private_file(path: str | Path) -> None:
+    """Create `path` empty with mode 0600 if it is missing; make it 0600 if it is not."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != PRIVATE_FILE_MODE:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: str | Path) -> None:
     """Make a rename or unlink in `path` durable (the file's own fsync does not cover it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import logging
 import multiprocessing
 import multiprocessing.queues
@@ -21,10 +22,12 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from gateway import heap
 from gateway.config import Config, parse_hostport
 from gateway.errors import ConfigError, GatewayError
+from gateway.files import private_dir
 from gateway.net.dns import Resolver
 from gateway.observe.setup import configure_logging
 from gateway.pipeline.engine import Pipeline
@@ -48,6 +51,7 @@ WORKER_START_TIMEOUT_S = 60.0
 BLOCKING_THREADS = 32
 HEAP_TRIM_INTERVAL_S = 5.0
 HEAP_TRIM_AFTER_BYTES = 32 << 20
+SERVE_LOCK_FILE = "serve.lock"
 
 
 def build_pipeline(config: Config, services: Services | None = None) -> Pipeline:
@@ -70,7 +74,7 @@ class Runtime:
         self.config = config
         storage = config.storage_dir
         try:
-            storage.mkdir(parents=True, exist_ok=True)
+            private_dir(storage)
         except OSError as exc:
             raise GatewayError(
                 f"cannot use [storage] dir {storage}: {exc.strerror or exc}"
@@ -79,7 +83,11 @@ class Runtime:
         self.pipeline = build_pipeline(config, self.services)
         self._retired: set[asyncio.Task[None]] = set()
         self.spool = Spool(config.queue_dir, config.queue.min_free_bytes)
-        self.quarantine = QuarantineStore(config.quarantine_dir)
+        self.quarantine = QuarantineStore(
+            config.quarantine_dir,
+            max_bytes=config.quarantine.max_bytes,
+            max_messages=config.quarantine.max_messages,
+        )
         # Bounces go back through the internal server, which is the one that sends mail out.
         bouncer = SpoolBouncer(self.spool, config.smtp.hostname, config.relay.host)
         self.delivery = DeliveryService(
@@ -213,6 +221,51 @@ def listening(listen: str, bind: Callable[[], socket.socket]) -> socket.socket:
         raise GatewayError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
 
+def lock_storage(storage: Path) -> int:
+    """An exclusive lock on the storage dir for as long as `serve` runs (the descriptor): a
+    second instance on the same spool and quarantine refuses to start."""
+    try:
+        private_dir(storage)
+        fd = os.open(storage / SERVE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise GatewayError(f"cannot use [storage] dir {storage}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise GatewayError(
+            f"another gateway serve (pid {holder}) is running on [storage] dir {storage}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def refuse_if_listened_on(listen: str) -> None:
+    """GatewayError if some socket already listens on `listen`. The workers bind with
+    SO_REUSEPORT, which another process of the same user is let share silently (taking part
+    of the traffic into its own spool); a bind without it fails while any socket listens."""
+    host, port = parse_hostport(listen, 25)
+    if port == 0:
+        return  # a port of its own is picked
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    def bind_plain() -> socket.socket:
+        probe = socket.socket(family, kind, proto)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+            probe.bind(address)
+        except OSError:
+            probe.close()
+            raise
+        return probe
+
+    listening(listen, bind_plain).close()
+
+
 def reserve_port(listen: str) -> socket.socket:
     """Bind (without listening) with SO_REUSEPORT: holds the port, so port 0 picks one for all
     workers, yet receives no connections itself."""
@@ -258,6 +311,7 @@ def format_address(host: str, port: int) -> str:
 def supervise(config: Config, announce: Callable[[str], None]) -> int:
     """Run `[smtp] workers` worker processes on one port; forward SIGTERM/SIGHUP; restart a
     worker that dies unexpectedly. Returns the exit code."""
+    refuse_if_listened_on(config.smtp.listen)
     holder = listening(config.smtp.listen, lambda: reserve_port(config.smtp.listen))
     host, port = holder.getsockname()[:2]
     listen = format_address(host, port)
@@ -319,7 +373,12 @@ def supervise(config: Config, announce: Callable[[str], None]) -> int:
 
 def serve(config: Config, announce: Callable[[str], None]) -> int:
     """`gateway serve`: one process, or a supervisor with workers. Blocks until stopped."""
-    if config.smtp.workers > 1:
-        return supervise(config, announce)
-    asyncio.run(run_worker(config, None, lambda host, port: announce(format_address(host, port))))
-    return 0
+    lock = lock_storage(config.storage_dir)
+    try:
+        if config.smtp.workers > 1:
+            return supervise(config, announce)
+        on_ready = lambda host, port: announce(format_address(host, port))  # noqa: E731
+        asyncio.run(run_worker(config, None, on_ready))
+        return 0
+    finally:
+        os.close(lock)

@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway.content import decode_header_value, parse_headers
-from gateway.errors import QuarantineCorrupt, QuarantineError, QuarantineMissing, QuarantineNotFound
-from gateway.files import write_durably
+from gateway.errors import (
+    QuarantineCorrupt,
+    QuarantineError,
+    QuarantineFull,
+    QuarantineMissing,
+    QuarantineNotFound,
+)
+from gateway.files import PRIVATE_FILE_MODE, private_dir, private_file, write_durably
 from gateway.model import ScoredSymbol, Transaction, Verdict, new_id
 
 INDEX_FILE = "index.sqlite3"
@@ -152,14 +158,24 @@ INIT_LOCK_FILE = "init.lock"
 class QuarantineStore:
     """Held messages and why they were held. Safe for several threads and processes at once."""
 
-    def __init__(self, root: Path, *, create: bool = True, busy_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        create: bool = True,
+        busy_timeout_s: float = 10.0,
+        max_bytes: int = 0,
+        max_messages: int = 0,
+    ) -> None:
         self.root = root
+        self.max_bytes, self.max_messages = max_bytes, max_messages  # 0 = no limit
         self.index_path = root / INDEX_FILE
         self.busy_timeout_s = busy_timeout_s
         self._messages_dir = str(root / MESSAGES_DIR)
         self._lock = threading.Lock()
         if create:
-            (root / MESSAGES_DIR).mkdir(parents=True, exist_ok=True)
+            private_dir(root)
+            private_dir(root / MESSAGES_DIR)
         elif not self.index_path.is_file():
             raise QuarantineMissing(
                 f"no quarantine store at {root} "
@@ -169,6 +185,8 @@ class QuarantineStore:
         # Setting WAL mode and creating the schema take locks for which SQLite does not wait:
         # worker processes starting together take turns here instead of failing "locked".
         with self._sql_errors(), _init_lock(root, create, busy_timeout_s):
+            if create:
+                _make_index_private(self.index_path)
             self._conn = sqlite3.connect(
                 f"file:{self.index_path}?mode={mode}",
                 uri=True,
@@ -216,6 +234,7 @@ class QuarantineStore:
         ]
         try:
             with self._transaction() as conn:
+                self._check_room(conn, len(data))
                 conn.execute(
                     "INSERT INTO messages (id, received_at, client_ip, helo, mail_from, rcpt_tos,"
                     " header_from, subject, size, score, action, reason)"
@@ -227,6 +246,22 @@ class QuarantineStore:
             path.unlink(missing_ok=True)  # no row points at it: do not leave an orphan behind
             raise
         return qid
+
+    def _check_room(self, conn: sqlite3.Connection, size: int) -> None:
+        """QuarantineFull if holding `size` more bytes passes a limit. Inside the insert's
+        write transaction, so processes adding at once cannot pass it together."""
+        if not self.max_bytes and not self.max_messages:
+            return
+        count, total = conn.execute(
+            "SELECT COUNT(*), TOTAL(size) FROM messages WHERE state != ?",
+            (State.RELEASED.value,),
+        ).fetchone()
+        if self.max_messages and count + 1 > self.max_messages:
+            raise QuarantineFull(f"quarantine full: {count} messages (max_messages)")
+        if self.max_bytes and total + size > self.max_bytes:
+            raise QuarantineFull(
+                f"quarantine full: {int(total)} + {size} bytes over max_bytes {self.max_bytes}"
+            )
 
     def claim_release(self, qid: str, now: float | None = None) -> Entry:
         """Mark a held entry as being released, exactly once across processes.
@@ -473,7 +508,7 @@ class QuarantineStore:
 
     def _write_new_file(self, path: Path, data: bytes) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             write_durably(path, data, replace=False)  # never replaces an existing message
         except FileExistsError:
             raise QuarantineError(f"{path.stem} is already in the quarantine") from None
@@ -601,12 +636,21 @@ def _decoded(value: object) -> str:
     return " ".join(decode_header_value(value).split())[:_MAX_HEADER_CHARS]
 
 
+def _make_index_private(index_path: Path) -> None:
+    """The index 0600 before SQLite opens it: SQLite gives its -wal and -shm files the mode of
+    the database file (those left by an older version are tightened here too)."""
+    private_file(index_path)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{index_path}{suffix}", PRIVATE_FILE_MODE)
+
+
 @contextlib.contextmanager
 def _init_lock(root: Path, create: bool, timeout_s: float) -> Iterator[None]:
     if not create:  # opening an existing store: nothing to set up
         yield
         return
-    fd = os.open(root / INIT_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+    fd = os.open(root / INIT_LOCK_FILE, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -229,6 +229,8 @@ class SpoolBouncer:
         returns its queue id. Blocking (disk)."""
         if not entry.mail_from:
             return None  # never bounce a bounce
+        if kind != "failure" and not entry.sender_authenticated:
+            return None  # a forged sender would get them: backscatter, and our verdict inside
         recipients = recipients_to_report(entry, kind, among)
         if not recipients:
             return None

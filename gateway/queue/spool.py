@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.errors import AlreadyQueued, SpoolError, SpoolFull
-from gateway.files import fsync_dir
+from gateway.files import PRIVATE_FILE_MODE, fsync_dir, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ class QueueEntry:
     dsn_ret: str = ""  # DSN RET=FULL|HDRS
     dsn_envid: str = ""  # DSN ENVID
     delay_warned: bool = False
+    # SPF pass for the envelope sender, or a DKIM pass aligned with its domain, when it came
+    # in: only then may it get "relayed" or delay notices (else: backscatter to forged senders).
+    sender_authenticated: bool = False
 
     @property
     def pending(self) -> tuple[RecipientState, ...]:
@@ -174,7 +177,7 @@ def _write_new(path: str, parts: Sequence[bytes], reuse: str | None) -> int:
             os.rename(reuse, path)
             fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     if fd < 0:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     try:
         # One writev for the usual case: each system call here is also a GIL hand-back
         # (this runs in a worker thread), which costs more than the call itself.
@@ -294,8 +297,8 @@ class Spool:
         self._emptying_lock = threading.Lock()
         dirs = (self.tmp_dir, self.active_dir, self.failed_dir, self.recycled_dir)
         try:
-            for directory in dirs:
-                directory.mkdir(parents=True, exist_ok=True)
+            for directory in (self.root, *dirs):
+                private_dir(directory)
             # Names in recycled/ this process may reuse (list.pop/append: safe across threads).
             self._recycled = [p.name for p in self.recycled_dir.iterdir()][:RECYCLE_POOL_MAX]
             # Kept open to fsync active/ after each enqueue: two system calls fewer, each a
@@ -330,13 +333,15 @@ class Spool:
         dsn_envid: str = "",
         rcpt_notify: Sequence[Sequence[str]] = (),
         rcpt_orcpt: Sequence[str] = (),
+        sender_authenticated: bool = False,
         now: float | None = None,
     ) -> None:
         """Blocking: `prepare` and `commit` in one go."""
         self.commit(
             self.prepare(
                 msg_id, mail_from, rcpt_tos, data, dsn_ret=dsn_ret, dsn_envid=dsn_envid,
-                rcpt_notify=rcpt_notify, rcpt_orcpt=rcpt_orcpt, now=now,
+                rcpt_notify=rcpt_notify, rcpt_orcpt=rcpt_orcpt,
+                sender_authenticated=sender_authenticated, now=now,
             )
         )  # fmt: skip
 
@@ -351,6 +356,7 @@ class Spool:
         dsn_envid: str = "",
         rcpt_notify: Sequence[Sequence[str]] = (),
         rcpt_orcpt: Sequence[str] = (),
+        sender_authenticated: bool = False,
         now: float | None = None,
     ) -> Prepared:
         """The checks before writing, quick enough for the event loop (a statvfs, a stat).
@@ -381,6 +387,7 @@ class Spool:
             size=len(data),
             dsn_ret=dsn_ret,
             dsn_envid=dsn_envid,
+            sender_authenticated=sender_authenticated,
         )
         if os.path.exists(f"{self._active}/{msg_id}.msg"):
             raise AlreadyQueued(f"{msg_id}: already queued")

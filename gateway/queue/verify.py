@@ -3,6 +3,10 @@
 Like Postfix's reject_unverified_recipient: a MAIL + RCPT probe on a pooled connection, no
 DATA. "ok" and "unknown" are cached (positive and negative TTLs); "unavailable" never is, so
 the next RCPT asks again. Concurrent RCPTs for one address share a single probe.
+
+A hung or tarpitting internal server must not stall RCPT: the wait for a free pooled
+connection counts inside `timeout_s`, and at most `max_waiting` probes wait for one; the rest
+are "unavailable" at once (the configured temporary reply).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class RecipientVerifier:
         self._cache: OrderedDict[str, tuple[ProbeResult, float]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[ProbeResult]] = {}
         self.probes = 0  # how many probes went to the internal server (for tests and metrics)
+        self._waiting = 0  # probes waiting for a free connection
 
     async def verify(self, rcpt: str) -> ProbeResult:
         key = rcpt.lower()  # domains are case-insensitive; local parts are in practice too
@@ -64,16 +69,29 @@ class RecipientVerifier:
         return result
 
     async def _probe(self, rcpt: str) -> ProbeResult:
-        connection = await self._pool.get()
+        timeout_s = self.verify_config.timeout_s
+        if self._pool.empty() and self._waiting >= self.verify_config.max_waiting:
+            log.warning("verify: %s -> unavailable (%d probes waiting)", rcpt, self._waiting)
+            return "unavailable"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self._waiting += 1
+        try:
+            connection = await asyncio.wait_for(self._pool.get(), timeout_s)
+        except TimeoutError:
+            log.warning("verify: %s -> unavailable (no free probe within %ss)", rcpt, timeout_s)
+            return "unavailable"
+        finally:
+            self._waiting -= 1
         self.probes += 1
         try:
             result, reply = await asyncio.wait_for(
                 connection.probe(self.verify_config.probe_sender, rcpt),
-                self.verify_config.timeout_s,
+                max(deadline - loop.time(), 0.0),
             )
         except TimeoutError:
             await connection.close()  # the session is mid-command: useless now
-            result, reply = "unavailable", f"probe timed out after {self.verify_config.timeout_s}s"
+            result, reply = "unavailable", f"probe timed out after {timeout_s}s"
         finally:
             self._pool.put_nowait(connection)
         log.debug("verify: %s -> %s (%s)", rcpt, result, reply)

@@ -15,10 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from gateway.authresults import authentication_results_field, remove_our_authentication_results
+from gateway.authresults import (
+    authentication_results_field,
+    remove_our_authentication_results,
+    sender_authenticated,
+)
 from gateway.config import Config
 from gateway.content import received_fields
-from gateway.errors import SpoolFull
+from gateway.errors import QuarantineFull, SpoolFull
 from gateway.model import (
     Action,
     CheckResult,
@@ -349,6 +353,7 @@ class SmtpHandler:
                         dsn_envid=current.dsn_envid,
                         rcpt_notify=current.rcpt_notify,
                         rcpt_orcpt=current.rcpt_orcpt,
+                        sender_authenticated=sender_authenticated(tx),
                     )
                     await self.committer.commit(prepared)
                     self.delivery.notify(tx.id, prepared)
@@ -359,6 +364,9 @@ class SmtpHandler:
             except SpoolFull:
                 log.warning("spool full, transaction %s deferred", tx.id)
                 outcome, reply = Action.TEMPFAIL.value, replies.NO_STORAGE
+            except QuarantineFull as exc:
+                log.warning("%s; transaction %s deferred", exc, tx.id)
+                outcome, reply = Action.TEMPFAIL.value, replies.QUARANTINE_FULL
             except Exception:
                 log.exception("storing transaction %s failed", tx.id)
                 outcome, reply = Action.TEMPFAIL.value, replies.storage_error(tx.id)

@@ -67,6 +67,7 @@ DATA_TOO_SLOW = "421 4.4.2 Message data arriving too slowly, closing connection"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 BARE_LINE_ENDING = "550 5.6.0 Bare CR or LF in message data (only CRLF ends a line)"
 NO_STORAGE = "452 4.3.1 Insufficient system storage, try again later"
+QUARANTINE_FULL = "451 4.3.1 Cannot hold this message now (quarantine full), try again later"
 
 
 def too_big(limit_bytes: int) -> str:

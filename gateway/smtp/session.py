@@ -10,12 +10,13 @@ line ends (see `data`). Policy (relay gate, phases, storage, logging) is the han
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP
@@ -167,6 +168,9 @@ class GatewaySMTP(SMTP):
         # 503s that follow from a refused MAIL or RCPT, not counted (see `_excuse_followers`).
         self._excused_503s = 0
         self._session_deadline = 0.0
+        # The timer of a write waiting for the client to read (a reply's drain, a STARTTLS
+        # handshake): stress_began shortens it as it does a waiting read.
+        self._write_timer: asyncio.Timeout | None = None
         self._commands: dict[str, Callable[[str], Awaitable[Reply]]] = {
             "HELO": self.smtp_HELO,
             "EHLO": self.smtp_EHLO,
@@ -329,8 +333,13 @@ class GatewaySMTP(SMTP):
             raise Hangup(replies.TOO_MANY_ERRORS)
 
     def stress_began(self) -> None:
-        """The worker came under stress: a read waiting now ends within the stress timeout."""
-        self._lines.shorten_deadline(self.loop.time() + self.config.stress_idle_timeout_s)
+        """The worker came under stress: a read or write waiting now ends within the stress
+        timeout."""
+        deadline = self.loop.time() + self.config.stress_idle_timeout_s
+        self._lines.shorten_deadline(deadline)
+        timer = self._write_timer
+        if timer is not None and (timer.when() or math.inf) > deadline:
+            timer.reschedule(deadline)
 
     def _idle_timeout(self) -> float:
         if self.limiter.under_stress:
@@ -366,10 +375,22 @@ class GatewaySMTP(SMTP):
             await self._writer.drain()
             return
         try:
-            async with asyncio.timeout(self.config.idle_timeout_s):
+            async with self._write_timeout(self._idle_timeout()):
                 await self._writer.drain()
         except TimeoutError:
             raise Hangup(None) from None
+
+    @contextlib.asynccontextmanager
+    async def _write_timeout(self, timeout_s: float) -> AsyncIterator[None]:
+        """At most `timeout_s` (and not past the session time limit) for a write to the
+        client; the stress timeout from the moment the worker comes under stress."""
+        deadline = min(self.loop.time() + timeout_s, self._session_deadline)
+        async with asyncio.timeout_at(deadline) as timer:
+            self._write_timer = timer
+            try:
+                yield
+            finally:
+                self._write_timer = None
 
     async def _close_with(self, reply: str | None) -> None:
         if reply is not None and self.transport is not None:
@@ -578,7 +599,8 @@ class GatewaySMTP(SMTP):
             return replies.ALREADY_TLS
         await self.push(replies.STARTTLS_READY)
         try:
-            async with asyncio.timeout(self.config.idle_timeout_s):
+            timeout_s = min(self.config.tls_handshake_timeout_s, self._idle_timeout())
+            async with self._write_timeout(timeout_s):
                 await self._writer.start_tls(self.tls_context)
         except (TimeoutError, ssl.SSLError, OSError) as exc:
             log.info("TLS handshake with %s failed: %s", state.connection.client_ip, exc)

@@ -66,7 +66,9 @@ def test_null_sender_is_never_bounced(tmp_path: Path, downstream: Downstream) ->
 def test_delay_warning_is_sent_once(tmp_path: Path, downstream: Downstream) -> None:
     spool = Spool(tmp_path / "queue", min_free_bytes=0)
     downstream.fail_rcpt("452 4.2.2 Mailbox full", rcpt="full@example.test")
-    spool.enqueue("m1", "alice@example.org", ["full@example.test"], message())
+    spool.enqueue(
+        "m1", "alice@example.org", ["full@example.test"], message(), sender_authenticated=True
+    )
 
     async def scenario() -> None:
         service = service_for(spool, downstream, delay_warning_s=0.1)
@@ -94,6 +96,7 @@ def _dsn_message(spool: Spool, mail_from: str = "alice@example.org") -> None:
         dsn_envid="QQ+314",
         rcpt_notify=[("SUCCESS", "FAILURE"), ("NEVER",), ()],
         rcpt_orcpt=["rfc822;Success+tag@example.test", "", ""],
+        sender_authenticated=True,
     )
 
 

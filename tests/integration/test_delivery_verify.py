@@ -114,3 +114,44 @@ def test_time_added_to_rcpt(downstream: Downstream) -> None:
         assert verifier.probes == count + 1
 
     run(scenario())
+
+
+def test_hung_internal_server_the_wait_for_a_probe_counts_in_the_timeout(
+    downstream: Downstream,
+) -> None:
+    """A tarpitting internal server: 20 RCPTs for different users against 2 probe connections.
+    Each is answered "unavailable" within about one timeout_s, not after its turn in the queue
+    (before: the wait for a connection was outside the timeout, ~5 s for the last one)."""
+    downstream.delay_s = 30.0
+
+    async def scenario() -> None:
+        verifier = verifier_for(downstream, timeout_s=0.5)
+
+        async def timed(n: int) -> tuple[str, float]:
+            started = time.monotonic()
+            result = await verifier.verify(f"user{n}@example.test")
+            return result, time.monotonic() - started
+
+        answers = await asyncio.gather(*(timed(n) for n in range(20)))
+        assert {result for result, _ in answers} == {"unavailable"}
+        assert max(elapsed for _, elapsed in answers) < 1.5
+        await verifier.close()
+
+    run(scenario())
+
+
+def test_hung_internal_server_the_waiting_queue_is_bounded(downstream: Downstream) -> None:
+    """Past max_waiting, a RCPT gets "unavailable" at once instead of joining the queue."""
+    downstream.delay_s = 30.0
+
+    async def scenario() -> None:
+        verifier = verifier_for(downstream, timeout_s=2.0, max_waiting=3)
+        probes = [asyncio.ensure_future(verifier.verify(f"user{n}@example.test")) for n in range(5)]
+        await asyncio.sleep(0.2)  # 2 probing, 3 waiting for a connection
+        started = time.monotonic()
+        assert await verifier.verify("late@example.test") == "unavailable"
+        assert time.monotonic() - started < 0.2
+        assert set(await asyncio.gather(*probes)) == {"unavailable"}
+        await verifier.close()
+
+    run(scenario())

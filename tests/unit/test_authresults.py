@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import authres
+import pytest
 
-from gateway.authresults import authentication_results, remove_our_authentication_results
-from gateway.model import ArcFacts, DkimFacts, DkimSignatureFacts, DmarcFacts, SpfFacts
+from gateway.authresults import (
+    authentication_results,
+    remove_our_authentication_results,
+    sender_authenticated,
+)
+from gateway.model import (
+    ArcFacts,
+    CheckResult,
+    Connection,
+    DkimFacts,
+    DkimSignatureFacts,
+    DmarcFacts,
+    Envelope,
+    SpfFacts,
+    Transaction,
+)
 
 ID = "mx.gateway.test"
 
@@ -116,3 +131,32 @@ def test_forged_headers_in_quoted_or_dotted_form_are_removed_too() -> None:
     assert remove_our_authentication_results(raw, "mx.example.org") == (
         b"Authentication-Results: other.example; spf=pass\r\nSubject: x\r\n\r\nbody\r\n"
     )
+
+
+def _tx(sender: str, spf: SpfFacts | None = None, dkim_pass: str = "") -> Transaction:
+    results = {}
+    if spf is not None:
+        results["spf"] = CheckResult("spf", facts=spf)
+    if dkim_pass:
+        signature = DkimSignatureFacts(dkim_pass, "s1", "rsa-sha256", "pass")
+        results["dkim"] = CheckResult("dkim", facts=DkimFacts((signature,)))
+    connection = Connection("t1", "192.0.2.1")
+    return Transaction("t1", connection, Envelope(sender, ("b@example.test",)), results=results)
+
+
+@pytest.mark.parametrize(
+    ("tx", "expected"),
+    [
+        (_tx("v@bank.test", SpfFacts("pass", "mailfrom", "bank.test", "192.0.2.1")), True),
+        (_tx("v@BANK.test", SpfFacts("pass", "mailfrom", "bank.test.", "192.0.2.1")), True),
+        (_tx("v@bank.test", SpfFacts("fail", "mailfrom", "bank.test", "192.0.2.1")), False),
+        (_tx("v@bank.test", SpfFacts("softfail", "mailfrom", "bank.test", "192.0.2.1")), False),
+        (_tx("v@bank.test", SpfFacts("pass", "helo", "bank.test", "192.0.2.1")), False),
+        (_tx("v@bank.test", dkim_pass="mail.bank.test"), True),  # relaxed alignment
+        (_tx("v@bank.test", dkim_pass="evil.test"), False),  # a pass, not the sender's
+        (_tx("v@bank.test"), False),  # SPF and DKIM did not run (or failed)
+        (_tx("", SpfFacts("pass", "helo", "mx.bank.test", "192.0.2.1")), False),
+    ],
+)
+def test_sender_authenticated_by_spf_pass_or_aligned_dkim(tx: Transaction, expected: bool) -> None:
+    assert sender_authenticated(tx) is expected

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.content import MAX_HEADER_BLOCK_BYTES
 from gateway.queue.dsn import (
+    Kind,
     SpoolBouncer,
     build_dsn,
     mail_dsn_options,
@@ -39,6 +40,7 @@ def entry(
         next_attempt_at=NOW,
         dsn_ret=ret,
         dsn_envid="ENV-42",
+        sender_authenticated=True,  # SPF or aligned DKIM passed: it may get any notice
     )
 
 
@@ -253,3 +255,21 @@ def test_relayed_notice_structure_and_ids(tmp_path: Path) -> None:
     assert (rcpt["Action"], rcpt["Status"]) == ("relayed", "2.0.0")
     assert returned.get_content_type() == "text/rfc822-headers"  # even with RET=FULL
     assert bouncer.notify(entry(success, mail_from=""), ORIGINAL, "relayed", NOW) is None
+
+
+@pytest.mark.parametrize("kind", ["relayed", "delay"])
+def test_an_unauthenticated_sender_gets_no_success_or_delay_notice(
+    tmp_path: Path, kind: Kind
+) -> None:
+    """No SPF pass, no aligned DKIM: the sender may be forged (backscatter, and the notice
+    would carry our verdict to whoever forged it). Failures still go, as RFC 5321 6.1 wants."""
+    spool = Spool(tmp_path / "queue", min_free_bytes=0)
+    bouncer = SpoolBouncer(spool, "mx.gateway.test", "relay.internal")
+    status = {"relayed": "delivered", "delay": "pending"}[kind]
+    recipient = RecipientState("b@example.test", status, "451 4.2.0 later", ("SUCCESS", "DELAY"))
+    forged = replace(entry(recipient), sender_authenticated=False)
+    assert bouncer.notify(forged, ORIGINAL, kind, NOW) is None
+    assert bouncer.notify(entry(recipient), ORIGINAL, kind, NOW) == f"m1-{kind}"
+    failed = RecipientState("c@example.test", "failed", "550 5.1.1 no such user")
+    assert bouncer.notify(replace(forged, recipients=(failed,)), ORIGINAL, "failure", NOW)
+    assert sorted(spool.ids()) == sorted(["m1-failure", f"m1-{kind}"])
