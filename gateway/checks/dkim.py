@@ -153,7 +153,9 @@ class DkimCheck(Check):
         if "DKIM-Signature" not in tx.message:  # most mail: no thread hop for nothing
             facts = DkimFacts()
         else:
+            # No thread within the wait (ThreadsBusy) is this check's error: DMARC then defers.
             facts = await self.resolver.run_blocking(
+                tx.connection.client_ip,
                 verify_dkim,
                 tx.raw,
                 self.resolver,

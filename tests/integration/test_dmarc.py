@@ -53,11 +53,12 @@ def _run(
     ip: str = BAD_IP,
     sender: str = "alice@example.test",
     trusted: tuple[str, ...] = (),
+    dkim_timeout_s: float = 10.0,
 ) -> PhaseOutcome:
     resolver = Resolver([server.address], timeout_s=0.2, lifetime_s=0.4, cache_entries=0)
     checks = [
         SpfCheck(resolver, dns_time_s=1.0, timeout_s=2.0),
-        DkimCheck(resolver),
+        DkimCheck(resolver, timeout_s=dkim_timeout_s),
         ArcCheck(resolver),
         DmarcCheck(resolver, trusted_arc_sealers=trusted),
     ]
@@ -181,6 +182,42 @@ def test_aligned_dkim_key_timeout_is_temperror_not_reject(dns_server: DnsTestSer
     outcome = _run(dns_server, signed, sender="bounce@other.test")
     assert _dmarc_symbols(outcome) == ["DMARC_TEMPERROR"]
     assert outcome.verdict.action == Action.TEMPFAIL
+
+
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [("alice@example.test", "DMARC_TEMPERROR"), ("x@random.tarpit.test", "DMARC_REJECT")],
+)
+def test_a_failed_spf_check_is_not_read_as_no_pass(
+    dns_server: DnsTestServer, sender: str, expected: str
+) -> None:
+    # pyspf refuses the client address: the SPF check fails (SPF_ERROR) and leaves no facts.
+    # An envelope sender aligned with From might have passed: defer (451), never reject for
+    # good; one that is not aligned could not have helped, so the policy still applies.
+    _serve(dns_server, "v=DMARC1; p=reject")
+    outcome = _run(dns_server, _message(), ip="not-an-ip", sender=sender)
+    assert "SPF_ERROR" in outcome.verdict.symbol_names()
+    assert _dmarc_symbols(outcome) == [expected]
+    if expected == "DMARC_TEMPERROR":
+        assert outcome.verdict.action == Action.TEMPFAIL
+        assert outcome.verdict.reply is not None and "spf check failed" in outcome.verdict.reply
+
+
+@pytest.mark.parametrize(
+    ("signer", "expected"), [("example.test", "DMARC_TEMPERROR"), ("other.test", "DMARC_REJECT")]
+)
+def test_a_dkim_check_that_timed_out_is_not_read_as_no_pass(
+    dns_server: DnsTestServer, signer: str, expected: str
+) -> None:
+    # The key lookup outlasts the whole DKIM check: DKIM_ERROR, no facts. A signature whose
+    # d= aligns with From might have verified: defer; one from another domain could not help.
+    _serve(dns_server, "v=DMARC1; p=reject")
+    dns_server.set_zone("other.test", {"rsa._domainkey": {"TXT": [rsa_key().txt()]}})
+    dns_server.drop.add((f"rsa._domainkey.{signer}", "TXT"))
+    signed = dkim_sign(_message(), rsa_key(), signer, "rsa")
+    outcome = _run(dns_server, signed, sender="bounce@other.test", dkim_timeout_s=0.2)
+    assert "DKIM_ERROR" in outcome.verdict.symbol_names()
+    assert _dmarc_symbols(outcome) == [expected]
 
 
 @pytest.mark.parametrize("from_header", ["a@example.test, b@evil.test", "undisclosed-recipients:;"])
