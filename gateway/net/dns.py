@@ -8,6 +8,7 @@ small result type; anything that is not an answer is raised as `DnsTimeout` or `
 from __future__ import annotations
 
 import functools
+import ipaddress
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ class Resolver:
         the quarantine and the other checks need. Raises ThreadsBusy when `client` gets no
         thread within the configured wait."""
         job = functools.partial(function, *args, **kwargs)
-        return await self.threads.run(client, job)
+        return await self.threads.run(share_key(client), job)
 
     async def lookup(self, name: str, rdtype: str, lifetime_s: float | None = None) -> DnsAnswer:
         """Resolve `name`/`rdtype`; raises DnsTimeout, or DnsError for SERVFAIL, REFUSED etc.
@@ -129,6 +130,20 @@ class Resolver:
         if lifetime_s is None:
             return self.lifetime_s
         return max(0.001, min(lifetime_s, self.lifetime_s))
+
+
+def share_key(client_ip: str) -> str:
+    """Whose share of the threads a job counts against: the IPv4 address (also mapped into
+    IPv6), or the IPv6 /64: one host given a /64 must not count as 2**64 clients."""
+    try:
+        address = ipaddress.ip_address(client_ip.partition("%")[0])
+    except ValueError:
+        return client_ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _nameserver(text: str) -> dns.nameserver.Do53Nameserver:

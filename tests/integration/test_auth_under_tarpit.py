@@ -137,7 +137,7 @@ def test_tarpit_senders_cannot_starve_a_legitimate_senders_checks(
         thread.join(ATTACK_S + 2 * SMTP_TIMEOUT_S)
 
     assert (code, reply[:5]) == (250, b"2.0.0"), reply  # accepted, not 550 5.7.1 DMARC_REJECT
-    assert legit_s < 1.5, legit_s
+    assert legit_s < 3.0, legit_s  # its checks did not wait for the tarpit sessions
     # Every tarpit MAIL FROM is deferred (SPF_TEMPERROR: DNS gave up, or no thread in time),
     # none accepted with a silent SPF_ERROR.
     assert attack_codes and set(attack_codes) == {451}, sorted(set(attack_codes))

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from gateway.errors import ThreadsBusy
+from gateway.net.dns import share_key
 from gateway.threads import FairThreads, holding, in_thread, shielded
 
 WAIT_S = 5.0
@@ -174,3 +175,18 @@ def test_fair_threads_serve_waiting_clients_in_turn_and_count_a_thread_until_it_
     finally:
         gate.set()
         pool.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        ("unix", "unix"),
+    ],
+)
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64(ip: str, key: str) -> None:
+    # One host given a /64 must not get 2**64 shares of the DNS-bound threads.
+    assert share_key(ip) == key
