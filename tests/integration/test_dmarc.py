@@ -14,7 +14,17 @@ from gateway.checks.dkim import DkimCheck
 from gateway.checks.dmarc import DmarcCheck
 from gateway.checks.spf import SpfCheck
 from gateway.config import SHIPPED_RULES_DIR
-from gateway.model import Action, ArcFacts, Connection, Envelope, Transaction
+from gateway.model import (
+    Action,
+    ArcFacts,
+    CheckResult,
+    Connection,
+    DkimFacts,
+    Envelope,
+    SpfFacts,
+    Symbol,
+    Transaction,
+)
 from gateway.net.dns import Resolver
 from gateway.pipeline.engine import PhaseOutcome, Pipeline
 from gateway.pipeline.scoring import load_policy
@@ -209,14 +219,14 @@ def test_a_failed_spf_check_is_not_read_as_no_pass(
 def test_a_dkim_check_that_timed_out_is_not_read_as_no_pass(
     dns_server: DnsTestServer, signer: str, expected: str
 ) -> None:
-    # The key lookup outlasts the whole DKIM check: DKIM_ERROR, no facts. A signature whose
-    # d= aligns with From might have verified: defer; one from another domain could not help.
+    # The key lookup outlasts the whole DKIM check: each signature is DKIM_TEMPERROR. One
+    # whose d= aligns with From might have verified: defer; one from elsewhere could not help.
     _serve(dns_server, "v=DMARC1; p=reject")
     dns_server.set_zone("other.test", {"rsa._domainkey": {"TXT": [rsa_key().txt()]}})
     dns_server.drop.add((f"rsa._domainkey.{signer}", "TXT"))
     signed = dkim_sign(_message(), rsa_key(), signer, "rsa")
     outcome = _run(dns_server, signed, sender="bounce@other.test", dkim_timeout_s=0.2)
-    assert "DKIM_ERROR" in outcome.verdict.symbol_names()
+    assert "DKIM_TEMPERROR" in outcome.verdict.symbol_names()
     assert _dmarc_symbols(outcome) == [expected]
 
 
@@ -304,3 +314,45 @@ def test_only_the_newest_seal_of_a_trusted_sealer_for_this_from_vouches() -> Non
     # The trusted sealer saw dmarc=pass for another From domain.
     assert not vouches(("forwarder.test",), ("pass",), ("attacker.test",))
     assert not vouches(("forwarder.test",), ("fail",), ("example.test",))
+
+
+def _after_failed_checks(
+    dns_server: DnsTestServer, raw: bytes, failed: tuple[str, ...], trusted: tuple[str, ...] = ()
+) -> list[str]:
+    """DMARC's symbols when the checks named in `failed` crashed (an error, no facts) and SPF,
+    where it did not crash, failed for an unaligned sender."""
+    resolver = Resolver([dns_server.address], timeout_s=0.2, lifetime_s=0.4, cache_entries=0)
+    connection = Connection(id="c1", client_ip=BAD_IP, helo="mail.sender.test")
+    tx = Transaction("tx-1", connection, Envelope("x@other.test", ("bob@example.org",)), raw)
+    results = {
+        "spf": CheckResult("spf", facts=SpfFacts("fail", "mailfrom", "other.test", BAD_IP)),
+        "dkim": CheckResult("dkim", facts=DkimFacts()),
+        "arc": CheckResult("arc", facts=ArcFacts("none")),
+    }
+    for name in failed:
+        boom = f"RuntimeError: {name} crashed"
+        results[name] = CheckResult(name, (Symbol(f"{name.upper()}_ERROR", boom),), error=boom)
+    check = DmarcCheck(resolver, trusted_arc_sealers=trusted)
+    result = asyncio.run(check.run(tx.with_results(results)))
+    return [s.name for s in result.symbols]
+
+
+def test_a_crashed_dkim_check_defers_only_where_a_signature_aligns(
+    dns_server: DnsTestServer,
+) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    aligned = dkim_sign(_message(), rsa_key(), "example.test", "rsa")
+    elsewhere = dkim_sign(_message(), rsa_key(), "other.test", "rsa")
+    assert _after_failed_checks(dns_server, aligned, ("dkim",)) == ["DMARC_TEMPERROR"]
+    assert _after_failed_checks(dns_server, elsewhere, ("dkim",)) == ["DMARC_REJECT"]
+    assert _after_failed_checks(dns_server, _message(), ("dkim",)) == ["DMARC_REJECT"]
+
+
+def test_a_crashed_arc_check_defers_only_where_a_trusted_sealer_could_vouch(
+    dns_server: DnsTestServer,
+) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    sealed = b"ARC-Seal: i=1; a=rsa-sha256; d=forwarder.test; s=arc; cv=none; b=x\r\n" + _message()
+    trusted = ("forwarder.test",)
+    assert _after_failed_checks(dns_server, sealed, ("arc",), trusted) == ["DMARC_TEMPERROR"]
+    assert _after_failed_checks(dns_server, sealed, ("arc",)) == ["DMARC_REJECT"]
