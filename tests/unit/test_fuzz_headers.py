@@ -24,7 +24,7 @@ SECONDS = 3.0
     [
         ("Cc", "(c) .)"),  # TypeError in get_name_addr
         ("From", "=?utf-8?q?a?=@[ "),  # UnboundLocalError in get_domain_literal
-        ("From", "Alice\r\n <..!%>"),  # folded
+        ("From", "\r\n ..!%>"),  # folded: TypeError again
         ("To", " ..;"),
         ("Reply-To", ":é];!:];"),
     ],
