@@ -202,6 +202,17 @@ class DmarcCheck(Check):
         deferred = dataclasses.replace(facts, result="temperror", override=why)
         return self.result(dmarc_symbol(deferred), facts=deferred)
 
+    def timeout_result(self, tx: Transaction, why: str) -> CheckResult | None:
+        """An SPF temperror left to us must not be let through by our own timeout."""
+        spf = tx.facts("spf")
+        if not self.decides_spf_temperror or not isinstance(spf, SpfFacts):
+            return None
+        if spf.result != "temperror":
+            return None
+        reason = f"SPF temperror ({spf.explanation}) and DMARC {why}"
+        facts = DmarcFacts("temperror", "", override=reason)
+        return self.result(Symbol("DMARC_TEMPERROR", reason), facts=facts)
+
     async def _find_record(self, from_domain: str) -> tuple[str, str] | None:
         """(record text, where it was found), or None. Raises DnsError, MalformedRecord."""
         org = organizational_domain(from_domain)

@@ -21,6 +21,7 @@ from gateway.model import (
     Connection,
     DkimFacts,
     Envelope,
+    Phase,
     SpfFacts,
     Symbol,
     Transaction,
@@ -356,3 +357,23 @@ def test_a_crashed_arc_check_defers_only_where_a_trusted_sealer_could_vouch(
     trusted = ("forwarder.test",)
     assert _after_failed_checks(dns_server, sealed, ("arc",), trusted) == ["DMARC_TEMPERROR"]
     assert _after_failed_checks(dns_server, sealed, ("arc",)) == ["DMARC_REJECT"]
+
+
+def test_with_spf_temperror_left_to_dmarc_its_own_timeout_defers_too(
+    dns_server: DnsTestServer,
+) -> None:
+    # [checks.spf] temperror_at = "data": a DMARC check that runs out of time must not let
+    # the SPF temperror through as an accepted message (DMARC_ERROR, score 0).
+    _serve(dns_server, "v=DMARC1; p=reject")
+    dns_server.drop.add(("_dmarc.example.test", "TXT"))
+    resolver = Resolver([dns_server.address], timeout_s=0.5, lifetime_s=1.0, cache_entries=0)
+    check = DmarcCheck(resolver, timeout_s=0.2, decides_spf_temperror=True)
+    pipeline = Pipeline([check], load_policy(SHIPPED_RULES_DIR), deadline_s=5.0)
+    connection = Connection(id="c1", client_ip=BAD_IP, helo="mail.sender.test")
+    envelope = Envelope("alice@example.test", ("b@example.org",))
+    spf = SpfFacts("temperror", "mailfrom", "example.test", BAD_IP, "DNS timed out")
+    results = {"spf": CheckResult("spf", facts=spf)}
+    tx = Transaction("tx-1", connection, envelope, _message(), results=results)
+    outcome = asyncio.run(pipeline.run_phase(Phase.DATA, tx, final=True))
+    assert _dmarc_symbols(outcome) == ["DMARC_TEMPERROR"]
+    assert outcome.verdict.action == Action.TEMPFAIL
