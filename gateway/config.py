@@ -237,6 +237,12 @@ class DnsConfig:
     # Threads for the libraries that resolve blocking (pyspf, dkimpy: SPF, DKIM, ARC), apart
     # from the pool the spool, the quarantine and the other checks use.
     blocking_threads: int = 16
+    # Of those, at most this many for one client IP: 60 sessions from 3 addresses waiting on
+    # a silent DNS took all 16 and a legitimate sender's checks timed out waiting for one.
+    blocking_threads_per_client: int = 4
+    # A check waits at most this long for a thread; then it is a temporary error (SPF_TEMPERROR,
+    # DMARC_TEMPERROR), never a silent timeout. Keep it below the checks' timeout_s.
+    blocking_thread_wait_s: float = 2.0
 
     def validate(self, problems: list[str], path: str) -> None:
         for ns in self.nameservers:
@@ -245,7 +251,16 @@ class DnsConfig:
                 ipaddress.ip_address(host)
             except ValueError:
                 problems.append(f"{path}.nameservers: {ns!r} is not an IP address or IP:port")
-        _positive(self, problems, path, "timeout_s", "lifetime_s", "blocking_threads")
+        _positive(
+            self,
+            problems,
+            path,
+            "timeout_s",
+            "lifetime_s",
+            "blocking_threads",
+            "blocking_threads_per_client",
+            "blocking_thread_wait_s",
+        )
 
 
 @dataclass(frozen=True)
@@ -378,6 +393,9 @@ class SpfCheckConfig(CheckConfig):
     # RFC 7208 4.6.4: bound the DNS time of one evaluation; past it the result is temperror.
     # Below timeout_s so that the check reports SPF_TEMPERROR itself instead of timing out.
     dns_time_s: float = 8.0
+    # A temperror defers at MAIL FROM ("mail": SPF_TEMPERROR), or is decided at the end of
+    # DATA ("data": SPF_TEMPERROR_DEFERRED; DMARC passes an aligned DKIM pass, defers the rest).
+    temperror_at: Literal["mail", "data"] = "mail"
 
     def validate(self, problems: list[str], path: str) -> None:
         _positive(self, problems, path, "timeout_s")

@@ -25,6 +25,10 @@ class DnsTimeout(DnsError):
     """No answer within the configured lifetime."""
 
 
+class ThreadsBusy(GatewayError):
+    """No thread of a shared pool came free for this client in time (gateway.threads)."""
+
+
 class ScannerError(GatewayError):
     """The virus scanner is down, timed out or answered garbage."""
 

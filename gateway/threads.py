@@ -14,13 +14,16 @@ keep it open until their work ends. The message's memory is given back when the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import functools
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
+
+from gateway.errors import ThreadsBusy
 
 T = TypeVar("T")
 
@@ -128,3 +131,139 @@ class _ThreadTracker:
         # A closed loop counts nothing any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._hold.leave)
+
+
+class FairThreads:
+    """A pool of `threads` shared by clients, none of which may hold more than `per_client`.
+
+    The SPF, DKIM and ARC libraries wait in their thread on DNS: 60 sessions from 3 addresses
+    naming a sender domain whose DNS never answers held all 16 threads for seconds each, and
+    a legitimate sender's checks timed out waiting for one. Here a client over its share
+    waits (its own sessions queue behind each other, never in front of another client's);
+    waiting clients are served in turn; and the wait is bounded: past `wait_s` the caller
+    gets ThreadsBusy (a temporary error), never a check that silently ran out of time.
+    A slot is given back when the job ends in its thread, not when its awaiter gives up:
+    a thread still waiting on DNS is still in use.
+    """
+
+    def __init__(self, threads: int, per_client: int, wait_s: float, name: str) -> None:
+        self.threads = threads
+        self.per_client = min(per_client, threads)
+        self.wait_s = wait_s
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._busy_by: dict[str, int] = {}
+        # Clients with someone waiting, in the order they are next served (round robin).
+        self._waiting: dict[str, collections.deque[_Waiter]] = {}
+
+    def in_use(self, client: str | None = None) -> int:
+        with self._lock:
+            return self._busy if client is None else self._busy_by.get(client, 0)
+
+    async def run(self, client: str, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in one of the pool's threads, once `client` may have one (see
+        `in_thread` for the message hold). Raises ThreadsBusy after `wait_s` without."""
+        await self._acquire(client)
+        executor = _ReleasingExecutor(self._executor, lambda: self._release(client))
+        return await in_thread(function, *args, executor=executor)
+
+    async def _acquire(self, client: str) -> None:
+        with self._lock:
+            if client not in self._waiting and self._may_take(client):
+                self._take(client)
+                return
+            waiter = _Waiter(asyncio.get_running_loop())
+            self._waiting.setdefault(client, collections.deque()).append(waiter)
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await waiter.future
+        except BaseException as exc:  # timed out or cancelled: leave the queue, or the slot
+            with self._lock:
+                granted = waiter.granted
+                if not granted:
+                    queue = self._waiting.get(client)
+                    if queue is not None and waiter in queue:
+                        queue.remove(waiter)
+                        if not queue:
+                            del self._waiting[client]
+            if granted:
+                self._release(client)
+            if isinstance(exc, TimeoutError):
+                busy, mine = self.in_use(), self.in_use(client)
+                raise ThreadsBusy(
+                    f"no thread free within {self.wait_s:g}s"
+                    f" ({busy} of {self.threads} busy, {mine} for {client})"
+                ) from None
+            raise
+
+    def _may_take(self, client: str) -> bool:
+        return self._busy < self.threads and self._busy_by.get(client, 0) < self.per_client
+
+    def _take(self, client: str) -> None:
+        self._busy += 1
+        self._busy_by[client] = self._busy_by.get(client, 0) + 1
+
+    def _release(self, client: str) -> None:
+        """Called from any thread when a job ends (or never started)."""
+        with self._lock:
+            self._busy -= 1
+            left = self._busy_by[client] - 1
+            if left:
+                self._busy_by[client] = left
+            else:
+                del self._busy_by[client]
+            self._grant_waiting()
+
+    def _grant_waiting(self) -> None:
+        """Hand free slots to waiting clients in turn (under the lock)."""
+        for client in list(self._waiting):
+            if self._busy >= self.threads:
+                return
+            if not self._may_take(client):
+                continue
+            queue = self._waiting.pop(client)
+            waiter = queue.popleft()
+            if queue:
+                self._waiting[client] = queue  # re-inserted last: the others go first
+            self._take(client)
+            waiter.grant()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Waiter:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.granted = False
+
+    def grant(self) -> None:
+        """Under the pool's lock, from any thread. A waiter that has given up meanwhile finds
+        `granted` set and gives the slot back itself."""
+        self.granted = True
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class _ReleasingExecutor(Executor):
+    """Submits to `inner` and calls `release` once the job is over: run, failed, or cancelled
+    before a thread took it."""
+
+    def __init__(self, inner: Executor, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release = release
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        try:
+            future = self._inner.submit(fn, *args, **kwargs)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(lambda _: self._release())
+        return future

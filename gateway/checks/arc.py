@@ -95,7 +95,13 @@ class ArcCheck(Check):
         if not any(name in tx.message for name in ARC_HEADERS):  # no chain: nothing to verify
             facts = ArcFacts("none")
         else:
+            # No thread within the wait (ThreadsBusy) is this check's error: DMARC then defers.
             facts = await self.resolver.run_blocking(
-                verify_arc, tx.raw, self.resolver, self.min_rsa_bits, self.dns_time_s
+                tx.connection.client_ip,
+                verify_arc,
+                tx.raw,
+                self.resolver,
+                self.min_rsa_bits,
+                self.dns_time_s,
             )
         return self.result(arc_symbol(facts), facts=facts)

@@ -14,6 +14,8 @@ from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from gateway.checks.dkimpy_adapter import KeyLookups, LogLines, private_logger
+from gateway.content import header_str, unfold
+from gateway.errors import ThreadsBusy
 from gateway.model import (
     CheckResult,
     DkimFacts,
@@ -153,12 +155,45 @@ class DkimCheck(Check):
         if "DKIM-Signature" not in tx.message:  # most mail: no thread hop for nothing
             facts = DkimFacts()
         else:
-            facts = await self.resolver.run_blocking(
-                verify_dkim,
-                tx.raw,
-                self.resolver,
-                self.min_rsa_bits,
-                self.max_signatures,
-                self.dns_time_s,
-            )
+            try:
+                facts = await self.resolver.run_blocking(
+                    tx.connection.client_ip,
+                    verify_dkim,
+                    tx.raw,
+                    self.resolver,
+                    self.min_rsa_bits,
+                    self.max_signatures,
+                    self.dns_time_s,
+                )
+            except ThreadsBusy as exc:  # other sessions of this client hold its threads
+                facts = self._unverified(tx, str(exc))
         return self.result(*dkim_symbols(facts), facts=facts)
+
+    def timeout_result(self, tx: Transaction, why: str) -> CheckResult:
+        """Out of time (DNS, or the wait for a thread): each signature is a temperror, which
+        DMARC defers on where it aligns, never "no pass"."""
+        facts = self._unverified(tx, why)
+        return self.result(*dkim_symbols(facts), facts=facts)
+
+    def _unverified(self, tx: Transaction, why: str) -> DkimFacts:
+        """Every signature (up to max_signatures) as a temperror: who signed is read from its
+        tags, nothing is verified."""
+        values = tx.message.get_all("DKIM-Signature") or []
+        signatures = []
+        for value in values[: self.max_signatures]:
+            try:
+                tags = parse_tag_value(unfold(header_str(value)).encode("utf-8", "replace"))
+            except InvalidTagValueList as exc:
+                reason = cut(f"unparseable signature: {exc}")
+                signatures.append(DkimSignatureFacts("", "", "", "permerror", reason))
+                continue
+            signatures.append(
+                DkimSignatureFacts(
+                    tags.get(b"d", b"").decode("ascii", "replace").lower(),
+                    tags.get(b"s", b"").decode("ascii", "replace"),
+                    tags.get(b"a", b"").decode("ascii", "replace"),
+                    "temperror",
+                    cut(f"not verified: {why}"),
+                )
+            )
+        return DkimFacts(tuple(signatures), unverified=max(0, len(values) - self.max_signatures))

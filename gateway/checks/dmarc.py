@@ -9,10 +9,12 @@ report-URI authorisation with its own resolver, which the decision does not need
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
+import re
 from dataclasses import dataclass
 
-from gateway.content import header_addresses, header_str
+from gateway.content import header_addresses, header_str, unfold
 from gateway.errors import DnsError
 from gateway.model import (
     ArcFacts,
@@ -29,6 +31,8 @@ from gateway.model import (
 from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check
 from gateway.urls import suffix_list
+
+log = logging.getLogger(__name__)
 
 _POLICIES: tuple[DmarcPolicy, ...] = ("none", "quarantine", "reject")
 _ONE_LESS_STRICT: dict[DmarcPolicy, DmarcPolicy] = {
@@ -156,10 +160,14 @@ class DmarcCheck(Check):
         trusted_arc_sealers: tuple[str, ...] = (),
         timeout_s: float = 10.0,
         on_error: OnError = OnError.IGNORE,
+        decides_spf_temperror: bool = False,
     ) -> None:
+        """`decides_spf_temperror`: SPF left its temperror to us ([checks.spf] temperror_at =
+        "data"): an aligned DKIM pass lets the mail go on, anything else is DMARC_TEMPERROR."""
         super().__init__(timeout_s, on_error)
         self.resolver = resolver
         self.trusted_arc_sealers = frozenset(s.lower().rstrip(".") for s in trusted_arc_sealers)
+        self.decides_spf_temperror = decides_spf_temperror
 
     async def run(self, tx: Transaction) -> CheckResult:
         domains = from_domains(tx)
@@ -172,9 +180,38 @@ class DmarcCheck(Check):
                 else f"From domain {domains[0]!r} is not a domain name"
             )
             facts = DmarcFacts("permerror", "", override=why)
-            return self.result(Symbol("DMARC_BAD_FROM", why), facts=facts)
+            return self._deciding_spf(tx, facts, Symbol("DMARC_BAD_FROM", why))
         facts = await self.evaluate(tx, domains[0])
-        return self.result(dmarc_symbol(facts), facts=facts)
+        return self._deciding_spf(tx, facts, dmarc_symbol(facts))
+
+    def _deciding_spf(self, tx: Transaction, facts: DmarcFacts, symbol: Symbol) -> CheckResult:
+        """The result, or DMARC_TEMPERROR when an SPF temperror was left to us and no aligned
+        DKIM pass makes up for it (without a DMARC record: relaxed alignment, as p= would)."""
+        spf, dkim = tx.facts("spf"), tx.facts("dkim")
+        if not self.decides_spf_temperror or facts.result == "pass":
+            return self.result(symbol, facts=facts)
+        if not isinstance(spf, SpfFacts) or spf.result != "temperror":
+            return self.result(symbol, facts=facts)
+        from_domain = facts.from_domain
+        if from_domain and isinstance(dkim, DkimFacts):
+            signers = dkim.domains_with("pass")
+            if any(aligned(d, from_domain, strict=False) for d in signers):
+                return self.result(symbol, facts=facts)
+        why = f"SPF temperror ({spf.explanation}) and no aligned DKIM pass; DMARC: {symbol.name}"
+        log.warning("dmarc on transaction %s: %s", tx.id, why)
+        deferred = dataclasses.replace(facts, result="temperror", override=why)
+        return self.result(dmarc_symbol(deferred), facts=deferred)
+
+    def timeout_result(self, tx: Transaction, why: str) -> CheckResult | None:
+        """An SPF temperror left to us must not be let through by our own timeout."""
+        spf = tx.facts("spf")
+        if not self.decides_spf_temperror or not isinstance(spf, SpfFacts):
+            return None
+        if spf.result != "temperror":
+            return None
+        reason = f"SPF temperror ({spf.explanation}) and DMARC {why}"
+        facts = DmarcFacts("temperror", "", override=reason)
+        return self.result(Symbol("DMARC_TEMPERROR", reason), facts=facts)
 
     async def _find_record(self, from_domain: str) -> tuple[str, str] | None:
         """(record text, where it was found), or None. Raises DnsError, MalformedRecord."""
@@ -226,7 +263,23 @@ class DmarcCheck(Check):
         if spf_ok or dkim_ok:
             return base
         # An aligned identifier we could not check might have passed: not a failure (yet).
-        unsure = (
+        unsure = self._unsure(tx, from_domain, record)
+        if unsure and policy != "none":  # p=none: nothing to enforce, nothing to defer
+            log.warning("dmarc on transaction %s: temperror, not a fail: %s", tx.id, unsure)
+            return dataclasses.replace(base, result="temperror", override=unsure)
+        vouched = self._trusted_sealer_vouches(arc, from_domain)
+        if vouched:
+            return dataclasses.replace(base, result="fail", override=vouched)
+        sampled = random.Random(tx.id).random() * 100 < record.pct
+        disposition = policy if sampled else _ONE_LESS_STRICT[policy]
+        return dataclasses.replace(base, result="fail", disposition=disposition)
+
+    def _unsure(self, tx: Transaction, from_domain: str, record: DmarcRecord) -> str:
+        """Why an aligned pass might exist that we could not see, or "". A check that timed
+        out or crashed gave no facts: that is not "no pass" (DESIGN section 3). An attacker
+        slowing our threads down must not turn a legitimate sender's mail into a reject."""
+        spf, dkim = tx.facts("spf"), tx.facts("dkim")
+        if (
             isinstance(spf, SpfFacts)
             and spf.result == "temperror"
             and aligned(spf.domain, from_domain, record.strict_spf)
@@ -235,17 +288,21 @@ class DmarcCheck(Check):
             and any(
                 aligned(d, from_domain, record.strict_dkim) for d in dkim.domains_with("temperror")
             )
-        )
-        if unsure and policy != "none":  # p=none: nothing to enforce, nothing to defer
-            return dataclasses.replace(
-                base, result="temperror", override="aligned SPF/DKIM had a DNS error"
-            )
-        vouched = self._trusted_sealer_vouches(arc, from_domain)
-        if vouched:
-            return dataclasses.replace(base, result="fail", override=vouched)
-        sampled = random.Random(tx.id).random() * 100 < record.pct
-        disposition = policy if sampled else _ONE_LESS_STRICT[policy]
-        return dataclasses.replace(base, result="fail", disposition=disposition)
+        ):
+            return "aligned SPF/DKIM had a DNS error"
+        if failed := _failure(tx, "spf"):
+            sender, helo = tx.envelope.mail_from, tx.connection.helo
+            identity = sender.rpartition("@")[2] if sender else helo
+            if identity and aligned(identity, from_domain, record.strict_spf):
+                return f"spf check failed ({failed}): an aligned SPF pass is possible"
+        if failed := _failure(tx, "dkim"):
+            signers = signing_domains(tx)
+            if signers is None or any(aligned(d, from_domain, record.strict_dkim) for d in signers):
+                return f"dkim check failed ({failed}): an aligned DKIM pass is possible"
+        failed = _failure(tx, "arc")
+        if failed and self.trusted_arc_sealers and "ARC-Seal" in tx.message:
+            return f"arc check failed ({failed}): a trusted sealer might vouch"
+        return ""
 
     def _trusted_sealer_vouches(self, arc: object, from_domain: str) -> str:
         """RFC 8617 7.2.1: a validated chain whose newest seal is a trusted forwarder's that
@@ -258,6 +315,29 @@ class DmarcCheck(Check):
         if sealer in self.trusted_arc_sealers and claimed == "pass" and claimed_from == from_domain:
             return f"trusted ARC sealer {sealer} saw dmarc=pass for {from_domain}"
         return ""
+
+
+def _failure(tx: Transaction, check: str) -> str:
+    """The error of `check` when it ran and gave no facts (timed out, crashed), else ""."""
+    result = tx.results.get(check)
+    if result is None or result.facts is not None:
+        return ""
+    return result.error or "no result"
+
+
+_D_TAG = re.compile(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.IGNORECASE)
+
+
+def signing_domains(tx: Transaction) -> list[str] | None:
+    """The d= of every DKIM-Signature, read without verifying anything; None when one has
+    no readable d= (it might be aligned)."""
+    domains = []
+    for value in tx.message.get_all("DKIM-Signature") or []:
+        found = _D_TAG.search(unfold(header_str(value)))
+        if found is None:
+            return None
+        domains.append(found.group(1))
+    return domains
 
 
 def dmarc_symbol(facts: DmarcFacts) -> Symbol:

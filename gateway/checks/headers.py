@@ -57,13 +57,17 @@ def address_problem(name: str, value: str, strict: bool = True) -> str | None:
         return _long_list_problem(value)
     try:
         header = _header_factory(name, value)
+        addresses = getattr(header, "addresses", ())
     except (HeaderParseError, IndexError, ValueError) as exc:
         return f"unparseable: {exc}"
     except RecursionError:  # the parser recurses once per nested comment
         return "unparseable: comments nested too deep"
     except AttributeError:  # stdlib bug on text after a group's ";" ('Group' ... 'local_part')
         return "unparseable: text after an address group"
-    addresses = getattr(header, "addresses", ())
+    except Exception as exc:  # the stdlib parser's own bugs on hostile values
+        # TypeError ("Cc: (c) .)"), UnboundLocalError ("=?utf-8?q?a?=@[ "), AssertionError...
+        # found by tests/fuzz_headers.py: a malformed address, not a failed check.
+        return f"unparseable: the parser failed ({type(exc).__name__})"
     # Obsolete syntax (RFC 5322 section 4, e.g. "John Q. Public" unquoted) must be accepted by
     # receivers and is what the fast path above lets through too; only real defects count.
     # UTF-8 in a local part is RFC 6532 (SMTPUTF8) mail, not a defect.

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 import spf as pyspf
 
-from gateway.errors import CheckError, DnsError
+from gateway.errors import CheckError, DnsError, ThreadsBusy
 from gateway.model import CheckResult, OnError, Phase, SpfFacts, SpfResult, Symbol, Transaction
 from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check
@@ -22,6 +22,10 @@ _RESULTS: frozenset[str] = frozenset(get_args(SpfResult))
 _current_resolver: ContextVar[Resolver | None] = ContextVar("spf_resolver", default=None)
 
 PyspfRecord = tuple[tuple[str, str], object]
+# Where an SPF temperror is acted on: at MAIL FROM (SPF_TEMPERROR, 451 by actions.toml), or at
+# the end of DATA, where DMARC lets an aligned DKIM pass through and defers the rest.
+TemperrorAt = Literal["mail", "data"]
+DEFERRED_SYMBOL = "SPF_TEMPERROR_DEFERRED"
 
 
 def _pyspf_values(qtype: str, records: tuple[str, ...]) -> list[object]:
@@ -87,7 +91,7 @@ def spf_symbol(facts: SpfFacts) -> Symbol:
 class SpfCheck(Check):
     name = "spf"
     phase = Phase.MAIL
-    symbols = frozenset(f"SPF_{r.upper()}" for r in _RESULTS)
+    symbols = frozenset({*(f"SPF_{r.upper()}" for r in _RESULTS), DEFERRED_SYMBOL})
 
     def __init__(
         self,
@@ -95,17 +99,21 @@ class SpfCheck(Check):
         dns_time_s: float,
         timeout_s: float = 10.0,
         on_error: OnError = OnError.IGNORE,
+        temperror_at: TemperrorAt = "mail",
     ) -> None:
         super().__init__(timeout_s, on_error)
         self.resolver = resolver
         self.dns_time_s = dns_time_s
+        self.temperror_at = temperror_at
 
     async def run(self, tx: Transaction) -> CheckResult:
         sender, helo = tx.envelope.mail_from, tx.connection.helo
         if not sender and not helo:
             facts = SpfFacts("none", "helo", "", tx.connection.client_ip, "no identity to check")
-        else:
+            return self.result(spf_symbol(facts), facts=facts)
+        try:
             facts = await self.resolver.run_blocking(
+                tx.connection.client_ip,
                 evaluate_spf,
                 self.resolver,
                 tx.connection.client_ip,
@@ -113,4 +121,25 @@ class SpfCheck(Check):
                 helo,
                 self.dns_time_s,
             )
-        return self.result(spf_symbol(facts), facts=facts)
+        except ThreadsBusy as exc:  # other sessions of this client hold its threads
+            return self._temperror(tx, str(exc))
+        return self._with_symbol(facts)
+
+    def timeout_result(self, tx: Transaction, why: str) -> CheckResult:
+        """RFC 7208 4.6.4: an evaluation that runs out of time is a temperror, whatever held
+        it up (DNS, or the wait for a thread), never an SPF_ERROR that scores 0."""
+        return self._temperror(tx, why)
+
+    def _temperror(self, tx: Transaction, why: str) -> CheckResult:
+        sender, helo = tx.envelope.mail_from, tx.connection.helo
+        identity: Literal["mailfrom", "helo"] = "mailfrom" if sender else "helo"
+        domain = sender.rpartition("@")[2] if sender else helo
+        facts = SpfFacts("temperror", identity, domain, tx.connection.client_ip, why)
+        return self._with_symbol(facts)
+
+    def _with_symbol(self, facts: SpfFacts) -> CheckResult:
+        symbol = spf_symbol(facts)
+        if facts.result == "temperror" and self.temperror_at == "data":
+            # Decided at the end of DATA by DMARC: an aligned DKIM pass lets the mail go on.
+            symbol = Symbol(DEFERRED_SYMBOL, symbol.reason)
+        return self.result(symbol, facts=facts)

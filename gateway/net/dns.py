@@ -8,9 +8,9 @@ small result type; anything that is not an answer is raised as `DnsTimeout` or `
 from __future__ import annotations
 
 import functools
+import ipaddress
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, ParamSpec, TypeVar
 
@@ -26,7 +26,7 @@ import dns.resolver
 
 from gateway.config import DnsConfig, parse_hostport
 from gateway.errors import DnsError, DnsTimeout
-from gateway.threads import in_thread
+from gateway.threads import FairThreads
 
 DNS_PORT = 53
 P = ParamSpec("P")
@@ -49,7 +49,9 @@ class Resolver:
     `timeout_s` bounds one query to one server, `lifetime_s` a whole lookup including retries.
     The async and the blocking path share one thread-safe LRU cache of `cache_entries` answers
     (0 = no cache); dnspython honours TTLs and caches NXDOMAIN/NODATA for the SOA minimum
-    (RFC 2308). `blocking_threads` run the libraries that resolve through the blocking path.
+    (RFC 2308). `blocking_threads` run the libraries that resolve through the blocking path,
+    at most `threads_per_client` of them for one client, which waits at most `thread_wait_s`
+    for one (then ThreadsBusy).
     """
 
     def __init__(
@@ -59,9 +61,13 @@ class Resolver:
         lifetime_s: float,
         cache_entries: int,
         blocking_threads: int = 16,
+        threads_per_client: int = 4,
+        thread_wait_s: float = 2.0,
     ) -> None:
         self.lifetime_s = lifetime_s
-        self._threads = ThreadPoolExecutor(blocking_threads, thread_name_prefix="dns-bound")
+        self.threads = FairThreads(
+            blocking_threads, threads_per_client, thread_wait_s, name="dns-bound"
+        )
         self.cache = dns.resolver.LRUCache(cache_entries) if cache_entries > 0 else None
         configure = not nameservers
         self._async = dns.asyncresolver.Resolver(configure=configure)
@@ -81,15 +87,21 @@ class Resolver:
             config.lifetime_s,
             config.cache_entries,
             config.blocking_threads,
+            config.blocking_threads_per_client,
+            config.blocking_thread_wait_s,
         )
 
-    async def run_blocking(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def run_blocking(
+        self, client: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """`function` (a library that resolves through `lookup_sync`: pyspf, dkimpy) in this
-        resolver's own threads. It may wait seconds per lookup on a silent server: in the
-        event loop's default pool, 32 messages with DKIM signatures against a dead DNS took
-        all the threads the spool, the quarantine and the other checks need."""
+        resolver's own threads, on behalf of `client` (its IP address: the unit of fairness).
+        It may wait seconds per lookup on a silent server: in the event loop's default pool,
+        32 messages with DKIM signatures against a dead DNS took all the threads the spool,
+        the quarantine and the other checks need. Raises ThreadsBusy when `client` gets no
+        thread within the configured wait."""
         job = functools.partial(function, *args, **kwargs)
-        return await in_thread(job, executor=self._threads)
+        return await self.threads.run(share_key(client), job)
 
     async def lookup(self, name: str, rdtype: str, lifetime_s: float | None = None) -> DnsAnswer:
         """Resolve `name`/`rdtype`; raises DnsTimeout, or DnsError for SERVFAIL, REFUSED etc.
@@ -118,6 +130,20 @@ class Resolver:
         if lifetime_s is None:
             return self.lifetime_s
         return max(0.001, min(lifetime_s, self.lifetime_s))
+
+
+def share_key(client_ip: str) -> str:
+    """Whose share of the threads a job counts against: the IPv4 address (also mapped into
+    IPv6), or the IPv6 /64: one host given a /64 must not count as 2**64 clients."""
+    try:
+        address = ipaddress.ip_address(client_ip.partition("%")[0])
+    except ValueError:
+        return client_ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _nameserver(text: str) -> dns.nameserver.Do53Nameserver:

@@ -48,6 +48,12 @@ class Check(ABC):
     async def run(self, tx: Transaction) -> CheckResult:
         """Examine `tx` and report symbols (with reasons) and typed facts."""
 
+    def timeout_result(self, tx: Transaction, why: str) -> CheckResult | None:
+        """What running out of time means for this check, or None for its error symbol. A
+        check whose timeout is a known result (SPF: temperror, RFC 7208 4.6.4) says so here,
+        so that the policy for that result applies instead of a silent score of 0."""
+        return None
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most checks hold nothing
         """Release clients the check holds."""
 

@@ -136,7 +136,11 @@ def _spf(config: Config, services: Services) -> Check | None:
     c = config.checks.spf
     if not c.enabled:
         return None
-    return SpfCheck(_resolver_for("spf", services), c.dns_time_s, c.timeout_s, c.on_error)
+    if c.temperror_at == "data" and not config.checks.dmarc.enabled:
+        raise ConfigError(['checks.spf.temperror_at: "data" needs checks.dmarc enabled'])
+    return SpfCheck(
+        _resolver_for("spf", services), c.dns_time_s, c.timeout_s, c.on_error, c.temperror_at
+    )
 
 
 def _dkim(config: Config, services: Services) -> Check | None:
@@ -168,7 +172,11 @@ def _dmarc(config: Config, services: Services) -> Check | None:
     if not c.enabled:
         return None
     resolver = _resolver_for("dmarc", services)
-    return DmarcCheck(resolver, c.trusted_arc_sealers, c.timeout_s, c.on_error)
+    spf = config.checks.spf
+    decides_spf_temperror = spf.enabled and spf.temperror_at == "data"
+    return DmarcCheck(
+        resolver, c.trusted_arc_sealers, c.timeout_s, c.on_error, decides_spf_temperror
+    )
 
 
 def _classifier(config: Config, services: Services) -> Check | None:

@@ -68,7 +68,11 @@ class PhaseRunner:
         except TimeoutError:
             elapsed = time.monotonic() - started
             why = f"timed out after {elapsed:.3f}s"
-            return _error_result(check, why, elapsed)
+            known = check.timeout_result(tx, why)
+            if known is None:
+                return _error_result(check, why, elapsed)
+            log.warning("check %s timed out on transaction %s: %s", check.name, tx.id, why)
+            return CheckResult(known.check, known.symbols, known.facts, elapsed)
         except asyncio.CancelledError:
             raise
         except GatewayError as exc:  # an expected failure (scanner down, DNS): no traceback

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -298,3 +299,42 @@ def test_no_arc(resolver: Resolver) -> None:
 def _tx(raw: bytes) -> Transaction:
     connection = Connection(id="c1", client_ip="192.0.2.1", helo="mx.example.test")
     return Transaction("t1", connection, Envelope("alice@example.test", ("bob@example.org",)), raw)
+
+
+def test_no_thread_for_the_client_in_time_is_temperror_per_signature(
+    dns_server: DnsTestServer,
+) -> None:
+    # The client's share of the DNS-bound threads is taken (its other sessions wait on a
+    # silent DNS): its signatures are temperrors, which DMARC defers on, not a failed check.
+    resolver = Resolver(
+        [dns_server.address],
+        0.2,
+        0.4,
+        100,
+        blocking_threads=2,
+        threads_per_client=1,
+        thread_wait_s=0.1,
+    )
+    release = threading.Event()
+    signed = _signed(2, lambda i: ("rsa", "ed")[i])
+
+    async def main() -> None:
+        held = asyncio.ensure_future(resolver.run_blocking("192.0.2.1", release.wait, 5.0))
+        await asyncio.sleep(0.05)
+        result = await DkimCheck(resolver).run(_tx(signed))
+        release.set()
+        await held
+        (symbol,) = result.symbols
+        assert symbol.name == "DKIM_TEMPERROR"
+        assert "no thread free within 0.1s" in symbol.reason
+        facts = result.facts
+        assert isinstance(facts, DkimFacts)
+        assert [(s.domain, s.selector) for s in facts.signatures] == [
+            ("example.test", "ed"),
+            ("example.test", "rsa"),
+        ]
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()

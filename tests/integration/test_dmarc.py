@@ -14,7 +14,18 @@ from gateway.checks.dkim import DkimCheck
 from gateway.checks.dmarc import DmarcCheck
 from gateway.checks.spf import SpfCheck
 from gateway.config import SHIPPED_RULES_DIR
-from gateway.model import Action, ArcFacts, Connection, Envelope, Transaction
+from gateway.model import (
+    Action,
+    ArcFacts,
+    CheckResult,
+    Connection,
+    DkimFacts,
+    Envelope,
+    Phase,
+    SpfFacts,
+    Symbol,
+    Transaction,
+)
 from gateway.net.dns import Resolver
 from gateway.pipeline.engine import PhaseOutcome, Pipeline
 from gateway.pipeline.scoring import load_policy
@@ -53,11 +64,12 @@ def _run(
     ip: str = BAD_IP,
     sender: str = "alice@example.test",
     trusted: tuple[str, ...] = (),
+    dkim_timeout_s: float = 10.0,
 ) -> PhaseOutcome:
     resolver = Resolver([server.address], timeout_s=0.2, lifetime_s=0.4, cache_entries=0)
     checks = [
         SpfCheck(resolver, dns_time_s=1.0, timeout_s=2.0),
-        DkimCheck(resolver),
+        DkimCheck(resolver, timeout_s=dkim_timeout_s),
         ArcCheck(resolver),
         DmarcCheck(resolver, trusted_arc_sealers=trusted),
     ]
@@ -183,6 +195,42 @@ def test_aligned_dkim_key_timeout_is_temperror_not_reject(dns_server: DnsTestSer
     assert outcome.verdict.action == Action.TEMPFAIL
 
 
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [("alice@example.test", "DMARC_TEMPERROR"), ("x@random.tarpit.test", "DMARC_REJECT")],
+)
+def test_a_failed_spf_check_is_not_read_as_no_pass(
+    dns_server: DnsTestServer, sender: str, expected: str
+) -> None:
+    # pyspf refuses the client address: the SPF check fails (SPF_ERROR) and leaves no facts.
+    # An envelope sender aligned with From might have passed: defer (451), never reject for
+    # good; one that is not aligned could not have helped, so the policy still applies.
+    _serve(dns_server, "v=DMARC1; p=reject")
+    outcome = _run(dns_server, _message(), ip="not-an-ip", sender=sender)
+    assert "SPF_ERROR" in outcome.verdict.symbol_names()
+    assert _dmarc_symbols(outcome) == [expected]
+    if expected == "DMARC_TEMPERROR":
+        assert outcome.verdict.action == Action.TEMPFAIL
+        assert outcome.verdict.reply is not None and "spf check failed" in outcome.verdict.reply
+
+
+@pytest.mark.parametrize(
+    ("signer", "expected"), [("example.test", "DMARC_TEMPERROR"), ("other.test", "DMARC_REJECT")]
+)
+def test_a_dkim_check_that_timed_out_is_not_read_as_no_pass(
+    dns_server: DnsTestServer, signer: str, expected: str
+) -> None:
+    # The key lookup outlasts the whole DKIM check: each signature is DKIM_TEMPERROR. One
+    # whose d= aligns with From might have verified: defer; one from elsewhere could not help.
+    _serve(dns_server, "v=DMARC1; p=reject")
+    dns_server.set_zone("other.test", {"rsa._domainkey": {"TXT": [rsa_key().txt()]}})
+    dns_server.drop.add((f"rsa._domainkey.{signer}", "TXT"))
+    signed = dkim_sign(_message(), rsa_key(), signer, "rsa")
+    outcome = _run(dns_server, signed, sender="bounce@other.test", dkim_timeout_s=0.2)
+    assert "DKIM_TEMPERROR" in outcome.verdict.symbol_names()
+    assert _dmarc_symbols(outcome) == [expected]
+
+
 @pytest.mark.parametrize("from_header", ["a@example.test, b@evil.test", "undisclosed-recipients:;"])
 def test_not_exactly_one_from_address(dns_server: DnsTestServer, from_header: str) -> None:
     _serve(dns_server, "v=DMARC1; p=reject")
@@ -282,3 +330,65 @@ def test_only_the_newest_seal_of_a_trusted_sealer_for_this_from_vouches() -> Non
     # The trusted sealer saw dmarc=pass for another From domain.
     assert not vouches(("forwarder.test",), ("pass",), ("attacker.test",))
     assert not vouches(("forwarder.test",), ("fail",), ("example.test",))
+
+
+def _after_failed_checks(
+    dns_server: DnsTestServer, raw: bytes, failed: tuple[str, ...], trusted: tuple[str, ...] = ()
+) -> list[str]:
+    """DMARC's symbols when the checks named in `failed` crashed (an error, no facts) and SPF,
+    where it did not crash, failed for an unaligned sender."""
+    resolver = Resolver([dns_server.address], timeout_s=0.2, lifetime_s=0.4, cache_entries=0)
+    connection = Connection(id="c1", client_ip=BAD_IP, helo="mail.sender.test")
+    tx = Transaction("tx-1", connection, Envelope("x@other.test", ("bob@example.org",)), raw)
+    results = {
+        "spf": CheckResult("spf", facts=SpfFacts("fail", "mailfrom", "other.test", BAD_IP)),
+        "dkim": CheckResult("dkim", facts=DkimFacts()),
+        "arc": CheckResult("arc", facts=ArcFacts("none")),
+    }
+    for name in failed:
+        boom = f"RuntimeError: {name} crashed"
+        results[name] = CheckResult(name, (Symbol(f"{name.upper()}_ERROR", boom),), error=boom)
+    check = DmarcCheck(resolver, trusted_arc_sealers=trusted)
+    result = asyncio.run(check.run(tx.with_results(results)))
+    return [s.name for s in result.symbols]
+
+
+def test_a_crashed_dkim_check_defers_only_where_a_signature_aligns(
+    dns_server: DnsTestServer,
+) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    aligned = dkim_sign(_message(), rsa_key(), "example.test", "rsa")
+    elsewhere = dkim_sign(_message(), rsa_key(), "other.test", "rsa")
+    assert _after_failed_checks(dns_server, aligned, ("dkim",)) == ["DMARC_TEMPERROR"]
+    assert _after_failed_checks(dns_server, elsewhere, ("dkim",)) == ["DMARC_REJECT"]
+    assert _after_failed_checks(dns_server, _message(), ("dkim",)) == ["DMARC_REJECT"]
+
+
+def test_a_crashed_arc_check_defers_only_where_a_trusted_sealer_could_vouch(
+    dns_server: DnsTestServer,
+) -> None:
+    _serve(dns_server, "v=DMARC1; p=reject")
+    sealed = b"ARC-Seal: i=1; a=rsa-sha256; d=forwarder.test; s=arc; cv=none; b=x\r\n" + _message()
+    trusted = ("forwarder.test",)
+    assert _after_failed_checks(dns_server, sealed, ("arc",), trusted) == ["DMARC_TEMPERROR"]
+    assert _after_failed_checks(dns_server, sealed, ("arc",)) == ["DMARC_REJECT"]
+
+
+def test_with_spf_temperror_left_to_dmarc_its_own_timeout_defers_too(
+    dns_server: DnsTestServer,
+) -> None:
+    # [checks.spf] temperror_at = "data": a DMARC check that runs out of time must not let
+    # the SPF temperror through as an accepted message (DMARC_ERROR, score 0).
+    _serve(dns_server, "v=DMARC1; p=reject")
+    dns_server.drop.add(("_dmarc.example.test", "TXT"))
+    resolver = Resolver([dns_server.address], timeout_s=0.5, lifetime_s=1.0, cache_entries=0)
+    check = DmarcCheck(resolver, timeout_s=0.2, decides_spf_temperror=True)
+    pipeline = Pipeline([check], load_policy(SHIPPED_RULES_DIR), deadline_s=5.0)
+    connection = Connection(id="c1", client_ip=BAD_IP, helo="mail.sender.test")
+    envelope = Envelope("alice@example.test", ("b@example.org",))
+    spf = SpfFacts("temperror", "mailfrom", "example.test", BAD_IP, "DNS timed out")
+    results = {"spf": CheckResult("spf", facts=spf)}
+    tx = Transaction("tx-1", connection, envelope, _message(), results=results)
+    outcome = asyncio.run(pipeline.run_phase(Phase.DATA, tx, final=True))
+    assert _dmarc_symbols(outcome) == ["DMARC_TEMPERROR"]
+    assert outcome.verdict.action == Action.TEMPFAIL

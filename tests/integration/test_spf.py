@@ -157,3 +157,33 @@ def test_spf_fail_rejection_when_the_admin_enables_it(resolver: Resolver) -> Non
         "550 5.7.23 SPF validation failed: mailfrom=example.test ip=203.0.113.1: "
         "SPF fail - not authorized"
     )
+
+
+def test_a_check_that_runs_out_of_time_is_a_temperror_deferred_at_mail_from(
+    dns_server: DnsTestServer, resolver: Resolver
+) -> None:
+    # The check's own time ends before pyspf's DNS bound does (or the wait for a thread took
+    # it): that is RFC 7208's temperror, 451 at MAIL FROM, not an SPF_ERROR scored 0.
+    dns_server.drop.add(("timeout.example.test", "*"))
+    check = SpfCheck(resolver, dns_time_s=5.0, timeout_s=0.25)
+    pipeline = Pipeline([check], load_policy(SHIPPED_RULES_DIR), 5.0)
+    tx = _tx("192.0.2.1", "bob@slow.example.test", "x.test")
+    outcome = asyncio.run(pipeline.run_phase(Phase.MAIL, tx))
+    assert outcome.verdict.symbol_names() == ["SPF_TEMPERROR"]
+    assert "mailfrom=slow.example.test" in outcome.verdict.symbols[0].reason
+    assert "timed out after" in outcome.verdict.symbols[0].reason
+    assert outcome.verdict.action == Action.TEMPFAIL
+    facts = outcome.tx.facts("spf")
+    assert facts is not None and facts.result == "temperror"  # type: ignore[attr-defined]
+
+
+def test_temperror_at_data_leaves_the_deferral_to_dmarc(
+    dns_server: DnsTestServer, resolver: Resolver
+) -> None:
+    dns_server.mode = "drop"
+    check = SpfCheck(resolver, 1.0, 2.0, temperror_at="data")
+    pipeline = Pipeline([check], load_policy(SHIPPED_RULES_DIR), 5.0)
+    tx = _tx("203.0.113.1", "bob@soft.example.test", "x.test")
+    outcome = asyncio.run(pipeline.run_phase(Phase.MAIL, tx))
+    assert outcome.verdict.symbol_names() == ["SPF_TEMPERROR_DEFERRED"]
+    assert not outcome.stop

@@ -36,6 +36,7 @@ def test_example_tables_are_valid_and_complete() -> None:
         "timeout_s": 10.0,
         "on_error": "ignore",
         "dns_time_s": 8.0,
+        "temperror_at": "mail",
     }
     assert tables["dkim"]["max_signatures"] == 10 and tables["dkim"]["dns_time_s"] == 8.0
     assert tables["arc"]["dns_time_s"] == 8.0
@@ -52,6 +53,7 @@ def test_example_tables_are_valid_and_complete() -> None:
         ({"arc": {"dns_time_s": 12.0}}, "checks.arc.dns_time_s: must be below timeout_s"),
         ({"dmarc": {"trusted_arc_sealers": ["@x"]}}, "'@x' is not a domain name"),
         ({"arc": {"sealers": []}}, "checks.arc.sealers: unknown key"),
+        ({"spf": {"temperror_at": "rcpt"}}, "checks.spf.temperror_at"),
     ],
 )
 def test_invalid_settings_are_reported(checks: dict[str, object], problem: str) -> None:
@@ -63,6 +65,17 @@ def test_invalid_settings_are_reported(checks: dict[str, object], problem: str) 
 def test_the_threads_for_dns_bound_checks_must_be_some() -> None:
     with pytest.raises(ConfigError, match=r"dns\.blocking_threads: must be greater than 0"):
         config_from_dict({"dns": {"blocking_threads": 0}})
+    with pytest.raises(ConfigError, match=r"dns\.blocking_threads_per_client: must be greater"):
+        config_from_dict({"dns": {"blocking_threads_per_client": 0}})
+
+
+def test_spf_temperror_at_data_needs_dmarc_to_decide() -> None:
+    resolver = Resolver(["127.0.0.1:53"], 1.0, 2.0, 10)
+    config = config_from_dict(
+        {"checks": {"spf": {"temperror_at": "data"}, "dmarc": {"enabled": False}}}
+    )
+    with pytest.raises(ConfigError, match=r"needs checks\.dmarc enabled"):
+        build_checks(config, Services(resolver=resolver))
 
 
 def test_registry_builds_the_checks_with_the_shared_resolver() -> None:

@@ -8,7 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gateway.threads import holding, in_thread, shielded
+from gateway.errors import ThreadsBusy
+from gateway.net.dns import share_key
+from gateway.threads import FairThreads, holding, in_thread, shielded
 
 WAIT_S = 5.0
 
@@ -121,3 +123,70 @@ def test_a_job_the_executor_refuses_holds_nothing() -> None:
         assert released.times == 1
 
     asyncio.run(main())
+
+
+def test_fair_threads_cap_each_client_and_bound_the_wait() -> None:
+    """A client over its share waits for its own threads and, past the wait, gets
+    ThreadsBusy; another client still gets a thread at once."""
+    pool = FairThreads(threads=3, per_client=2, wait_s=0.2, name="fair-test")
+    gate = threading.Event()
+
+    async def main() -> None:
+        hogs = [asyncio.ensure_future(pool.run("10.0.0.1", gate.wait, WAIT_S)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert pool.in_use("10.0.0.1") == 2
+        with pytest.raises(ThreadsBusy, match=r"2 for 10\.0\.0\.1"):
+            await pool.run("10.0.0.1", lambda: None)
+        assert await pool.run("10.0.0.2", lambda: "mine") == "mine"
+        gate.set()
+        assert await asyncio.gather(*hogs) == [True, True]
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
+def test_fair_threads_serve_waiting_clients_in_turn_and_count_a_thread_until_it_ends() -> None:
+    pool = FairThreads(threads=1, per_client=1, wait_s=WAIT_S, name="fair-test")
+    gate = threading.Event()
+    order: list[str] = []
+
+    async def main() -> None:
+        first = asyncio.ensure_future(pool.run("a", gate.wait, WAIT_S))
+        await asyncio.sleep(0.05)
+        # Two more of a's, then one of b's: b is served before a's second waiter.
+        waiting = [
+            asyncio.ensure_future(pool.run(client, order.append, client))
+            for client in ("a", "a", "b")
+        ]
+        await asyncio.sleep(0.05)
+        first.cancel()  # its awaiter gives up; the thread still holds the slot
+        await asyncio.sleep(0.1)
+        assert order == [] and pool.in_use() == 1
+        gate.set()
+        await asyncio.gather(*waiting)
+        assert order == ["a", "b", "a"]
+        assert pool.in_use() == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        ("unix", "unix"),
+    ],
+)
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64(ip: str, key: str) -> None:
+    # One host given a /64 must not get 2**64 shares of the DNS-bound threads.
+    assert share_key(ip) == key
