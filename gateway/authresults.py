@@ -138,6 +138,11 @@ def _same_host(a: bytes, b: bytes) -> bool:
     return a.strip().rstrip(b".").lower() == b.strip().rstrip(b".").lower()
 
 
+def names_authserv_id(value: bytes, authserv_id: str) -> bool:
+    """Whether an Authentication-Results value (folded lines included) names `authserv_id`."""
+    return _same_host(_authserv_id(value), authserv_id.lower().encode("ascii", "replace"))
+
+
 def remove_our_authentication_results(raw: bytes, authserv_id: str) -> bytes:
     """`raw` without the Authentication-Results headers that name `authserv_id` (RFC 8601
     section 5: a receiver removes such headers from outside). Everything else is kept byte for
