@@ -229,15 +229,25 @@ class DnsConfig:
     # Threads for the libraries that resolve blocking (pyspf, dkimpy: SPF, DKIM, ARC), apart
     # from the pool the spool, the quarantine and the other checks use.
     blocking_threads: int = 16
+    # A dead resolver costs a lookup its lifetime once, not per SMTP phase (gateway/net/dns.py):
+    # this many timeouts in a row make every lookup fail at once (temperror) for
+    # breaker_open_s, then one trial query decides; 0 = never. A session whose lookup timed
+    # out fails its next ones at once for breaker_open_s too.
+    breaker_timeouts: int = 3
+    breaker_open_s: float = 30.0
 
     def validate(self, problems: list[str], path: str) -> None:
+        if self.breaker_timeouts < 0:
+            problems.append(f"{path}.breaker_timeouts: must be 0 or more")
         for ns in self.nameservers:
             host, _ = parse_hostport(ns, 53) if not _valid_hostport(ns) else ("", 0)
             try:
                 ipaddress.ip_address(host)
             except ValueError:
                 problems.append(f"{path}.nameservers: {ns!r} is not an IP address or IP:port")
-        _positive(self, problems, path, "timeout_s", "lifetime_s", "blocking_threads")
+        _positive(
+            self, problems, path, "timeout_s", "lifetime_s", "blocking_threads", "breaker_open_s"
+        )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.mailsources import MailSourceError, iter_messages, split_mbox
 from gateway.model import Connection, Envelope, Transaction, Verdict, new_id
+from gateway.net.dns import begin_scope
 from gateway.pipeline.engine import Pipeline
 
 
@@ -31,6 +32,7 @@ def to_wire_format(raw: bytes) -> bytes:
 
 
 async def scan_bytes(pipeline: Pipeline, raw: bytes, envelope: ScanEnvelope) -> Verdict:
+    begin_scope()  # each message its own DNS session: one timeout, then its lookups fail fast
     tx_id = new_id()
     connection = Connection(id=tx_id, client_ip=envelope.client_ip, helo=envelope.helo)
     tx = Transaction(
