@@ -14,6 +14,8 @@ before the colon, folded or not. Other filters' fields with other names (rspamd'
 
 from __future__ import annotations
 
+import re
+
 from gateway.authresults import names_authserv_id
 
 SPAM_PREFIX = b"x-spam-"
@@ -28,33 +30,24 @@ def is_ours(name: bytes, value: bytes, authserv_id: str) -> bool:
     return lowered == _AUTH_RESULTS and names_authserv_id(value, authserv_id)
 
 
-def _header_lines(raw: bytes) -> tuple[list[bytes], int]:
-    """The lines of the header section (each with its line end) and where the rest starts
-    (the empty line that ends it, kept as it is with the body). Only the header is split: a
-    25 MB body is not turned into a list of lines."""
-    lines: list[bytes] = []
-    position = 0
-    while position < len(raw):
-        end = raw.find(b"\n", position)
-        end = len(raw) if end == -1 else end + 1
-        line = raw[position:end]
-        if line in (b"\r\n", b"\n"):
-            break
-        lines.append(line)
-        position = end
-    return lines, position
+def _header_end(raw: bytes) -> int:
+    """Where the empty line that ends the header section starts (CRLF or LF), or the end."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return 0
+    found = _EMPTY_LINE.search(raw)
+    return found.start() + 1 if found else len(raw)
 
 
-def _fields(lines: list[bytes]) -> list[tuple[int, int]]:
-    """(first line, end line) of each field; a line that is neither a field nor a
-    continuation (no colon) is a field of its own that no test matches."""
-    spans: list[tuple[int, int]] = []
-    for index, line in enumerate(lines):
-        if line[:1] in (b" ", b"\t") and spans:
-            spans[-1] = (spans[-1][0], index + 1)
-        else:
-            spans.append((index, index + 1))
-    return spans
+# A field that may be ours, with its folded lines: name (obsolete space before the colon
+# allowed), value through the line end. Regular expressions, not a loop over lines: a 24 MB
+# message that is all header took 7.7 s of the event loop line by line.
+_CANDIDATE = re.compile(
+    rb"^(?P<name>x-spam-[^:\r\n]*|authentication-results[ \t]*):"
+    rb"(?P<value>[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_RECEIVED = re.compile(rb"^received[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*", re.I | re.M)
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
 
 
 def remove_our_fields(raw: bytes, authserv_id: str, *, below_our_stamp: bool = False) -> bytes:
@@ -65,23 +58,17 @@ def remove_our_fields(raw: bytes, authserv_id: str, *, below_our_stamp: bool = F
     down to our Received (the first Received: `gateway.smtp.stamp` puts it last of ours, on
     top) are kept, and only the copies below them removed. With no Received field at all,
     nothing counts as ours and every such field goes."""
-    head_end = raw.find(b"\r\n\r\n")
-    head = raw if head_end == -1 else raw[:head_end]
-    if SPAM_PREFIX not in head.lower() and _AUTH_RESULTS not in head.lower():
-        return raw  # the usual case: nothing to remove, nothing split
-    lines, rest = _header_lines(raw)
-    spans = _fields(lines)
+    end = _header_end(raw)
     first = 0
     if below_our_stamp:
-        for number, (start, _end) in enumerate(spans):
-            if lines[start].partition(b":")[0].strip().lower() == b"received":
-                first = number + 1
-                break
+        received = _RECEIVED.search(raw, 0, end)
+        first = received.end() if received else 0
     kept: list[bytes] = []
-    for number, (start, end) in enumerate(spans):
-        name, colon, value = lines[start].partition(b":")
-        field_value = value + b"".join(lines[start + 1 : end])
-        if number >= first and colon and is_ours(name, field_value, authserv_id):
-            continue
-        kept.extend(lines[start:end])
-    return b"".join(kept) + raw[rest:]
+    position = first
+    for match in _CANDIDATE.finditer(raw, first, end):
+        if is_ours(match["name"], match["value"], authserv_id):
+            kept.append(raw[position : match.start()])
+            position = match.end()
+    if position == first:
+        return raw  # the usual case: nothing removed, nothing copied
+    return raw[:first] + b"".join(kept) + raw[position:]
