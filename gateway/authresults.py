@@ -159,34 +159,6 @@ def _same_host(a: bytes, b: bytes) -> bool:
     return a.strip().rstrip(b".").lower() == b.strip().rstrip(b".").lower()
 
 
-def remove_our_authentication_results(raw: bytes, authserv_id: str) -> bytes:
-    """`raw` without the Authentication-Results headers that name `authserv_id` (RFC 8601
-    section 5: a receiver removes such headers from outside). Everything else is kept byte for
-    byte, so DKIM signatures over other headers and the body still verify."""
-    ours = authserv_id.lower().encode("ascii", "replace")
-    end = raw.find(b"\r\n\r\n")  # not found (LF line ends): look at everything, still right
-    if b"authentication-results" not in raw[: end if end != -1 else None].lower():
-        return raw  # the usual case: nothing to remove, and no need to split the body
-    lines = raw.splitlines(keepends=True)
-    kept: list[bytes] = []
-    dropping = False
-    for index, line in enumerate(lines):
-        if line in (b"\r\n", b"\n"):  # end of the header section: keep the rest as it is
-            return b"".join(kept) + b"".join(lines[index:])
-        if line[:1] in (b" ", b"\t"):
-            if not dropping:
-                kept.append(line)
-            continue
-        name, colon, value = line.partition(b":")
-        dropping = bool(colon) and name.strip().lower() == b"authentication-results"
-        if dropping:
-            # The value may continue on the next lines; the id comes first, so read it whole.
-            following = [value]
-            for more in lines[index + 1 :]:
-                if more[:1] not in (b" ", b"\t"):
-                    break
-                following.append(more)
-            dropping = _same_host(_authserv_id(b"".join(following)), ours)
-        if not dropping:
-            kept.append(line)
-    return b"".join(kept)
+def names_authserv_id(value: bytes, authserv_id: str) -> bool:
+    """Whether an Authentication-Results value (folded lines included) names `authserv_id`."""
+    return _same_host(_authserv_id(value), authserv_id.lower().encode("ascii", "replace"))

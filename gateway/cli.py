@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan = sub.add_parser("scan", help="run the full pipeline offline on raw messages")
     _config_option(scan)
-    scan.add_argument("--client-ip", default="127.0.0.1", help="client IP to assume")
+    scan.add_argument(
+        "--client-ip",
+        help="client IP to assume (without it: 127.0.0.1, and each verdict says so)",
+    )
     scan.add_argument("--helo", default="localhost", help="HELO name to assume")
     scan.add_argument("--mail-from", default="", help="envelope sender (default: null sender)")
     scan.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeat)")
@@ -95,11 +98,12 @@ def _check_config(config: Config) -> int:
 
 def _scan(config: Config, args: argparse.Namespace) -> int:
     from gateway.runtime import build_pipeline
-    from gateway.scan import ScanEnvelope, scan_files
+    from gateway.scan import ASSUMED_CLIENT_IP, ScanEnvelope, scan_files
 
     pipeline = build_pipeline(config)
     rcpts = tuple(args.rcpt) or (f"postmaster@{config.relay.domains[0]}",)
-    envelope = ScanEnvelope(args.client_ip, args.helo, args.mail_from, rcpts)
+    client_ip = args.client_ip or ASSUMED_CLIENT_IP
+    envelope = ScanEnvelope(client_ip, args.helo, args.mail_from, rcpts, not args.client_ip)
 
     async def run() -> int:
         try:

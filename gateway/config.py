@@ -243,8 +243,16 @@ class DnsConfig:
     # A check waits at most this long for a thread; then it is a temporary error (SPF_TEMPERROR,
     # DMARC_TEMPERROR), never a silent timeout. Keep it below the checks' timeout_s.
     blocking_thread_wait_s: float = 2.0
+    # A dead resolver costs a lookup its lifetime once, not per SMTP phase (gateway/net/dns.py):
+    # this many timeouts in a row make every lookup fail at once (temperror) for
+    # breaker_open_s, then one trial query decides; 0 = never. A session whose lookup timed
+    # out fails its next ones at once for breaker_open_s too.
+    breaker_timeouts: int = 3
+    breaker_open_s: float = 30.0
 
     def validate(self, problems: list[str], path: str) -> None:
+        if self.breaker_timeouts < 0:
+            problems.append(f"{path}.breaker_timeouts: must be 0 or more")
         for ns in self.nameservers:
             host, _ = parse_hostport(ns, 53) if not _valid_hostport(ns) else ("", 0)
             try:
@@ -260,6 +268,7 @@ class DnsConfig:
             "blocking_threads",
             "blocking_threads_per_client",
             "blocking_thread_wait_s",
+            "breaker_open_s",
         )
 
 

@@ -10,15 +10,31 @@ from typing import Any
 
 from gateway.mailsources import MailSourceError, iter_messages, split_mbox
 from gateway.model import Connection, Envelope, Transaction, Verdict, new_id
+from gateway.net.dns import begin_scope
 from gateway.pipeline.engine import Pipeline
+
+ASSUMED_CLIENT_IP = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class ScanEnvelope:
-    client_ip: str = "127.0.0.1"
+    client_ip: str = ASSUMED_CLIENT_IP
     helo: str = "localhost"
     mail_from: str = ""
     rcpt_tos: tuple[str, ...] = ()
+    client_ip_assumed: bool = False  # no --client-ip: every verdict says so
+
+
+def assumed_ip_note(envelope: ScanEnvelope, spf_enabled: bool) -> str:
+    """Why a verdict may not be the one the message got at the gateway: SPF judged the
+    sender against this host's address (a saved legitimate message came out SPF_FAIL and,
+    with p=reject, DMARC_REJECT)."""
+    if not envelope.client_ip_assumed:
+        return ""
+    note = f"no --client-ip: the client was taken to be {envelope.client_ip}"
+    if spf_enabled:
+        note += "; SPF (and DMARC through it) judged the sender against that address"
+    return note
 
 
 def to_wire_format(raw: bytes) -> bytes:
@@ -31,6 +47,7 @@ def to_wire_format(raw: bytes) -> bytes:
 
 
 async def scan_bytes(pipeline: Pipeline, raw: bytes, envelope: ScanEnvelope) -> Verdict:
+    begin_scope()  # each message its own DNS session: one timeout, then its lookups fail fast
     tx_id = new_id()
     connection = Connection(id=tx_id, client_ip=envelope.client_ip, helo=envelope.helo)
     tx = Transaction(
@@ -43,9 +60,15 @@ async def scan_bytes(pipeline: Pipeline, raw: bytes, envelope: ScanEnvelope) -> 
     return outcome.verdict
 
 
-def verdict_to_json(path: str, verdict: Verdict) -> dict[str, Any]:
+def verdict_to_json(
+    path: str, verdict: Verdict, envelope: ScanEnvelope | None = None, note: str = ""
+) -> dict[str, Any]:
+    envelope = envelope or ScanEnvelope()
     return {
         "file": path,
+        "client_ip": envelope.client_ip,
+        "client_ip_assumed": envelope.client_ip_assumed,
+        "note": note,
         "action": verdict.action.value,
         "score": verdict.score,
         "thresholds": {"quarantine": verdict.quarantine_at, "reject": verdict.reject_at},
@@ -55,7 +78,7 @@ def verdict_to_json(path: str, verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def render_text(path: str, verdict: Verdict) -> str:
+def render_text(path: str, verdict: Verdict, note: str = "") -> str:
     lines = [
         f"{path}: {verdict.action.value.upper()}  score {verdict.score:.2f} "
         f"(quarantine at {verdict.quarantine_at:g}, reject at {verdict.reject_at:g})",
@@ -66,6 +89,8 @@ def render_text(path: str, verdict: Verdict) -> str:
         lines.append(f"  {symbol.name:<{width}} {symbol.score:>7.2f}  {symbol.reason}")
     if not verdict.symbols:
         lines.append("  (no symbols)")
+    if note:
+        lines.append(f"  note: {note}")
     return "\n".join(lines)
 
 
@@ -94,13 +119,14 @@ async def scan_files(
     An mbox gives one verdict per message (`FILE#n`); a directory (or Maildir) one per
     message file below it, with the files that are not mail reported as skipped."""
     outputs: list[ScanOutput] = []
+    note = assumed_ip_note(envelope, any(c.name == "spf" for c in pipeline.checks))
 
     async def scan_one(origin: str, raw: bytes) -> None:
         verdict = await scan_bytes(pipeline, raw, envelope)
         text = (
-            json.dumps(verdict_to_json(origin, verdict))
+            json.dumps(verdict_to_json(origin, verdict, envelope, note))
             if as_json
-            else render_text(origin, verdict)
+            else render_text(origin, verdict, note)
         )
         outputs.append(ScanOutput(text, False))
 

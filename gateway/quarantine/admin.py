@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from gateway.errors import AlreadyQueued, GatewayError, QuarantineError
+from gateway.ourfields import remove_our_fields
 from gateway.quarantine.store import QuarantineStore
 
 RELEASE_HEADER = "X-Quarantine-Released"
@@ -28,6 +29,7 @@ def release(
     qid: str,
     *,
     released_by: str,
+    authserv_id: str,
     learn_ham: Learn | None = None,
     now: float | None = None,
 ) -> str:
@@ -46,7 +48,8 @@ def release(
     entry = store.claim_release(qid, now=now)
     try:
         raw = store.read_message(qid)
-        data = with_release_header(raw, qid, released_by, now)
+        relayed = remove_our_fields(raw, authserv_id, below_our_stamp=True)
+        data = with_release_header(relayed, qid, released_by, now)
     except BaseException:
         store.abandon_release(entry)
         raise

@@ -152,9 +152,12 @@ def _release(args: argparse.Namespace, config: Config, store: QuarantineStore) -
     spool = Spool(root=config.queue_dir, min_free_bytes=config.queue.min_free_bytes)
     learn = _learner(config, "ham") if args.learn else None
     released_by = _current_user()
+    hostname = config.smtp.hostname
 
     def one(qid: str) -> str:
-        queue_id = admin.release(store, spool, qid, released_by=released_by, learn_ham=learn)
+        queue_id = admin.release(
+            store, spool, qid, released_by=released_by, authserv_id=hostname, learn_ham=learn
+        )
         return f"released {qid} as queue id {queue_id}" + (" (learned as ham)" if learn else "")
 
     return _for_each(ids, one)

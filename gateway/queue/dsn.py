@@ -21,6 +21,7 @@ from typing import Literal
 
 from gateway.content import header_block, parse_bytes, was_cut
 from gateway.errors import AlreadyQueued
+from gateway.ourfields import remove_our_fields
 from gateway.queue.spool import QueueEntry, RecipientState, Spool
 
 Kind = Literal["failure", "delay", "relayed"]
@@ -116,7 +117,10 @@ def build_dsn(
     # RET=FULL asks for the whole message with failures (RFC 3461 4.3); a success notice
     # gets the headers, enough to say which message it is about.
     full = entry.dsn_ret.upper() == "FULL" and kind != "relayed"
-    report.attach(_returned(original, full=full))
+    # Our verdict and authentication results are for the internal server only: they would
+    # tell a spammer which symbols and score their mail got (reporting_mta is our hostname,
+    # the authserv-id we write).
+    report.attach(_returned(remove_our_fields(original, reporting_mta), full=full))
     return report.as_bytes(policy=policy)
 
 

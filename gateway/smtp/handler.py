@@ -15,11 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from gateway.authresults import (
-    authentication_results_field,
-    remove_our_authentication_results,
-    sender_authenticated,
-)
+from gateway.authresults import authentication_results_field, sender_authenticated
 from gateway.config import Config
 from gateway.content import received_fields
 from gateway.errors import QuarantineFull, SpoolFull
@@ -40,6 +36,7 @@ from gateway.observe.log import (
     log_transaction,
     verdict_fields,
 )
+from gateway.ourfields import remove_our_fields
 from gateway.pipeline.engine import Pipeline
 from gateway.queue.committer import GroupCommitter
 from gateway.queue.dsn import mail_dsn_options, rcpt_dsn_options
@@ -337,10 +334,11 @@ class SmtpHandler:
         if verdict.action in (Action.REJECT, Action.TEMPFAIL):
             reply = self._refusal(verdict, tx.id, during_data=True)
         else:
-            # A forged Authentication-Results naming us must not reach the internal server.
-            raw = remove_our_authentication_results(tx.raw, self.hostname)
+            # Incoming X-Spam-* and Authentication-Results naming us are forgeries to the
+            # internal server: removed from what is queued. The quarantine keeps them as
+            # evidence; a release removes them there (gateway.quarantine.admin).
             extra = [authentication_results_field(self.hostname, tx)]
-            data = stamp(raw, gateway_headers(tx, verdict, self.hostname, extra))
+            ours = gateway_headers(tx, verdict, self.hostname, extra)
             try:
                 if verdict.action is Action.ACCEPT:
                     env = tx.envelope
@@ -348,7 +346,7 @@ class SmtpHandler:
                         tx.id,
                         env.mail_from,
                         env.rcpt_tos,
-                        data,
+                        stamp(remove_our_fields(tx.raw, self.hostname), ours),
                         dsn_ret=current.dsn_ret,
                         dsn_envid=current.dsn_envid,
                         rcpt_notify=current.rcpt_notify,
@@ -359,6 +357,7 @@ class SmtpHandler:
                     self.delivery.notify(tx.id, prepared)
                     queue_id, reply = tx.id, replies.queued(tx.id)
                 else:
+                    data = stamp(tx.raw, ours)
                     quarantine_id = await asyncio.to_thread(self.quarantine.add, tx, verdict, data)
                     reply = replies.held(quarantine_id)
             except SpoolFull:

@@ -24,6 +24,7 @@ from aiosmtpd.smtp import __ident__ as aiosmtpd_ident
 
 from gateway.config import SmtpConfig
 from gateway.model import Connection, new_id
+from gateway.net.dns import begin_scope
 from gateway.smtp import replies
 from gateway.smtp.addresses import (
     helo_problem,
@@ -189,6 +190,7 @@ class GatewaySMTP(SMTP):
 
     async def _handle_client(self) -> None:
         assert self.transport is not None
+        begin_scope()  # after one DNS lookup of this connection timed out, the next fail at once
         peer: Any = self.transport.get_extra_info("peername")
         client_ip, client_port = str(peer[0]), int(peer[1])
         state = self.state = SessionState(Connection(new_id(), client_ip, client_port))

@@ -23,6 +23,7 @@ from tests.support.quarantine import hold
 MESSAGES = 20
 PROCESSES = 2
 JOIN_TIMEOUT_S = 30.0
+HOST = "mx.gateway.test"
 
 
 def _release_all(
@@ -36,7 +37,7 @@ def _release_all(
     start.wait(timeout=JOIN_TIMEOUT_S)
     for qid in ids:
         try:
-            admin.release(store, spool, qid, released_by="race")
+            admin.release(store, spool, qid, released_by="race", authserv_id=HOST)
             results.put((qid, "released"))
         except QuarantineError as exc:
             results.put((qid, f"refused: {exc}"))
@@ -95,7 +96,7 @@ DIED = 17
 def _release_and_die(storage: str, qid: str) -> None:
     store = QuarantineStore(Path(storage) / "quarantine", create=False)
     spool = Spool(Path(storage) / "queue", min_free_bytes=0)
-    admin.release(store, _DyingQueue(spool), qid, released_by="first")
+    admin.release(store, _DyingQueue(spool), qid, released_by="first", authserv_id=HOST)
 
 
 def test_a_stale_release_retaken_after_delivery_does_not_deliver_again(
@@ -128,7 +129,7 @@ def test_a_stale_release_retaken_after_delivery_does_not_deliver_again(
     # 3. Much later (any claim would be stale by now) the admin releases it again.
     later = time.time() + STALE_CLAIM_S + 60
     with pytest.raises(QuarantineError, match="already released"):
-        admin.release(store, spool, qid, released_by="second", now=later)
+        admin.release(store, spool, qid, released_by="second", authserv_id=HOST, now=later)
 
     assert spool.ids() == [] and len(downstream.messages) == 1  # delivered once
     assert b"by=first" in downstream.messages[0].data

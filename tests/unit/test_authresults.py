@@ -7,7 +7,6 @@ import pytest
 
 from gateway.authresults import (
     authentication_results,
-    remove_our_authentication_results,
     sender_authenticated,
 )
 from gateway.model import (
@@ -21,6 +20,7 @@ from gateway.model import (
     SpfFacts,
     Transaction,
 )
+from gateway.ourfields import remove_our_fields
 
 ID = "mx.gateway.test"
 
@@ -101,7 +101,7 @@ BODY = b"\r\nAuthentication-Results: mx.gateway.test; in the body stays\r\n"
 
 
 def test_removes_only_headers_claiming_our_id() -> None:
-    cleaned = remove_our_authentication_results(HEAD + BODY, ID)
+    cleaned = remove_our_fields(HEAD + BODY, ID)
     assert cleaned == (
         b"Received: from x by y; Sun, 29 Nov 2026 02:00:00 +0000\r\n"
         b"Authentication-Results: mx.upstream.test; dkim=pass header.d=example.com\r\n"
@@ -112,15 +112,13 @@ def test_removes_only_headers_claiming_our_id() -> None:
 
 def test_message_without_ours_is_unchanged_byte_for_byte() -> None:
     raw = b"Subject: x\nAuthentication-Results: other.test; none\n\nbody\n"
-    assert remove_our_authentication_results(raw, ID) == raw
-    assert remove_our_authentication_results(b"", ID) == b""
+    assert remove_our_fields(raw, ID) == raw
+    assert remove_our_fields(b"", ID) == b""
     headers_only = b"Authentication-Results: mx.gateway.test; none\r\n"
-    assert remove_our_authentication_results(headers_only, ID) == b""
+    assert remove_our_fields(headers_only, ID) == b""
 
 
 def test_forged_headers_in_quoted_or_dotted_form_are_removed_too() -> None:
-    from gateway.authresults import remove_our_authentication_results
-
     raw = (
         b'Authentication-Results: "mx.example.org"; dmarc=pass\r\n'
         b"Authentication-Results: MX.Example.Org.; dmarc=pass\r\n"
@@ -128,7 +126,7 @@ def test_forged_headers_in_quoted_or_dotted_form_are_removed_too() -> None:
         b"Authentication-Results: other.example; spf=pass\r\n"
         b"Subject: x\r\n\r\nbody\r\n"
     )
-    assert remove_our_authentication_results(raw, "mx.example.org") == (
+    assert remove_our_fields(raw, "mx.example.org") == (
         b"Authentication-Results: other.example; spf=pass\r\nSubject: x\r\n\r\nbody\r\n"
     )
 

@@ -159,7 +159,7 @@ def test_a_failed_enqueue_puts_the_message_back_to_held(
 
     qid = hold(quarantine_store)
     with pytest.raises(SpoolFull):
-        release(quarantine_store, FullQueue(), qid, released_by="admin")
+        release(quarantine_store, FullQueue(), qid, released_by="admin", authserv_id="mx.test")
     entry = quarantine_store.get(qid)
     assert (entry.state, entry.claimed_at, entry.released_at) == (State.HELD, None, None)
 
@@ -320,6 +320,9 @@ def test_a_release_retaken_after_its_process_died_post_queue_completes(
         claim.release_id, claim.mail_from, list(claim.rcpt_tos), b"Subject: x\r\n\r\nx\r\n"
     )
     later = time.time() + 3600  # the claim is stale by now
-    assert release(quarantine_store, spool, qid, released_by="admin", now=later) == claim.release_id
+    released = release(
+        quarantine_store, spool, qid, released_by="admin", authserv_id="mx.test", now=later
+    )
+    assert released == claim.release_id
     assert quarantine_store.get(qid).state == State.RELEASED
     assert spool.ids() == [claim.release_id]  # queued once, not twice, not held again
