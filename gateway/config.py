@@ -244,9 +244,10 @@ class DnsConfig:
     # DMARC_TEMPERROR), never a silent timeout. Keep it below the checks' timeout_s.
     blocking_thread_wait_s: float = 2.0
     # A dead resolver costs a lookup its lifetime once, not per SMTP phase (gateway/net/dns.py):
-    # this many timeouts in a row make every lookup fail at once (temperror) for
-    # breaker_open_s, then one trial query decides; 0 = never. A session whose lookup timed
-    # out fails its next ones at once for breaker_open_s too.
+    # this many timeouts in a row make the resolver be asked for the root NS; only if that times
+    # out too does every lookup fail at once (temperror) for breaker_open_s, then it is asked
+    # again; 0 = never. A session whose lookup timed out fails its next ones at once for
+    # breaker_open_s too.
     breaker_timeouts: int = 3
     breaker_open_s: float = 30.0
 

@@ -10,10 +10,13 @@ for a 451 that was certain after the first. So a lookup fails at once with `DnsT
 the checks map to temperror) when
 - an earlier lookup of the same session (a `LookupScope`: one SMTP connection, one scanned
   message) timed out less than `breaker_open_s` ago, or
-- the process-wide breaker is open: `breaker_timeouts` lookups in a row timed out, with no
-  answer in between (SERVFAIL is an answer: the server is there). It stays open for
-  `breaker_open_s`, then lets one trial query through, with one query's `timeout_s` and no
-  retries; its answer closes the breaker, its timeout opens it again.
+- the process-wide breaker is open. `breaker_timeouts` lookups in a row that timed out, with
+  no answer in between (SERVFAIL is an answer: the server is there), make the breaker ask the
+  resolver a question only it answers (the root zone's NS, never cached, one query's
+  `timeout_s`). Only if that times out too does it open: every lookup fails at once for
+  `breaker_open_s`, then the same probe decides whether it closes. Timeouts alone never open
+  it: a sender can make lookups of its own domains time out at will (a tarpitting name
+  server), and must not so defer everyone else's mail.
 """
 
 from __future__ import annotations
@@ -76,29 +79,40 @@ def begin_scope() -> LookupScope:
 
 @dataclass(frozen=True)
 class Ticket:
-    """An admitted lookup: whether it is the breaker's trial query, and when it started."""
+    """An admitted lookup: when it started."""
 
-    trial: bool
     started_at: float
 
 
+def _in_background(job: Callable[[], None]) -> None:
+    threading.Thread(target=job, name="dns-probe", daemon=True).start()
+
+
 class Breaker:
-    """Process-wide: `timeouts` lookups in a row timed out -> every lookup fails at once for
-    `open_s`, then one trial query decides. `timeouts` = 0: never opens. Thread-safe: the
-    blocking path runs in threads. `counts`: timeouts, answered, opened, failed_fast_breaker,
-    failed_fast_session, trials."""
+    """Process-wide: `timeouts` lookups in a row timed out and `probe` (does the resolver
+    answer at all?) says no -> every lookup fails at once for `open_s`, then `probe` decides
+    again. `timeouts` = 0: never opens. The probe runs through `run_probe` (a thread: lookups
+    happen on the event loop too). Thread-safe. `counts`: timeouts, answered, probes, opened,
+    failed_fast_breaker, failed_fast_session."""
 
     def __init__(
-        self, timeouts: int, open_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        timeouts: int,
+        open_s: float,
+        probe: Callable[[], bool],
+        clock: Callable[[], float] = time.monotonic,
+        run_probe: Callable[[Callable[[], None]], None] = _in_background,
     ) -> None:
         self.timeouts = timeouts
         self.open_s = open_s
         self.clock = clock
         self.counts: Counter[str] = Counter()
+        self._probe = probe
+        self._run_probe = run_probe
         self._lock = threading.Lock()
         self._in_a_row = 0
         self._open_until: float | None = None  # None: closed
-        self._trial = False  # the one trial query is under way
+        self._probing = False
         self._answered_at = -math.inf  # clock() of the last lookup answered
 
     @property
@@ -124,24 +138,19 @@ class Breaker:
                     )
                 raise DnsTimeout(f"{question}: not asked, an earlier lookup timed out")
             if self._open_until is None:
-                return Ticket(False, now)
-            if now < self._open_until or self._trial:
-                self.counts["failed_fast_breaker"] += 1
-                raise DnsTimeout(f"{question}: not asked, the DNS server is not answering")
-            self._trial = True
-            self.counts["trials"] += 1
-            return Ticket(True, now)
+                return Ticket(now)
+            self.counts["failed_fast_breaker"] += 1
+            probe = now >= self._open_until and not self._probing
+            self._probing = self._probing or probe
+        if probe:
+            self._run_probe(self._check_resolver)
+        raise DnsTimeout(f"{question}: not asked, the DNS server is not answering")
 
     def answered(self, ticket: Ticket) -> None:
         with self._lock:
             self.counts["answered"] += 1
             self._in_a_row = 0
             self._answered_at = self.clock()
-            if ticket.trial:
-                self._trial = False
-            if self._open_until is not None:
-                self._open_until = None
-                log.warning("DNS answers again: lookups are asked again")
 
     def timed_out(self, ticket: Ticket) -> None:
         now = self.clock()
@@ -153,18 +162,37 @@ class Breaker:
             # name is slow (one DNS list, one sender's domain). The session goes on asking.
             if scope is not None and self._answered_at <= ticket.started_at:
                 scope.timed_out_at = now
-            if ticket.trial:
-                self._trial = False
-                self._open_until = now + self.open_s
-            elif self._open_until is None and self.timeouts and self._in_a_row >= self.timeouts:
-                self._open_until = now + self.open_s
+            probe = (
+                self._open_until is None
+                and not self._probing
+                and bool(self.timeouts)
+                and self._in_a_row >= self.timeouts
+            )
+            self._probing = self._probing or probe
+        if probe:
+            self._run_probe(self._check_resolver)
+
+    def _check_resolver(self) -> None:
+        """Ask `probe`; open or close by its answer."""
+        alive = self._probe()
+        with self._lock:
+            self.counts["probes"] += 1
+            self._probing = False
+            if alive:
+                self._in_a_row = 0
+                if self._open_until is not None:
+                    self._open_until = None
+                    log.warning("DNS answers again: lookups are asked again")
+                return
+            if self._open_until is None:
                 self.counts["opened"] += 1
                 log.warning(
-                    "DNS: %d lookups in a row timed out: every lookup fails at once (temperror)"
-                    " for %gs, then one trial query",
+                    "DNS: %d lookups in a row timed out and the resolver does not answer: "
+                    "every lookup fails at once (temperror) for %gs, then it is asked again",
                     self._in_a_row,
                     self.open_s,
                 )
+            self._open_until = self.clock() + self.open_s
 
     def settle(
         self, ticket: Ticket, exc: dns.exception.DNSException, result: Callable[[], DnsAnswer]
@@ -172,7 +200,6 @@ class Breaker:
         """`result()` for a lookup that ended in `exc`: a negative answer or an error raised,
         and the breaker told which (a name that cannot exist was never asked: neither)."""
         if isinstance(exc, _NOT_A_DNS_NAME):
-            self.abandoned(ticket)
             return result()
         try:
             answer = result()
@@ -184,12 +211,6 @@ class Breaker:
             raise
         self.answered(ticket)
         return answer
-
-    def abandoned(self, ticket: Ticket) -> None:
-        """The lookup ended without an outcome (cancelled): the trial may be taken again."""
-        if ticket.trial:
-            with self._lock:
-                self._trial = False
 
 
 @dataclass(frozen=True)
@@ -227,7 +248,7 @@ class Resolver:
     ) -> None:
         self.lifetime_s = lifetime_s
         self.timeout_s = timeout_s
-        self.breaker = Breaker(breaker_timeouts, breaker_open_s)
+        self.breaker = Breaker(breaker_timeouts, breaker_open_s, self._resolver_answers)
         self.threads = FairThreads(
             blocking_threads, threads_per_client, thread_wait_s, name="dns-bound"
         )
@@ -235,12 +256,25 @@ class Resolver:
         configure = not nameservers
         self._async = dns.asyncresolver.Resolver(configure=configure)
         self._sync = dns.resolver.Resolver(configure=configure)
-        for resolver in (self._async, self._sync):
+        self._prober = dns.resolver.Resolver(configure=configure)  # uncached, one query
+        for resolver in (self._async, self._sync, self._prober):
             if nameservers:
                 resolver.nameservers = [_nameserver(ns) for ns in nameservers]
             resolver.timeout = timeout_s
             resolver.lifetime = lifetime_s
             resolver.cache = self.cache
+        self._prober.lifetime, self._prober.cache = timeout_s, None
+
+    def _resolver_answers(self) -> bool:
+        """Whether the resolver answers at all: the root zone's NS, which any resolver knows
+        (or refuses) itself, so no name server a sender chose can slow it down."""
+        try:
+            self._prober.resolve(".", "NS", search=False)
+        except dns.exception.Timeout:
+            return False
+        except dns.exception.DNSException:
+            return True  # REFUSED, SERVFAIL, NXDOMAIN, no answer: it is there
+        return True
 
     @classmethod
     def from_config(cls, config: DnsConfig) -> Resolver:
@@ -276,7 +310,7 @@ class Resolver:
         ticket = self._admit(name, rdtype)
         try:
             answer = await self._async.resolve(
-                name, rdtype, search=False, lifetime=self._lifetime(lifetime_s, ticket)
+                name, rdtype, search=False, lifetime=self._lifetime(lifetime_s)
             )
         except dns.exception.DNSException as exc:
             return self._failed(ticket, exc, name, rdtype)
@@ -293,7 +327,7 @@ class Resolver:
         ticket = self._admit(name, rdtype)
         try:
             answer = self._sync.resolve(
-                name, rdtype, search=False, lifetime=self._lifetime(lifetime_s, ticket)
+                name, rdtype, search=False, lifetime=self._lifetime(lifetime_s)
             )
         except dns.exception.DNSException as exc:
             return self._failed(ticket, exc, name, rdtype)
@@ -312,8 +346,6 @@ class Resolver:
         a dead server went unnoticed at connect."""
         if self.breaker.clock() - ticket.started_at >= self.timeout_s:
             self.breaker.timed_out(ticket)
-        else:
-            self.breaker.abandoned(ticket)
 
     def _admit(self, name: str, rdtype: str) -> Ticket | None:
         """None for an answer the cache has (given even while lookups fail fast: no server is
@@ -339,13 +371,10 @@ class Resolver:
         negative = functools.partial(_negative_or_raise, name, rdtype, exc)
         return negative() if ticket is None else self.breaker.settle(ticket, exc, negative)
 
-    def _lifetime(self, lifetime_s: float | None, ticket: Ticket | None) -> float:
-        # The trial query of an open breaker is one query: a session waits no more for it.
-        trial = ticket is not None and ticket.trial
-        longest = min(self.timeout_s, self.lifetime_s) if trial else self.lifetime_s
+    def _lifetime(self, lifetime_s: float | None) -> float:
         if lifetime_s is None:
-            return longest
-        return max(0.001, min(lifetime_s, longest))
+            return self.lifetime_s
+        return max(0.001, min(lifetime_s, self.lifetime_s))
 
 
 def share_key(client_ip: str) -> str:

@@ -103,6 +103,8 @@ def _attack(
             dns_server.drop.add((domain, "*"))
             code, _ = smtp.mail(f"x@{domain}")
             codes.append(code)
+            if code == 421:
+                return  # the gateway closed the session
             smtp.rset()
             attempt += 1
 
@@ -139,5 +141,6 @@ def test_tarpit_senders_cannot_starve_a_legitimate_senders_checks(
     assert (code, reply[:5]) == (250, b"2.0.0"), reply  # accepted, not 550 5.7.1 DMARC_REJECT
     assert legit_s < 3.0, legit_s  # its checks did not wait for the tarpit sessions
     # Every tarpit MAIL FROM is deferred (SPF_TEMPERROR: DNS gave up, or no thread in time),
-    # none accepted with a silent SPF_ERROR.
-    assert attack_codes and set(attack_codes) == {451}, sorted(set(attack_codes))
+    # none accepted with a silent SPF_ERROR. Once a session's lookup timed out its next ones
+    # fail at once (the DNS breaker), so a session may run into the error limit (421).
+    assert 451 in attack_codes and set(attack_codes) <= {421, 451}, sorted(set(attack_codes))

@@ -1,12 +1,14 @@
 """A resolver that swallows every query (issue 22 item 2): a session waits for DNS once, not in
-each SMTP phase; once the breaker is open a new session waits for none; one trial query, no
-longer than `timeout_s`, finds the resolver back. Real DNS server on loopback in "drop" mode."""
+each SMTP phase; once the breaker is open a new session waits for none; the breaker's own probe
+of the resolver (not a sender's lookup) finds it back. Real DNS server on loopback in "drop"
+mode; a tarpitting sender domain alone never opens the breaker."""
 
 from __future__ import annotations
 
 import asyncio
 import smtplib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,28 +78,66 @@ def test_a_dead_resolver_costs_a_session_one_wait_and_new_sessions_none(
     host, port = gateway.host, gateway.port
 
     # The first session: its two DNSBL lookups at connect wait their lifetime (nothing can
-    # know the server is dead before), and open the breaker; MAIL's SPF is not asked.
+    # know the server is dead before) and make the breaker probe the resolver; MAIL's SPF is
+    # not asked (the session's own lookups timed out).
     banner_s, mail_s, code = timed_session(host, port)
     assert LIFETIME_S - 0.1 < banner_s < LOOKUP_S + SLACK_S
     assert (code, mail_s < SLACK_S) == (451, True)
+    _wait_for(lambda: resolver.breaker.is_open, TIMEOUT_S + SLACK_S)  # the probe timed out too
     assert resolver.breaker.counts["opened"] == 1
 
     # While it is open, a new session waits for nothing, and gets its 451 at once.
     banner_s, mail_s, code = timed_session(host, port)
     assert (banner_s < SLACK_S, mail_s < SLACK_S, code) == (True, True, 451)
 
-    # Then one trial query: the banner waits one query's timeout at most, not a lifetime.
+    # After open_s the next lookup sets off another probe and still fails at once: no session
+    # waits for a dead resolver again.
     time.sleep(OPEN_S)
     banner_s, mail_s, code = timed_session(host, port)
-    assert banner_s < TIMEOUT_S + SLACK_S and (code, mail_s < SLACK_S) == (451, True)
-    assert resolver.breaker.counts["trials"] == 1
+    assert (banner_s < SLACK_S, mail_s < SLACK_S, code) == (True, True, 451)
+    _wait_for(lambda: resolver.breaker.counts["probes"] == 2, TIMEOUT_S + SLACK_S)
 
-    # The resolver is back: the next trial finds it, and mail flows again.
+    # The resolver is back: the next probe finds it, and mail flows again.
     dns_server.mode = "answer"
     dns_server.set_zone(".", {"sender.test": {"TXT": ["v=spf1 ?all"]}})
     time.sleep(OPEN_S)
+    timed_session(host, port)  # sets off the probe
+    _wait_for(lambda: not resolver.breaker.is_open, TIMEOUT_S + SLACK_S)
     banner_s, mail_s, code = timed_session(host, port)
-    assert code == 250 and not resolver.breaker.is_open
+    assert code == 250
+
+
+def test_a_tarpitting_sender_domain_never_opens_the_breaker(
+    gateway_factory: GatewayFactory, dns_server: DnsTestServer
+) -> None:
+    # The resolver answers; only the sender's own domains never do (their name servers
+    # tarpit). Before the probe, 2 such MAILs opened the breaker and every other sender's mail
+    # was deferred for breaker_open_s.
+    dns_server.set_zone("legit.test", {"@": {"TXT": ["v=spf1 ?all"]}})
+    resolver = Resolver(
+        [dns_server.address], TIMEOUT_S, LIFETIME_S, 0, breaker_timeouts=2, breaker_open_s=60.0
+    )
+    gateway = gateway_factory(
+        {"checks": {"spf": {"enabled": True}}}, services=Services(resolver=resolver)
+    )
+    for n in range(3):
+        dns_server.drop.add((f"s{n}.tarpit.test", "*"))
+        with smtplib.SMTP(gateway.host, gateway.port, timeout=15) as smtp:
+            smtp.ehlo("client.test")
+            assert smtp.mail(f"x@s{n}.tarpit.test")[0] == 451
+    _wait_for(lambda: resolver.breaker.counts["probes"] >= 1, TIMEOUT_S + SLACK_S)
+    time.sleep(TIMEOUT_S)  # a probe that would time out has done so
+    assert not resolver.breaker.is_open
+    with smtplib.SMTP(gateway.host, gateway.port, timeout=15) as smtp:
+        smtp.ehlo("client.test")
+        assert smtp.mail("alice@legit.test")[0] == 250
+
+
+def _wait_for(condition: Callable[[], bool], within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.02)
 
 
 def test_scan_of_a_message_waits_for_one_lookup_not_each(

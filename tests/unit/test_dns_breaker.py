@@ -18,36 +18,65 @@ class Clock:
         return self.now
 
 
-def test_timeouts_in_a_row_open_it_then_one_trial_decides() -> None:
+class Resolver:
+    """Stands in for the resolver's own probe: does it answer at all? Counted."""
+
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.alive
+
+
+def _breaker(timeouts: int, resolver: Resolver, clock: Clock | None = None) -> Breaker:
+    return Breaker(timeouts, 30.0, resolver, clock or Clock(), run_probe=lambda job: job())
+
+
+def test_timeouts_in_a_row_and_a_silent_resolver_open_it_until_the_resolver_answers() -> None:
     clock = Clock()
-    breaker = Breaker(timeouts=2, open_s=30.0, clock=clock)
+    resolver = Resolver(alive=False)
+    breaker = _breaker(2, resolver, clock)
     breaker.timed_out(breaker.admit("a/A"))
-    assert not breaker.is_open
+    assert not breaker.is_open and resolver.asked == 0
     breaker.timed_out(breaker.admit("b/A"))
-    assert breaker.is_open and breaker.counts["opened"] == 1
+    assert breaker.is_open and breaker.counts["opened"] == 1 and resolver.asked == 1
     with pytest.raises(DnsTimeout, match="not answering"):
         breaker.admit("c/A")
+    assert resolver.asked == 1  # not asked again before open_s
     clock.now += 30.0
-    trial = breaker.admit("d/A")
-    assert trial.trial
-    with pytest.raises(DnsTimeout):  # only one trial at a time
+    with pytest.raises(DnsTimeout):  # asked again; still silent: open for open_s more
+        breaker.admit("d/A")
+    assert resolver.asked == 2 and breaker.is_open
+    clock.now += 30.0
+    resolver.alive = True
+    with pytest.raises(DnsTimeout):  # the lookup that asked fails; the resolver answered
         breaker.admit("e/A")
-    breaker.timed_out(trial)  # open again for open_s
-    with pytest.raises(DnsTimeout):
-        breaker.admit("f/A")
-    clock.now += 30.0
-    breaker.answered(breaker.admit("g/A"))
-    assert not breaker.is_open and not breaker.admit("h/A").trial
-    assert breaker.counts["failed_fast_breaker"] == 3 and breaker.counts["trials"] == 2
+    assert not breaker.is_open
+    breaker.answered(breaker.admit("f/A"))
+    assert breaker.counts["failed_fast_breaker"] == 3 and breaker.counts["probes"] == 3
+
+
+def test_timeouts_of_names_a_sender_chose_never_open_it_while_the_resolver_answers() -> None:
+    # A tarpitting name server makes lookups of the sender's own domains time out at will: that
+    # must not defer everyone else's mail.
+    resolver = Resolver(alive=True)
+    breaker = _breaker(2, resolver)
+    for n in range(20):
+        breaker.timed_out(breaker.admit(f"x{n}.tarpit.test/TXT"))
+    assert not breaker.is_open and breaker.counts["opened"] == 0
+    assert resolver.asked == 10  # once per `timeouts` in a row
+    breaker.admit("legit.test/TXT")
 
 
 def test_an_answer_between_timeouts_keeps_it_closed_and_zero_never_opens() -> None:
-    breaker = Breaker(timeouts=2, open_s=30.0, clock=Clock())
+    breaker = _breaker(2, Resolver(alive=False))
     breaker.timed_out(breaker.admit("a/A"))
     breaker.answered(breaker.admit("b/A"))  # SERVFAIL counts too: the server is there
     breaker.timed_out(breaker.admit("c/A"))
     assert not breaker.is_open
-    never = Breaker(timeouts=0, open_s=30.0, clock=Clock())
+    never = _breaker(0, Resolver(alive=False))
     for _ in range(10):
         never.timed_out(never.admit("a/A"))
     assert not never.is_open
@@ -55,7 +84,7 @@ def test_an_answer_between_timeouts_keeps_it_closed_and_zero_never_opens() -> No
 
 def test_a_session_fails_fast_after_its_own_timeout_unless_others_were_answered() -> None:
     clock = Clock()
-    breaker = Breaker(timeouts=0, open_s=30.0, clock=clock)
+    breaker = _breaker(0, Resolver(alive=False), clock)
 
     def session() -> None:
         begin_scope()
