@@ -60,7 +60,7 @@ def _antivirus(config: Config, services: Services) -> Check | None:
 
 
 def _attachments(config: Config, services: Services) -> Check | None:
-    c = config.checks.attachments
+    c, av = config.checks.attachments, config.checks.antivirus
     if not c.enabled:
         return None
     rules = load_type_rules(config.rules_dir / ATTACHMENT_RULES_FILE)
@@ -69,6 +69,8 @@ def _attachments(config: Config, services: Services) -> Check | None:
         c.max_nested_archive_bytes,
         c.max_compression_ratio,
         c.max_archive_inflated_bytes,
+        # What clamd would skip inside an archive, when clamd runs at all.
+        av.max_file_bytes if av.enabled else None,
     )
     limits = AttachmentLimits(c.max_parts, c.max_decoded_bytes, c.max_archive_entries, archive)
     return AttachmentsCheck(rules, limits, c.timeout_s, c.on_error)
