@@ -306,9 +306,9 @@ class AntivirusCheckConfig(CheckConfig):
     timeout_s: float = 30.0  # a large message takes clamd a while
     on_error: OnError = OnError.TEMPFAIL  # a scanner failure is never a silent pass
     max_scan_bytes: int = 25 * 1024 * 1024  # larger messages get AV_OVERSIZE (see actions.toml)
-    # clamd's MaxFileSize (its default): an archive entry larger than this is skipped by
-    # clamd ("OK" without AlertExceedsMax), so the attachments check reports AV_UNSCANNABLE.
-    max_file_bytes: int = 100 * 1024 * 1024
+    # clamd's MaxFileSize (25M in Debian's clamd.conf; 100M compiled in): an archive entry
+    # larger is skipped by clamd ("OK" without AlertExceedsMax): AV_UNSCANNABLE. docs/clamd.md
+    max_file_bytes: int = 25 * 1024 * 1024
 
     def validate(self, problems: list[str], path: str) -> None:
         if self.address.startswith("tcp://"):

@@ -18,7 +18,9 @@ from gateway.checks.archive import ArchiveLimits, Budget, Kind, archive_kind, li
 from gateway.checks.attachments import AttachmentLimits, AttachmentsCheck
 from gateway.checks.filetypes import load_type_rules
 from gateway.checks.textfiles import MAX_TEXT_FILES, text_files
-from gateway.config import SHIPPED_RULES_DIR
+from gateway.config import SHIPPED_RULES_DIR, config_from_dict
+from gateway.errors import ConfigError
+from gateway.pipeline import registry
 from tests.support.attachments_mail import (
     message,
     rar_of,
@@ -279,3 +281,21 @@ def test_million_begin_lines_are_fast_and_bounded() -> None:
     started = time.monotonic()
     text_files(body.encode())
     assert time.monotonic() - started < 2.0
+
+
+def test_max_file_bytes_config() -> None:
+    assert config_from_dict({}).checks.antivirus.max_file_bytes == 25 * 1024 * 1024
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"checks": {"antivirus": {"max_file_bytes": 0}}})
+    assert caught.value.problems == ["checks.antivirus.max_file_bytes: must be greater than 0"]
+
+
+def test_scanner_limit_reaches_the_check_only_with_the_scanner_on() -> None:
+    def limit(antivirus_on: bool) -> int | None:
+        checks = {"antivirus": {"enabled": antivirus_on, "max_file_bytes": 12345}}
+        config = config_from_dict({"checks": checks})
+        check = registry._attachments(config, registry.Services())
+        assert isinstance(check, AttachmentsCheck)
+        return check.limits.archive.max_scan_file_bytes
+
+    assert (limit(True), limit(False)) == (12345, None)
