@@ -11,6 +11,7 @@ lzop, grzip) on hostile input.
 from __future__ import annotations
 
 import ctypes
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -72,6 +73,10 @@ _STRIP_ON_RAW = (".gz", ".bz2", ".xz", ".tgz", ".tbz2", ".tbz", ".txz")
 HEAD_BYTES = 64 * 1024  # an entry's first bytes, for the content sniffers (PE in a .gz)
 _BOMB_MIN_BYTES = 1024 * 1024
 _BLOCK_BYTES = 64 * 1024
+
+# libarchive-c logs each ARCHIVE_WARN (e.g. "Pathname can't be converted") at WARNING: one line
+# per entry of a hostile archive. The listing reports what matters itself.
+logging.getLogger("libarchive").setLevel(logging.ERROR)
 
 # archive_entry_is_encrypted (libarchive >= 3.2): libarchive-c does not wrap it.
 _is_encrypted = archive_ffi.libarchive.archive_entry_is_encrypted
@@ -230,7 +235,7 @@ class _Walk:
         """Record one entry; False stops the listing (a limit or a bomb)."""
         if not self.charge():
             return False
-        name = raw_name or str(entry.pathname)
+        name = raw_name or _entry_name(entry)
         where = f"{self.path}/{name}"
         if self.budget.entries_left <= 0:
             detail = f"more than the {self.budget.entries_limit} entries listed per message"
@@ -316,6 +321,15 @@ class _Walk:
             return True
         self.recurse(data, where, self.depth + 1, self.limits, self.budget, self.out)
         return True
+
+
+def _entry_name(entry: Any) -> str:
+    """libarchive-c gives bytes for a name it cannot decode (Latin-1 in an old tar): decoded
+    here with replacement, so "\xe9t\xe9.exe" still ends in ".exe"."""
+    name = entry.pathname
+    if isinstance(name, bytes):
+        return name.decode("utf-8", errors="replace")
+    return str(name) if name is not None else ""
 
 
 def _raw_name(path: str) -> str:

@@ -299,3 +299,10 @@ def test_scanner_limit_reaches_the_check_only_with_the_scanner_on() -> None:
         return check.limits.archive.max_scan_file_bytes
 
     assert (limit(True), limit(False)) == (12345, None)
+
+
+def test_undecodable_entry_name_hides_nothing() -> None:
+    # tarfile writes names as UTF-8; "f\xe9" + 9 bytes, same length, is the Latin-1 of old tools.
+    archive = tar_of(("fé.exe", b"x")).replace("fé.exe".encode(), b"f\xe9.exe\0")
+    found = scan(message(("a.tar", archive)))
+    assert found["ATTACH_EXECUTABLE"] == "file=a.tar/f\ufffd.exe extension .exe"
