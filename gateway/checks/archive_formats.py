@@ -243,17 +243,32 @@ class _Walk:
             return False
         self.budget.entries_left -= 1
         self.out.names.append(where)
+        if raw_name is not None and (stored := _gzip_stored_name(self.data)):
+            self.out.names.append(f"{self.path}/{stored}")  # the name gunzip -N and 7-Zip use
         if _is_encrypted(entry._entry_p):
             self.out.findings.append(Finding(Problem.ENCRYPTED, where, "encrypted entry"))
             return True
         if not entry.isfile:
             return True
-        size = entry.size
-        if size is None and raw_name is not None:
-            size = _gzip_size(self.data)
+        # A lone compressed file declares no size (gzip's ISIZE trailer is the sender's word):
+        # _read measures it.
+        size = None if raw_name is not None else entry.size
         if size is not None and not self._declared(where, int(size)):
             return False
+        if raw_name is not None and not self._trailer_ratio(where):
+            return False
         return self._read(entry, where, name, size)
+
+    def _trailer_ratio(self, where: str) -> bool:
+        """A gzip bomb by its ISIZE trailer, before inflating it: trusted only to find a bomb
+        (a sender who overstates it only gets their own mail refused)."""
+        size = _gzip_size(self.data) or 0
+        ratio = size / max(len(self.data), 1)
+        if size > _BOMB_MIN_BYTES and ratio > self.limits.max_ratio:
+            detail = f"ratio {ratio:.0f} ({len(self.data)} -> {size} bytes, gzip trailer)"
+            self.out.findings.append(Finding(Problem.BOMB, where, detail))
+            return False
+        return True
 
     def _declared(self, where: str, size: int) -> bool:
         self.declared += size
@@ -301,8 +316,9 @@ class _Walk:
             if not stream and not self.budget.take_bytes(len(block)):
                 self._limit(where, "decode budget exhausted")
                 return False
-            if size is None:  # a lone bz2/xz stream: read to its end, within the budget
-                continue
+            scan_max = self.limits.max_scan_file_bytes
+            if size is None and scan_max is not None and total <= scan_max:
+                continue  # a lone compressed file: measured up to what the scanner scans
             if total >= HEAD_BYTES and archive_kind(bytes(head[:HEAD_BYTES]), name) is None:
                 break
             if total > nested_max:
@@ -340,6 +356,20 @@ def _raw_name(path: str) -> str:
         if lower.endswith(suffix) and len(base) > len(suffix):
             return base[: -len(suffix)]
     return "data"
+
+
+def _gzip_stored_name(data: bytes) -> str:
+    """The original file name a gzip header may carry (FNAME), "" without one."""
+    if data[:3] != b"\x1f\x8b\x08" or not data[3] & 0x08 or len(data) < 10:
+        return ""
+    start = 10
+    if data[3] & 0x04:  # FEXTRA: a 2-byte length, then that many bytes
+        start += 2 + int.from_bytes(data[10:12], "little")
+    end = data.find(b"\0", start, start + 1024)
+    if end < 0:
+        return ""
+    stored = data[start:end].decode("latin-1")  # RFC 1952: ISO 8859-1
+    return stored.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _gzip_size(data: bytes) -> int | None:

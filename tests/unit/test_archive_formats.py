@@ -8,6 +8,7 @@ import binascii
 import bz2
 import dataclasses
 import gzip
+import io
 import lzma
 import os
 import time
@@ -306,3 +307,20 @@ def test_undecodable_entry_name_hides_nothing() -> None:
     archive = tar_of(("fé.exe", b"x")).replace("fé.exe".encode(), b"f\xe9.exe\0")
     found = scan(message(("a.tar", archive)))
     assert found["ATTACH_EXECUTABLE"] == "file=a.tar/f\ufffd.exe extension .exe"
+
+
+def test_lone_gzip_size_is_measured_not_read_from_its_trailer() -> None:
+    # ISIZE, the last 4 bytes, says 10 bytes: clamd inflates it all and skips it as too big.
+    stream = gzip.compress(incompressible(3 * 1024 * 1024))
+    lying = stream[:-4] + (10).to_bytes(4, "little")
+    limits = with_archive(max_scan_file_bytes=2 * 1024 * 1024)
+    found = scan(message(("backup.gz", lying)), limits)
+    assert found["AV_UNSCANNABLE"].startswith("file=backup.gz/backup ")
+
+
+def test_gzip_stored_file_name_is_checked() -> None:
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="invoice.js", mode="wb", fileobj=buffer, mtime=0) as stream:
+        stream.write(b"var x = 1;")
+    found = scan(message(("notes.txt.gz", buffer.getvalue())))
+    assert found["ATTACH_SCRIPT"] == "file=notes.txt.gz/invoice.js extension .js"
