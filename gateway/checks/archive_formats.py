@@ -172,7 +172,9 @@ def _list(
     except ArchiveError as exc:
         if walk.entries == 0 and _unrecognised(exc):
             return -1
-        out.findings.append(Finding(Problem.BROKEN, path, _why(exc)))
+        # Encrypted headers (rar -hp, 7z -mhe): not even the names can be read.
+        problem = Problem.ENCRYPTED if "encrypt" in _why(exc).lower() else Problem.BROKEN
+        out.findings.append(Finding(problem, path, _why(exc)))
     except UnicodeDecodeError:
         out.findings.append(Finding(Problem.BROKEN, path, "entry name not UTF-8"))
     return walk.entries

@@ -102,7 +102,9 @@ def seven_zip_of(*entries: tuple[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def rar_of(name: str, data: bytes, encrypted: bool = False) -> bytes:
+def rar_of(
+    name: str, data: bytes, encrypted: bool = False, encrypted_headers: bool = False
+) -> bytes:
     """A RAR 4 archive with one stored entry, written by hand: libarchive reads rar but does
     not write it, and Debian's free packages have no rar writer (rar itself is non-free).
     Each header's CRC is the low 16 bits of the CRC-32 of the header from its type byte."""
@@ -127,7 +129,7 @@ def rar_of(name: str, data: bytes, encrypted: bool = False) -> bytes:
     )  # packed and unpacked size, host Unix, CRC, DOS time, version 2.0, method store
     return (
         b"Rar!\x1a\x07\x00"
-        + block(0x73, 0, bytes(6))  # main archive header
+        + block(0x73, 0x80 if encrypted_headers else 0, bytes(6))  # main header; 0x80: -hp
         + block(0x74, file_flags, file_header + encoded)
         + data
         + block(0x7B, 0x4000, b"")  # end of archive

@@ -178,6 +178,11 @@ def test_encrypted_rar_entry() -> None:
     assert found["ATTACH_ARCHIVE_ENCRYPTED"] == "file=a.rar/secret.pdf encrypted entry"
 
 
+def test_rar_with_encrypted_names_is_encrypted_not_broken() -> None:
+    found = scan(message(("a.rar", rar_of("setup.exe", b"x", encrypted_headers=True))))
+    assert found == {"ATTACH_ARCHIVE_ENCRYPTED": "file=a.rar RAR encryption support unavailable."}
+
+
 @pytest.mark.parametrize(
     ("name", "data"),
     [
