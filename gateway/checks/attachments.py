@@ -75,8 +75,10 @@ class AttachmentsCheck(Check):
 
     async def run(self, tx: Transaction) -> CheckResult:
         # Decoding and listing attachments is CPU work: off the event loop, so sessions go on.
-        # A small message has little to decode, and the thread hop would cost more.
-        if len(tx.raw) <= INLINE_MAX_BYTES:
+        # A small message of text only has little to decode, and the thread hop would cost
+        # more; a small one with an attachment may hold a compressed file that inflates a
+        # thousandfold.
+        if len(tx.raw) <= INLINE_MAX_BYTES and _text_only(tx.message, self.limits.max_parts):
             return self.result(*self._inspect_message(tx))
         return self.result(*await in_thread(self._inspect_message, tx))
 
@@ -181,6 +183,20 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
             continue
         parts.append(Part(name or f"part {seen}", data))
     return parts
+
+
+def _text_only(root: email.message.Message, max_parts: int) -> bool:
+    """No attachment and no uuencoded or yEnc file in the text: nothing to inflate."""
+    for seen, part in enumerate(root.walk()):
+        if seen >= max_parts:
+            return False
+        if part.is_multipart():
+            continue
+        if part.get_content_maintype() != "text" or part_filename(part, decode_words=False):
+            return False
+        if b"begin " in part_bytes(part):
+            return False
+    return True
 
 
 def _printable(text: str) -> str:
