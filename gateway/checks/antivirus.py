@@ -12,6 +12,9 @@ from gateway.pipeline.check import Check
 
 # ClamAV reports "could not look inside" as detections with these prefixes (AlertExceedsMax,
 # AlertEncrypted*): not a virus, but not known clean either.
+# Without AlertExceedsMax clamd says "OK" about a file over MaxFileSize it skipped: the
+# attachments check, which lists archives, reports such entries as AV_UNSCANNABLE itself
+# ([checks.antivirus] max_file_bytes, docs/clamd.md).
 UNSCANNABLE_PREFIXES = ("Heuristics.Limits.Exceeded", "Heuristics.Encrypted")
 _RUNNER_GRACE_S = 1.0
 
