@@ -306,8 +306,8 @@ class AntivirusCheckConfig(CheckConfig):
     timeout_s: float = 30.0  # a large message takes clamd a while
     on_error: OnError = OnError.TEMPFAIL  # a scanner failure is never a silent pass
     max_scan_bytes: int = 25 * 1024 * 1024  # larger messages get AV_OVERSIZE (see actions.toml)
-    # clamd's MaxFileSize (25M in Debian's clamd.conf; 100M compiled in): an archive entry
-    # larger is skipped by clamd ("OK" without AlertExceedsMax): AV_UNSCANNABLE. docs/clamd.md
+    # clamd's MaxFileSize (25M in Debian's clamd.conf; 100M compiled in): a message or archive
+    # entry larger is skipped by clamd ("OK" without AlertExceedsMax): AV_UNSCANNABLE.
     max_file_bytes: int = 25 * 1024 * 1024
 
     def validate(self, problems: list[str], path: str) -> None:

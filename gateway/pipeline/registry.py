@@ -56,7 +56,7 @@ def _antivirus(config: Config, services: Services) -> Check | None:
     if not c.enabled:
         return None
     client = ClamdClient(parse_address(c.address), c.timeout_s)
-    return AntivirusCheck(client, c.max_scan_bytes, c.on_error)
+    return AntivirusCheck(client, c.max_scan_bytes, c.on_error, c.max_file_bytes)
 
 
 def _attachments(config: Config, services: Services) -> Check | None:

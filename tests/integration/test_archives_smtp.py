@@ -142,13 +142,31 @@ def test_entry_larger_than_clamd_scans_is_held(
 ) -> None:
     # The attacker's 110 MB entry in a 1.9 MB message, scaled down: EICAR at the end of an
     # entry larger than MaxFileSize, which this clamd skips and calls clean.
-    entry = os.urandom(STOCK_MAX_FILE_BYTES) + EICAR
+    log = b"".join(b"2026-12-08 04:%05d GET /index.html 200\n" % i for i in range(30_000))
+    entry = log + EICAR  # 1.2 MB of log lines: the message stays under MaxFileSize itself
     raw = message(("logs.tar.gz", tar_of(("big.log", entry), compression="gz")))
+    assert len(raw) < STOCK_MAX_FILE_BYTES
     gateway = start(gateway_factory, stock_clamd.address, max_file_bytes=STOCK_MAX_FILE_BYTES)
     reply = send(gateway, raw)
     [held] = gateway.quarantine.find(Filter())
     assert reply == replies.held(held.id)
     assert gateway.spool.ids() == []
+    [symbol] = [s for s in held.symbols if s.name == "AV_UNSCANNABLE"]
+    assert symbol.check == "attachments"
+    assert symbol.reason.startswith(f"file=logs.tar.gz/big.log {len(entry)} bytes, more than")
     # Below the limit this clamd finds the same virus: it is the size that hid it.
     small = message(("logs.tar.gz", tar_of(("big.log", EICAR), compression="gz")))
     assert send(gateway, small) == "554 5.7.0 Virus found: Eicar-Test-Signature.UNOFFICIAL"
+
+
+def test_message_larger_than_clamd_scans_is_held(
+    gateway_factory: GatewayFactory, stock_clamd: ClamdServer
+) -> None:
+    # MaxFileSize applies to the stream itself: a message over it is skipped whole ("OK").
+    raw = message(("data.bin", os.urandom(STOCK_MAX_FILE_BYTES) + EICAR))
+    gateway = start(gateway_factory, stock_clamd.address, max_file_bytes=STOCK_MAX_FILE_BYTES)
+    reply = send(gateway, raw)
+    [held] = gateway.quarantine.find(Filter())
+    assert reply == replies.held(held.id)
+    [symbol] = [s for s in held.symbols if s.name == "AV_UNSCANNABLE"]
+    assert (symbol.check, symbol.reason) == ("antivirus", f"size={len(raw)} max_file_bytes=1048576")
