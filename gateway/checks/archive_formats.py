@@ -1,4 +1,4 @@
-"""Archives other than zip (tar, gz, bz2, xz, 7z, rar) listed through libarchive, in memory.
+"""Archives other than zip (tar, gz, bz2, xz, zst, 7z, rar) listed through libarchive, in memory.
 
 Nothing is extracted to disk. A compressed stream (tar.gz, a lone .gz) must be decompressed to
 reach the next header: those bytes are charged to the message's decode budget as they are
@@ -36,12 +36,15 @@ class Kind(StrEnum):
     GZIP = "gzip"
     BZIP2 = "bzip2"
     XZ = "xz"
+    ZSTD = "zstd"  # Windows 11 opens .tar.zst too
     SEVEN_ZIP = "7z"
     RAR = "rar"
 
 
-_COMPRESSED = frozenset({Kind.GZIP, Kind.BZIP2, Kind.XZ})  # one stream: tar inside, or one file
-_FILTERS = ("gzip", "bzip2", "xz", "lzma", "lzip", "compress")
+_COMPRESSED = frozenset(
+    {Kind.GZIP, Kind.BZIP2, Kind.XZ, Kind.ZSTD}
+)  # one stream: tar inside, or one file
+_FILTERS = ("gzip", "bzip2", "xz", "lzma", "lzip", "zstd", "compress")
 _FORMATS = ("tar", "7zip", "rar", "rar5")
 _MAGICS = (
     (b"PK\x03\x04", Kind.ZIP),
@@ -51,12 +54,15 @@ _MAGICS = (
     (b"\x1f\x8b", Kind.GZIP),
     (b"BZh", Kind.BZIP2),
     (b"\xfd7zXZ\x00", Kind.XZ),
+    (b"\x28\xb5\x2f\xfd", Kind.ZSTD),
 )
 # Longest first: "x.tar.gz" is a tar in gzip, "x.gz" one gzipped file.
 _SUFFIXES = (
     (".tar.gz", Kind.GZIP),
     (".tar.bz2", Kind.BZIP2),
     (".tar.xz", Kind.XZ),
+    (".tar.zst", Kind.ZSTD),
+    (".tzst", Kind.ZSTD),
     (".tgz", Kind.GZIP),
     (".tbz2", Kind.BZIP2),
     (".tbz", Kind.BZIP2),
@@ -66,10 +72,11 @@ _SUFFIXES = (
     (".gz", Kind.GZIP),
     (".bz2", Kind.BZIP2),
     (".xz", Kind.XZ),
+    (".zst", Kind.ZSTD),
     (".7z", Kind.SEVEN_ZIP),
     (".rar", Kind.RAR),
 )
-_STRIP_ON_RAW = (".gz", ".bz2", ".xz", ".tgz", ".tbz2", ".tbz", ".txz")
+_STRIP_ON_RAW = (".gz", ".bz2", ".xz", ".zst", ".tgz", ".tbz2", ".tbz", ".txz", ".tzst")
 HEAD_BYTES = 64 * 1024  # an entry's first bytes, for the content sniffers (PE in a .gz)
 _BOMB_MIN_BYTES = 1024 * 1024
 _BLOCK_BYTES = 64 * 1024

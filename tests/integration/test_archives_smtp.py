@@ -102,6 +102,11 @@ def gateway(gateway_factory: GatewayFactory, clamd_server: ClamdServer) -> Runni
             id="pe-in-bz2",
         ),
         pytest.param(
+            message(("a.tar.zst", tar_of(("setup.exe", b"x"), compression="zst"))),
+            "a.tar.zst/setup.exe extension .exe",
+            id="exe-in-tar.zst",
+        ),
+        pytest.param(
             message(("a.7z", seven_zip_of(("setup.exe", b"x")))),
             "a.7z/setup.exe extension .exe",
             id="exe-in-7z",

@@ -83,8 +83,14 @@ def transaction(raw: bytes) -> Transaction:
 
 
 def tar_of(*entries: tuple[str, bytes], compression: str = "") -> bytes:
-    """A tar of (name, content) entries; `compression` is "", "gz", "bz2" or "xz"."""
+    """A tar of (name, content) entries; `compression` is "", "gz", "bz2", "xz" or "zst"
+    (that one written by libarchive: Python 3.11 has no zstd)."""
     buffer = io.BytesIO()
+    if compression == "zst":
+        with libarchive.custom_writer(buffer.write, "ustar", filter_name="zstd") as archive:
+            for name, data in entries:
+                archive.add_file_from_memory(name, len(data), data)
+        return buffer.getvalue()
     with tarfile.open(fileobj=buffer, mode=f"w:{compression}") as archive:
         for name, data in entries:
             info = tarfile.TarInfo(name)

@@ -72,6 +72,7 @@ def incompressible(size: int) -> bytes:
         ("a.tar", tar_of(("photo.lnk", b"hi")), "SHORTCUT", "photo.lnk"),
         ("a.tar.bz2", tar_of(("run.vbs", b"hi"), compression="bz2"), "SCRIPT", "run.vbs"),
         ("a.txz", tar_of(("disk.iso", b"hi"), compression="xz"), "DISK_IMAGE", "disk.iso"),
+        ("a.tar.zst", tar_of(("setup.msi", b"hi"), compression="zst"), "EXECUTABLE", "setup.msi"),
         ("a.7z", seven_zip_of(("docs/setup.exe", b"hi")), "EXECUTABLE", "docs/setup.exe"),
         ("a.rar", rar_of("docs/setup.scr", b"hi"), "EXECUTABLE", "docs/setup.scr"),
         # Named as something harmless: the first bytes tell what it is.
