@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests need (clamd for the antivirus tests); needs root, does nothing
-# when they are already there.
+# Debian packages the gateway and tests need (clamd for the antivirus tests, libarchive13 for
+# archive listing); needs root, does nothing when they are already there.
 system-deps:
 	sh .ci/install-clamav.sh
 

@@ -354,6 +354,9 @@ class AntivirusCheckConfig(CheckConfig):
     timeout_s: float = 30.0  # a large message takes clamd a while
     on_error: OnError = OnError.TEMPFAIL  # a scanner failure is never a silent pass
     max_scan_bytes: int = 25 * 1024 * 1024  # larger messages get AV_OVERSIZE (see actions.toml)
+    # clamd's MaxFileSize (25M in Debian's clamd.conf; 100M compiled in): a message or archive
+    # entry larger is skipped by clamd ("OK" without AlertExceedsMax): AV_UNSCANNABLE.
+    max_file_bytes: int = 25 * 1024 * 1024
 
     def validate(self, problems: list[str], path: str) -> None:
         if self.address.startswith("tcp://"):
@@ -364,7 +367,7 @@ class AntivirusCheckConfig(CheckConfig):
                 f"{path}.address: {self.address!r} is neither tcp://host:port "
                 "nor an absolute unix socket path"
             )
-        _positive(self, problems, path, "timeout_s", "max_scan_bytes")
+        _positive(self, problems, path, "timeout_s", "max_scan_bytes", "max_file_bytes")
 
 
 @dataclass(frozen=True)

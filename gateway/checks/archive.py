@@ -1,7 +1,10 @@
-"""Zip archives listed, never extracted: names from the central directory, within hard bounds.
+"""Archives listed, never extracted: zip here, names from the central directory, within hard
+bounds; tar, gz, bz2, xz, 7z and rar through libarchive (gateway.checks.archive_formats).
 
 Only an archive inside an archive is inflated (to list it), and only within the shared byte
-budget, so no zip bomb (huge ratio, many entries, deep nesting) can stall the gateway.
+budget, so no zip bomb (huge ratio, many entries, deep nesting) can stall the gateway. Zip
+keeps its own reader: its central directory gives every entry's sizes, ratio and encryption
+flag without inflating anything (libarchive's zip reader walks the local headers instead).
 """
 
 from __future__ import annotations
@@ -11,8 +14,28 @@ import lzma
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass, field
-from enum import StrEnum
+
+from gateway.checks.archive_formats import Kind, archive_kind, list_other
+from gateway.checks.archive_model import (
+    ArchiveLimits,
+    Budget,
+    Finding,
+    Listing,
+    Problem,
+)
+
+__all__ = [
+    "ArchiveLimits",
+    "Budget",
+    "Finding",
+    "Kind",
+    "Listing",
+    "Problem",
+    "archive_kind",
+    "is_zip",
+    "list_archive",
+    "list_zip",
+]
 
 ZIP_MAGIC = b"PK\x03\x04"
 _EOCD_MAGIC = b"PK\x05\x06"
@@ -22,64 +45,52 @@ _CENTRAL_MAGIC = b"PK\x01\x02"
 _BOMB_MIN_BYTES = 1024 * 1024  # small files compress well legitimately (text, zeros)
 
 
-class Problem(StrEnum):
-    BOMB = "bomb"  # compression ratio beyond reason
-    LIMIT = "limit"  # depth, entry or byte budget reached: listing incomplete
-    ENCRYPTED = "encrypted"
-    BROKEN = "broken"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    problem: Problem
-    path: str
-    detail: str
-
-
-@dataclass(slots=True)
-class Budget:
-    """What one message may still cost: inflated/decoded bytes and archive entries listed."""
-
-    bytes_left: int
-    entries_left: int
-    entries_limit: int = field(init=False)  # what entries_left started at, for reasons
-
-    def __post_init__(self) -> None:
-        self.entries_limit = self.entries_left
-
-    def take_bytes(self, count: int) -> bool:
-        if count > self.bytes_left:
-            return False
-        self.bytes_left -= count
-        return True
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveLimits:
-    max_depth: int
-    max_nested_bytes: int
-    max_ratio: float
-    max_inflated_bytes: int  # all entries of one archive, as their headers declare them
-
-
-@dataclass(slots=True)
-class Listing:
-    names: list[str] = field(default_factory=list)  # full paths: "a.zip/b.zip/evil.exe"
-    findings: list[Finding] = field(default_factory=list)
-
-
 def is_zip(data: bytes, name: str) -> bool:
     return data[:4] == ZIP_MAGIC or name.lower().endswith(".zip")
 
 
 def list_zip(data: bytes, path: str, limits: ArchiveLimits, budget: Budget) -> Listing:
-    """Every entry name in `data` (a zip called `path`) and in zips nested within it."""
+    """Every entry name in `data` (a zip called `path`) and in archives nested within it."""
     listing = Listing()
-    _list(data, path, 1, limits, budget, listing)
+    _list_zip(data, path, 1, limits, budget, listing)
     return listing
 
 
-def _list(
+def list_archive(
+    data: bytes, path: str, kind: Kind, limits: ArchiveLimits, budget: Budget
+) -> Listing:
+    """Every entry name in `data` (an archive of `kind` called `path`) and in archives nested
+    within it, with the first bytes of entries read on the way (for the content sniffers)."""
+    listing = Listing()
+    _list_kind(data, path, kind, 1, limits, budget, listing)
+    return listing
+
+
+def _list_kind(
+    data: bytes,
+    path: str,
+    kind: Kind,
+    depth: int,
+    limits: ArchiveLimits,
+    budget: Budget,
+    out: Listing,
+) -> None:
+    if kind == Kind.ZIP:
+        _list_zip(data, path, depth, limits, budget, out)
+    else:
+        list_other(data, path, kind, depth, limits, budget, out, _nested)
+
+
+def _nested(
+    data: bytes, path: str, depth: int, limits: ArchiveLimits, budget: Budget, out: Listing
+) -> None:
+    """An archive found inside another: listed by what its bytes (or name) say it is."""
+    kind = archive_kind(data, path)
+    if kind is not None:
+        _list_kind(data, path, kind, depth, limits, budget, out)
+
+
+def _list_zip(
     data: bytes, path: str, depth: int, limits: ArchiveLimits, budget: Budget, out: Listing
 ) -> None:
     declared = _declared_entries(data)
@@ -138,10 +149,14 @@ def _entry(
         detail = f"ratio {ratio:.0f} ({entry.compress_size} -> {entry.file_size} bytes)"
         out.findings.append(Finding(Problem.BOMB, path, detail))
         return
+    scan_max = limits.max_scan_file_bytes
+    if scan_max is not None and entry.file_size > scan_max:
+        detail = f"{entry.file_size} bytes, more than the virus scanner's max_file_bytes {scan_max}"
+        out.findings.append(Finding(Problem.UNSCANNABLE, path, detail))
     if entry.flag_bits & 0x1:
         out.findings.append(Finding(Problem.ENCRYPTED, path, "encrypted entry"))
         return
-    if not entry.filename.lower().endswith(".zip"):
+    if archive_kind(b"", entry.filename) is None:
         return
     if depth >= limits.max_depth:
         out.findings.append(Finding(Problem.LIMIT, path, f"nested deeper than {depth}"))
@@ -165,7 +180,7 @@ def _entry(
     ) as exc:
         out.findings.append(Finding(Problem.BROKEN, path, str(exc)[:100]))
         return
-    _list(inner, path, depth + 1, limits, budget, out)
+    _nested(inner, path, depth + 1, limits, budget, out)
 
 
 def _declared_entries(data: bytes) -> int | None:

@@ -1,7 +1,8 @@
-"""Attachment policy: blocked file types by name and content, also inside zip archives.
+"""Attachment policy: blocked file types by name and content, also inside archives.
 
-Every part of the MIME tree is looked at (within `max_parts`); decoding shares one byte budget
-per message, and archives are listed, never extracted (gateway.checks.archive).
+Every part of the MIME tree is looked at (within `max_parts`), and so are uuencoded and yEnc
+files in the message text (mail clients show them as attachments); decoding shares one byte
+budget per message, and archives are listed, never extracted (gateway.checks.archive).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import email.header
 import email.message
 from dataclasses import dataclass
 
-from gateway.checks.archive import ArchiveLimits, Budget, Problem, is_zip, list_zip
+from gateway.checks.archive import ArchiveLimits, Budget, Problem, archive_kind, list_archive
 from gateway.checks.filetypes import TYPE_SYMBOLS, TypeRules
+from gateway.checks.textfiles import MAX_TEXT_FILES, text_files
 from gateway.content import (
     MessageCut,
     MimeNestingTooDeep,
@@ -30,6 +32,8 @@ _ARCHIVE_SYMBOLS = {
     Problem.LIMIT: "ATTACH_LIMIT",
     Problem.ENCRYPTED: "ATTACH_ARCHIVE_ENCRYPTED",
     Problem.BROKEN: "ATTACH_ARCHIVE_BROKEN",
+    # An entry larger than clamd scans (its MaxFileSize): clamd says "OK" without looking.
+    Problem.UNSCANNABLE: "AV_UNSCANNABLE",
 }
 _MAX_REASON_CHARS = 200  # reasons end up in SMTP replies and log lines
 
@@ -51,6 +55,7 @@ class Part:
 class AttachmentsCheck(Check):
     name = "attachments"
     phase = Phase.DATA
+    # AV_UNSCANNABLE too: the antivirus check's symbol, for entries clamd would not scan.
     symbols = frozenset({*TYPE_SYMBOLS.values(), *_ARCHIVE_SYMBOLS.values()})
 
     def __init__(
@@ -70,8 +75,10 @@ class AttachmentsCheck(Check):
 
     async def run(self, tx: Transaction) -> CheckResult:
         # Decoding and listing attachments is CPU work: off the event loop, so sessions go on.
-        # A small message has little to decode, and the thread hop would cost more.
-        if len(tx.raw) <= INLINE_MAX_BYTES:
+        # A small message of text only has little to decode, and the thread hop would cost
+        # more; a small one with an attachment may hold a compressed file that inflates a
+        # thousandfold.
+        if len(tx.raw) <= INLINE_MAX_BYTES and _text_only(tx.message, self.limits.max_parts):
             return self.result(*self._inspect_message(tx))
         return self.result(*await in_thread(self._inspect_message, tx))
 
@@ -85,15 +92,19 @@ class AttachmentsCheck(Check):
     def _inspect(self, part: Part, budget: Budget, found: _Findings) -> None:
         for match in self.rules.by_name(part.name) + self.rules.by_content(part.data):
             found.add(match.symbol, part.name, match.how)
-        if not is_zip(part.data, part.name):
+        kind = archive_kind(part.data, part.name)
+        if kind is None:
             return
-        listing = list_zip(part.data, part.name, self.limits.archive, budget)
+        listing = list_archive(part.data, part.name, kind, self.limits.archive, budget)
         macro = self.rules.ooxml_macro()
         for path in listing.names:
             for match in self.rules.by_name(path):
                 found.add(match.symbol, path, match.how)
             if macro is not None and path.lower().endswith("/vbaproject.bin"):
                 found.add(macro.symbol, path, macro.how)
+        for path, head in listing.heads:  # entries read on the way: a PE in a .gz
+            for match in self.rules.by_content(head):
+                found.add(match.symbol, path, match.how)
         for finding in listing.findings:
             found.add(_ARCHIVE_SYMBOLS[finding.problem], finding.path, finding.detail)
 
@@ -152,7 +163,18 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
             continue
         name = part_filename(msg)
         if not name and msg.get_content_maintype() == "text":
-            continue  # the message text itself, not an attachment
+            # The message text itself, not an attachment; but files uuencoded or yEnc-
+            # encoded in it are shown as attachments by Outlook and others.
+            encoded = text_files(part_bytes(msg), MAX_TEXT_FILES)
+            if encoded.more:
+                detail = f"more than {MAX_TEXT_FILES} uuencoded or yEnc files"
+                found.add("ATTACH_LIMIT", f"part {seen}", detail)
+            for text_file in encoded.files:
+                if not budget.take_bytes(len(text_file.data)):
+                    found.add("ATTACH_LIMIT", text_file.name, "decode budget exhausted")
+                    break
+                parts.append(Part(text_file.name, text_file.data))
+            continue
         data = part_bytes(msg)
         # Decoded bytes count, as the limit says; decoding costs no more than the part's
         # size, which the message size limit already bounds.
@@ -161,6 +183,20 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
             continue
         parts.append(Part(name or f"part {seen}", data))
     return parts
+
+
+def _text_only(root: email.message.Message, max_parts: int) -> bool:
+    """No attachment and no uuencoded or yEnc file in the text: nothing to inflate."""
+    for seen, part in enumerate(root.walk()):
+        if seen >= max_parts:
+            return False
+        if part.is_multipart():
+            continue
+        if part.get_content_maintype() != "text" or part_filename(part, decode_words=False):
+            return False
+        if b"begin " in part_bytes(part):
+            return False
+    return True
 
 
 def _printable(text: str) -> str:

@@ -10,12 +10,13 @@ reads replies without a bound and is blocking, so it would need a thread per sca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import socket
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from gateway.config import parse_hostport
 from gateway.errors import ScannerError
@@ -108,28 +109,43 @@ class ClamdClient:
             raise ScannerError(f"clamd at {self.address}: {why}") from None
 
     async def _exchange(self, request: Iterable[bytes]) -> str:
-        if isinstance(self.address, TcpAddress):
-            reader, writer = await asyncio.open_connection(
-                self.address.host, self.address.port, limit=_MAX_REPLY_BYTES
-            )
-        else:
-            reader, writer = await asyncio.open_unix_connection(
-                self.address.path, limit=_MAX_REPLY_BYTES
-            )
+        # Plain non-blocking sockets, not asyncio streams: clamd answers and closes at once
+        # when it refuses a stream (size limit), and the reset that follows made the stream
+        # raise its stored error before the reply it had already received was read (AV_ERROR
+        # instead of AV_OVERSIZE). The kernel keeps that reply readable after a reset.
+        loop = asyncio.get_running_loop()
+        sock = await _connect(self.address)
+        with sock:
+            try:
+                for piece in request:
+                    await loop.sock_sendall(sock, piece)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # clamd stopped reading: its answer, if any, is read below
+            return await _read_reply(loop, sock, self.address)
+
+
+async def _connect(address: TcpAddress | UnixAddress) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    if isinstance(address, UnixAddress):
+        targets: list[tuple[int, tuple[Any, ...] | str]] = [(socket.AF_UNIX, address.path)]
+    else:
+        infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+        targets = [(family, sockaddr) for family, _, _, _, sockaddr in infos]
+    error: OSError = OSError(f"no address for {address}")
+    for family, sockaddr in targets:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            with contextlib.suppress(ConnectionError):  # clamd may answer and close mid-stream
-                for piece in request:  # (e.g. "size limit exceeded"): read that answer below
-                    writer.write(piece)
-                    await writer.drain()
-            reply = await _read_reply(reader, self.address)
-        except BaseException:
-            # A graceful close would wait for a peer that does not read: drop the connection.
-            writer.transport.abort()
+            await loop.sock_connect(sock, sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:  # cancelled by the deadline
+            sock.close()
             raise
-        writer.close()
-        with contextlib.suppress(OSError):  # a peer that reset leaves nothing to release
-            await writer.wait_closed()
-        return reply
+        return sock
+    raise error
 
 
 def _instream_frames(data: bytes) -> Iterator[bytes]:
@@ -141,14 +157,21 @@ def _instream_frames(data: bytes) -> Iterator[bytes]:
     yield struct.pack("!L", 0)
 
 
-async def _read_reply(reader: asyncio.StreamReader, address: TcpAddress | UnixAddress) -> str:
-    try:
-        raw = await reader.readuntil(b"\0")
-    except asyncio.IncompleteReadError as exc:
-        raise ScannerError(
-            f"clamd at {address} closed the connection without a complete reply "
-            f"({len(exc.partial)} bytes)"
-        ) from None
-    except asyncio.LimitOverrunError:
-        raise ScannerError(f"clamd at {address} sent an over-long reply") from None
-    return raw[:-1].decode("ascii", errors="replace").strip()
+async def _read_reply(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, address: TcpAddress | UnixAddress
+) -> str:
+    raw = b""
+    while b"\0" not in raw:
+        if len(raw) > _MAX_REPLY_BYTES:
+            raise ScannerError(f"clamd at {address} sent an over-long reply")
+        try:
+            chunk = await loop.sock_recv(sock, _MAX_REPLY_BYTES)
+        except ConnectionResetError:
+            chunk = b""  # reset after all it sent was read: as good as a close
+        if not chunk:
+            raise ScannerError(
+                f"clamd at {address} closed the connection without a complete reply "
+                f"({len(raw)} bytes)"
+            )
+        raw += chunk
+    return raw[: raw.index(b"\0")].decode("ascii", errors="replace").strip()

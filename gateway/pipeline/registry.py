@@ -62,11 +62,11 @@ def _antivirus(config: Config, services: Services) -> Check | None:
     if not c.enabled:
         return None
     client = ClamdClient(parse_address(c.address), c.timeout_s)
-    return AntivirusCheck(client, c.max_scan_bytes, c.on_error)
+    return AntivirusCheck(client, c.max_scan_bytes, c.on_error, c.max_file_bytes)
 
 
 def _attachments(config: Config, services: Services) -> Check | None:
-    c = config.checks.attachments
+    c, av = config.checks.attachments, config.checks.antivirus
     if not c.enabled:
         return None
     rules = load_type_rules(config.rules_dir / ATTACHMENT_RULES_FILE)
@@ -75,6 +75,8 @@ def _attachments(config: Config, services: Services) -> Check | None:
         c.max_nested_archive_bytes,
         c.max_compression_ratio,
         c.max_archive_inflated_bytes,
+        # What clamd would skip inside an archive, when clamd runs at all.
+        av.max_file_bytes if av.enabled else None,
     )
     limits = AttachmentLimits(c.max_parts, c.max_decoded_bytes, c.max_archive_entries, archive)
     return AttachmentsCheck(rules, limits, c.timeout_s, c.on_error)

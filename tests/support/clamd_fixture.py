@@ -58,7 +58,11 @@ def ping(port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def write_config(directory: Path, port: int) -> Path:
+def write_config(
+    directory: Path, port: int, alert_exceeds_max: bool = True, max_file_bytes: int | None = None
+) -> Path:
+    """clamd.conf for the tests; `alert_exceeds_max=False` is a stock clamd, which calls a file
+    over its limits (MaxFileSize: `max_file_bytes`, else clamd's default) clean unscanned."""
     database = directory / "db"
     database.mkdir(exist_ok=True)
     # Type 0 (any file), offset * (anywhere): matches EICAR in a body, an attachment or a zip.
@@ -73,10 +77,13 @@ def write_config(directory: Path, port: int) -> Path:
         f"TemporaryDirectory {directory}",
         f"StreamMaxLength {STREAM_MAX_BYTES}",
         f"MaxRecursion {MAX_RECURSION}",
-        "AlertExceedsMax yes",  # limits reached -> Heuristics.Limits.Exceeded.* (AV_UNSCANNABLE)
+        # limits reached -> Heuristics.Limits.Exceeded.* (AV_UNSCANNABLE); see docs/clamd.md
+        f"AlertExceedsMax {'yes' if alert_exceeds_max else 'no'}",
         "AlertEncrypted yes",  # encrypted archives -> Heuristics.Encrypted.* (AV_UNSCANNABLE)
         "Bytecode no",
     ]
+    if max_file_bytes is not None:
+        lines.append(f"MaxFileSize {max_file_bytes}")
     if os.geteuid() == 0:
         lines.append("User root")  # CI runs as root; clamd would otherwise try another user
     else:
@@ -86,12 +93,14 @@ def write_config(directory: Path, port: int) -> Path:
     return config
 
 
-def start_clamd(directory: Path) -> tuple[ClamdServer, subprocess.Popen[bytes]]:
+def start_clamd(
+    directory: Path, alert_exceeds_max: bool = True, max_file_bytes: int | None = None
+) -> tuple[ClamdServer, subprocess.Popen[bytes]]:
     binary = shutil.which("clamd") or "/usr/sbin/clamd"
     if not Path(binary).exists():
         pytest.fail("clamd is not installed: run .ci/install-clamav.sh (as root)")
     port = free_port()
-    config = write_config(directory, port)
+    config = write_config(directory, port, alert_exceeds_max, max_file_bytes)
     output = (directory / "clamd.out").open("wb")
     started = time.monotonic()
     process = subprocess.Popen([binary, "-c", str(config)], stdout=output, stderr=output)
