@@ -21,6 +21,7 @@ from gateway.content import (
     parameters_cut,
     part_bytes,
     part_filename,
+    part_filenames,
     was_cut,
 )
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
@@ -50,6 +51,7 @@ class AttachmentLimits:
 class Part:
     name: str  # file name, or "part N" when it has none
     data: bytes
+    other_names: tuple[str, ...] = ()  # the name as other readers read it (part_filenames)
 
 
 class AttachmentsCheck(Check):
@@ -92,6 +94,9 @@ class AttachmentsCheck(Check):
     def _inspect(self, part: Part, budget: Budget, found: _Findings) -> None:
         for match in self.rules.by_name(part.name) + self.rules.by_content(part.data):
             found.add(match.symbol, part.name, match.how)
+        for other in part.other_names:
+            for match in self.rules.by_name(other):
+                found.add(match.symbol, other, f"{match.how} (a reading of {part.name!r})")
         kind = archive_kind(part.data, part.name)
         if kind is None:
             return
@@ -181,7 +186,9 @@ def _attachments(tx: Transaction, max_parts: int, budget: Budget, found: _Findin
         if not budget.take_bytes(len(data)):
             found.add("ATTACH_LIMIT", name or f"part {seen}", "decode budget exhausted")
             continue
-        parts.append(Part(name or f"part {seen}", data))
+        # Clients pick differently among filename, filename*, name and name*: judge them all.
+        others = tuple(other for other in part_filenames(msg) if other != name)
+        parts.append(Part(name or f"part {seen}", data, others))
     return parts
 
 

@@ -10,8 +10,12 @@ independent reader of a header section, written to Postfix's is_header() rule.
 from __future__ import annotations
 
 import base64
+import binascii
+import io
 import random
 import re
+import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +33,7 @@ class Draft:
     boundary: str = "b1"
     encoded: str = ""
     nest_in_rfc822: bool = False
+    uuencoded: bool = False  # the file as a uuencode block in the text, no MIME part
     tricks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -50,19 +55,12 @@ class Draft:
 
     def raw(self) -> bytes:
         b = self.boundary
+        text = ["Please find the invoice attached."]
+        attachment = [f"--{b}", *self.part, "", self.encoded.rstrip(CRLF)]
+        if self.uuencoded:
+            text, attachment = [*text, "", *_uuencode(ATTACHMENT, self.payload)], []
         body = CRLF.join(
-            [
-                f"--{b}",
-                "Content-Type: text/plain",
-                "",
-                "Please find the invoice attached.",
-                f"--{b}",
-                *self.part,
-                "",
-                self.encoded.rstrip(CRLF),
-                f"--{b}--",
-                "",
-            ]
+            [f"--{b}", "Content-Type: text/plain", "", *text, *attachment, f"--{b}--", ""]
         )
         message = CRLF.join([*self.top, "", body])
         if not self.nest_in_rfc822:
@@ -178,6 +176,35 @@ def _nest(d: Draft, rng: random.Random) -> None:
     d.tricks.append("nest-rfc822")
 
 
+def _uuencode_in_text(d: Draft, rng: random.Random) -> None:
+    d.uuencoded = True
+    d.tricks.append("uuencode")
+
+
+def _in_archive(d: Draft, rng: random.Random) -> None:
+    """The file inside a tar.gz, tar.bz2, tar.xz or zip attachment of its own name."""
+    kind = rng.choice(["tar.gz", "tar.bz2", "tar.xz", "zip"])
+    buffer = io.BytesIO()
+    if kind == "zip":
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(ATTACHMENT, d.payload)
+    else:
+        with tarfile.open(fileobj=buffer, mode=f"w:{kind[4:]}") as archive:
+            entry = tarfile.TarInfo(ATTACHMENT)
+            entry.size = len(d.payload)
+            archive.addfile(entry, io.BytesIO(d.payload))
+    d.encoded = base64.encodebytes(buffer.getvalue()).decode().replace("\n", CRLF)
+    d.part = [line.replace(ATTACHMENT, f"invoice.{kind}") for line in d.part]
+    d.tricks.append(kind)
+
+
+def _uuencode(name: str, data: bytes) -> list[str]:
+    lines = [f"begin 644 {name}"]
+    for start in range(0, len(data), 45):
+        lines.append(binascii.b2a_uu(data[start : start + 45]).decode().rstrip("\n"))
+    return [*lines, "`", "end"]
+
+
 MUTATIONS: tuple[Callable[[Draft, random.Random], None], ...] = (
     _pad_top,
     _pad_part,
@@ -190,6 +217,8 @@ MUTATIONS: tuple[Callable[[Draft, random.Random], None], ...] = (
     _encoded_name,
     _fold,
     _nest,
+    _uuencode_in_text,
+    _in_archive,
 )
 
 
