@@ -244,11 +244,11 @@ class DnsConfig:
     # DMARC_TEMPERROR), never a silent timeout. Keep it below the checks' timeout_s.
     blocking_thread_wait_s: float = 2.0
     # A dead resolver costs a lookup its lifetime once, not per SMTP phase (gateway/net/dns.py):
-    # this many timeouts in a row make the resolver be asked for the root NS; only if that times
-    # out too does every lookup fail at once (temperror) for breaker_open_s, then it is asked
-    # again; 0 = never. A session whose lookup timed out fails its next ones at once for
-    # breaker_open_s too.
-    breaker_timeouts: int = 3
+    # this many timeouts in a row (nothing answered between) make the resolver be asked for the
+    # root NS; only if that times out too does every lookup fail at once (temperror) for
+    # breaker_open_s, then it is asked again. 0 = never ask: a session whose lookup timed out
+    # then fails its next ones at once for breaker_open_s.
+    breaker_timeouts: int = 1
     breaker_open_s: float = 30.0
 
     def validate(self, problems: list[str], path: str) -> None:

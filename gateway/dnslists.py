@@ -210,7 +210,9 @@ class ZoneClient:
         if not _fits_dns(name):  # the message's fault, not the list's: never counts as failure
             return []
         try:
-            answer = await self.resolver.lookup(name, "A")
+            # One query, no retries: a list's failure fails open, and at connect a retry
+            # against a silent resolver held the banner for the whole lifetime (5 s).
+            answer = await self.resolver.lookup(name, "A", lifetime_s=self.resolver.timeout_s)
         except DnsError as exc:
             return self._failed(f"{subject} zone={zone.zone} {exc}")
         if answer.status != "ok":

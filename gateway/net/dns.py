@@ -6,21 +6,23 @@ small result type; anything that is not an answer is raised as `DnsTimeout` or `
 
 A resolver that does not answer costs each lookup its whole lifetime: the banner waited for the
 DNSBL lookups, MAIL for SPF, DATA for DKIM and DMARC, 9 waits of one `gateway scan` in 17.8 s,
-for a 451 that was certain after the first. So a lookup fails at once with `DnsTimeout` (which
-the checks map to temperror) when
-- an earlier lookup of the same session (a `LookupScope`: one SMTP connection, one scanned
-  message) timed out less than `breaker_open_s` ago, or
-- the process-wide breaker is open. `breaker_timeouts` lookups in a row that timed out, with
-  no answer in between (SERVFAIL is an answer: the server is there), make the breaker ask the
-  resolver a question only it answers (the root zone's NS, never cached, one query's
-  `timeout_s`). Only if that times out too does it open: every lookup fails at once for
-  `breaker_open_s`, then the same probe decides whether it closes. Timeouts alone never open
-  it: a sender can make lookups of its own domains time out at will (a tarpitting name
-  server), and must not so defer everyone else's mail.
+for a 451 that was certain after the first. So `breaker_timeouts` lookups in a row that timed
+out while nothing else was answered make the `Breaker` ask the resolver itself a question only
+it answers (the root zone's NS, never cached, one query's `timeout_s`):
+- it answers: the name was slow (a sender's own name servers can tarpit at will); lookups go on;
+- it does not: every lookup fails at once with `DnsTimeout` (which the checks map to temperror)
+  for `breaker_open_s`; then the next lookup sets off the same probe again.
+While the probe is under way, the session whose lookup timed out (a `LookupScope`: one SMTP
+connection, one scanned message) waits for its word before its next lookup, a query's timeout at
+most. `breaker_timeouts` = 0 never probes: a session then fails its next lookups at once for
+`breaker_open_s` after one of its own timed out.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import ipaddress
@@ -56,12 +58,13 @@ log = logging.getLogger(__name__)
 
 
 class LookupScope:
-    """The lookups of one SMTP session or one scanned message: after one timed out, the next
-    ones fail at once for a while. Tasks and threads started for the session share it (a
-    context variable; `in_thread` copies the context)."""
+    """The lookups of one SMTP session or one scanned message. Tasks and threads started for
+    the session share it (a context variable; `in_thread` copies the context)."""
 
     def __init__(self) -> None:
-        self.timed_out_at: float | None = None  # time.monotonic() of its last timeout
+        # When a lookup of it that timed out had begun, with nothing answered since (clock()).
+        self.timed_out_since: float | None = None
+        self.timed_out_at: float | None = None  # when it timed out
         self.reported = False  # its fast failures were logged (once)
 
 
@@ -89,11 +92,11 @@ def _in_background(job: Callable[[], None]) -> None:
 
 
 class Breaker:
-    """Process-wide: `timeouts` lookups in a row timed out and `probe` (does the resolver
-    answer at all?) says no -> every lookup fails at once for `open_s`, then `probe` decides
-    again. `timeouts` = 0: never opens. The probe runs through `run_probe` (a thread: lookups
-    happen on the event loop too). Thread-safe. `counts`: timeouts, answered, probes, opened,
-    failed_fast_breaker, failed_fast_session."""
+    """Process-wide. `timeouts` lookups in a row timed out with nothing answered between:
+    `probe` (does the resolver answer at all?) runs through `run_probe` (a thread: lookups
+    also run on the event loop); its no opens the breaker for `open_s`, its yes closes it.
+    `timeouts` = 0: never probes, never opens. Thread-safe. `counts`: timeouts, answered,
+    probes, opened, failed_fast_breaker, failed_fast_session."""
 
     def __init__(
         self,
@@ -112,39 +115,60 @@ class Breaker:
         self._lock = threading.Lock()
         self._in_a_row = 0
         self._open_until: float | None = None  # None: closed
-        self._probing = False
-        self._answered_at = -math.inf  # clock() of the last lookup answered
+        self._probing: concurrent.futures.Future[bool] | None = None  # the probe under way
+        self._answered_at = -math.inf  # clock() of the last answer (a lookup's or the probe's)
 
     @property
     def is_open(self) -> bool:
         return self._open_until is not None
 
+    def pending_probe(self) -> concurrent.futures.Future[bool] | None:
+        """The probe under way, if this session should hear its word before its next lookup
+        (one of its lookups timed out, nothing was answered since)."""
+        scope = _scope.get()
+        with self._lock:
+            if scope is None or scope.timed_out_since is None or self._probing is None:
+                return None
+            return None if self._answered_at > scope.timed_out_since else self._probing
+
     def admit(self, question: str) -> Ticket:
         """Raise DnsTimeout if this lookup must fail at once; else its ticket."""
         now = self.clock()
         scope = _scope.get()
+        probe = False
         with self._lock:
-            since = None if scope is None else scope.timed_out_at
-            if scope is not None and since is not None and now - since < self.open_s:
+            if self._open_until is not None:
+                self.counts["failed_fast_breaker"] += 1
+                probe = now >= self._open_until and self._probing is None
+                if probe:
+                    self._probing = _running_future()
+            elif scope is not None and self._session_waits_in_vain(scope, now):
                 self.counts["failed_fast_session"] += 1
                 if not scope.reported:
                     scope.reported = True
                     log.info(
-                        "DNS: a lookup of this session timed out %.1fs ago: its next lookups"
-                        " fail at once for %gs (%s)",
-                        now - since,
+                        "DNS: a lookup of this session timed out: its next lookups fail at "
+                        "once for %gs (%s)",
                         self.open_s,
                         question,
                     )
                 raise DnsTimeout(f"{question}: not asked, an earlier lookup timed out")
-            if self._open_until is None:
+            else:
                 return Ticket(now)
-            self.counts["failed_fast_breaker"] += 1
-            probe = now >= self._open_until and not self._probing
-            self._probing = self._probing or probe
         if probe:
             self._run_probe(self._check_resolver)
         raise DnsTimeout(f"{question}: not asked, the DNS server is not answering")
+
+    def _session_waits_in_vain(self, scope: LookupScope, now: float) -> bool:
+        """Whether a session whose lookup timed out should not ask: nothing has answered since
+        (no lookup, no probe), within open_s. Called with the lock held."""
+        since, at = scope.timed_out_since, scope.timed_out_at
+        if since is None or at is None or now - at >= self.open_s:
+            return False
+        if self._answered_at > since:  # the resolver answered since: that name was slow
+            scope.timed_out_since = scope.timed_out_at = None
+            return False
+        return True
 
     def answered(self, ticket: Ticket) -> None:
         with self._lock:
@@ -157,42 +181,49 @@ class Breaker:
         scope = _scope.get()
         with self._lock:
             self.counts["timeouts"] += 1
+            if self._answered_at > ticket.started_at:
+                return  # something was answered meanwhile: the server is there, the name slow
             self._in_a_row += 1
-            # Another lookup was answered while this one waited: the server is there, this
-            # name is slow (one DNS list, one sender's domain). The session goes on asking.
-            if scope is not None and self._answered_at <= ticket.started_at:
-                scope.timed_out_at = now
+            if scope is not None:
+                scope.timed_out_since, scope.timed_out_at = ticket.started_at, now
             probe = (
                 self._open_until is None
-                and not self._probing
+                and self._probing is None
                 and bool(self.timeouts)
                 and self._in_a_row >= self.timeouts
             )
-            self._probing = self._probing or probe
+            if probe:
+                self._probing = _running_future()
         if probe:
             self._run_probe(self._check_resolver)
 
     def _check_resolver(self) -> None:
-        """Ask `probe`; open or close by its answer."""
-        alive = self._probe()
-        with self._lock:
-            self.counts["probes"] += 1
-            self._probing = False
-            if alive:
-                self._in_a_row = 0
-                if self._open_until is not None:
-                    self._open_until = None
-                    log.warning("DNS answers again: lookups are asked again")
-                return
-            if self._open_until is None:
-                self.counts["opened"] += 1
-                log.warning(
-                    "DNS: %d lookups in a row timed out and the resolver does not answer: "
-                    "every lookup fails at once (temperror) for %gs, then it is asked again",
-                    self._in_a_row,
-                    self.open_s,
-                )
-            self._open_until = self.clock() + self.open_s
+        """Ask `probe`; close or open by its answer, and tell whoever waits for it."""
+        alive = False
+        try:
+            alive = self._probe()
+        finally:
+            with self._lock:
+                self.counts["probes"] += 1
+                probing, self._probing = self._probing, None
+                if alive:
+                    self._in_a_row = 0
+                    self._answered_at = self.clock()
+                    if self._open_until is not None:
+                        self._open_until = None
+                        log.warning("DNS answers again: lookups are asked again")
+                else:
+                    if self._open_until is None:
+                        self.counts["opened"] += 1
+                        log.warning(
+                            "DNS: lookups time out and the resolver does not answer either: "
+                            "every lookup fails at once (temperror) for %gs, then it is asked "
+                            "again",
+                            self.open_s,
+                        )
+                    self._open_until = self.clock() + self.open_s
+            if probing is not None:
+                probing.set_result(alive)
 
     def settle(
         self, ticket: Ticket, exc: dns.exception.DNSException, result: Callable[[], DnsAnswer]
@@ -211,6 +242,13 @@ class Breaker:
             raise
         self.answered(ticket)
         return answer
+
+
+def _running_future() -> concurrent.futures.Future[bool]:
+    """A future for the probe's word, marked running: a waiter that gives up cannot cancel it."""
+    future: concurrent.futures.Future[bool] = concurrent.futures.Future()
+    future.set_running_or_notify_cancel()
+    return future
 
 
 @dataclass(frozen=True)
@@ -243,7 +281,7 @@ class Resolver:
         blocking_threads: int = 16,
         threads_per_client: int = 4,
         thread_wait_s: float = 2.0,
-        breaker_timeouts: int = 3,
+        breaker_timeouts: int = 1,
         breaker_open_s: float = 30.0,
     ) -> None:
         self.lifetime_s = lifetime_s
@@ -307,6 +345,9 @@ class Resolver:
 
         `lifetime_s` lowers the configured lifetime for callers with a smaller budget left.
         """
+        if (probe := self.breaker.pending_probe()) is not None:
+            # Not wait_for: giving up must not cancel the probe others wait for too.
+            await asyncio.wait({asyncio.wrap_future(probe)}, timeout=self.timeout_s)
         ticket = self._admit(name, rdtype)
         try:
             answer = await self._async.resolve(
@@ -324,6 +365,9 @@ class Resolver:
 
     def lookup_sync(self, name: str, rdtype: str, lifetime_s: float | None = None) -> DnsAnswer:
         """The same as `lookup`, blocking: for libraries that run in a worker thread."""
+        if (probe := self.breaker.pending_probe()) is not None:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                probe.result(timeout=self.timeout_s)
         ticket = self._admit(name, rdtype)
         try:
             answer = self._sync.resolve(

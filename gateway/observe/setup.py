@@ -23,3 +23,6 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # aiosmtpd logs every connection at INFO; our transaction line already says it all.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.root.level))
+    # libarchive-c says at import, at INFO, that Debian's libarchive lacks a feature we do not
+    # use: a line before every CLI error that must be one line.
+    logging.getLogger("libarchive").setLevel(max(logging.WARNING, logging.root.level))

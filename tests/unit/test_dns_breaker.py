@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 
 import pytest
 
@@ -101,3 +102,25 @@ def test_a_session_fails_fast_after_its_own_timeout_unless_others_were_answered(
     contextvars.copy_context().run(session)
     assert not breaker.is_open and breaker.counts["failed_fast_session"] == 1
     breaker.admit("another.session.test/A")  # other sessions are not concerned
+
+
+def test_a_session_waits_for_the_probe_and_goes_on_when_the_resolver_answers() -> None:
+    # One slow name (the sender's SPF record behind a tarpit) must not fail the session's
+    # other lookups (its DKIM key) when the resolver itself answers.
+    resolver = Resolver(alive=True)
+    probes: list[Callable[[], None]] = []
+    clock = Clock()
+    breaker = Breaker(1, 30.0, resolver, clock, run_probe=probes.append)
+
+    def session() -> None:
+        begin_scope()
+        breaker.timed_out(breaker.admit("tarpit.test/TXT"))
+        pending = breaker.pending_probe()
+        assert pending is not None and not pending.done()
+        clock.now += 0.1
+        probes.pop()()  # the probe's thread runs: the resolver answers
+        assert pending.result(timeout=0) is True and breaker.pending_probe() is None
+        breaker.admit("sel._domainkey.legit.test/TXT")  # asked, not failed at once
+
+    contextvars.copy_context().run(session)
+    assert not breaker.is_open and breaker.counts["failed_fast_session"] == 0
