@@ -119,8 +119,8 @@ def write_card(
         "## What the gateway lets this model do",
         "",
         "The strong tiers (`ML_SPAM_HIGH`, `ML_HAM_HIGH`, which decide alone) rest on the "
-        "held-out part of the site's own mail (`--corpus`), never on a public corpus "
-        "(`--public-corpus`) or on learnt mail, which is never held out; see docs/learning.md.",
+        "site's own mail (`--corpus` and learnt mail), each message scored by a model that "
+        "never saw it, never on a public corpus (`--public-corpus`); see docs/learning.md.",
         "",
         "```",
         describe_claim(claim),
