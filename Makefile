@@ -32,12 +32,13 @@ bench-deps:
 	sh benchmarks/install-postfix-tools.sh
 
 # The gateway on 127.0.0.1:2525 relaying to a local test sink on 127.0.0.1:2526 that files
-# mail into var/sink/new. Ctrl-C stops both.
+# mail into var/sink/new. Ctrl-C stops both. Run as root (a container, CI), it stays root:
+# a developer's run, not a deployment (docs/deploy.md drops to a user of its own).
 run: install
 	mkdir -p var
 	@bash -c 'set -m; $(VENV)/bin/gateway sink --listen 127.0.0.1:2526 --maildir var/sink & sink=$$!; \
 	  trap "kill $$sink 2>/dev/null; wait $$sink 2>/dev/null" EXIT; \
-	  $(VENV)/bin/gateway serve --config $(CONFIG)'
+	  $(VENV)/bin/gateway serve --config $(CONFIG) $(if $(filter 0,$(shell id -u)),--user root)'
 
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests
