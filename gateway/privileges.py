@@ -8,6 +8,7 @@ import grp
 import os
 import pwd
 import stat
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,34 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+def unreadable_for(identity: Identity, paths: list[Path]) -> str | None:
+    """The first of `paths` (with the interpreter's own library and packages) that `identity`
+    could not read after the drop: the modules imported later, the model, the rules. A Python
+    installed under /root (pyenv) is the usual case; once dropped, every import would fail."""
+    code = [Path(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib")]
+    code.append(Path(__file__).resolve().parent)
+    groups = {identity.gid, *os.getgrouplist(identity.user, identity.gid)}
+    for path in [*code, *paths]:
+        for part in [*reversed(path.parents), path]:
+            try:
+                info = part.stat()
+            except OSError:
+                break  # missing: said elsewhere (config checks), not a permission matter
+            want = 0o5 if stat.S_ISDIR(info.st_mode) else 0o4
+            if info.st_uid == identity.uid:
+                bits = (info.st_mode >> 6) & 0o7
+            elif info.st_gid in groups:
+                bits = (info.st_mode >> 3) & 0o7
+            else:
+                bits = info.st_mode & 0o7
+            if bits & want != want:
+                return (
+                    f"{part} is not readable by [process] user {identity.user}, who must read "
+                    f"{path} after the drop (install the gateway and Python where it can)"
+                )
+    return None
 
 
 def drop_to(identity: Identity) -> None:

@@ -37,7 +37,13 @@ from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.registry import Services, build_checks, declared_symbols
 from gateway.pipeline.runner import PhaseRunner
 from gateway.pipeline.scoring import load_policy
-from gateway.privileges import Identity, drop_to, prepare_storage, target_identity
+from gateway.privileges import (
+    Identity,
+    drop_to,
+    prepare_storage,
+    target_identity,
+    unreadable_for,
+)
 from gateway.quarantine.store import QuarantineStore
 from gateway.queue.admin import stats as queue_stats
 from gateway.queue.delivery import DeliveryService
@@ -446,6 +452,10 @@ def serve(config: Config, announce: Callable[[str], None]) -> int:
     done first; a problem with any is one line and exit 2."""
     identity = target_identity(config.process)
     prepare_storage(config.storage_dir, identity)
+    if identity is not None and identity.uid != os.geteuid():
+        needed = [config.rules_dir, Path(config.checks.classifier.model)]
+        if problem := unreadable_for(identity, needed):
+            raise GatewayError(problem)
     if config.smtp.tls_cert and config.smtp.tls_key:
         problem, warning = certificate_problem(config.smtp.tls_cert, config.smtp.tls_key)
         if problem:
