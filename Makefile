@@ -21,10 +21,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests need (clamd for the antivirus tests); needs root, does nothing
-# when they are already there.
+# Debian packages the tests need (clamd for the antivirus tests, systemd-analyze for the unit
+# file); needs root, does nothing when they are already there.
 system-deps:
 	sh .ci/install-clamav.sh
+	sh .ci/install-systemd.sh
 
 # Postfix's smtp-source and smtp-sink, the C load tools of benchmarks/bench_scaling.py (no mail
 # server is configured or started).
