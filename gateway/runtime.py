@@ -180,6 +180,11 @@ class Runtime:
         queue = queue_stats(self.spool, time.time())
         return metrics.State(queue.size, queue.oldest_age_s, self.quarantine.held_count())
 
+    def reload(self) -> None:
+        """SIGHUP (systemctl reload): the rules, and the TLS certificate and key."""
+        self.front_end.reload_tls()
+        self.reload_rules()
+
     def reload_rules(self) -> None:
         """SIGHUP: rebuild every check and the policy from the rule files, then swap them in
         at once. Any problem keeps all of the previous rules (nothing half-reloaded)."""
@@ -250,7 +255,7 @@ async def run_worker(
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, runtime.reload_rules)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
     host, port = await runtime.start(sock)
     on_ready(host, port)
     await stop.wait()
@@ -454,6 +459,8 @@ def serve(config: Config, announce: Callable[[str], None]) -> int:
     prepare_storage(config.storage_dir, identity)
     if identity is not None and identity.uid != os.geteuid():
         needed = [config.rules_dir, Path(config.checks.classifier.model)]
+        # The certificate and key are read again on SIGHUP, by then as the user.
+        needed += [Path(p) for p in (config.smtp.tls_cert, config.smtp.tls_key) if p]
         if problem := unreadable_for(identity, needed):
             raise GatewayError(problem)
     if config.smtp.tls_cert and config.smtp.tls_key:
