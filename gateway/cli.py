@@ -149,7 +149,10 @@ def _run(args: argparse.Namespace) -> int:
         print(init_config_dir(Path(args.dir), force=args.force))
         return EXIT_OK
     config = load_config(args.config if args.config else default_config_path())
-    configure_logging(config.log.level if args.command == "serve" else "warning")
+    if args.command == "serve":
+        configure_logging(config.log.level, config.log.file)
+    else:
+        configure_logging("warning")
     if args.command == "serve":
         from gateway.runtime import serve
 

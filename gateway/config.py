@@ -39,6 +39,7 @@ PATH_KEYS = (
     ("smtp", "tls_key"),
     ("pipeline", "rules_dir"),
     ("checks", "classifier", "model"),
+    ("log", "file"),
 )
 
 
@@ -308,6 +309,7 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    file: str = ""  # "" = stderr (journald); a file is reopened on SIGUSR1 (logrotate)
 
 
 @dataclass(frozen=True)

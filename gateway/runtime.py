@@ -32,7 +32,7 @@ from gateway.files import private_dir
 from gateway.net.dns import Resolver
 from gateway.observe import metrics
 from gateway.observe.http import MetricsServer, Probes
-from gateway.observe.setup import configure_logging
+from gateway.observe.setup import configure_logging, reopen_log_files
 from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.registry import Services, build_checks, declared_symbols
 from gateway.pipeline.runner import PhaseRunner
@@ -246,6 +246,7 @@ async def run_worker(
     """Run one Runtime until SIGTERM/SIGINT; SIGHUP reloads rules."""
     # A reload asked for while the rules are first loaded must not kill the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # logrotate's reopen: not a reason to die
     loop = asyncio.get_running_loop()
     # Spool fsyncs, the quarantine and the attachments check run in threads; the default pool
     # (cores + 4) would queue them behind each other under load. SPF, DKIM and ARC, which can
@@ -256,6 +257,7 @@ async def run_worker(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
     host, port = await runtime.start(sock)
     on_ready(host, port)
     await stop.wait()
@@ -336,7 +338,7 @@ def _worker_main(
     ready: multiprocessing.queues.Queue[int],
     identity: Identity | None,
 ) -> None:
-    configure_logging(config.log.level)
+    configure_logging(config.log.level, config.log.file)
     sock = bind_listener(listen, reuse_port=True)
     metrics_sock = bind_metrics(config, reuse_port=True)
     become(config, identity)
@@ -410,12 +412,14 @@ def supervise(config: Config, identity: Identity | None, announce: Callable[[str
         nonlocal stopping
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
+        if signum == signal.SIGUSR1:
+            reopen_log_files()
         for process in workers.values():
             if process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, forward)
     for slot in range(config.smtp.workers):
         start_worker(slot)
