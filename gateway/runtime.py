@@ -461,18 +461,18 @@ def serve(config: Config, announce: Callable[[str], None]) -> int:
     done first; a problem with any is one line and exit 2."""
     identity = target_identity(config.process)
     prepare_storage(config.storage_dir, identity)
-    if identity is not None and identity.uid != os.geteuid():
-        needed = [config.rules_dir, Path(config.checks.classifier.model)]
-        # The certificate and key are read again on SIGHUP, by then as the user.
-        needed += [Path(p) for p in (config.smtp.tls_cert, config.smtp.tls_key) if p]
-        if problem := unreadable_for(identity, needed):
-            raise GatewayError(problem)
     if config.smtp.tls_cert and config.smtp.tls_key:
         problem, warning = certificate_problem(config.smtp.tls_cert, config.smtp.tls_key)
         if problem:
             raise GatewayError(problem)
         if warning:
             log.warning("%s", warning)
+    if identity is not None and identity.uid != os.geteuid():
+        needed = [config.rules_dir, Path(config.checks.classifier.model)]
+        # The certificate and key are read again on SIGHUP, by then as the user.
+        needed += [Path(p) for p in (config.smtp.tls_cert, config.smtp.tls_key) if p]
+        if problem := unreadable_for(identity, needed):
+            raise GatewayError(problem)
     lock = lock_storage(config.storage_dir)
     try:
         if config.metrics.listen:
