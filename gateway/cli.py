@@ -165,6 +165,10 @@ def _run(args: argparse.Namespace) -> int:
         return _check_config(config)
     if args.command == "scan":
         return _scan(config, args)
+    if args.command in ("queue", "quarantine", "learn"):
+        from gateway.privileges import become_storage_user
+
+        become_storage_user(config.process)
     if args.command == "queue":
         return run_queue_command(args, config)
     if args.command == "quarantine":

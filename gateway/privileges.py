@@ -119,6 +119,17 @@ def unreadable_for(identity: Identity, paths: list[Path]) -> str | None:
     return None
 
 
+def become_storage_user(process: ProcessConfig) -> None:
+    """queue, quarantine and learn run by root on a gateway's storage: as [process] user, so
+    that the files they create (the quarantine's SQLite journal, spool entries, feedback) stay
+    the gateway's; created as root, the gateway could no longer write them."""
+    if os.geteuid() != 0 or not process.user:
+        return
+    identity = target_identity(process)
+    if identity is not None and identity.uid != 0:
+        drop_to(identity)
+
+
 def drop_to(identity: Identity) -> None:
     """Become `identity` for good: supplementary groups, then gid, then uid (the order in
     which each step still has the right to do the next), then prove root cannot come back."""

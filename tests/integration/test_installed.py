@@ -302,6 +302,46 @@ def test_serve_as_root_on_port_25_drops_to_nobody_delivers_and_is_scraped(
         assert model.startswith("classifier.skops@")  # the shipped model, read as nobody
 
 
+def test_admin_commands_run_by_root_leave_the_storage_to_the_user(
+    installed: Installed, dns_server: DnsTestServer, downstream: Downstream
+) -> None:
+    """quarantine, queue and learn as root work as [process] user: a file they create in the
+    storage as root (the quarantine's SQLite journal) would lock the gateway out of it."""
+    dns_server.set_zone(".", {})
+    smtp_port = free_port()
+    config = _write_config(
+        installed,
+        "admin",
+        smtp_port,
+        {
+            "relay": {"port": downstream.port, "domains": ["example.test"], "tls": "none"},
+            "dns": {"nameservers": [dns_server.address], "timeout_s": 0.5, "lifetime_s": 1.0},
+            "queue": {"min_free_bytes": 1},
+        },
+    )
+    with _serving(installed, config), smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+        client.sendmail(
+            "a@sender.test",
+            ["b@example.test"],
+            "From: a@sender.test\r\nSubject: held\r\n\r\n"
+            "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-QUARANTINE*C.34X\r\n",
+        )
+    message = installed.root / "spam.eml"
+    message.write_text("From: a@sender.test\nSubject: x\n\nbuy now\n")
+    message.chmod(0o644)
+    for command in (["quarantine", "list"], ["queue", "list"], ["learn", "--spam", str(message)]):
+        result = installed.run(*command, "--config", str(config))
+        assert result.returncode == 0, (command, result.stderr)
+    storage = Path(tomllib.loads(config.read_text())["storage"]["dir"])
+    nobody = pwd.getpwnam("nobody").pw_uid
+    files = list(storage.rglob("*"))
+    assert any("quarantine" in p.parts for p in files), files
+    assert any("feedback" in p.parts and p.suffix == ".eml" for p in files), files
+    # serve.lock is root's: serve, started as root, takes the lock before the drop.
+    not_nobody = [str(p) for p in files if p.stat().st_uid != nobody and p.name != "serve.lock"]
+    assert not_nobody == []
+
+
 def _one_line_exit_2(result: subprocess.CompletedProcess[str], expected: str) -> None:
     """One line of error (warnings may come before it), exit 2, no traceback."""
     assert result.returncode == 2, result.stderr
