@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian packages the gateway and tests need (clamd for the antivirus tests, libarchive13 for
-# archive listing); needs root, does nothing when they are already there.
+# archive listing, systemd-analyze for the unit file); needs root, does nothing when they are
+# already there.
 system-deps:
 	sh .ci/install-clamav.sh
+	sh .ci/install-systemd.sh
 
 # Postfix's smtp-source and smtp-sink, the C load tools of benchmarks/bench_scaling.py (no mail
 # server is configured or started).
@@ -32,12 +34,13 @@ bench-deps:
 	sh benchmarks/install-postfix-tools.sh
 
 # The gateway on 127.0.0.1:2525 relaying to a local test sink on 127.0.0.1:2526 that files
-# mail into var/sink/new. Ctrl-C stops both.
+# mail into var/sink/new. Ctrl-C stops both. Run as root (a container, CI), it stays root:
+# a developer's run, not a deployment (docs/deploy.md drops to a user of its own).
 run: install
 	mkdir -p var
 	@bash -c 'set -m; $(VENV)/bin/gateway sink --listen 127.0.0.1:2526 --maildir var/sink & sink=$$!; \
 	  trap "kill $$sink 2>/dev/null; wait $$sink 2>/dev/null" EXIT; \
-	  $(VENV)/bin/gateway serve --config $(CONFIG)'
+	  $(VENV)/bin/gateway serve --config $(CONFIG) $(if $(filter 0,$(shell id -u)),--user root)'
 
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests

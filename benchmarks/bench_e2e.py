@@ -109,6 +109,7 @@ def start_gateway(
         "pipeline": {"rules_dir": str(ROOT / "rules")},
         "log": {"level": "warning"},
         "checks": {"antivirus": {"enabled": False}},
+        **({"process": {"user": "root"}} if os.geteuid() == 0 else {}),  # root: stay so
     }
     if checks == "spine":
         config["checks"] = {

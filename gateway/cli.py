@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
-from gateway.config import Config, load_config, parse_hostport
+from gateway.config import Config, default_config_path, load_config, parse_hostport
 from gateway.errors import ConfigError, GatewayError
 from gateway.feedback import add_learn_command, run_learn
 from gateway.observe.setup import configure_logging
@@ -27,7 +28,10 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", metavar="PATH", help="TOML configuration (default: embedded defaults)"
+        "--config",
+        metavar="PATH",
+        help="TOML configuration (default: /etc/mailgate/gateway.toml when installed and "
+        "present, else embedded defaults)",
     )
 
 
@@ -40,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gateway in the foreground")
     _config_option(serve)
+    serve.add_argument(
+        "--user", metavar="NAME", help='[process] user for this run ("root": stay root knowingly)'
+    )
 
     check = sub.add_parser("check-config", help="validate a configuration and its rules")
     _config_option(check)
@@ -70,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         "[--list-share S] [--force] (`make train`)",
     )
 
+    init = sub.add_parser("init", help="write a commented config and the shipped rules to DIR")
+    init.add_argument("dir", metavar="DIR", help="e.g. /etc/mailgate")
+    init.add_argument("--force", action="store_true", help="overwrite files already there")
+
     sink = sub.add_parser("sink", help="a test SMTP server filing mail into a Maildir")
     sink.add_argument("--listen", default="127.0.0.1:2526")
     sink.add_argument("--maildir", default="var/sink")
@@ -88,7 +99,13 @@ def _announce(address: str) -> None:
 
 def _check_config(config: Config) -> int:
     from gateway.runtime import build_pipeline
+    from gateway.setup import deployment_problems
 
+    problems, warnings = deployment_problems(config)
+    for warning in warnings:
+        print(f"gateway: warning: {warning}", file=sys.stderr)
+    if problems:
+        raise ConfigError(problems)
     pipeline = build_pipeline(config)
     asyncio.run(pipeline.close())
     names = ", ".join(c.name for c in pipeline.checks)
@@ -130,16 +147,32 @@ def _run(args: argparse.Namespace) -> int:
         host, port = parse_hostport(args.listen, 25)
         run_sink(host, port, Path(args.maildir))
         return EXIT_OK
-    config = load_config(args.config)
-    configure_logging(config.log.level if args.command == "serve" else "warning")
+    if args.command == "init":
+        from gateway.setup import init_config_dir
+
+        print(init_config_dir(Path(args.dir), force=args.force))
+        return EXIT_OK
+    config = load_config(args.config if args.config else default_config_path())
+    if args.command == "serve":
+        configure_logging(config.log.level, config.log.file)
+    else:
+        configure_logging("warning")
     if args.command == "serve":
         from gateway.runtime import serve
 
+        if args.user:
+            config = dataclasses.replace(
+                config, process=dataclasses.replace(config.process, user=args.user)
+            )
         return serve(config, _announce)
     if args.command == "check-config":
         return _check_config(config)
     if args.command == "scan":
         return _scan(config, args)
+    if args.command in ("queue", "quarantine", "learn"):
+        from gateway.privileges import become_storage_user
+
+        become_storage_user(config.process)
     if args.command == "queue":
         return run_queue_command(args, config)
     if args.command == "quarantine":

@@ -22,8 +22,25 @@ from gateway.files import read_toml
 from gateway.model import OnError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_RULES_DIR = PROJECT_ROOT / "rules"
-SHIPPED_MODEL = PROJECT_ROOT / "models" / "classifier.skops"
+# A checkout (make run, make test, an editable install) has rules/ and models/ at its top; an
+# installed wheel carries them as gateway/_shipped/ (setup.py maps them there).
+INSTALLED = not (PROJECT_ROOT / "rules" / "scores.toml").is_file()
+_SHIPPED_ROOT = Path(__file__).resolve().parent / "_shipped" if INSTALLED else PROJECT_ROOT
+SHIPPED_RULES_DIR = _SHIPPED_ROOT / "rules"
+SHIPPED_MODEL = _SHIPPED_ROOT / "models" / "classifier.skops"
+# Where an installed gateway looks without --config, and keeps its state; a checkout keeps the
+# embedded defaults (./var) so that `make run` works as it always did.
+INSTALLED_CONFIG = Path("/etc/mailgate/gateway.toml")
+DEFAULT_STORAGE_DIR = "/var/lib/mailgate" if INSTALLED else "var"
+# Keys holding a file or directory: relative values are taken from the config file's directory.
+PATH_KEYS = (
+    ("storage", "dir"),
+    ("smtp", "tls_cert"),
+    ("smtp", "tls_key"),
+    ("pipeline", "rules_dir"),
+    ("checks", "classifier", "model"),
+    ("log", "file"),
+)
 
 
 def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
@@ -211,7 +228,24 @@ class VerifyConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    dir: str = "var"
+    dir: str = DEFAULT_STORAGE_DIR
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    # `serve` started as root binds its sockets, then runs as this user before it reads any
+    # mail or model; "" is allowed only when not started as root.
+    user: str = ""
+    group: str = ""  # "" = the user's primary group
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""  # host:port of /metrics, /healthz, /readyz; "" = off
+
+    def validate(self, problems: list[str], path: str) -> None:
+        if self.listen and (err := _valid_hostport(self.listen)):
+            problems.append(f"{path}.listen: {err}")
 
 
 @dataclass(frozen=True)
@@ -285,6 +319,7 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    file: str = ""  # "" = stderr (journald); a file is reopened on SIGUSR1 (logrotate)
 
 
 @dataclass(frozen=True)
@@ -541,6 +576,8 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -705,10 +742,29 @@ def config_from_dict(data: dict[str, Any], source: str = "") -> Config:
     return dataclasses.replace(config, source=source)
 
 
+def default_config_path() -> Path | None:
+    """The config an installed gateway reads without --config, when it is there."""
+    return INSTALLED_CONFIG if INSTALLED and INSTALLED_CONFIG.is_file() else None
+
+
 def load_config(path: str | Path | None) -> Config:
-    """Load and validate a TOML file; None gives the embedded defaults."""
+    """Load and validate a TOML file; None gives the embedded defaults. Relative paths in the
+    file are relative to the file's directory, not to where the gateway was started."""
     if path is None:
         return Config()
     path = Path(path)
     data = read_toml(path)
+    _anchor_paths(data, path.resolve().parent)
     return config_from_dict(data, source=str(path))
+
+
+def _anchor_paths(data: dict[str, Any], base: Path) -> None:
+    for *tables, key in PATH_KEYS:
+        table: Any = data
+        for name in tables:
+            table = table.get(name) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            continue
+        value = table.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            table[key] = str(base / value)

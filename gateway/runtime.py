@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import hashlib
 import logging
 import multiprocessing
 import multiprocessing.queues
@@ -29,16 +30,27 @@ from gateway.config import Config, parse_hostport
 from gateway.errors import ConfigError, GatewayError
 from gateway.files import private_dir
 from gateway.net.dns import Resolver
-from gateway.observe.setup import configure_logging
+from gateway.observe import metrics
+from gateway.observe.http import MetricsServer, Probes
+from gateway.observe.setup import configure_logging, reopen_log_files
 from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.registry import Services, build_checks, declared_symbols
 from gateway.pipeline.runner import PhaseRunner
 from gateway.pipeline.scoring import load_policy
+from gateway.privileges import (
+    Identity,
+    drop_to,
+    prepare_storage,
+    target_identity,
+    unreadable_for,
+)
 from gateway.quarantine.store import QuarantineStore
+from gateway.queue.admin import stats as queue_stats
 from gateway.queue.delivery import DeliveryService
 from gateway.queue.dsn import SpoolBouncer
 from gateway.queue.spool import Spool
 from gateway.queue.verify import RecipientVerifier
+from gateway.setup import certificate_problem
 from gateway.smtp.server import SmtpFrontEnd, bind_listener
 
 log = logging.getLogger(__name__)
@@ -52,6 +64,7 @@ BLOCKING_THREADS = 32
 HEAP_TRIM_INTERVAL_S = 5.0
 HEAP_TRIM_AFTER_BYTES = 32 << 20
 SERVE_LOCK_FILE = "serve.lock"
+METRICS_DIR = "metrics"  # per-process counts of prometheus_client's multiprocess mode
 
 
 def build_pipeline(config: Config, services: Services | None = None) -> Pipeline:
@@ -70,8 +83,10 @@ def build_pipeline(config: Config, services: Services | None = None) -> Pipeline
 class Runtime:
     """Everything one worker process runs: SMTP front end, delivery, periodic housekeeping."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics_sock: socket.socket | None = None) -> None:
         self.config = config
+        self._metrics_sock = metrics_sock
+        self._metrics_server: MetricsServer | None = None
         storage = config.storage_dir
         try:
             private_dir(storage)
@@ -117,12 +132,18 @@ class Runtime:
             sock = listening(listen, lambda: bind_listener(listen, reuse_port=False))
         await self.delivery.start()
         address = await self.front_end.start(sock)
+        if self._metrics_sock is not None:
+            probes = Probes(self.config, self._model_loaded, self._state)
+            self._metrics_server = MetricsServer(self._metrics_sock, probes, self._model_version())
+            self._metrics_server.start()
         self._housekeeping = asyncio.create_task(self._expire_quarantine())
         self._heap_return = asyncio.create_task(self._return_heap_after_bursts())
         return address
 
     async def stop(self) -> None:
         """Stop accepting, let sessions in DATA finish (bounded), finish in-flight deliveries."""
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.stop)
         for task in (self._housekeeping, self._heap_return):
             if task is not None:
                 task.cancel()
@@ -137,6 +158,32 @@ class Runtime:
         await self.pipeline.close()
         # After delivery: no delivered message's bytes stay behind in recycled/.
         await asyncio.to_thread(self.spool.close)
+
+    def _model_loaded(self) -> bool:
+        if not self.config.checks.classifier.enabled:
+            return True
+        return any(check.name == "classifier" for check in self.pipeline.checks)
+
+    def _model_version(self) -> str:
+        """The model file's name and the start of its SHA-256: which artefact is serving."""
+        classifier = self.config.checks.classifier
+        if not classifier.enabled:
+            return "off"
+        try:
+            digest = hashlib.sha256(Path(classifier.model).read_bytes()).hexdigest()
+        except OSError:
+            return "unreadable"
+        return f"{Path(classifier.model).name}@{digest[:12]}"
+
+    def _state(self) -> metrics.State:
+        """For a scrape, from the metrics thread: the queue files and the quarantine index."""
+        queue = queue_stats(self.spool, time.time())
+        return metrics.State(queue.size, queue.oldest_age_s, self.quarantine.held_count())
+
+    def reload(self) -> None:
+        """SIGHUP (systemctl reload): the rules, and the TLS certificate and key."""
+        self.front_end.reload_tls()
+        self.reload_rules()
 
     def reload_rules(self) -> None:
         """SIGHUP: rebuild every check and the policy from the rule files, then swap them in
@@ -191,21 +238,26 @@ class Runtime:
 
 
 async def run_worker(
-    config: Config, sock: socket.socket | None, on_ready: Callable[[str, int], None]
+    config: Config,
+    sock: socket.socket | None,
+    on_ready: Callable[[str, int], None],
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     """Run one Runtime until SIGTERM/SIGINT; SIGHUP reloads rules."""
     # A reload asked for while the rules are first loaded must not kill the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # logrotate's reopen: not a reason to die
     loop = asyncio.get_running_loop()
     # Spool fsyncs, the quarantine and the attachments check run in threads; the default pool
     # (cores + 4) would queue them behind each other under load. SPF, DKIM and ARC, which can
     # wait on DNS for seconds, have the resolver's own threads ([dns] blocking_threads).
     loop.set_default_executor(ThreadPoolExecutor(max_workers=BLOCKING_THREADS))
-    runtime = Runtime(config)
+    runtime = Runtime(config, metrics_sock)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, runtime.reload_rules)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
     host, port = await runtime.start(sock)
     on_ready(host, port)
     await stop.wait()
@@ -280,10 +332,36 @@ def reserve_port(listen: str) -> socket.socket:
     return sock
 
 
-def _worker_main(config: Config, listen: str, ready: multiprocessing.queues.Queue[int]) -> None:
-    configure_logging(config.log.level)
+def _worker_main(
+    config: Config,
+    listen: str,
+    ready: multiprocessing.queues.Queue[int],
+    identity: Identity | None,
+) -> None:
+    configure_logging(config.log.level, config.log.file)
     sock = bind_listener(listen, reuse_port=True)
-    asyncio.run(run_worker(config, sock, lambda host, port: ready.put(os.getpid())))
+    metrics_sock = bind_metrics(config, reuse_port=True)
+    become(config, identity)
+    on_ready = lambda host, port: ready.put(os.getpid())  # noqa: E731
+    asyncio.run(run_worker(config, sock, on_ready, metrics_sock))
+
+
+def bind_metrics(config: Config, reuse_port: bool) -> socket.socket | None:
+    """The [metrics] listener, bound while still root (port 25's peer may be a low port too)."""
+    listen = config.metrics.listen
+    if not listen:
+        return None
+    sock = listening(listen, lambda: bind_listener(listen, reuse_port=reuse_port))
+    sock.setblocking(True)  # served by a thread, not the event loop
+    return sock
+
+
+def become(config: Config, identity: Identity | None) -> None:
+    """After binding, before reading any mail or model: drop root, then start counting."""
+    if identity is not None:
+        drop_to(identity)
+    if config.metrics.listen:
+        metrics.setup(config.storage_dir / METRICS_DIR)
 
 
 def _wait_ready(
@@ -308,10 +386,14 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def supervise(config: Config, announce: Callable[[str], None]) -> int:
+def supervise(config: Config, identity: Identity | None, announce: Callable[[str], None]) -> int:
     """Run `[smtp] workers` worker processes on one port; forward SIGTERM/SIGHUP; restart a
-    worker that dies unexpectedly. Returns the exit code."""
+    worker that dies unexpectedly. Returns the exit code. Started as root it stays root (it
+    reads no mail: it only starts workers, which bind as root and then drop to `identity`,
+    so that a restarted worker can bind port 25 again, as Postfix's master does)."""
     refuse_if_listened_on(config.smtp.listen)
+    if config.metrics.listen:
+        refuse_if_listened_on(config.metrics.listen)
     holder = listening(config.smtp.listen, lambda: reserve_port(config.smtp.listen))
     host, port = holder.getsockname()[:2]
     listen = format_address(host, port)
@@ -320,7 +402,7 @@ def supervise(config: Config, announce: Callable[[str], None]) -> int:
     workers: dict[int, multiprocessing.process.BaseProcess] = {}
 
     def start_worker(slot: int) -> None:
-        process = context.Process(target=_worker_main, args=(config, listen, ready))
+        process = context.Process(target=_worker_main, args=(config, listen, ready, identity))
         process.start()
         workers[slot] = process
 
@@ -330,12 +412,14 @@ def supervise(config: Config, announce: Callable[[str], None]) -> int:
         nonlocal stopping
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
+        if signum == signal.SIGUSR1:
+            reopen_log_files()
         for process in workers.values():
             if process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, forward)
     for slot in range(config.smtp.workers):
         start_worker(slot)
@@ -372,13 +456,38 @@ def supervise(config: Config, announce: Callable[[str], None]) -> int:
 
 
 def serve(config: Config, announce: Callable[[str], None]) -> int:
-    """`gateway serve`: one process, or a supervisor with workers. Blocks until stopped."""
+    """`gateway serve`: one process, or a supervisor with workers. Blocks until stopped.
+    Everything that needs root (checking who to become, the storage directory, the ports) is
+    done first; a problem with any is one line and exit 2."""
+    identity = target_identity(config.process)
+    prepare_storage(config.storage_dir, identity)
+    if config.smtp.tls_cert and config.smtp.tls_key:
+        problem, warning = certificate_problem(config.smtp.tls_cert, config.smtp.tls_key)
+        if problem:
+            raise GatewayError(problem)
+        if warning:
+            log.warning("%s", warning)
+    if identity is not None and identity.uid != os.geteuid():
+        needed = [config.rules_dir, Path(config.checks.classifier.model)]
+        # The certificate and key are read again on SIGHUP, by then as the user.
+        needed += [Path(p) for p in (config.smtp.tls_cert, config.smtp.tls_key) if p]
+        if problem := unreadable_for(identity, needed):
+            raise GatewayError(problem)
     lock = lock_storage(config.storage_dir)
     try:
+        if config.metrics.listen:
+            metrics_dir = config.storage_dir / METRICS_DIR
+            metrics.prepare_dir(metrics_dir)
+            if identity is not None and os.geteuid() == 0:
+                os.chown(metrics_dir, identity.uid, identity.gid)
         if config.smtp.workers > 1:
-            return supervise(config, announce)
+            return supervise(config, identity, announce)
+        listen = config.smtp.listen
+        sock = listening(listen, lambda: bind_listener(listen, reuse_port=False))
+        metrics_sock = bind_metrics(config, reuse_port=False)
+        become(config, identity)
         on_ready = lambda host, port: announce(format_address(host, port))  # noqa: E731
-        asyncio.run(run_worker(config, None, on_ready))
+        asyncio.run(run_worker(config, sock, on_ready, metrics_sock))
         return 0
     finally:
         os.close(lock)

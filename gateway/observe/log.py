@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from gateway.model import CheckResult, Connection, Verdict
+from gateway.observe import metrics
 
 log = logging.getLogger("gateway.transaction")
 
@@ -67,6 +68,7 @@ def connection_fields(connection: Connection) -> dict[str, Any]:
 
 def log_transaction(record: TransactionRecord) -> None:
     """Emit the record as one JSON line; also attached as `record.transaction` for handlers."""
+    metrics.transaction(record.outcome, record.symbols, record.check_times_s)
     if not log.isEnabledFor(logging.INFO):
         return  # nobody would see it: not worth the JSON
     # Shallow: the record holds plain lists and dicts already (asdict deep-copies, slowly).

@@ -17,8 +17,32 @@ class _Formatter(logging.Formatter):
         return super().format(record)
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class _ReopenableFile(logging.FileHandler):
+    """[log] file: appended to; `reopen()` (SIGUSR1) starts writing to whatever file now has
+    the name, after logrotate moved the old one away."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            old, self.stream = self.stream, self._open()
+            if old is not None:
+                old.close()
+        finally:
+            self.release()
+
+
+def configure_logging(level: str, file: str = "") -> None:
+    """Log to stderr, or to `file` (opened now: before the drop, as root, when so started)."""
+    handler: logging.Handler
+    if file:
+        try:
+            handler = _ReopenableFile(file, encoding="utf-8")
+        except OSError as exc:
+            from gateway.errors import GatewayError
+
+            raise GatewayError(f"[log] file {file}: {exc.strerror or exc}") from None
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # aiosmtpd logs every connection at INFO; our transaction line already says it all.
@@ -26,3 +50,10 @@ def configure_logging(level: str) -> None:
     # libarchive-c says at import, at INFO, that Debian's libarchive lacks a feature we do not
     # use: a line before every CLI error that must be one line.
     logging.getLogger("libarchive").setLevel(max(logging.WARNING, logging.root.level))
+
+
+def reopen_log_files() -> None:
+    """SIGUSR1: reopen [log] file (nothing to do on stderr)."""
+    for handler in logging.root.handlers:
+        if isinstance(handler, _ReopenableFile):
+            handler.reopen()

@@ -263,6 +263,14 @@ class QuarantineStore:
                 f"quarantine full: {int(total)} + {size} bytes over max_bytes {self.max_bytes}"
             )
 
+    def held_count(self) -> int:
+        """Messages held now (not released): the metrics' quarantine gauge."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE state != ?", (State.RELEASED.value,)
+            ).fetchone()
+        return int(row[0])
+
     def claim_release(self, qid: str, now: float | None = None) -> Entry:
         """Mark a held entry as being released, exactly once across processes.
 

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from gateway.config import QueueConfig, RelayConfig
 from gateway.errors import SpoolError
+from gateway.observe import metrics
 from gateway.queue.admin import QueueStats, stats_of
 from gateway.queue.dsn import Kind as NoticeKind
 from gateway.queue.dsn import mail_parameters, rcpt_parameters, wanted
@@ -244,9 +245,11 @@ class DeliveryService:
         relayed = _relayed_to_tell(updated, outcomes)
         if disposition is Disposition.DONE:
             self.spool.remove(claim)  # first: the duplicate window; no thread hop
+            metrics.delivery("delivered")
             log.info("queue: %s delivered to %s", entry.id, _summary(updated))
             await self._tell_relayed(updated, data, relayed, now)
         elif disposition is Disposition.RETRY:
+            metrics.delivery("deferred")
             if self._delay_warning_due(updated, now):
                 updated = dataclasses.replace(updated, delay_warned=True)
                 await asyncio.to_thread(claim.update, updated)  # before: never warn twice
@@ -262,6 +265,7 @@ class DeliveryService:
                 updated.last_error,
             )
         else:
+            metrics.delivery("failed")
             # Persisted first, so a failing bounce never makes us relay to anyone again.
             await asyncio.to_thread(claim.update, updated)
             await self._tell_relayed(updated, data, relayed, now)

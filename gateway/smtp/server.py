@@ -15,6 +15,7 @@ import socket
 import ssl
 
 from gateway.config import Config, SmtpConfig, parse_hostport
+from gateway.errors import GatewayError
 from gateway.pipeline.engine import Pipeline
 from gateway.queue.spool import Spool
 from gateway.smtp.handler import (
@@ -59,7 +60,12 @@ def tls_context(config: SmtpConfig) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls_cert, config.tls_key)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except OSError as exc:  # e.g. a key the dropped user may not read
+        raise GatewayError(f"[smtp] tls_cert/tls_key: {exc.strerror or exc}") from None
+    except ssl.SSLError as exc:
+        raise GatewayError(f"[smtp] tls_cert/tls_key: {exc.reason or exc}") from None
     return context
 
 
@@ -103,6 +109,20 @@ class SmtpFrontEnd:
         host, port = sock.getsockname()[:2]
         log.info("SMTP front end listening on %s port %d", host, port)
         return str(host), int(port)
+
+    def reload_tls(self) -> None:
+        """SIGHUP: read the certificate and key again (a renewed certificate). Sessions from now
+        on get the new pair; those already open keep theirs. A pair that does not load keeps
+        the previous one, with an error in the log."""
+        if self.tls_context is None:
+            return
+        try:
+            fresh = tls_context(self.config.smtp)
+        except GatewayError as exc:
+            log.error("TLS certificate reload failed, keeping the previous one: %s", exc)
+            return
+        self.tls_context = fresh
+        log.info("TLS certificate reloaded from %s", self.config.smtp.tls_cert)
 
     def _new_session(self) -> GatewaySMTP:
         return GatewaySMTP(

@@ -16,6 +16,7 @@ import math
 import re
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from aiosmtpd.smtp import __ident__ as aiosmtpd_ident
 from gateway.config import SmtpConfig
 from gateway.model import Connection, new_id
 from gateway.net.dns import begin_scope
+from gateway.observe import metrics
 from gateway.smtp import replies
 from gateway.smtp.addresses import (
     helo_problem,
@@ -201,6 +203,7 @@ class GatewaySMTP(SMTP):
             return
         self._lines = LineReader(self._reader, self.config.max_line_bytes)
         self.front_end.session_started(self)
+        started = time.monotonic()
         self._session_deadline = self.loop.time() + self.config.session_timeout_s
         try:
             refusal = await self.gateway.connect(state)
@@ -224,6 +227,7 @@ class GatewaySMTP(SMTP):
             self.gateway.abandon(state)
             self.limiter.release(client_ip)
             self.front_end.session_ended(self)
+            metrics.session_ended(time.monotonic() - started)
 
     async def _command_loop(self) -> None:
         while self.transport is not None:
@@ -372,6 +376,7 @@ class GatewaySMTP(SMTP):
         # replies go out at once: with nothing left buffered, drain() cannot wait, and the
         # timer (a heap entry per reply) is skipped.
         reply = status.encode() if isinstance(status, str) else status
+        metrics.reply(reply[:3].decode("ascii", "replace"))
         self._writer.write(reply + b"\r\n")
         if not self._writer.transport.get_write_buffer_size():
             await self._writer.drain()

@@ -16,6 +16,7 @@ import tomli_w
 from gateway import cli
 from gateway.config import SHIPPED_RULES_DIR
 from tests.support.gateway_fixture import only_checks
+from tests.support.gateway_process import STAY_AS_WE_ARE
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 MBOX = (
@@ -33,6 +34,7 @@ def config_path(tmp_path: Path) -> Path:
         "relay": {"domains": ["example.test"]},
         "storage": {"dir": str(tmp_path / "var")},
         "pipeline": {"rules_dir": str(SHIPPED_RULES_DIR)},
+        **STAY_AS_WE_ARE,
         "checks": only_checks("headers", "gtube"),
     }
     path.write_bytes(tomli_w.dumps(config).encode())

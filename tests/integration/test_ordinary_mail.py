@@ -3,7 +3,7 @@
 `tests/data/ordinary_mail/` holds 75 legitimate messages written for a review of what an MX
 really receives (Outlook with TNEF, Gmail, Apple Mail, lists, DSNs, read receipts, calendar
 invites, S/MIME and PGP, office attachments, zips, SMTPUTF8 and non-Latin scripts, cron
-mail...). Some are quarantined on content (see the README, "Measured"); none may be
+mail...). Some are quarantined on content (see docs/measurements.md); none may be
 rejected, deferred, or judged by a check that failed. Each of these once was: a zipped
 screenshot and log file rejected as zip bombs, SMTPUTF8 From domains deferred for good.
 """

@@ -31,6 +31,8 @@ from gateway.config import SHIPPED_RULES_DIR
 from tests.support.dns_server import DnsTestServer
 from tests.support.gateway_fixture import merge
 
+# CI runs as root: `serve` then refuses without [process] user; "root" stays root knowingly.
+STAY_AS_WE_ARE: dict[str, Any] = {"process": {"user": "root"}} if os.geteuid() == 0 else {}
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 45.0
 READY_PREFIX = "gateway: listening on "
@@ -50,6 +52,7 @@ def default_config(storage: Path, nameserver: str) -> dict[str, Any]:
         "storage": {"dir": str(storage)},
         "pipeline": {"rules_dir": str(SHIPPED_RULES_DIR)},
         "checks": {"antivirus": {"enabled": False}, "classifier": {"enabled": False}},
+        **STAY_AS_WE_ARE,
     }
 
 
