@@ -1,0 +1,76 @@
+"""Look-alike domains (issue 27): From, Reply-To, envelope sender and link hosts that imitate
+a brand of rules/brands.toml or one of our own domains ([relay] domains): confusable
+characters and mixed scripts (Unicode's confusables data), a brand's domain written at the
+start of another, a brand's name inside another domain, small edit distances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.content import header_addresses, header_str, message_content
+from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
+from gateway.phishing import Lookalike, load_phishing_data, lookalike
+from gateway.pipeline.check import Check
+from gateway.urls import is_ip_address, url_host
+
+MAX_LINK_HOSTS = 50  # distinct link hosts compared per message
+
+
+class LookalikeCheck(Check):
+    name = "lookalike"
+    phase = Phase.DATA
+    symbols = frozenset(
+        {
+            "LOOKALIKE_FROM",
+            "LOOKALIKE_REPLY_TO",
+            "LOOKALIKE_SENDER",
+            "LOOKALIKE_LINK",
+            "LOOKALIKE_MIXED_SCRIPT",
+        }
+    )
+
+    def __init__(
+        self,
+        rules_dir: Path,
+        protected: tuple[str, ...],
+        timeout_s: float = 10.0,
+        on_error: OnError = OnError.IGNORE,
+    ) -> None:
+        super().__init__(timeout_s, on_error)
+        self.data = load_phishing_data(rules_dir)
+        self.protected = tuple(d.lower() for d in protected)
+
+    def _judge(self, symbol: str, what: str, domain: str, found: list[Symbol]) -> None:
+        seen = lookalike(domain, self.data, self.protected)
+        if seen is None:
+            return
+        if seen.kind == "mixed-script":
+            symbol = "LOOKALIKE_MIXED_SCRIPT"
+        if all(s.name != symbol for s in found):
+            found.append(Symbol(symbol, _reason(what, domain, seen)))
+
+    async def run(self, tx: Transaction) -> CheckResult:
+        found: list[Symbol] = []
+        for header, symbol in (("From", "LOOKALIKE_FROM"), ("Reply-To", "LOOKALIKE_REPLY_TO")):
+            values = [header_str(v) for v in tx.message.get_all(header) or []]
+            for _, address in header_addresses(values)[:10]:
+                if "@" in address:
+                    self._judge(symbol, header.lower(), address.rpartition("@")[2], found)
+        sender = tx.envelope.mail_from or ""
+        if "@" in sender:
+            self._judge("LOOKALIKE_SENDER", "sender", sender.rpartition("@")[2], found)
+        hosts: dict[str, None] = {}
+        for anchor in message_content(tx.message).anchors:
+            host = url_host(anchor.href) if anchor.href[:4].lower() == "http" else None
+            if host and not is_ip_address(host):
+                hosts[host] = None
+            if len(hosts) >= MAX_LINK_HOSTS:
+                break
+        for host in hosts:
+            self._judge("LOOKALIKE_LINK", "link", host, found)
+        return self.result(*found)
+
+
+def _reason(what: str, domain: str, seen: Lookalike) -> str:
+    target = f" imitates={seen.target}" if seen.target else ""
+    return f"{what}={domain} kind={seen.kind}{target}"
