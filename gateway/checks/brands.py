@@ -42,7 +42,10 @@ class BrandCheck(Check):
         domain = address.rpartition("@")[2].rstrip(".")
         found: list[Symbol] = []
         owner = self.data.owner(domain)
-        if display and (named := self.data.brand_named(display)):
+        # Delivery and read reports carry the reporting server's name ("Microsoft Outlook" is
+        # Exchange's) at the recipient's own domain: not an impersonation.
+        report = tx.message.get_content_type() == "multipart/report"
+        if display and not report and (named := self.data.brand_named(display)):
             brand, name = named
             if brand is not owner and not in_domains(domain, brand.domains):
                 found.append(
