@@ -33,7 +33,7 @@ def return_path(raw: bytes) -> str:
     return envelope_sender(raw)
 
 
-async def measure(dirs: list[Path], listing: bool) -> None:
+async def measure(dirs: list[Path], listing: bool, disabled: list[str]) -> None:
     server = DnsTestServer().start()
     server.set_zone(".", {})  # NXDOMAIN for every name
     try:
@@ -43,7 +43,10 @@ async def measure(dirs: list[Path], listing: bool) -> None:
                     "storage": {"dir": tmp},
                     "relay": {"domains": ["example.org"]},
                     "dns": {"nameservers": [server.address], "timeout_s": 0.5, "lifetime_s": 1.0},
-                    "checks": {"antivirus": {"enabled": False}},
+                    "checks": {
+                        "antivirus": {"enabled": False},
+                        **{name: {"enabled": False} for name in disabled},
+                    },
                 }
             )
             pipeline = build_pipeline(config)
@@ -77,5 +80,8 @@ async def measure(dirs: list[Path], listing: bool) -> None:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--list"]
-    asyncio.run(measure([Path(a) for a in args], "--list" in sys.argv))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    # --disable=brand,link: measure without those checks (what each one adds)
+    off = [a.partition("=")[2] for a in sys.argv[1:] if a.startswith("--disable=")]
+    names = [name for value in off for name in value.split(",") if name]
+    asyncio.run(measure([Path(a) for a in args], "--list" in sys.argv, names))

@@ -16,9 +16,10 @@ from typing import Any
 
 from confusable_homoglyphs import confusables
 
+from gateway.content import Anchor, Content
 from gateway.errors import ConfigError
 from gateway.files import read_toml
-from gateway.urls import registered_domain
+from gateway.urls import find_urls, registered_domain
 
 BRANDS_FILE = "brands.toml"
 HOSTS_FILE = "phishing_hosts.toml"
@@ -47,10 +48,24 @@ class PhishingData:
 
     def brand_named(self, text: str) -> tuple[Brand, str] | None:
         """The first brand whose name `text` holds as a whole word, with the name found."""
-        for brand in self.brands:
-            if brand.name_pattern and (found := brand.name_pattern.search(text)):
-                return brand, found.group(0)
-        return None
+        found = self.brands_named(text)
+        return found[0] if found else None
+
+    def brands_named(self, text: str) -> list[tuple[Brand, str]]:
+        """Every brand whose name `text` holds as a whole word ("Dropbox Sign" names Dropbox
+        and HelloSign), with the name found."""
+        return [
+            (brand, found.group(0))
+            for brand in self.brands
+            if brand.name_pattern and (found := brand.name_pattern.search(text))
+        ]
+
+    def impersonated(self, text: str, domain: str) -> tuple[Brand, str] | None:
+        """The brand `text` names while `domain` is of none of the brands it names."""
+        named = self.brands_named(text)
+        if any(in_domains(domain, brand.domains) for brand, _ in named):
+            return None
+        return named[0] if named else None
 
     def owner(self, domain: str) -> Brand | None:
         """The brand `domain` (or a parent of it) belongs to."""
@@ -138,6 +153,18 @@ def load_phishing_data(rules_dir: Path) -> PhishingData:
         lists["trackers"],
         frozenset(lists["freemail"]),
     )
+
+
+def clickable_links(content: Content, limit: int = 500) -> list[Anchor]:
+    """What a reader can click: the <a href> links with their text, then the URLs written in
+    the text (plain-text phishing; the mail client makes them links), each as its own text.
+    Not image sources: newsletters load images from the same hosting phishers use."""
+    links = list(content.anchors[:limit])
+    for text in content.texts:
+        if len(links) >= limit:
+            break
+        links.extend(Anchor(url, url) for url in find_urls(text, limit - len(links)))
+    return links
 
 
 # --- look-alike domains -----------------------------------------------------------------------

@@ -45,22 +45,21 @@ class BrandCheck(Check):
         # Delivery and read reports carry the reporting server's name ("Microsoft Outlook" is
         # Exchange's) at the recipient's own domain: not an impersonation.
         report = tx.message.get_content_type() == "multipart/report"
-        if display and not report and (named := self.data.brand_named(display)):
+        ours = in_domains(domain, self.protected)  # our own: BRAND_OWN_DOMAIN's to judge
+        named = self.data.impersonated(display, domain) if display else None
+        if named and not report and not ours:
             brand, name = named
-            if brand is not owner and not in_domains(domain, brand.domains):
-                found.append(
-                    Symbol("BRAND_DISPLAY_NAME", f"name={name!r} brand={brand.key} from={address}")
-                )
+            found.append(
+                Symbol("BRAND_DISPLAY_NAME", f"name={name!r} brand={brand.key} from={address}")
+            )
         subject = " ".join(decode_header_value(tx.message.get("Subject", "")).split())[:500]
         # A brand's own mail names others ("your payment to Hetzner"): only from outside all.
-        if subject and owner is None and (named := self.data.brand_named(subject)):
+        named = self.data.impersonated(subject, domain) if subject else None
+        if named and owner is None and not ours:
             brand, name = named
-            if not in_domains(domain, brand.domains):
-                found.append(
-                    Symbol("BRAND_SUBJECT", f"name={name!r} brand={brand.key} from={address}")
-                )
+            found.append(Symbol("BRAND_SUBJECT", f"name={name!r} brand={brand.key} from={address}"))
         dmarc = tx.facts("dmarc")
-        if in_domains(domain, self.protected):
+        if ours:
             # Without a DMARC record (result none) our own systems' mail (a PBX, a scanner, the
             # IT desk) cannot be told from a forgery here: only a failed DMARC counts.
             if isinstance(dmarc, DmarcFacts) and dmarc.result == "fail":

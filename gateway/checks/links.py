@@ -11,14 +11,16 @@ from urllib.parse import urlsplit
 
 from gateway.content import Anchor, message_content
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
-from gateway.phishing import PhishingData, host_listed, load_phishing_data
+from gateway.phishing import PhishingData, clickable_links, host_listed, load_phishing_data
 from gateway.pipeline.check import Check
-from gateway.urls import registered_domain, url_host
+from gateway.urls import registered_domain, suffix_list, url_host
 
 # Link text that reads as an address: a URL, or a host name with a dot and a known-looking TLD.
 _TEXT_HOST = re.compile(
     r"^\s*(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,24})(?:[:/?#][^\s]*)?\s*$", re.IGNORECASE
 )
+
+_FILE_EXTENSIONS = frozenset({"zip", "mov", "pdf", "doc", "docx", "xls", "xlsx", "txt", "log"})
 
 
 class LinkCheck(Check):
@@ -48,13 +50,13 @@ class LinkCheck(Check):
     async def run(self, tx: Transaction) -> CheckResult:
         found: dict[str, Symbol] = {}
         domains: set[str] = set()
-        for anchor in message_content(tx.message).anchors:
+        for anchor in clickable_links(message_content(tx.message)):
             href = anchor.href.strip()
             scheme = href.partition(":")[0].strip().lower()
             if scheme in ("data", "javascript", "vbscript") and ":" in href:
                 found.setdefault("LINK_SCRIPT_URI", Symbol("LINK_SCRIPT_URI", f"href={href[:80]}"))
                 continue
-            if scheme not in ("http", "https"):
+            if scheme not in ("http", "https") and href[:4].lower() != "www.":
                 continue
             host = url_host(href)
             if host is None:
@@ -88,6 +90,14 @@ def _mismatch(anchor: Anchor, host: str, data: PhishingData) -> str | None:
     if match is None:
         return None
     shown = match.group(1).lower()
+    written_as_url = "://" in anchor.text or shown.startswith("www.")
+    # A bare name is a host only under a real TLD, and not as a file name ("requirements.txt",
+    # "scan.zip": .zip and .mov are TLDs too).
+    if not written_as_url and (
+        suffix_list().privatesuffix(shown, accept_unknown=False) is None
+        or shown.rpartition(".")[2] in _FILE_EXTENSIONS
+    ):
+        return None
     shown_domain, target_domain = registered_domain(shown), registered_domain(host)
     if shown_domain is None or target_domain is None or shown_domain == target_domain:
         return None

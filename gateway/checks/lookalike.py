@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gateway.content import header_addresses, header_str, message_content
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
-from gateway.phishing import Lookalike, load_phishing_data, lookalike
+from gateway.phishing import Lookalike, clickable_links, load_phishing_data, lookalike
 from gateway.pipeline.check import Check
 from gateway.urls import is_ip_address, url_host
 
@@ -60,8 +60,8 @@ class LookalikeCheck(Check):
         if "@" in sender:
             self._judge("LOOKALIKE_SENDER", "sender", sender.rpartition("@")[2], found)
         hosts: dict[str, None] = {}
-        for anchor in message_content(tx.message).anchors:
-            host = url_host(anchor.href) if anchor.href[:4].lower() == "http" else None
+        for anchor in clickable_links(message_content(tx.message)):
+            host = url_host(anchor.href) if anchor.href[:4].lower() in ("http", "www.") else None
             if host and not is_ip_address(host):
                 hosts[host] = None
             if len(hosts) >= MAX_LINK_HOSTS:

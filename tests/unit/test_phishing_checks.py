@@ -48,6 +48,8 @@ def test_brand_in_display_name_from_another_domain() -> None:
         "BRAND_DISPLAY_NAME": "name='PayPal' brand=paypal from=service@pp-help.example"
     }
     assert run(BRAND, tx('From: "PayPal" <service@paypal.com>\nSubject: Receipt')) == {}
+    # "Dropbox Sign" names Dropbox and HelloSign: the mail is HelloSign's own.
+    assert run(BRAND, tx('From: "Dropbox Sign" <noreply@mail.hellosign.com>\nSubject: x')) == {}
     # The brand's own mail naming another brand is no impersonation of it.
     assert run(BRAND, tx('From: "PayPal" <service@paypal.com>\nSubject: Payment to Hetzner')) == {}
 
@@ -93,18 +95,27 @@ def test_lookalike_from_reply_to_sender_and_link() -> None:
     assert "imitates=docusign" in found["LOOKALIKE_SENDER"]
 
 
+def test_urls_written_in_plain_text_are_links_too() -> None:
+    text = "Confirm your address at https://usps.com-redelivery.xyz/track?id=1 today."
+    found = run(LOOKALIKE, tx("From: USPS <a@b.example>", text))
+    assert found == {
+        "LOOKALIKE_LINK": "link=usps.com-redelivery.xyz kind=brand-domain-prefix imitates=usps"
+    }
+
+
 def test_brand_domains_are_no_lookalikes() -> None:
     headers, body = html('<a href="https://www.paypal.com/x">https://www.paypal.com</a>')
     headers = "From: PayPal <service@paypal.com>\n" + headers
     assert run(LOOKALIKE, tx(headers, body, sender="bounce@mail.paypal.de")) == {}
 
 
-LINK = LinkCheck(SHIPPED_RULES_DIR, max_link_domains=3)
+LINK = LinkCheck(SHIPPED_RULES_DIR, max_link_domains=4)
+LINK_WIDE = LinkCheck(SHIPPED_RULES_DIR)
 
 
 def test_link_text_showing_another_site() -> None:
     headers, body = html('<a href="https://trk-fdx.example/r">https://www.fedex.com/track</a>')
-    assert run(LINK, tx("From: a@b.example\n" + headers, body)) == {
+    assert run(LINK_WIDE, tx("From: a@b.example\n" + headers, body)) == {
         "LINK_TEXT_MISMATCH": "text=www.fedex.com href_host=trk-fdx.example"
     }
     # Click tracking and link protection rewrite links: their text names the real target.
@@ -112,8 +123,10 @@ def test_link_text_showing_another_site() -> None:
         '<a href="https://eur01.safelinks.protection.outlook.com/?url=x">www.shop.example</a>'
         '<a href="https://click.mail.paypal.de/?qs=1">www.paypal.com</a>'
         '<a href="https://www.shop.example/a">Shop now</a>'
+        '<a href="https://github.com/o/r/blob/main/requirements.txt">requirements.txt</a>'
+        '<a href="https://files.example/x">report.zip</a>'
     )
-    assert run(LINK, tx("From: a@b.example\n" + headers, body)) == {}
+    assert run(LINK_WIDE, tx("From: a@b.example\n" + headers, body)) == {}
 
 
 def test_script_uris_hosting_forms_and_many_domains() -> None:
@@ -122,6 +135,7 @@ def test_script_uris_hosting_forms_and_many_domains() -> None:
         '<a href="https://docs.google.com/forms/d/e/1/viewform">Form</a>'
         '<a href="https://docs.google.com/document/d/1">Doc</a>'
         '<a href="https://a.example/">a</a><a href="https://b.example/">b</a>'
+        '<a href="https://c.example/">c</a>'
     )
     found = run(LINK, tx("From: a@b.example\n" + headers, body))
     assert set(found) == {
