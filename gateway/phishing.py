@@ -23,7 +23,7 @@ from gateway.urls import find_urls, registered_domain
 
 BRANDS_FILE = "brands.toml"
 HOSTS_FILE = "phishing_hosts.toml"
-_HOST_LISTS = ("free_hosting", "form_services", "trackers", "freemail")
+_HOST_LISTS = ("free_hosting", "form_services", "trackers", "freemail", "lure_words")
 # Digits phishers put for letters ("paypa1", "micros0ft").
 _LEET = str.maketrans("0134578", "oleastb")
 _DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\.[a-z][a-z0-9-]*$")
@@ -45,6 +45,7 @@ class PhishingData:
     form_services: tuple[str, ...] = ()
     trackers: tuple[str, ...] = ()
     freemail: frozenset[str] = frozenset()
+    lure_words: frozenset[str] = frozenset()
 
     def brand_named(self, text: str) -> tuple[Brand, str] | None:
         """The first brand whose name `text` holds as a whole word, with the name found."""
@@ -61,8 +62,12 @@ class PhishingData:
         ]
 
     def impersonated(self, text: str, domain: str) -> tuple[Brand, str] | None:
-        """The brand `text` names while `domain` is of none of the brands it names."""
+        """The brand `text` names while `domain` is of none of the brands it names. Names
+        spelt with look-alike letters ("\u0410pple Supp\u043ert", Cyrillic) count: the text is
+        read as its Latin skeleton too."""
         named = self.brands_named(text)
+        if not text.isascii():
+            named += self.brands_named(skeleton(text))
         if any(in_domains(domain, brand.domains) for brand, _ in named):
             return None
         return named[0] if named else None
@@ -152,6 +157,7 @@ def load_phishing_data(rules_dir: Path) -> PhishingData:
         lists["form_services"],
         lists["trackers"],
         frozenset(lists["freemail"]),
+        frozenset(lists["lure_words"]),
     )
 
 
@@ -227,6 +233,18 @@ def _distance(a: str, b: str, limit: int) -> int:
     return previous[-1]
 
 
+def lure_word(domain: str, data: PhishingData) -> str | None:
+    """The lure word of a registered domain made of hyphenated parts, one a lure word
+    ("account-unlock-id.com": "account"); None for one-word names and for brand domains."""
+    reg = registered_domain(domain)
+    if reg is None or data.owner(reg) is not None:
+        return None
+    parts = reg.split(".")[0].split("-")
+    if len(parts) < 2:
+        return None
+    return next((part for part in parts if part in data.lure_words), None)
+
+
 @dataclass(frozen=True)
 class Lookalike:
     kind: str  # confusable, brand-name, edit-distance, mixed-script
@@ -264,7 +282,9 @@ def lookalike(domain: str, data: PhishingData, protected: tuple[str, ...]) -> Lo
                 return Lookalike("brand-domain-prefix", key)
     label = reg_shown.split(".")[0]
     flat_label = skeleton(label).translate(_LEET)
-    parts = [p for p in re.split(r"[-_]", flat_label) if p]
+    # Letter pairs that read as one letter in most fonts ("rnicrosoft", "vvellsfargo").
+    paired = flat_label.replace("rn", "m").replace("vv", "w")
+    parts = {p for variant in (flat_label, paired) for p in re.split(r"[-_]", variant) if p}
     for key, _, tokens in targets:
         for token in tokens:
             for part in parts:
@@ -279,6 +299,12 @@ def lookalike(domain: str, data: PhishingData, protected: tuple[str, ...]) -> Lo
             limit = 2 if len(token) >= 9 else 1 if len(token) >= 6 else 0
             if limit and flat_label != token and _distance(flat_label, token, limit) <= limit:
                 return Lookalike("edit-distance", key)
+            # A part of a longer name ("paypai-secure"): from 7 letters on, where a word one
+            # letter off a brand is rarely a word of its own.
+            part_limit = 2 if len(token) >= 9 else 1 if len(token) >= 7 else 0
+            for part in parts if part_limit else ():
+                if part != token and _distance(part, token, part_limit) <= part_limit:
+                    return Lookalike("edit-distance", key)
     if not shown.isascii() and any(is_mixed_script(lbl) for lbl in shown.split(".")):
         return Lookalike("mixed-script", "")
     return None

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from gateway.content import header_addresses, header_str, message_content
 from gateway.model import CheckResult, OnError, Phase, Symbol, Transaction
-from gateway.phishing import Lookalike, clickable_links, load_phishing_data, lookalike
+from gateway.phishing import (
+    Lookalike,
+    clickable_links,
+    in_domains,
+    load_phishing_data,
+    lookalike,
+    lure_word,
+)
 from gateway.pipeline.check import Check
 from gateway.urls import is_ip_address, url_host
 
@@ -26,6 +33,7 @@ class LookalikeCheck(Check):
             "LOOKALIKE_SENDER",
             "LOOKALIKE_LINK",
             "LOOKALIKE_MIXED_SCRIPT",
+            "LOOKALIKE_LURE_DOMAIN",
         }
     )
 
@@ -43,6 +51,10 @@ class LookalikeCheck(Check):
     def _judge(self, symbol: str, what: str, domain: str, found: list[Symbol]) -> None:
         seen = lookalike(domain, self.data, self.protected)
         if seen is None:
+            lured = "LOOKALIKE_LURE_DOMAIN"
+            word = None if in_domains(domain, self.protected) else lure_word(domain, self.data)
+            if word and all(s.name != lured for s in found):
+                found.append(Symbol(lured, f"{what}={domain} word={word}"))
             return
         if seen.kind == "mixed-script":
             symbol = "LOOKALIKE_MIXED_SCRIPT"

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.content import message_content, parse_bytes
 from gateway.errors import ConfigError
-from gateway.phishing import PhishingData, load_phishing_data, lookalike
+from gateway.phishing import PhishingData, load_phishing_data, lookalike, lure_word
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 OURS = ("example.org",)
@@ -31,6 +31,9 @@ def data() -> PhishingData:
         ("docusing.net", "edit-distance", "docusign"),
         ("example-org-payroll.com", "brand-name", "example.org"),
         ("exampel.org", "edit-distance", "example.org"),
+        ("rnicrosoft-security.com", "brand-name", "microsoft"),  # "rn" reads as "m"
+        ("netfiix-billing.com", "edit-distance", "netflix"),  # "i" for "l" in a part
+        ("docusgin-review.com", "edit-distance", "docusign"),  # a part one swap away
     ],
 )
 def test_lookalikes_are_named_with_what_they_imitate(
@@ -57,6 +60,18 @@ def test_lookalikes_are_named_with_what_they_imitate(
 )
 def test_own_and_unrelated_domains_are_not_lookalikes(data: PhishingData, domain: str) -> None:
     assert lookalike(domain, data, OURS) is None
+
+
+def test_lure_words_make_a_domain_suspect_only_in_hyphenated_names(data: PhishingData) -> None:
+    assert lure_word("account-unlock-id.com", data) == "account"
+    assert lure_word("t-online.de", data) is None  # "online": left out, a word of honest names
+    assert lure_word("securelogin.com", data) is None  # one word: could be anyone's name
+    assert lure_word("paypal-community.com", data) is None  # a brand's own
+
+
+def test_brand_names_in_look_alike_letters_are_read(data: PhishingData) -> None:
+    found = data.impersonated("\u0410pple Supp\u043ert", "account-unlock-id.com")
+    assert found is not None and found[0].key == "apple"
 
 
 def test_a_broken_brands_file_stops_loading_with_one_line_per_problem(tmp_path: Path) -> None:
