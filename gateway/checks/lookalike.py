@@ -48,8 +48,14 @@ class LookalikeCheck(Check):
         self.data = load_phishing_data(rules_dir)
         self.protected = tuple(d.lower() for d in protected)
 
-    def _judge(self, symbol: str, what: str, domain: str, found: list[Symbol]) -> None:
+    def _judge(
+        self, symbol: str, what: str, domain: str, found: list[Symbol], sender_brand: str = ""
+    ) -> None:
         seen = lookalike(domain, self.data, self.protected)
+        # A brand's own mail (its From domain, which DMARC guards) may link to and bounce
+        # through other names of that brand the list lacks (paypal-communication.com).
+        if seen is not None and sender_brand and seen.target == sender_brand:
+            return
         if seen is None:
             lured = "LOOKALIKE_LURE_DOMAIN"
             word = None if in_domains(domain, self.protected) else lure_word(domain, self.data)
@@ -63,14 +69,21 @@ class LookalikeCheck(Check):
 
     async def run(self, tx: Transaction) -> CheckResult:
         found: list[Symbol] = []
-        for header, symbol in (("From", "LOOKALIKE_FROM"), ("Reply-To", "LOOKALIKE_REPLY_TO")):
-            values = [header_str(v) for v in tx.message.get_all(header) or []]
-            for _, address in header_addresses(values)[:10]:
-                if "@" in address:
-                    self._judge(symbol, header.lower(), address.rpartition("@")[2], found)
+        from_values = [header_str(v) for v in tx.message.get_all("From") or []]
+        from_addresses = [a for _, a in header_addresses(from_values)[:10] if "@" in a]
+        owners = {self.data.owner(a.rpartition("@")[2]) for a in from_addresses}
+        owner = owners.pop() if len(owners) == 1 else None
+        brand = owner.key if owner is not None else ""
+        for address in from_addresses:
+            self._judge("LOOKALIKE_FROM", "from", address.rpartition("@")[2], found)
+        reply_values = [header_str(v) for v in tx.message.get_all("Reply-To") or []]
+        for _, address in header_addresses(reply_values)[:10]:
+            if "@" in address:
+                domain = address.rpartition("@")[2]
+                self._judge("LOOKALIKE_REPLY_TO", "reply-to", domain, found, brand)
         sender = tx.envelope.mail_from or ""
         if "@" in sender:
-            self._judge("LOOKALIKE_SENDER", "sender", sender.rpartition("@")[2], found)
+            self._judge("LOOKALIKE_SENDER", "sender", sender.rpartition("@")[2], found, brand)
         hosts: dict[str, None] = {}
         for anchor in clickable_links(message_content(tx.message)):
             host = url_host(anchor.href) if anchor.href[:4].lower() in ("http", "www.") else None
@@ -79,7 +92,7 @@ class LookalikeCheck(Check):
             if len(hosts) >= MAX_LINK_HOSTS:
                 break
         for host in hosts:
-            self._judge("LOOKALIKE_LINK", "link", host, found)
+            self._judge("LOOKALIKE_LINK", "link", host, found, brand)
         return self.result(*found)
 
 

@@ -104,7 +104,10 @@ def test_urls_written_in_plain_text_are_links_too() -> None:
 
 
 def test_brand_domains_are_no_lookalikes() -> None:
-    headers, body = html('<a href="https://www.paypal.com/x">https://www.paypal.com</a>')
+    headers, body = html(
+        '<a href="https://www.paypal.com/x">https://www.paypal.com</a>'
+        '<a href="https://epl.paypal-comms.example/x">Offers</a>'  # another name of its own
+    )
     headers = "From: PayPal <service@paypal.com>\n" + headers
     assert run(LOOKALIKE, tx(headers, body, sender="bounce@mail.paypal.de")) == {}
 
