@@ -189,8 +189,9 @@ def unicode_domain(domain: str) -> str:
 
 @lru_cache(maxsize=4096)
 def skeleton(text: str) -> str:
-    """`text` with every character that looks like a Latin letter replaced by it (Unicode's
-    confusables data, through confusable_homoglyphs); NFKC first for compatibility forms."""
+    """`text` with every character that looks like an ASCII letter replaced by it (Unicode's
+    confusables data, through confusable_homoglyphs): Cyrillic and Greek look-alikes, and
+    Latin ones too (dotless i, script g); NFKC first for compatibility forms."""
     text = unicodedata.normalize("NFKC", text).lower()
     if text.isascii():
         return text
@@ -199,7 +200,7 @@ def skeleton(text: str) -> str:
         if char.isascii():
             out.append(char)
             continue
-        found = confusables.is_confusable(char, greedy=True, preferred_aliases=["latin"]) or []
+        found = confusables.is_confusable(char, greedy=True, preferred_aliases=[]) or []
         latin = [
             h["c"] for item in found for h in item["homoglyphs"] if h["c"].isascii() and h["c"]
         ]
@@ -305,6 +306,11 @@ def lookalike(domain: str, data: PhishingData, protected: tuple[str, ...]) -> Lo
             for part in parts if part_limit else ():
                 if part != token and _distance(part, token, part_limit) <= part_limit:
                     return Lookalike("edit-distance", key)
-    if not shown.isascii() and any(is_mixed_script(lbl) for lbl in shown.split(".")):
-        return Lookalike("mixed-script", "")
+    if not shown.isascii():
+        # Every letter of the name looks like a Latin one (book\u0131ng, a dotless i): the
+        # only use of registering it is to pass for the ASCII name. "müller" keeps its ü.
+        if skeleton(reg_shown).isascii():
+            return Lookalike("confusable", skeleton(reg_shown))
+        if any(is_mixed_script(lbl) for lbl in shown.split(".")):
+            return Lookalike("mixed-script", "")
     return None

@@ -31,6 +31,8 @@ def data() -> PhishingData:
         ("docusing.net", "edit-distance", "docusign"),
         ("example-org-payroll.com", "brand-name", "example.org"),
         ("exampel.org", "edit-distance", "example.org"),
+        ("xn--bookng-s9a.com", "confusable", "booking"),  # a dotless i
+        ("xn--oodfood-7ed.com", "confusable", "goodfood.com"),  # Latin script g: a name of no brand
         ("rnicrosoft-security.com", "brand-name", "microsoft"),  # "rn" reads as "m"
         ("netfiix-billing.com", "edit-distance", "netflix"),  # "i" for "l" in a part
         ("docusgin-review.com", "edit-distance", "docusign"),  # a part one swap away
