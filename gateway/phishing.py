@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,26 @@ class PhishingData:
     trackers: tuple[str, ...] = ()
     freemail: frozenset[str] = frozenset()
     lure_words: frozenset[str] = frozenset()
+    # Indexes built once per load: every link host of every message is looked up in them.
+    domain_owner: dict[str, Brand] = field(init=False, repr=False, compare=False)
+    tokens: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    tokens_by_length: dict[int, list[tuple[str, str]]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        owners: dict[str, Brand] = {}
+        tokens: list[tuple[str, str]] = []
+        by_length: dict[int, list[tuple[str, str]]] = {}
+        for brand in self.brands:
+            for domain in brand.domains:
+                owners.setdefault(domain, brand)
+            for token in brand.tokens:
+                tokens.append((token, brand.key))
+                by_length.setdefault(len(token), []).append((token, brand.key))
+        object.__setattr__(self, "domain_owner", owners)
+        object.__setattr__(self, "tokens", tuple(tokens))
+        object.__setattr__(self, "tokens_by_length", by_length)
 
     def brand_named(self, text: str) -> tuple[Brand, str] | None:
         """The first brand whose name `text` holds as a whole word, with the name found."""
@@ -74,8 +94,9 @@ class PhishingData:
 
     def owner(self, domain: str) -> Brand | None:
         """The brand `domain` (or a parent of it) belongs to."""
-        for brand in self.brands:
-            if in_domains(domain, brand.domains):
+        labels = domain.lower().rstrip(".").split(".")
+        for i in range(len(labels) - 1):
+            if (brand := self.domain_owner.get(".".join(labels[i:]))) is not None:
                 return brand
         return None
 
@@ -260,52 +281,36 @@ def lookalike(domain: str, data: PhishingData, protected: tuple[str, ...]) -> Lo
         return None
     reg = registered_domain(domain) or domain
     reg_shown = unicode_domain(reg)
-    targets: list[tuple[str, frozenset[str], tuple[str, ...]]] = [
-        (brand.key, brand.domains, brand.tokens) for brand in data.brands
-    ]
     # A protected domain's first label alone may be a common word others use ("nordic-pumps"
     # for nordic.example): its look-alikes are the whole name ("example-org-hr") and edits.
     for own in protected:
         if own.replace(".", "-") in reg_shown or own.replace(".", "") in reg_shown.split(".")[0]:
             return Lookalike("brand-name", own)
-        targets.append((own, frozenset({own}), ()))
     if not shown.isascii():
         flat = skeleton(shown)
-        for key, domains, tokens in targets:
-            if in_domains(flat, domains) or any(
-                t in part for part in re.split(r"[.-]", flat) for t in tokens if len(t) >= 4
-            ):
+        if (brand := data.owner(flat)) is not None:
+            return Lookalike("confusable", brand.key)
+        if own_flat := next((own for own in protected if in_domains(flat, (own,))), None):
+            return Lookalike("confusable", own_flat)
+        flat_parts = re.split(r"[.-]", flat)
+        for token, key in data.tokens:
+            if len(token) >= 4 and any(token in part for part in flat_parts):
                 return Lookalike("confusable", key)
-    # The brand's domain written out at the start of another ("usps.com-redelivery.xyz").
-    for key, domains, _ in targets:
-        for own in domains:
-            if shown.startswith(own + "-") or f".{own}-" in shown or shown.startswith(own + "."):
-                return Lookalike("brand-domain-prefix", key)
+    if found := _domain_written_out(shown, data, protected):
+        return found
     label = reg_shown.split(".")[0]
     flat_label = skeleton(label).translate(_LEET)
     # Letter pairs that read as one letter in most fonts ("rnicrosoft", "vvellsfargo").
     paired = flat_label.replace("rn", "m").replace("vv", "w")
     parts = {p for variant in (flat_label, paired) for p in re.split(r"[-_]", variant) if p}
-    for key, _, tokens in targets:
-        for token in tokens:
-            for part in parts:
-                if part == token or (
-                    len(token) >= 6 and (part.startswith(token) or part.endswith(token))
-                ):
-                    return Lookalike("brand-name", key)
-    for key, _domains, tokens in targets:
-        # Our own domains have no tokens: their first label is compared, as typed.
-        firsts = tokens if key not in protected else (key.split(".")[0],)
-        for token in firsts:
-            limit = 2 if len(token) >= 9 else 1 if len(token) >= 6 else 0
-            if limit and flat_label != token and _distance(flat_label, token, limit) <= limit:
-                return Lookalike("edit-distance", key)
-            # A part of a longer name ("paypai-secure"): from 7 letters on, where a word one
-            # letter off a brand is rarely a word of its own.
-            part_limit = 2 if len(token) >= 9 else 1 if len(token) >= 7 else 0
-            for part in parts if part_limit else ():
-                if part != token and _distance(part, token, part_limit) <= part_limit:
-                    return Lookalike("edit-distance", key)
+    for token, key in data.tokens:
+        for part in parts:
+            if part == token or (
+                len(token) >= 6 and (part.startswith(token) or part.endswith(token))
+            ):
+                return Lookalike("brand-name", key)
+    if found := _edited(flat_label, parts, data, protected):
+        return found
     if not shown.isascii():
         # Every letter of the name looks like a Latin one (book\u0131ng, a dotless i): the
         # only use of registering it is to pass for the ASCII name. "müller" keeps its ü.
@@ -313,4 +318,63 @@ def lookalike(domain: str, data: PhishingData, protected: tuple[str, ...]) -> Lo
             return Lookalike("confusable", skeleton(reg_shown))
         if any(is_mixed_script(lbl) for lbl in shown.split(".")):
             return Lookalike("mixed-script", "")
+    return None
+
+
+def _domain_written_out(
+    shown: str, data: PhishingData, protected: tuple[str, ...]
+) -> Lookalike | None:
+    """A brand's or our domain written out at the start of another host name
+    ("usps.com-redelivery.xyz", "paypal.com.secure-login.example", "x.paypal.com-id.example")."""
+    starts = [0] + [i + 1 for i, char in enumerate(shown) if char == "."]
+    for start in starts:
+        for end in range(start + 1, len(shown)):
+            char = shown[end]
+            if char == "-" or (char == "." and start == 0):
+                candidate = shown[start:end]
+                if (brand := data.domain_owner.get(candidate)) is not None:
+                    return Lookalike("brand-domain-prefix", brand.key)
+                if candidate in protected:
+                    return Lookalike("brand-domain-prefix", candidate)
+    return None
+
+
+def _bigrams(text: str) -> frozenset[str]:
+    return frozenset(text[i : i + 2] for i in range(len(text) - 1))
+
+
+def _near(text: str, text_bigrams: frozenset[str], token: str, limit: int) -> bool:
+    """Whether `text` is 1..limit edits from `token`. An edit touches at most three letter
+    pairs, so a token losing more of its distinct pairs than 3 per edit is too far: that
+    cheap test spares most of the distance computations."""
+    if not limit or text == token:
+        return False
+    token_bigrams = _bigrams(token)
+    if len(text_bigrams & token_bigrams) < len(token_bigrams) - 3 * limit:
+        return False
+    return _distance(text, token, limit) <= limit
+
+
+def _edited(
+    flat_label: str, parts: set[str], data: PhishingData, protected: tuple[str, ...]
+) -> Lookalike | None:
+    """A name a small edit away from a brand token (whole name: one edit from 6 letters, two
+    from 9; a part of a hyphenated name: one from 7, two from 9) or our own first label."""
+    candidates = [(own.split(".")[0], own) for own in protected]
+    for length in range(len(flat_label) - 2, len(flat_label) + 3):
+        candidates += data.tokens_by_length.get(length, [])
+    label_bigrams = _bigrams(flat_label)
+    for token, key in candidates:
+        limit = 2 if len(token) >= 9 else 1 if len(token) >= 6 else 0
+        if _near(flat_label, label_bigrams, token, limit):
+            return Lookalike("edit-distance", key)
+    for part in parts:
+        part_bigrams = _bigrams(part)
+        for length in range(len(part) - 2, len(part) + 3):
+            for token, key in data.tokens_by_length.get(length, []):
+                # From 7 letters on, where a word one letter off a brand is rarely a word of
+                # its own ("paypai" could be; "netfiix" is not).
+                limit = 2 if len(token) >= 9 else 1 if len(token) >= 7 else 0
+                if _near(part, part_bigrams, token, limit):
+                    return Lookalike("edit-distance", key)
     return None

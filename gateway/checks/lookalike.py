@@ -21,6 +21,7 @@ from gateway.pipeline.check import Check
 from gateway.urls import is_ip_address, url_host
 
 MAX_LINK_HOSTS = 50  # distinct link hosts compared per message
+MAX_REMEMBERED = 20_000  # domains judged and remembered
 
 
 class LookalikeCheck(Check):
@@ -47,11 +48,21 @@ class LookalikeCheck(Check):
         super().__init__(timeout_s, on_error)
         self.data = load_phishing_data(rules_dir)
         self.protected = tuple(d.lower() for d in protected)
+        # Link hosts repeat from message to message: each is judged once (until SIGHUP).
+        self._seen: dict[str, Lookalike | None] = {}
+
+    def _lookalike(self, domain: str) -> Lookalike | None:
+        domain = domain.lower().rstrip(".")
+        if domain not in self._seen:
+            if len(self._seen) >= MAX_REMEMBERED:
+                self._seen.clear()
+            self._seen[domain] = lookalike(domain, self.data, self.protected)
+        return self._seen[domain]
 
     def _judge(
         self, symbol: str, what: str, domain: str, found: list[Symbol], sender_brand: str = ""
     ) -> None:
-        seen = lookalike(domain, self.data, self.protected)
+        seen = self._lookalike(domain)
         # A brand's own mail (its From domain, which DMARC guards) may link to and bounce
         # through other names of that brand the list lacks (paypal-communication.com).
         if seen is not None and sender_brand and seen.target == sender_brand:
