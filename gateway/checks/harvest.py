@@ -1,8 +1,10 @@
 """Credential harvest and smuggling (issue 27): HTML forms asking for a password or posting
 to another site; HTML, HTM, SHTML, XHTML and SVG attachments carrying scripts, forms, a meta
 refresh or large base64/data: blobs (the page that phishes is in the mail itself); PDFs that
-are one link; and the shape of a QR-code lure (a short text asking to scan an image: no
-decoder is used, none maintained in pure Python or packaged in Debian fits)."""
+are one link; and the shape of a QR-code lure (a short text asking to scan an image, no link).
+QR codes are not decoded: the one maintained decoder, zbar (Debian's libzbar0, with Pillow to
+read the image), would run C image decoders on hostile input inside the gateway; see
+docs/phishing.md."""
 
 from __future__ import annotations
 
@@ -30,9 +32,13 @@ MAX_PDF_BYTES = 512 * 1024  # a "one link" PDF is small; bigger ones are documen
 _ACTIVE = re.compile(
     rb"<script|<form|http-equiv\s*=\s*[\"']?refresh|window\.location|location\.href|"
     rb"document\.write|\batob\s*\(|\beval\s*\(|<iframe|<embed|<object|"
-    rb"data:[a-z/+.-]+;base64,|[A-Za-z0-9+/]{2000}",
+    rb"data:[a-z/+.-]+;base64,",
     re.IGNORECASE,
 )
+# A smuggled payload: a long base64 run. Found run by run (each match consumes its run), not
+# as "{2000}" from every position, which costs a run's length squared.
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{64,}")
+MIN_BLOB_CHARS = 2000
 _PDF_URI = re.compile(rb"/URI\s*\(([^)]{1,2000})\)")
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![s\w])")
 _QR_WORDS = re.compile(r"\b(?:qr|scan)\b", re.IGNORECASE)
@@ -84,13 +90,14 @@ class HarvestCheck(Check):
             )
             if is_page and "HARVEST_ACTIVE_PAGE" not in found:
                 data = part_bytes(part)[:MAX_PAGE_BYTES]
-                if active := _ACTIVE.search(data):
-                    what = active.group(0)[:30].decode("ascii", "replace")
+                if what := _active(data):
                     found["HARVEST_ACTIVE_PAGE"] = Symbol(
                         "HARVEST_ACTIVE_PAGE", f"file={name!r} found={what!r}"
                     )
             is_pdf = ctype == "application/pdf" or name.lower().endswith(".pdf")
-            if is_pdf and "HARVEST_PDF_ONE_LINK" not in found:
+            # The encoded size first: a big PDF is a document, not decoded for this.
+            small = len(str(part.get_payload())) <= MAX_PDF_BYTES * 4 // 3 + 4096
+            if is_pdf and small and "HARVEST_PDF_ONE_LINK" not in found:
                 data = part_bytes(part)
                 if len(data) <= MAX_PDF_BYTES and (host := _one_link(data, from_reg)):
                     found["HARVEST_PDF_ONE_LINK"] = Symbol(
@@ -105,6 +112,16 @@ class HarvestCheck(Check):
                     "HARVEST_QR_LURE", f"images={images} words={words} no links"
                 )
         return self.result(*found.values())
+
+
+def _active(page: bytes) -> str | None:
+    """What makes an attached page act (a script, a form, a redirect, a payload), or None."""
+    if found := _ACTIVE.search(page):
+        return found.group(0)[:30].decode("ascii", "replace")
+    for run in _BASE64_RUN.finditer(page):
+        if len(run.group(0)) >= MIN_BLOB_CHARS:
+            return f"base64 run of {len(run.group(0))} characters"
+    return None
 
 
 def _from_domain(tx: Transaction) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
 from gateway.checks.brands import BrandCheck
 from gateway.checks.harvest import HarvestCheck
@@ -181,8 +182,20 @@ def test_attached_pages_that_act_and_pages_that_do_not() -> None:
     page = b'<html><body><script>location.href="https://x.example"</script></body></html>'
     found = run(HARVEST, tx(*attachment("fax.svg", "image/svg+xml", page)))
     assert found == {"HARVEST_ACTIVE_PAGE": "file='fax.svg' found='<script'"}
+    blob = b"<html><body><p>" + b"QUJD" * 600 + b"</p></body></html>"
+    found = run(HARVEST, tx(*attachment("payslip.html", "text/html", blob)))
+    assert found == {
+        "HARVEST_ACTIVE_PAGE": "file='payslip.html' found='base64 run of 2400 characters'"
+    }
     statement = b"<html><body><table><tr><td>Balance 12.00</td></tr></table></body></html>"
     assert run(HARVEST, tx(*attachment("statement.html", "text/html", statement))) == {}
+
+
+def test_a_page_of_many_near_blob_runs_is_read_in_linear_time() -> None:
+    page = (b"A" * 1999 + b".") * 1000  # 2 MB: quadratic matching took minutes
+    started = time.perf_counter()
+    assert run(HARVEST, tx(*attachment("x.html", "text/html", page))) == {}
+    assert time.perf_counter() - started < 2.0
 
 
 def pdf(uris: list[str], pages: int = 1) -> bytes:
