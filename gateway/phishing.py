@@ -311,6 +311,8 @@ def lookalike(domain: str, data: PhishingData, protected: tuple[str, ...]) -> Lo
                 return Lookalike("brand-name", key)
     if found := _edited(flat_label, parts, data, protected):
         return found
+    if found := _brand_in_subdomain(shown, reg_shown, data):
+        return found
     if not shown.isascii():
         # Every letter of the name looks like a Latin one (book\u0131ng, a dotless i): the
         # only use of registering it is to pass for the ASCII name. "müller" keeps its ü.
@@ -318,6 +320,21 @@ def lookalike(domain: str, data: PhishingData, protected: tuple[str, ...]) -> Lo
             return Lookalike("confusable", skeleton(reg_shown))
         if any(is_mixed_script(lbl) for lbl in shown.split(".")):
             return Lookalike("mixed-script", "")
+    return None
+
+
+def _brand_in_subdomain(shown: str, reg_shown: str, data: PhishingData) -> Lookalike | None:
+    """A brand's token as one of several hyphenated words of a label left of the registered
+    name ("dhl-zustellung-de.paket-info24.top"). A label that is the token alone is a tenant
+    of a service ("dropbox.zendesk.com") and does not count."""
+    labels = shown[: -len(reg_shown)].rstrip(".").split(".") if shown != reg_shown else []
+    for label in labels:
+        parts = skeleton(label).translate(_LEET).split("-")
+        if len(parts) < 2:
+            continue
+        for token, key in data.tokens:
+            if any(part == token or (len(token) >= 6 and part.startswith(token)) for part in parts):
+                return Lookalike("brand-in-subdomain", key)
     return None
 
 

@@ -34,6 +34,7 @@ def data() -> PhishingData:
         ("xn--bookng-s9a.com", "confusable", "booking"),  # a dotless i
         ("xn--oodfood-7ed.com", "confusable", "goodfood.com"),  # Latin script g: a name of no brand
         ("rnicrosoft-security.com", "brand-name", "microsoft"),  # "rn" reads as "m"
+        ("dhl-zustellung-de.paket-info24.top", "brand-in-subdomain", "dhl"),
         ("netfiix-billing.com", "edit-distance", "netflix"),  # "i" for "l" in a part
         ("docusgin-review.com", "edit-distance", "docusign"),  # a part one swap away
     ],
@@ -57,6 +58,7 @@ def test_lookalikes_are_named_with_what_they_imitate(
         "ledgerline.example",  # one letter from "ledgerlive": a common word is no token
         "bookings-hotel.example",  # "booking" is a word, not a brand token
         "uni-example.edu",  # our own domain's first label alone is not enough
+        "dropbox.zendesk.com",  # a tenant named after the brand, on a service
         "xn--mller-bau-q9a.example",  # an IDN in one script imitates nobody
     ],
 )
