@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from email.message import Message
 from pathlib import Path
 
 from gateway.content import (
@@ -95,9 +96,7 @@ class HarvestCheck(Check):
                         "HARVEST_ACTIVE_PAGE", f"file={name!r} found={what!r}"
                     )
             is_pdf = ctype == "application/pdf" or name.lower().endswith(".pdf")
-            # The encoded size first: a big PDF is a document, not decoded for this.
-            small = len(str(part.get_payload())) <= MAX_PDF_BYTES * 4 // 3 + 4096
-            if is_pdf and small and "HARVEST_PDF_ONE_LINK" not in found:
+            if is_pdf and _small(part) and "HARVEST_PDF_ONE_LINK" not in found:
                 data = part_bytes(part)
                 if len(data) <= MAX_PDF_BYTES and (host := _one_link(data, from_reg)):
                     found["HARVEST_PDF_ONE_LINK"] = Symbol(
@@ -112,6 +111,14 @@ class HarvestCheck(Check):
                     "HARVEST_QR_LURE", f"images={images} words={words} no links"
                 )
         return self.result(*found.values())
+
+
+def _small(part: Message) -> bool:
+    """Whether a part's encoded content is within the one-link PDF bound: a big PDF is a
+    document, and is not decoded for this. (The encoded text as the parser keeps it:
+    get_payload() would apply a declared charset, and raise on one such as idna.)"""
+    payload = getattr(part, "_payload", None)  # the encoded text, read without decoding
+    return isinstance(payload, str) and len(payload) <= MAX_PDF_BYTES * 4 // 3 + 4096
 
 
 def _active(page: bytes) -> str | None:
