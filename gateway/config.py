@@ -505,6 +505,20 @@ class ListsCheckConfig(CheckConfig):
 
 
 @dataclass(frozen=True)
+class PhishingCheckConfig(CheckConfig):
+    """The phishing checks (brand, lookalike, link, harvest, sender): their data is
+    rules/brands.toml and rules/phishing_hosts.toml in the rules directory."""
+
+
+@dataclass(frozen=True)
+class LinkCheckConfig(PhishingCheckConfig):
+    max_link_domains: int = 15  # more distinct link domains than this: LINK_MANY_DOMAINS
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "timeout_s", "max_link_domains")
+
+
+@dataclass(frozen=True)
 class DnsListCheckConfig(CheckConfig):
     """Settings shared by the checks that query DNS lists (zones in rules/dnsbl.toml)."""
 
@@ -564,6 +578,11 @@ class ChecksConfig:
     dmarc: DmarcCheckConfig = field(default_factory=DmarcCheckConfig)
     rules: RulesCheckConfig = field(default_factory=RulesCheckConfig)
     lists: ListsCheckConfig = field(default_factory=ListsCheckConfig)
+    brand: PhishingCheckConfig = field(default_factory=PhishingCheckConfig)
+    lookalike: PhishingCheckConfig = field(default_factory=PhishingCheckConfig)
+    link: LinkCheckConfig = field(default_factory=LinkCheckConfig)
+    harvest: PhishingCheckConfig = field(default_factory=PhishingCheckConfig)
+    sender: PhishingCheckConfig = field(default_factory=PhishingCheckConfig)
     dnsbl: DnsblCheckConfig = field(default_factory=DnsblCheckConfig)
     uribl: UriblCheckConfig = field(default_factory=UriblCheckConfig)
     classifier: ClassifierCheckConfig = field(default_factory=ClassifierCheckConfig)

@@ -48,16 +48,36 @@ class Attachment:
 
 
 @dataclass(frozen=True, slots=True)
+class Anchor:
+    """An HTML link as its reader sees it: the target and the visible text it sits behind."""
+
+    href: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """An HTML form of a body part: where it posts, and whether it asks for a password."""
+
+    action: str
+    has_password: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Content:
     """Decoded content of one message.
 
     `texts` holds the text of text/plain parts and the visible text of HTML parts; `links`
-    the link targets found in HTML attributes (href, src, ...), which are not in the text.
+    the link targets found in HTML attributes (href, src, ...), which are not in the text;
+    `anchors` the <a href> links with their visible text (phishing shows one host and links
+    another), `forms` the HTML forms of body parts.
     """
 
     texts: tuple[str, ...]
     links: tuple[str, ...]
     attachments: tuple[Attachment, ...]
+    anchors: tuple[Anchor, ...] = ()
+    forms: tuple[Form, ...] = ()
 
 
 def unfold(value: str) -> str:
@@ -607,14 +627,27 @@ def _part_text(part: email.message.Message, max_part_bytes: int) -> str:
     return decode_text(part_bytes(part)[:max_part_bytes], part_charset(part))
 
 
+# Bounds on what is kept of anchors and forms per document (a message may hold thousands).
+MAX_ANCHORS = 500
+MAX_ANCHOR_TEXT_CHARS = 200
+MAX_FORMS = 50
+
+
 class _HtmlReader(HTMLParser):
-    """Collects an HTML document's visible text and link targets (entities already decoded)."""
+    """Collects an HTML document's visible text, link targets, anchors with their visible text
+    and forms (entities already decoded)."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.text: list[str] = []
         self.links: list[str] = []
+        self.anchors: list[Anchor] = []
+        self.forms: list[Form] = []
         self._hidden_depth = 0
+        self._anchor_href: str | None = None
+        self._anchor_text: list[str] = []
+        self._form_action: str | None = None
+        self._form_password = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _HIDDEN_ELEMENTS:
@@ -622,14 +655,48 @@ class _HtmlReader(HTMLParser):
         for name, value in attrs:
             if name in _LINK_ATTRIBUTES and value:
                 self.links.append(value.strip())
+        if tag == "a":
+            self._end_anchor()
+            href = dict(attrs).get("href")
+            if href:
+                self._anchor_href, self._anchor_text = href.strip(), []
+        elif tag == "form":
+            self._end_form()
+            self._form_action = (dict(attrs).get("action") or "").strip()
+        elif tag == "input" and (dict(attrs).get("type") or "").strip().lower() == "password":
+            if self._form_action is None:  # a password field outside any form posts by script
+                self._form_action = ""
+            self._form_password = True
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _HIDDEN_ELEMENTS and self._hidden_depth:
             self._hidden_depth -= 1
+        if tag == "a":
+            self._end_anchor()
+        elif tag == "form":
+            self._end_form()
 
     def handle_data(self, data: str) -> None:
         if not self._hidden_depth:
             self.text.append(data)
+            if self._anchor_href is not None and len(self._anchor_text) < 20:
+                self._anchor_text.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._end_anchor()
+        self._end_form()
+
+    def _end_anchor(self) -> None:
+        if self._anchor_href is not None and len(self.anchors) < MAX_ANCHORS:
+            text = " ".join("".join(self._anchor_text).split())[:MAX_ANCHOR_TEXT_CHARS]
+            self.anchors.append(Anchor(self._anchor_href, text))
+        self._anchor_href = None
+
+    def _end_form(self) -> None:
+        if self._form_action is not None and len(self.forms) < MAX_FORMS:
+            self.forms.append(Form(self._form_action, self._form_password))
+        self._form_action, self._form_password = None, False
 
 
 def defuse_markup(html: str) -> str:
@@ -646,13 +713,19 @@ _UNCLOSED_TAG = re.compile(r"<(?=[^<>]*(?:<|\Z))")
 
 def html_text_and_links(html: str) -> tuple[str, list[str]]:
     """The visible text of an HTML document and the targets of its links."""
+    reader = read_html(html)
+    return " ".join(reader.text), reader.links
+
+
+def read_html(html: str) -> _HtmlReader:
+    """An HTML document read once: text, links, anchors and forms (see _HtmlReader)."""
     reader = _HtmlReader()
     try:
         reader.feed(defuse_markup(html))
         reader.close()
     except (AssertionError, ValueError):  # html.parser's reaction to some broken markup
         pass
-    return " ".join(reader.text), reader.links
+    return reader
 
 
 # Bounds on the work per message (the checks run on the event loop): text decoded per part and
@@ -679,6 +752,8 @@ def _walk(msg: email.message.Message) -> Content:
     """Walk the leaf parts (nested multiparts and attached messages included) once."""
     texts: list[str] = []
     links: list[str] = []
+    anchors: list[Anchor] = []
+    forms: list[Form] = []
     attachments: list[Attachment] = []
     leaves = (part for part in msg.walk() if not part.is_multipart())
     text_budget = MAX_TEXT_BYTES
@@ -695,7 +770,10 @@ def _walk(msg: email.message.Message) -> Content:
         text = _part_text(part, min(MAX_PART_BYTES, text_budget))
         text_budget -= len(text)
         if content_type == "text/html":
-            text, found = html_text_and_links(text)
-            links.extend(found)
+            reader = read_html(text)
+            text = " ".join(reader.text)
+            links.extend(reader.links)
+            anchors.extend(reader.anchors[: MAX_ANCHORS - len(anchors)])
+            forms.extend(reader.forms[: MAX_FORMS - len(forms)])
         texts.append(_normalized(text))
-    return Content(tuple(texts), tuple(links), tuple(attachments))
+    return Content(tuple(texts), tuple(links), tuple(attachments), tuple(anchors), tuple(forms))

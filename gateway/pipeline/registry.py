@@ -14,6 +14,7 @@ from gateway.checks.antivirus import AntivirusCheck
 from gateway.checks.arc import ArcCheck
 from gateway.checks.archive import ArchiveLimits
 from gateway.checks.attachments import AttachmentLimits, AttachmentsCheck
+from gateway.checks.brands import BrandCheck
 from gateway.checks.classifier import ClassifierCheck
 from gateway.checks.dkim import DkimCheck
 from gateway.checks.dmarc import DmarcCheck
@@ -21,10 +22,14 @@ from gateway.checks.dnsbl import DnsblAtRcptCheck, DnsblCheck
 from gateway.checks.filetypes import RULES_FILE as ATTACHMENT_RULES_FILE
 from gateway.checks.filetypes import load_type_rules
 from gateway.checks.gtube import GtubeCheck
+from gateway.checks.harvest import HarvestCheck
 from gateway.checks.headers import HeadersCheck
+from gateway.checks.links import LinkCheck
 from gateway.checks.lists import ListsCheck
+from gateway.checks.lookalike import LookalikeCheck
 from gateway.checks.mime import MimeCheck
 from gateway.checks.rules import RulesCheck
+from gateway.checks.sender import SenderCheck
 from gateway.checks.spf import SpfCheck
 from gateway.checks.uribl import UriblCheck
 from gateway.config import Config
@@ -93,6 +98,39 @@ def _rules(config: Config, services: Services) -> Check | None:
 def _lists(config: Config, services: Services) -> Check | None:
     c = config.checks.lists
     return ListsCheck(config.rules_dir / c.file, c.timeout_s, c.on_error) if c.enabled else None
+
+
+# The phishing checks (issue 27): data in rules/brands.toml and rules/phishing_hosts.toml; our
+# own domains ([relay] domains) are protected like brands.
+def _brand(config: Config, services: Services) -> Check | None:
+    c = config.checks.brand
+    if not c.enabled:
+        return None
+    return BrandCheck(config.rules_dir, config.relay.domains, c.timeout_s, c.on_error)
+
+
+def _lookalike(config: Config, services: Services) -> Check | None:
+    c = config.checks.lookalike
+    if not c.enabled:
+        return None
+    return LookalikeCheck(config.rules_dir, config.relay.domains, c.timeout_s, c.on_error)
+
+
+def _link(config: Config, services: Services) -> Check | None:
+    c = config.checks.link
+    if not c.enabled:
+        return None
+    return LinkCheck(config.rules_dir, c.max_link_domains, c.timeout_s, c.on_error)
+
+
+def _harvest(config: Config, services: Services) -> Check | None:
+    c = config.checks.harvest
+    return HarvestCheck(config.rules_dir, c.timeout_s, c.on_error) if c.enabled else None
+
+
+def _sender(config: Config, services: Services) -> Check | None:
+    c = config.checks.sender
+    return SenderCheck(config.rules_dir, c.timeout_s, c.on_error) if c.enabled else None
 
 
 def _resolver_for(check: str, services: Services) -> Resolver:
@@ -206,6 +244,11 @@ _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _dnsbl,
     _lists,
     _rules,
+    _brand,
+    _lookalike,
+    _link,
+    _harvest,
+    _sender,
     _uribl,
     _antivirus,
     _attachments,

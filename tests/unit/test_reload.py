@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.checks.brands import BrandCheck
 from gateway.checks.classifier import ClassifierCheck, ClassifierModel
 from gateway.config import SHIPPED_RULES_DIR, Config, config_from_dict
 from gateway.runtime import Runtime
@@ -67,6 +68,18 @@ def test_a_broken_file_keeps_every_previous_rule(tmp_path: Path) -> None:
     assert runtime.pipeline.checks is before_checks
     assert runtime.pipeline.policy is before_policy
     assert "RULE_BODY_RELOAD_TEST" not in emitted(runtime)
+
+
+def test_reload_brings_in_new_brands(tmp_path: Path) -> None:
+    runtime, rules = runtime_with_rules(tmp_path)
+    check = next(c for c in runtime.pipeline.checks if isinstance(c, BrandCheck))
+    assert check.data.brand_named("Fjordvann Water") is None
+    with (rules / "brands.toml").open("a", encoding="utf-8") as handle:
+        handle.write('\n[brand.fjordvann]\nnames = ["Fjordvann"]\ndomains = ["fjordvann.no"]\n')
+    reload(runtime)
+    check = next(c for c in runtime.pipeline.checks if isinstance(c, BrandCheck))
+    found = check.data.brand_named("Fjordvann Water")
+    assert found is not None and found[0].key == "fjordvann"
 
 
 def runtime_with_model(tmp_path: Path, weight: float) -> tuple[Runtime, Path]:
