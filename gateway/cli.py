@@ -90,6 +90,17 @@ def _check_config(config: Config) -> int:
     asyncio.run(pipeline.close())
     names = ", ".join(c.name for c in pipeline.checks)
     print(f"{config.source or 'defaults'}: ok ({len(pipeline.checks)} checks: {names})")
+    # What the admin's rule files change: what to re-read after an upgrade (docs/upgrading.md).
+    from gateway.config import SHIPPED_RULES_DIR
+
+    local = sorted(
+        name
+        for name in {p.name for p in SHIPPED_RULES_DIR.glob("*.toml")}
+        if config.rule_file(name) != SHIPPED_RULES_DIR / name and name != "gateway.example.toml"
+    )
+    print(f"rules: shipped {SHIPPED_RULES_DIR}; local {config.rules_dir}: {', '.join(local) or 'none'}")
+    for line in pipeline.policy.overrides:
+        print(f"  override {line}")
     return EXIT_OK
 
 

@@ -266,7 +266,9 @@ class DnsConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     deadline_s: float = 60.0  # all DATA checks of one message together
-    rules_dir: str = ""  # default: the directory of the config file, else the shipped rules/
+    # The admin's rule files; a file not there is read from the shipped rules/, and scores.toml
+    # and actions.toml there are layered over the shipped ones. Default: the config's directory.
+    rules_dir: str = ""
 
     def validate(self, problems: list[str], path: str) -> None:
         _positive(self, problems, path, "deadline_s")
@@ -555,18 +557,11 @@ class Config:
             return Path(self.source).resolve().parent
         return SHIPPED_RULES_DIR
 
-    def rules_dir_hint(self) -> str | None:
-        """Why rule files are missing, when the rules directory was implied by the config
-        file's place (an admin's short override config elsewhere) and has no scores file."""
-        if self.pipeline.rules_dir or not self.source:
-            return None
-        if (self.rules_dir / "scores.toml").exists():
-            return None
-        return (
-            f"rule files are read from the config file's directory ({self.rules_dir}) unless "
-            f"[pipeline] rules_dir is set: copy the shipped ones from {SHIPPED_RULES_DIR} "
-            f'there, or set rules_dir = "{SHIPPED_RULES_DIR}"'
-        )
+    def rule_file(self, name: str) -> Path:
+        """The admin's copy of a rule file if there is one, else the shipped file: a file the
+        admin never changed follows upgrades."""
+        local = self.rules_dir / name
+        return local if local.exists() else SHIPPED_RULES_DIR / name
 
 
 def _positive(obj: object, problems: list[str], path: str, *names: str) -> None:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway import heap
-from gateway.config import Config, parse_hostport
+from gateway.config import SHIPPED_RULES_DIR, Config, parse_hostport
 from gateway.errors import ConfigError, GatewayError
 from gateway.files import private_dir
 from gateway.net.dns import Resolver
@@ -58,12 +58,8 @@ def build_pipeline(config: Config, services: Services | None = None) -> Pipeline
     """Checks + policy as configured; raises ConfigError / ModelError with clear messages."""
     if services is None:
         services = Services(resolver=Resolver.from_config(config.dns))
-    try:
-        checks = build_checks(config, services)
-        policy = load_policy(config.rules_dir)
-    except ConfigError as exc:
-        hint = config.rules_dir_hint()
-        raise ConfigError([*exc.problems, hint] if hint else exc.problems) from None
+    checks = build_checks(config, services)
+    policy = load_policy(config.rules_dir, SHIPPED_RULES_DIR)
     return Pipeline(checks, policy, config.pipeline.deadline_s, declared=declared_symbols(config))
 
 

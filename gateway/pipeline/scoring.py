@@ -1,7 +1,9 @@
 """Scoring: pure functions from check results to a Verdict, and the policy they read.
 
 The policy comes from `rules/scores.toml` (symbol weights, groups with caps) and
-`rules/actions.toml` (thresholds, forced actions with optional SMTP replies).
+`rules/actions.toml` (thresholds, forced actions with optional SMTP replies). An admin's files
+of the same names are layered over the shipped ones entry by entry (`load_policy`): they hold
+only what the admin changed, and a symbol a new release adds keeps its shipped score.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ class Policy:
     thresholds: Thresholds
     forced: Mapping[str, ForcedAction]
     domain_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+    # Names scored or forced only by the shipped files under an admin's own files: a rule file
+    # the admin copied before a release added them may not emit them, which is no typo.
+    inherited: frozenset[str] = frozenset()
+    # What the admin's files change against the shipped ones, one line each (check-config).
+    overrides: tuple[str, ...] = ()
 
     def thresholds_for(self, recipients: Iterable[str]) -> Thresholds:
         """The strictest thresholds among the recipients' domains (a domain may need its own)."""
@@ -87,12 +94,10 @@ class Policy:
     def restricted_to(self, emitted: Mapping[str, frozenset[str]]) -> Policy:
         """The policy without symbols of checks that are disabled in this configuration."""
         known = set().union(*emitted.values()) if emitted else set()
-        return Policy(
+        return dataclasses.replace(
+            self,
             symbols={k: v for k, v in self.symbols.items() if k in known},
-            group_caps=self.group_caps,
-            thresholds=self.thresholds,
             forced={k: v for k, v in self.forced.items() if k in known},
-            domain_thresholds=self.domain_thresholds,
         )
 
 
@@ -202,15 +207,105 @@ def _valid_reply(reply: Any, action: Action) -> bool:
     return first is not None and parts[0][0] == first and parts[1].startswith(first + ".")
 
 
-def load_policy(rules_dir: Path) -> Policy:
+def load_policy(rules_dir: Path, shipped_dir: Path | None = None) -> Policy:
+    """The policy from `rules_dir`; with `shipped_dir` (another directory), the shipped files
+    there with the admin's files in `rules_dir` layered over them (either may be missing)."""
     problems: list[str] = []
-    symbols, caps = _parse_scores(_read_toml(rules_dir / SCORES_FILE, problems), problems)
-    thresholds, forced, domains = _parse_actions(
-        _read_toml(rules_dir / ACTIONS_FILE, problems), problems
-    )
+    if shipped_dir is None or _same_dir(rules_dir, shipped_dir):
+        scores_data = _read_toml(rules_dir / SCORES_FILE, problems)
+        actions_data = _read_toml(rules_dir / ACTIONS_FILE, problems)
+        layered = None
+    else:
+        shipped_scores = _read_toml(shipped_dir / SCORES_FILE, problems)
+        shipped_actions = _read_toml(shipped_dir / ACTIONS_FILE, problems)
+        local_scores = _read_local(rules_dir / SCORES_FILE, problems)
+        local_actions = _read_local(rules_dir / ACTIONS_FILE, problems)
+        scores_data, score_changes = _layer(SCORES_FILE, shipped_scores, local_scores, problems)
+        actions_data, action_changes = _layer(
+            ACTIONS_FILE, shipped_actions, local_actions, problems
+        )
+        mentioned = set(local_scores.get("symbol", {})) | set(local_actions.get("forced", {}))
+        layered = (mentioned, (*score_changes, *action_changes))
+    symbols, caps = _parse_scores(scores_data, problems)
+    thresholds, forced, domains = _parse_actions(actions_data, problems)
     if problems or thresholds is None:
         raise ConfigError(problems or [f"{ACTIONS_FILE}: thresholds missing"])
-    return Policy(symbols, caps, thresholds, forced, domains)
+    policy = Policy(symbols, caps, thresholds, forced, domains)
+    if layered is None:
+        return policy
+    mentioned, changes = layered
+    inherited = frozenset((set(symbols) | set(forced)) - mentioned)
+    return dataclasses.replace(policy, inherited=inherited, overrides=changes)
+
+
+# In an admin's actions.toml, `action = "none"` takes a shipped forced action away (deleting
+# the table from a layered file would only bring the shipped one back).
+NO_FORCED_ACTION = "none"
+# Tables whose entries are layered one by one, and per entry key by key ("whole": the admin's
+# entry replaces the shipped one).
+_LAYERED = {
+    SCORES_FILE: {"symbol": "keys", "group": "keys"},
+    ACTIONS_FILE: {"thresholds": "value", "forced": "whole", "domain": "whole"},
+}
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _read_local(path: Path, problems: list[str]) -> dict[str, Any]:
+    return _read_toml(path, problems) if path.exists() else {}
+
+
+def _layer(
+    name: str, shipped: dict[str, Any], local: dict[str, Any], problems: list[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """`shipped` with `local` laid over it, and one line per entry the admin changed."""
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in shipped.items()}
+    changes: list[str] = []
+    same = 0
+    for table, entries in local.items():
+        how = _LAYERED[name].get(table)
+        if how is None or not isinstance(entries, dict):
+            merged[table] = entries  # reported as unknown by the parser
+            continue
+        into = merged.setdefault(table, {})
+        for key, value in entries.items():
+            before = into.get(key)
+            if how == "keys" and isinstance(value, dict) and isinstance(before, dict):
+                after = {**before, **value}
+            else:
+                after = value
+            if table == "forced" and _forced_action(value) == NO_FORCED_ACTION:
+                into.pop(key, None)
+                changes.append(f"{name}: {table}.{key}: shipped forced action turned off")
+                continue
+            if after == before:
+                same += 1
+                continue
+            into[key] = after
+            if before is None:
+                changes.append(f"{name}: {table}.{key}: {_show(after)} (not in the shipped file)")
+            else:
+                changes.append(f"{name}: {table}.{key}: {_show(after)} (shipped: {_show(before)})")
+    if same:
+        changes.append(f"{name}: {same} entries equal to the shipped ones (may be deleted)")
+    return merged, changes
+
+
+def _forced_action(value: Any) -> Any:
+    return value.get("action") if isinstance(value, dict) else value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        if set(value) >= {"score"}:  # a symbol: its score is what matters at a glance
+            return f"score {value['score']}"
+        return ", ".join(f"{k} = {v!r}" for k, v in value.items() if k != "description")
+    return repr(value)
 
 
 def score_symbols(policy: Policy, results: Iterable[CheckResult]) -> list[ScoredSymbol]:
