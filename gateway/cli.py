@@ -98,7 +98,8 @@ def _check_config(config: Config) -> int:
         for name in {p.name for p in SHIPPED_RULES_DIR.glob("*.toml")}
         if config.rule_file(name) != SHIPPED_RULES_DIR / name and name != "gateway.example.toml"
     )
-    print(f"rules: shipped {SHIPPED_RULES_DIR}; local {config.rules_dir}: {', '.join(local) or 'none'}")
+    mine = ", ".join(local) or "none"
+    print(f"rules: shipped {SHIPPED_RULES_DIR}; local {config.rules_dir}: {mine}")
     for line in pipeline.policy.overrides:
         print(f"  override {line}")
     return EXIT_OK

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from gateway import heap
 from gateway.config import SHIPPED_RULES_DIR, Config, parse_hostport
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import GatewayError
 from gateway.files import private_dir
 from gateway.net.dns import Resolver
 from gateway.observe.setup import configure_logging
