@@ -39,6 +39,7 @@ class ForcedAction:
 class Thresholds:
     quarantine: float
     reject: float
+    tag: float | None = None  # delivered with X-Spam-Flag: YES from here; None = no tagging
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Policy:
     inherited: frozenset[str] = frozenset()
     # What the admin's files change against the shipped ones, one line each (check-config).
     overrides: tuple[str, ...] = ()
+    subject_prefix: str = ""  # [tag] subject_prefix: marks tagged mail for readers without rules
 
     def thresholds_for(self, recipients: Iterable[str]) -> Thresholds:
         """The strictest thresholds among the recipients' domains (a domain may need its own)."""
@@ -61,8 +63,11 @@ class Policy:
             domain = rcpt.rpartition("@")[2].lower()
             own = self.domain_thresholds.get(domain)
             if own is not None:
+                tags = [t for t in (chosen.tag, own.tag) if t is not None]
                 chosen = Thresholds(
-                    min(chosen.quarantine, own.quarantine), min(chosen.reject, own.reject)
+                    min(chosen.quarantine, own.quarantine),
+                    min(chosen.reject, own.reject),
+                    min(tags) if tags else None,
                 )
         return chosen
 
@@ -110,17 +115,20 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
 
 
 def _thresholds(table: Any, where: str, problems: list[str]) -> Thresholds | None:
-    if not isinstance(table, dict) or set(table) - {"quarantine", "reject"}:
-        problems.append(f"{where}: expected a table with quarantine and reject")
+    if not isinstance(table, dict) or set(table) - {"quarantine", "reject", "tag"}:
+        problems.append(f"{where}: expected a table with quarantine, reject and optional tag")
         return None
-    quarantine, reject = table.get("quarantine"), table.get("reject")
+    quarantine, reject, tag = table.get("quarantine"), table.get("reject"), table.get("tag")
     if not (is_number(quarantine) and is_number(reject)):
         problems.append(f"{where}: quarantine and reject must both be numbers")
         return None
     if quarantine > reject:
         problems.append(f"{where}: quarantine ({quarantine}) must not exceed reject ({reject})")
         return None
-    return Thresholds(float(quarantine), float(reject))
+    if tag is not None and not (is_number(tag) and tag <= quarantine):
+        problems.append(f"{where}: tag must be a number not above quarantine ({quarantine})")
+        return None
+    return Thresholds(float(quarantine), float(reject), None if tag is None else float(tag))
 
 
 def _parse_scores(
@@ -162,9 +170,9 @@ def _parse_scores(
 def _parse_actions(
     data: dict[str, Any], problems: list[str]
 ) -> tuple[Thresholds | None, dict[str, ForcedAction], dict[str, Thresholds]]:
-    for key in set(data) - {"thresholds", "forced", "domain"}:
+    for key in set(data) - {"thresholds", "forced", "domain", "tag"}:
         problems.append(
-            f"{ACTIONS_FILE}: unknown table {key!r} (known: thresholds, forced, domain)"
+            f"{ACTIONS_FILE}: unknown table {key!r} (known: thresholds, forced, domain, tag)"
         )
     thresholds = _thresholds(data.get("thresholds"), f"{ACTIONS_FILE}: thresholds", problems)
     forced: dict[str, ForcedAction] = {}
@@ -179,7 +187,7 @@ def _parse_actions(
         except ValueError:
             action = Action.ACCEPT
         if action == Action.ACCEPT:  # allowing is done by negative scores, never by force
-            problems.append(f"{where}: action must be one of quarantine, tempfail, reject")
+            problems.append(f"{where}: action must be one of tag, quarantine, tempfail, reject")
             continue
         reply = table.get("reply")
         if reply is not None and not _valid_reply(reply, action):
@@ -195,6 +203,18 @@ def _parse_actions(
         if parsed is not None:
             domains[domain.lower()] = parsed
     return thresholds, forced, domains
+
+
+def _subject_prefix(data: dict[str, Any], problems: list[str]) -> str:
+    table = data.get("tag", {})
+    prefix = table.get("subject_prefix", "") if isinstance(table, dict) else None
+    if not isinstance(table, dict) or set(table) - {"subject_prefix"}:
+        problems.append(f"{ACTIONS_FILE}: tag: expected a table with subject_prefix")
+    elif not isinstance(prefix, str) or any(c in prefix for c in "\r\n"):
+        problems.append(f"{ACTIONS_FILE}: tag.subject_prefix: one line of text")
+    else:
+        return prefix
+    return ""
 
 
 def _valid_reply(reply: Any, action: Action) -> bool:
@@ -228,9 +248,10 @@ def load_policy(rules_dir: Path, shipped_dir: Path | None = None) -> Policy:
         layered = (mentioned, (*score_changes, *action_changes))
     symbols, caps = _parse_scores(scores_data, problems)
     thresholds, forced, domains = _parse_actions(actions_data, problems)
+    prefix = _subject_prefix(actions_data, problems)
     if problems or thresholds is None:
         raise ConfigError(problems or [f"{ACTIONS_FILE}: thresholds missing"])
-    policy = Policy(symbols, caps, thresholds, forced, domains)
+    policy = Policy(symbols, caps, thresholds, forced, domains, subject_prefix=prefix)
     if layered is None:
         return policy
     mentioned, changes = layered
@@ -245,7 +266,7 @@ NO_FORCED_ACTION = "none"
 # entry replaces the shipped one).
 _LAYERED = {
     SCORES_FILE: {"symbol": "keys", "group": "keys"},
-    ACTIONS_FILE: {"thresholds": "value", "forced": "whole", "domain": "whole"},
+    ACTIONS_FILE: {"thresholds": "value", "forced": "whole", "domain": "whole", "tag": "value"},
 }
 
 
@@ -352,6 +373,9 @@ def decide(
         elif total >= limits.quarantine:
             action = Action.QUARANTINE
             reason = f"score {total:.2f} >= quarantine threshold {limits.quarantine:g}"
+        elif limits.tag is not None and total >= limits.tag:
+            action = Action.TAG
+            reason = f"score {total:.2f} >= tag threshold {limits.tag:g}"
 
     for result in results:
         failed = result.error is not None and on_error.get(result.check) == OnError.TEMPFAIL
@@ -365,7 +389,8 @@ def decide(
 
     for symbol in scored:
         rule = policy.forced.get(symbol.name)
-        if rule is None or (not final and rule.action == Action.QUARANTINE):
+        # Holding or marking a message needs the message: both wait for DATA.
+        if rule is None or (not final and rule.action in (Action.QUARANTINE, Action.TAG)):
             continue
         if rule.action.severity > action.severity:
             action, forced_by = rule.action, symbol
@@ -381,4 +406,6 @@ def decide(
         reason=reason,
         forced_by=forced_by,
         reply=reply,
+        tag_at=limits.tag,
+        subject_prefix=policy.subject_prefix,
     )

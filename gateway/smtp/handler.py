@@ -48,7 +48,7 @@ from gateway.smtp import replies
 from gateway.smtp.addresses import RelayDenied, RelayGate
 from gateway.smtp.data import DataCollector, DataProblem
 from gateway.smtp.limits import MessageMemory
-from gateway.smtp.stamp import gateway_headers, stamp
+from gateway.smtp.stamp import gateway_headers, prefix_subject, stamp
 from gateway.threads import shielded
 
 log = logging.getLogger(__name__)
@@ -340,9 +340,11 @@ class SmtpHandler:
             # A forged Authentication-Results naming us must not reach the internal server.
             raw = remove_our_authentication_results(tx.raw, self.hostname)
             extra = [authentication_results_field(self.hostname, tx)]
+            if verdict.action is Action.TAG:
+                raw = prefix_subject(raw, verdict.subject_prefix)
             data = stamp(raw, gateway_headers(tx, verdict, self.hostname, extra))
             try:
-                if verdict.action is Action.ACCEPT:
+                if verdict.action in (Action.ACCEPT, Action.TAG):
                     env = tx.envelope
                     prepared = self.spool.prepare(
                         tx.id,
