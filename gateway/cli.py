@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--mail-from", default="", help="envelope sender (default: null sender)")
     scan.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeat)")
     scan.add_argument("--json", action="store_true", help="one JSON object per file")
+    scan.add_argument(
+        "-c",
+        "--check",
+        action="store_true",
+        help="exit with the strongest verdict (as spamc -c): 0 accept, 3 tag, 4 quarantine, "
+        "5 tempfail, 6 reject; 1 a file could not be scanned, 2 configuration error",
+    )
     scan.add_argument("files", nargs="+", metavar="FILE")
 
     add_queue_commands(sub)
@@ -107,7 +114,7 @@ def _check_config(config: Config) -> int:
 
 def _scan(config: Config, args: argparse.Namespace) -> int:
     from gateway.runtime import build_pipeline
-    from gateway.scan import ScanEnvelope, scan_files
+    from gateway.scan import ScanEnvelope, exit_code, scan_files
 
     pipeline = build_pipeline(config)
     rcpts = tuple(args.rcpt) or (f"postmaster@{config.relay.domains[0]}",)
@@ -120,7 +127,7 @@ def _scan(config: Config, args: argparse.Namespace) -> int:
             await pipeline.close()
         for output in outputs:
             print(output.text, file=sys.stderr if output.failed else sys.stdout)
-        return 1 if any(o.failed for o in outputs) else EXIT_OK
+        return exit_code(outputs, args.check)
 
     return asyncio.run(run())
 
