@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -73,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
         "[--out DIR] [--feedback DIR] "
         "[--list-share S] [--force] (`make train`)",
     )
+
+    send_test = sub.add_parser(
+        "send-test", help="send a GTUBE test message over SMTP and print every reply"
+    )
+    _config_option(send_test)
+    send_test.add_argument("--gtube", choices=("reject", "quarantine"), required=True)
+    send_test.add_argument("--from", dest="mail_from", default="gtube-test@example.invalid")
+    send_test.add_argument("--to", help="recipient (default: postmaster@ first relay domain)")
+    send_test.add_argument("--helo", help="name to greet with (default: this host's name)")
+    send_test.add_argument("target", metavar="HOST:PORT", help="the gateway, e.g. 127.0.0.1:2525")
 
     sink = sub.add_parser("sink", help="a test SMTP server filing mail into a Maildir")
     sink.add_argument("--listen", default="127.0.0.1:2526")
@@ -146,6 +157,16 @@ def _run(args: argparse.Namespace) -> int:
         run_sink(host, port, Path(args.maildir))
         return EXIT_OK
     config = load_config(args.config)
+    if args.command == "send-test":
+        from gateway.sendtest import send_test
+
+        try:
+            host, port = parse_hostport(args.target, 25)
+        except ValueError:
+            raise GatewayError(f"send-test: {args.target!r} is not HOST:PORT") from None
+        rcpt = args.to or f"postmaster@{config.relay.domains[0]}"
+        helo = args.helo or socket.getfqdn()
+        return send_test(args.gtube, host, port, args.mail_from, rcpt, helo)
     configure_logging(config.log.level if args.command == "serve" else "warning")
     if args.command == "serve":
         from gateway.runtime import serve
