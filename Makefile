@@ -7,8 +7,9 @@ CONFIG ?= rules/gateway.example.toml
 # whose held-out part decides whether the model may quarantine alone (docs/learning.md).
 PUBLIC_CORPUS ?= ../shared/corpus/spamassassin-public
 CORPUS ?=
-# Where `gateway learn` and quarantine --learn file messages: <[storage] dir>/feedback.
-FEEDBACK ?= var/feedback
+# Where `gateway learn` and quarantine --learn file messages: <[storage] dir>/feedback of
+# CONFIG unless FEEDBACK names another store.
+FEEDBACK ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: install system-deps bench-deps run test lint bench train clean
@@ -51,11 +52,12 @@ bench: install system-deps bench-deps
 	$(PY) benchmarks/run_all.py
 
 # Retrain the classifier: CORPUS and PUBLIC_CORPUS may name several directories (space-
-# separated; PUBLIC_CORPUS= leaves the public corpus out); FEEDBACK is the feedback store (with
-# [storage] dir = /var/lib/mailgate: FEEDBACK=/var/lib/mailgate/feedback).
+# separated; PUBLIC_CORPUS= leaves the public corpus out, which a fresh clone does not have:
+# `make train` says where it comes from); the feedback store is CONFIG's ([storage] dir), e.g.
+# make train CONFIG=/etc/mailgate/gateway.toml CORPUS=/srv/mail/labelled PUBLIC_CORPUS=
 train: install
 	$(PY) -m training $(foreach c,$(PUBLIC_CORPUS),--public-corpus $(c)) \
-	  $(foreach c,$(CORPUS),--corpus $(c)) --feedback $(FEEDBACK)
+	  $(foreach c,$(CORPUS),--corpus $(c)) --config $(CONFIG) $(if $(FEEDBACK),--feedback $(FEEDBACK))
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

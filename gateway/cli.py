@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train",
         help="retrain the classifier: train [--corpus DIR...] [--public-corpus DIR...] "
-        "[--out DIR] [--feedback DIR] "
+        "[--out DIR] [--feedback DIR | --config PATH] "
         "[--list-share S] [--force] (`make train`)",
     )
 
