@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,13 +32,22 @@ system-deps:
 bench-deps:
 	sh benchmarks/install-postfix-tools.sh
 
-# The gateway on 127.0.0.1:2525 relaying to a local test sink on 127.0.0.1:2526 that files
-# mail into var/sink/new. Ctrl-C stops both.
+# The gateway on 127.0.0.1:2525 relaying to a local test sink on SINK (127.0.0.1:2526) that
+# files mail into var/sink/new. Both stop on Ctrl-C, and when make alone gets SIGTERM (which it
+# passes on) or SIGINT from a script or supervisor: make only waits for its children then, so
+# the recipe watches make's signal mask (make stops catching SIGINT once it got one) and make
+# itself, and stops both with SIGTERM (the gateway drains).
+SINK ?= 127.0.0.1:2526
 run: install
 	mkdir -p var
-	@bash -c 'set -m; $(VENV)/bin/gateway sink --listen 127.0.0.1:2526 --maildir var/sink & sink=$$!; \
-	  trap "kill $$sink 2>/dev/null; wait $$sink 2>/dev/null" EXIT; \
-	  $(VENV)/bin/gateway serve --config $(CONFIG)'
+	@bash -c 'make_pid=$(shell echo $$PPID); \
+	  $(VENV)/bin/gateway sink --listen $(SINK) --maildir var/sink & sink=$$!; \
+	  $(VENV)/bin/gateway serve --config $(CONFIG) & serve=$$!; \
+	  stop() { trap - INT TERM HUP; kill -TERM $$serve $$sink 2>/dev/null; wait $$serve $$sink; }; \
+	  trap "stop; exit 130" INT TERM HUP; \
+	  make_waits() { mask=$$(awk "/^SigCgt/ {print \$$2}" /proc/$$make_pid/status 2>/dev/null) && \
+	    (( 0x$$mask & 2 )); }; \
+	  while kill -0 $$serve 2>/dev/null && make_waits; do sleep 0.5 & wait $$!; done; stop'
 
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests

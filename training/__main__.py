@@ -17,9 +17,7 @@ from gateway.errors import ConfigError
 from gateway.feedback import feedback_dir
 from gateway.mailsources import MailSourceError
 from training.readers import CorpusError
-from training.run import CARD_FILE, Sources, TrainingRefused, run
 from training.weights import LIST_MAIL_SHARE, share_argument
-
 
 # A fresh clone has no public corpus: it is not shipped (its licence is unclear, 30 MB).
 PUBLIC_CORPUS_HINT = """\
@@ -97,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        from training.run import CARD_FILE, Sources, TrainingRefused, run
+    except ModuleNotFoundError as exc:  # tqdm and matplotlib come with the [train] extra only
+        print(
+            f"train: {exc.name} is missing: training needs the [train] extra "
+            "(pip install 'mailgate[train]'; make install has it)",
+            file=sys.stderr,
+        )
+        return 2
     if not args.corpus and not args.public_corpus:
         parser.error("give --corpus (your mail) and/or --public-corpus")
     for corpus in [*args.public_corpus, *args.corpus]:
