@@ -202,11 +202,16 @@ class VerifyConfig:
     max_waiting: int = 100  # probes waiting for a free connection; more are "unavailable" at once
     cache_entries: int = 10000
     probe_sender: str = ""  # MAIL FROM of probes; "" = the null sender, as Postfix does
+    # A recipient the internal server confirmed within this time is accepted while that server
+    # cannot answer (kept on disk under [storage] dir); 0 = off.
+    known_ttl_s: float = 14 * 86400.0
 
     def validate(self, problems: list[str], path: str) -> None:
         _positive(self, problems, path, "timeout_s", "connections", "cache_entries", "max_waiting")
-        if self.positive_ttl_s < 0 or self.negative_ttl_s < 0:
-            problems.append(f"{path}: positive_ttl_s and negative_ttl_s must be 0 or more")
+        if self.positive_ttl_s < 0 or self.negative_ttl_s < 0 or self.known_ttl_s < 0:
+            problems.append(
+                f"{path}: positive_ttl_s, negative_ttl_s and known_ttl_s must be 0 or more"
+            )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import os
 import queue
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from gateway.pipeline.scoring import load_policy
 from gateway.quarantine.store import QuarantineStore
 from gateway.queue.delivery import DeliveryService
 from gateway.queue.dsn import SpoolBouncer
+from gateway.queue.known_recipients import KNOWN_RECIPIENTS_FILE, KnownRecipients
 from gateway.queue.spool import Spool
 from gateway.queue.verify import RecipientVerifier
 from gateway.smtp.server import SmtpFrontEnd, bind_listener
@@ -61,6 +63,17 @@ def build_pipeline(config: Config, services: Services | None = None) -> Pipeline
     checks = build_checks(config, services)
     policy = load_policy(config.rules_dir, SHIPPED_RULES_DIR)
     return Pipeline(checks, policy, config.pipeline.deadline_s, declared=declared_symbols(config))
+
+
+def known_recipients(config: Config) -> KnownRecipients | None:
+    """The on-disk recipients the internal server confirmed ([verify] known_ttl_s)."""
+    if config.verify.known_ttl_s <= 0:
+        return None
+    try:
+        return KnownRecipients(config.storage_dir / KNOWN_RECIPIENTS_FILE)
+    except (OSError, sqlite3.Error) as exc:  # RCPT still works, as before, without it
+        log.warning("verify: known recipients unavailable: %s", exc)
+        return None
 
 
 class Runtime:
@@ -90,7 +103,9 @@ class Runtime:
             self.spool, config.relay, config.queue, config.smtp.hostname, bouncer
         )
         self.verifier = (
-            RecipientVerifier(config.relay, config.verify, config.smtp.hostname)
+            RecipientVerifier(
+                config.relay, config.verify, config.smtp.hostname, known=known_recipients(config)
+            )
             if config.verify.enabled
             else None
         )
