@@ -167,7 +167,8 @@ def _run(args: argparse.Namespace) -> int:
         rcpt = args.to or f"postmaster@{config.relay.domains[0]}"
         helo = args.helo or socket.getfqdn()
         return send_test(args.gtube, host, port, args.mail_from, rcpt, helo)
-    configure_logging(config.log.level if args.command == "serve" else "warning")
+    level = config.log.level if args.command == "serve" else "warning"
+    configure_logging(level, config.log.format, config.log.syslog)
     if args.command == "serve":
         from gateway.runtime import serve
 

@@ -282,6 +282,10 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # One format per stream: "json" (log shippers), "text" (a terminal), "auto" = text on a
+    # terminal, else json.
+    format: Literal["auto", "json", "text"] = "auto"
+    syslog: str = ""  # "" = stderr; "/dev/log" or "host:port" (UDP): syslog, facility mail
 
 
 @dataclass(frozen=True)

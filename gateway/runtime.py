@@ -292,7 +292,7 @@ def reserve_port(listen: str) -> socket.socket:
 
 
 def _worker_main(config: Config, listen: str, ready: multiprocessing.queues.Queue[int]) -> None:
-    configure_logging(config.log.level)
+    configure_logging(config.log.level, config.log.format, config.log.syslog)
     sock = bind_listener(listen, reuse_port=True)
     asyncio.run(run_worker(config, sock, lambda host, port: ready.put(os.getpid())))
 
