@@ -98,8 +98,19 @@ class SmtpConfig:
     bare_lf: Literal["reject", "normalize"] = "reject"
     tls_cert: str = ""
     tls_key: str = ""
+    # Behind HAProxy or a load balancer: connections from trusted_proxies (CIDRs) must start
+    # with a PROXY header (v1 or v2) naming the real client, which every check then sees.
+    proxy_protocol: bool = False
+    trusted_proxies: tuple[str, ...] = ()
 
     def validate(self, problems: list[str], path: str) -> None:
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                problems.append(f"{path}.trusted_proxies: {network!r} is not an IP network")
+        if self.proxy_protocol and not self.trusted_proxies:
+            problems.append(f"{path}.proxy_protocol: needs trusted_proxies (the proxies' networks)")
         if err := _valid_hostport(self.listen):
             problems.append(f"{path}.listen: {err}")
         if not _HOSTNAME.fullmatch(self.hostname):

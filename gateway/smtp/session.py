@@ -35,6 +35,7 @@ from gateway.smtp.data import TRANSPARENCY_EXTRA, DataCollector
 from gateway.smtp.handler import SessionState, SmtpHandler
 from gateway.smtp.limits import ConnectionLimiter
 from gateway.smtp.lines import READ_SIZE, LineReader
+from gateway.smtp.proxy import HEADER_TIMEOUT_S, ProxyHeaderError, read_proxy_header, trusted
 from gateway.threads import holding
 
 if TYPE_CHECKING:
@@ -191,6 +192,15 @@ class GatewaySMTP(SMTP):
         assert self.transport is not None
         peer: Any = self.transport.get_extra_info("peername")
         client_ip, client_port = str(peer[0]), int(peer[1])
+        if self.config.proxy_protocol and trusted(client_ip, self.config.trusted_proxies):
+            try:
+                proxied = await asyncio.wait_for(read_proxy_header(self._reader), HEADER_TIMEOUT_S)
+            except (ProxyHeaderError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                log.warning("PROXY header from %s: %s; connection closed", client_ip, exc or "EOF")
+                self._close()
+                return
+            if proxied is not None:
+                client_ip, client_port = proxied
         state = self.state = SessionState(Connection(new_id(), client_ip, client_port))
         refusal = self.limiter.acquire(client_ip)
         if refusal is not None:

@@ -1,0 +1,120 @@
+"""The real client behind HAProxy (issue 32): a PROXY header from a trusted proxy names the
+client every check and the log see; nobody else can claim an address."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import smtplib
+import socket
+import struct
+
+import pytest
+
+from gateway.smtp.proxy import V2_SIGNATURE
+from tests.support.gateway_fixture import GatewayFactory, RunningGateway
+
+MESSAGE = b"From: <a@sender.test>\r\nSubject: hi\r\n\r\nHello.\r\n"
+
+
+def behind_proxy(factory: GatewayFactory, trusted: str = "127.0.0.0/8") -> RunningGateway:
+    return factory({"smtp": {"proxy_protocol": True, "trusted_proxies": [trusted]}})
+
+
+def send_after(gateway: RunningGateway, preamble: bytes) -> tuple[int, bytes]:
+    """One message over a connection that starts with `preamble`; the DATA reply."""
+    sock = socket.create_connection((gateway.host, gateway.port), timeout=10)
+    sock.sendall(preamble)
+    smtp = smtplib.SMTP(local_hostname="client.test", timeout=10)
+    smtp.sock = sock  # smtplib speaks on the connection that carried the header
+    try:
+        smtp.getreply()
+        smtp.ehlo()
+        smtp.mail("a@sender.test")
+        smtp.rcpt("bob@example.test")
+        return smtp.data(MESSAGE)
+    finally:
+        smtp.close()
+
+
+def logged_clients(caplog: pytest.LogCaptureFixture) -> list[str]:
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.transaction"]
+    return [line["client_ip"] for line in lines]
+
+
+def v2_header(client: str, port: int) -> bytes:
+    address = ipaddress.ip_address(client)
+    if address.version == 4:
+        body = struct.pack("!4s4sHH", address.packed, bytes([192, 0, 2, 1]), port, 25)
+        family = 0x11
+    else:
+        body = struct.pack("!16s16sHH", address.packed, bytes(16), port, 25)
+        family = 0x21
+    return V2_SIGNATURE + struct.pack("!BBH", 0x21, family, len(body)) + body
+
+
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [
+        (b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 25\r\n", "203.0.113.7"),
+        (b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 25\r\n", "2001:db8::7"),
+        (v2_header("198.51.100.9", 40001), "198.51.100.9"),
+        (v2_header("2001:db8::9", 40002), "2001:db8::9"),
+        # The proxy's own health checks (v1 UNKNOWN, v2 LOCAL) keep the proxy's address.
+        (b"PROXY UNKNOWN\r\n", "127.0.0.1"),
+        (V2_SIGNATURE + struct.pack("!BBH", 0x20, 0x00, 0), "127.0.0.1"),
+    ],
+)
+def test_trusted_proxy_header_names_the_client(
+    gateway_factory: GatewayFactory,
+    caplog: pytest.LogCaptureFixture,
+    header: bytes,
+    client: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    gateway = behind_proxy(gateway_factory)
+    code, _ = send_after(gateway, header)
+    assert code == 250
+    assert logged_clients(caplog) == [client]
+    [msg_id] = gateway.spool.ids()
+    received = gateway.spool.read_data(msg_id)
+    assert (
+        f"Received: from client.test ([{'IPv6:' if ':' in client else ''}{client}])".encode()
+        in (received)
+    )
+
+
+def test_an_untrusted_peer_cannot_claim_an_address(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    gateway = behind_proxy(gateway_factory, trusted="192.0.2.0/24")  # not loopback
+    with socket.create_connection((gateway.host, gateway.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220 ")
+        sock.sendall(b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 25\r\n")
+        assert reader.readline().startswith(b"500 ")  # an unknown command, nothing more
+    code, _ = send_after(gateway, b"")
+    assert code == 250
+    assert logged_clients(caplog) == ["127.0.0.1"]
+
+
+def test_a_trusted_peer_without_a_valid_header_is_closed(gateway_factory: GatewayFactory) -> None:
+    gateway = behind_proxy(gateway_factory)
+    for preamble in (b"EHLO client.test\r\n", b"PROXY TCP4 not-an-ip 192.0.2.1 1 25\r\n"):
+        with socket.create_connection((gateway.host, gateway.port), timeout=10) as sock:
+            sock.sendall(preamble)
+            assert sock.recv(100) == b""  # closed, no greeting
+    assert gateway.spool.ids() == []
+
+
+def test_proxy_protocol_needs_trusted_proxies() -> None:
+    from gateway.config import config_from_dict
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"smtp": {"proxy_protocol": True}})
+    assert info.value.problems == [
+        "smtp.proxy_protocol: needs trusted_proxies (the proxies' networks)"
+    ]
