@@ -102,13 +102,17 @@ class SmtpConfig:
     # with a PROXY header (v1 or v2) naming the real client, which every check then sees.
     proxy_protocol: bool = False
     trusted_proxies: tuple[str, ...] = ()
+    # A Postfix front end (smtpd_authorized_xclient_hosts' counterpart): these networks may
+    # name the real client with XCLIENT ADDR=...; nobody else is offered the command.
+    xclient_networks: tuple[str, ...] = ()
 
     def validate(self, problems: list[str], path: str) -> None:
-        for network in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                problems.append(f"{path}.trusted_proxies: {network!r} is not an IP network")
+        for key in ("trusted_proxies", "xclient_networks"):
+            for network in getattr(self, key):
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    problems.append(f"{path}.{key}: {network!r} is not an IP network")
         if self.proxy_protocol and not self.trusted_proxies:
             problems.append(f"{path}.proxy_protocol: needs trusted_proxies (the proxies' networks)")
         if err := _valid_hostport(self.listen):

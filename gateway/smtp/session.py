@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import re
@@ -161,6 +162,7 @@ class GatewaySMTP(SMTP):
         self.limiter = limiter
         self.front_end = front_end
         self.state: SessionState | None = None
+        self._peer_ip = ""  # the connected peer's address (set on connect), for XCLIENT
         self.busy = False  # between reading a command and sending its reply
         self.shutdown_requested = False
         self._bad_commands = 0
@@ -184,6 +186,7 @@ class GatewaySMTP(SMTP):
             "VRFY": self.smtp_VRFY,
             "HELP": self.smtp_HELP,
             "STARTTLS": self.smtp_STARTTLS,
+            "XCLIENT": self.smtp_XCLIENT,
         }
 
     # -- the session ---------------------------------------------------------------------------
@@ -192,6 +195,7 @@ class GatewaySMTP(SMTP):
         assert self.transport is not None
         peer: Any = self.transport.get_extra_info("peername")
         client_ip, client_port = str(peer[0]), int(peer[1])
+        self._peer_ip = client_ip  # who is really connected: may it use XCLIENT?
         if self.config.proxy_protocol and trusted(client_ip, self.config.trusted_proxies):
             try:
                 proxied = await asyncio.wait_for(read_proxy_header(self._reader), HEADER_TIMEOUT_S)
@@ -221,7 +225,7 @@ class GatewaySMTP(SMTP):
             await self.push(replies.greeting(self.config.hostname, self.config.banner))
             await self._command_loop()
         except Hangup as hangup:
-            self.gateway.abandon(state, hangup.reply or "")
+            self.gateway.abandon(self.state or state, hangup.reply or "")
             await self._close_with(hangup.reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             self._close()
@@ -229,7 +233,7 @@ class GatewaySMTP(SMTP):
             self._close()  # connection lost or the backstop timer: nothing left to answer
             raise
         finally:
-            self.gateway.abandon(state)
+            self.gateway.abandon(self.state or state)  # XCLIENT may have replaced the state
             self.limiter.release(client_ip)
             self.front_end.session_ended(self)
 
@@ -475,7 +479,41 @@ class GatewaySMTP(SMTP):
         ]
         if self.tls_context is not None and not self._state().connection.tls:
             extensions.append("STARTTLS")
+        if self._xclient_allowed():
+            extensions.append("XCLIENT ADDR PORT NAME HELO PROTO")
         return replies.ehlo(self.config.hostname, extensions)
+
+    def _xclient_allowed(self) -> bool:
+        networks = self.config.xclient_networks
+        return bool(networks) and trusted(self._peer_ip, networks)
+
+    async def smtp_XCLIENT(self, arg: str) -> Reply:
+        """Postfix's XCLIENT from a trusted front end: the client it names becomes this
+        session's client, as if it had connected (connect checks run again), and the session
+        starts over with a 220 greeting (www.postfix.org/XCLIENT_README.html)."""
+        state = self._state()
+        if not self._xclient_allowed():
+            return replies.XCLIENT_DENIED
+        if state.open is not None:
+            return replies.XCLIENT_IN_TRANSACTION
+        usage = "XCLIENT ADDR=address [PORT=port] [NAME=name] [HELO=name] [PROTO=proto]"
+        attributes = parse_xclient(arg)
+        if attributes is None:
+            return replies.syntax(usage)
+        old = state.connection
+        address = attributes.get("ADDR", old.client_ip)
+        port = attributes.get("PORT", str(old.client_port))
+        try:
+            client_ip = str(ipaddress.ip_address(address.removeprefix("IPV6:")))
+            client_port = int(port) if port.isdigit() else 0
+        except ValueError:
+            return replies.syntax(usage)
+        connection = Connection(new_id(), client_ip, client_port, tls=old.tls)
+        new = self.state = SessionState(connection)
+        refusal = await self.gateway.connect(new)
+        if refusal is not None:
+            raise Hangup(refusal)
+        return replies.greeting(self.config.hostname, self.config.banner)
 
     async def smtp_MAIL(self, arg: str) -> Reply:
         state = self._state()
@@ -628,6 +666,38 @@ class GatewaySMTP(SMTP):
             self.session.ssl = {"cipher": tls_transport.get_extra_info("cipher")}
         self.gateway.reset_after_tls(state)
         return None
+
+
+def parse_xclient(arg: str) -> dict[str, str] | None:
+    """`NAME=value ...` (values xtext-encoded) -> {NAME: value}; None when malformed.
+    "[UNAVAILABLE]" and "[TEMPUNAVAIL]" values mean "not known" and are left out."""
+    attributes: dict[str, str] = {}
+    for item in arg.split():
+        name, equals, value = item.partition("=")
+        if not equals or not name.isalpha():
+            return None
+        decoded = xtext_decode(value)
+        if decoded is None:
+            return None
+        if decoded.upper() not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+            attributes[name.upper()] = decoded
+    return attributes or None
+
+
+def xtext_decode(value: str) -> str | None:
+    """RFC 3461 4: "+XX" is the byte 0xXX."""
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "+":
+            code = value[i + 1 : i + 3]
+            if len(code) != 2 or not all(c in "0123456789ABCDEF" for c in code):
+                return None
+            out.append(chr(int(code, 16)))
+            i += 3
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
 
 
 def _repeated(params: Sequence[str]) -> bool:

@@ -118,3 +118,57 @@ def test_proxy_protocol_needs_trusted_proxies() -> None:
     assert info.value.problems == [
         "smtp.proxy_protocol: needs trusted_proxies (the proxies' networks)"
     ]
+
+
+# -- Postfix XCLIENT ----------------------------------------------------------------------------
+
+
+def xclient_gateway(factory: GatewayFactory, networks: str) -> RunningGateway:
+    return factory({"smtp": {"xclient_networks": [networks]}})
+
+
+def test_xclient_from_a_trusted_front_end_names_the_client(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    gateway = xclient_gateway(gateway_factory, "127.0.0.0/8")
+    with gateway.client() as smtp:
+        code, text = smtp.ehlo()
+        assert b"XCLIENT ADDR" in text
+        # As Postfix sends it: xtext values, IPv6 with its prefix, an unknown NAME.
+        smtp.putcmd("XCLIENT", "ADDR=IPV6:2001:db8::5 PORT=4711 NAME=[UNAVAILABLE]")
+        code, text = smtp.getreply()
+        assert (code, text) == (220, b"mx.gateway.test ESMTP ready")
+        smtp.ehlo_resp = None
+        smtp.ehlo("client.example")
+        assert smtp.sendmail("a@sender.test", ["bob@example.test"], MESSAGE) == {}
+    assert logged_clients(caplog) == ["2001:db8::5"]
+    [msg_id] = gateway.spool.ids()
+    assert b"Received: from client.example ([IPv6:2001:db8::5])" in gateway.spool.read_data(msg_id)
+
+
+def test_xclient_from_anyone_else_is_refused(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    gateway = xclient_gateway(gateway_factory, "192.0.2.0/24")
+    with gateway.client() as smtp:
+        _, text = smtp.ehlo()
+        assert b"XCLIENT" not in text
+        assert smtp.docmd("XCLIENT", "ADDR=203.0.113.7") == (
+            550,
+            b"5.7.0 Error: insufficient authorization",
+        )
+        assert smtp.sendmail("a@sender.test", ["bob@example.test"], MESSAGE) == {}
+    assert logged_clients(caplog) == ["127.0.0.1"]
+
+
+def test_xclient_not_inside_a_transaction(gateway_factory: GatewayFactory) -> None:
+    gateway = xclient_gateway(gateway_factory, "127.0.0.0/8")
+    with gateway.client() as smtp:
+        smtp.ehlo()
+        smtp.mail("a@sender.test")
+        assert smtp.docmd("XCLIENT", "ADDR=203.0.113.7")[0] == 503
+        assert smtp.docmd("XCLIENT", "ADDR=not-an-ip")[0] == 503
+        smtp.rset()
+        assert smtp.docmd("XCLIENT", "ADDR=not-an-ip")[0] == 501
