@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
+import queue
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -34,19 +35,22 @@ def listening(port: int) -> bool:
 
 
 def read_line_until(proc: subprocess.Popen[str], prefix: str, timeout_s: float) -> str:
+    """The first output line starting with `prefix` (read in a thread: a select() on the pipe
+    would miss lines already in the reader's buffer)."""
     assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = proc.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
     deadline = time.monotonic() + timeout_s
     seen = []
-    while time.monotonic() < deadline:
-        if selector.select(deadline - time.monotonic()):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            if line.startswith(prefix):
-                return line
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        seen.append(line)
+        if line.startswith(prefix):
+            return line
     raise AssertionError(f"no {prefix!r} within {timeout_s} s: {''.join(seen)}")
 
 
@@ -72,10 +76,10 @@ def test_make_run_stops_on_a_signal_to_make_alone(tmp_path: Path, sig: signal.Si
         start_new_session=True,  # its own group, so that a failed test can stop what it started
     )
     try:
-        read_line_until(make, "gateway: listening on", 60.0)
+        read_line_until(make, "gateway: listening on", 30.0)
         assert listening(gateway_port) and listening(sink_port)
         make.send_signal(sig)  # to make only, as a script's `kill` does; not its group
-        make.wait(timeout=30)
+        make.wait(timeout=20)
         assert not listening(gateway_port), "the gateway outlived make"
         assert not listening(sink_port), "the test sink outlived make"
     finally:
