@@ -105,9 +105,12 @@ class SmtpConfig:
     # A Postfix front end (smtpd_authorized_xclient_hosts' counterpart): these networks may
     # name the real client with XCLIENT ADDR=...; nobody else is offered the command.
     xclient_networks: tuple[str, ...] = ()
+    # A Postfix upstream with smtp_send_xforward_command (smtpd_authorized_xforward_hosts'
+    # counterpart): these networks may name each transaction's client with XFORWARD ADDR=...
+    xforward_networks: tuple[str, ...] = ()
 
     def validate(self, problems: list[str], path: str) -> None:
-        for key in ("trusted_proxies", "xclient_networks"):
+        for key in ("trusted_proxies", "xclient_networks", "xforward_networks"):
             for network in getattr(self, key):
                 try:
                     ipaddress.ip_network(network, strict=False)

@@ -40,6 +40,7 @@ NEED_MAIL = "503 5.5.1 Need MAIL command first"
 NESTED_MAIL = "503 5.5.1 Sender already given"
 XCLIENT_DENIED = "550 5.7.0 Error: insufficient authorization"  # Postfix's wording
 XCLIENT_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
+XFORWARD_OK = "250 2.0.0 Ok"
 NEED_RCPT = "503 5.5.1 Need RCPT command first"
 ALREADY_TLS = "503 5.5.1 TLS already active"
 TLS_UNAVAILABLE = "454 4.7.0 TLS not available"

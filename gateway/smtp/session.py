@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -24,7 +25,7 @@ from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import __ident__ as aiosmtpd_ident
 
 from gateway.config import SmtpConfig
-from gateway.model import Connection, new_id
+from gateway.model import CheckResult, Connection, new_id
 from gateway.smtp import replies
 from gateway.smtp.addresses import (
     helo_problem,
@@ -163,6 +164,10 @@ class GatewaySMTP(SMTP):
         self.front_end = front_end
         self.state: SessionState | None = None
         self._peer_ip = ""  # the connected peer's address (set on connect), for XCLIENT
+        # XFORWARD: the session's own client and results while a forwarded one stands in for
+        # the next transaction, and whether that transaction has begun.
+        self._own_client: tuple[Connection, dict[str, CheckResult]] | None = None
+        self._xforward_pending = False
         self.busy = False  # between reading a command and sending its reply
         self.shutdown_requested = False
         self._bad_commands = 0
@@ -187,6 +192,7 @@ class GatewaySMTP(SMTP):
             "HELP": self.smtp_HELP,
             "STARTTLS": self.smtp_STARTTLS,
             "XCLIENT": self.smtp_XCLIENT,
+            "XFORWARD": self.smtp_XFORWARD,
         }
 
     # -- the session ---------------------------------------------------------------------------
@@ -481,11 +487,60 @@ class GatewaySMTP(SMTP):
             extensions.append("STARTTLS")
         if self._xclient_allowed():
             extensions.append("XCLIENT ADDR PORT NAME HELO PROTO")
+        if self._allowed(self.config.xforward_networks):
+            extensions.append("XFORWARD NAME ADDR PORT PROTO HELO SOURCE IDENT")
         return replies.ehlo(self.config.hostname, extensions)
 
     def _xclient_allowed(self) -> bool:
-        networks = self.config.xclient_networks
+        return self._allowed(self.config.xclient_networks)
+
+    def _allowed(self, networks: tuple[str, ...]) -> bool:
         return bool(networks) and trusted(self._peer_ip, networks)
+
+    async def smtp_XFORWARD(self, arg: str) -> Reply:
+        """Postfix's XFORWARD (a content filter's upstream, smtp_send_xforward_command): the
+        client named stands in for the session's own for the next mail transaction only; the
+        connect checks run for it (www.postfix.org/XFORWARD_README.html)."""
+        state = self._state()
+        if not self._allowed(self.config.xforward_networks):
+            return replies.XCLIENT_DENIED
+        if state.open is not None:
+            return replies.XCLIENT_IN_TRANSACTION
+        usage = "XFORWARD ADDR=address [PORT=port] [HELO=name] [NAME=name] ..."
+        attributes = parse_xclient(arg)
+        if attributes is None:
+            return replies.syntax(usage)
+        # Postfix may spread the attributes over several XFORWARD commands: each adds to what
+        # stands in for the next transaction.
+        if self._own_client is None or not self._xforward_pending:
+            self._own_client = self._own_client or (state.connection, state.results)
+            state.connection = dataclasses.replace(self._own_client[0])
+            state.results = dict(self._own_client[1])
+            self._xforward_pending = True
+        connection = state.connection
+        if "HELO" in attributes:
+            connection.helo = attributes["HELO"]
+        if attributes.get("PORT", "").isdigit():
+            connection.client_port = int(attributes["PORT"])
+        if "ADDR" in attributes:
+            try:
+                address = ipaddress.ip_address(attributes["ADDR"].removeprefix("IPV6:"))
+            except ValueError:
+                return replies.syntax(usage)
+            connection.client_ip = str(address)
+            refusal = await self.gateway.connect(state)  # the connect checks, for this client
+            if refusal is not None:
+                raise Hangup(refusal)
+        return replies.XFORWARD_OK
+
+    def _end_xforward(self) -> None:
+        """At MAIL: a forwarded client stands in for one transaction, then the session's own
+        client is back (unless XFORWARD named another since)."""
+        if self._own_client is not None and not self._xforward_pending:
+            state = self._state()
+            state.connection, state.results = self._own_client
+            self._own_client = None
+        self._xforward_pending = False
 
     async def smtp_XCLIENT(self, arg: str) -> Reply:
         """Postfix's XCLIENT from a trusted front end: the client it names becomes this
@@ -516,6 +571,8 @@ class GatewaySMTP(SMTP):
         return replies.greeting(self.config.hostname, self.config.banner)
 
     async def smtp_MAIL(self, arg: str) -> Reply:
+        if self._state().open is None:
+            self._end_xforward()
         state = self._state()
         if not state.connection.helo:
             return replies.NEED_HELO
@@ -681,7 +738,7 @@ def parse_xclient(arg: str) -> dict[str, str] | None:
             return None
         if decoded.upper() not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
             attributes[name.upper()] = decoded
-    return attributes or None
+    return attributes if arg.strip() else None
 
 
 def xtext_decode(value: str) -> str | None:

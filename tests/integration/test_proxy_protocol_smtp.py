@@ -172,3 +172,35 @@ def test_xclient_not_inside_a_transaction(gateway_factory: GatewayFactory) -> No
         assert smtp.docmd("XCLIENT", "ADDR=not-an-ip")[0] == 503
         smtp.rset()
         assert smtp.docmd("XCLIENT", "ADDR=not-an-ip")[0] == 501
+
+
+# -- Postfix XFORWARD ---------------------------------------------------------------------------
+
+
+def test_xforward_names_the_client_of_the_next_transaction_only(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    gateway = gateway_factory({"smtp": {"xforward_networks": ["127.0.0.0/8"]}})
+    with gateway.client() as smtp:
+        _, text = smtp.ehlo()
+        assert b"XFORWARD NAME ADDR" in text
+        # As Postfix's smtp client sends it before each MAIL.
+        assert smtp.docmd("XFORWARD", "NAME=mail.outside.test ADDR=203.0.113.7 PORT=4711") == (
+            250,
+            b"2.0.0 Ok",
+        )
+        assert smtp.docmd("XFORWARD", "HELO=mail.outside.test PROTO=ESMTP SOURCE=REMOTE")[0] == 250
+        assert smtp.sendmail("a@sender.test", ["bob@example.test"], MESSAGE) == {}
+        assert smtp.sendmail("a@sender.test", ["bob@example.test"], MESSAGE) == {}  # no XFORWARD
+    assert logged_clients(caplog) == ["203.0.113.7", "127.0.0.1"]
+    received = sorted(gateway.spool.read_data(i) for i in gateway.spool.ids())
+    assert any(b"Received: from mail.outside.test ([203.0.113.7])" in r for r in received)
+
+
+def test_xforward_from_anyone_else_is_refused(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"smtp": {"xforward_networks": ["192.0.2.0/24"]}})
+    with gateway.client() as smtp:
+        _, text = smtp.ehlo()
+        assert b"XFORWARD" not in text
+        assert smtp.docmd("XFORWARD", "ADDR=203.0.113.7")[0] == 550
