@@ -108,9 +108,12 @@ class SmtpConfig:
     # A Postfix upstream with smtp_send_xforward_command (smtpd_authorized_xforward_hosts'
     # counterpart): these networks may name each transaction's client with XFORWARD ADDR=...
     xforward_networks: tuple[str, ...] = ()
+    # The organisation's own relays (a backup MX): for mail from them, the client named by
+    # the Received field they added on top is judged (SPF, DNS lists, HELO), not the relay.
+    trusted_relays: tuple[str, ...] = ()
 
     def validate(self, problems: list[str], path: str) -> None:
-        for key in ("trusted_proxies", "xclient_networks", "xforward_networks"):
+        for key in ("trusted_proxies", "xclient_networks", "xforward_networks", "trusted_relays"):
             for network in getattr(self, key):
                 try:
                     ipaddress.ip_network(network, strict=False)

@@ -21,7 +21,7 @@ from gateway.authresults import (
     sender_authenticated,
 )
 from gateway.config import Config
-from gateway.content import received_fields
+from gateway.content import first_received_client, received_fields
 from gateway.errors import QuarantineFull, SpoolFull
 from gateway.model import (
     Action,
@@ -48,6 +48,7 @@ from gateway.smtp import replies
 from gateway.smtp.addresses import RelayDenied, RelayGate
 from gateway.smtp.data import DataCollector, DataProblem
 from gateway.smtp.limits import MessageMemory
+from gateway.smtp.proxy import trusted
 from gateway.smtp.stamp import gateway_headers, prefix_subject, stamp
 from gateway.threads import shielded
 
@@ -85,6 +86,9 @@ class OpenTransaction:
     dsn_envid: str = ""
     rcpt_notify: list[tuple[str, ...]] = field(default_factory=list)
     rcpt_orcpt: list[str] = field(default_factory=list)
+    # A trusted relay (backup MX) that handed the message on: the client its Received names
+    # was judged, our Received names the relay.
+    relayed_by: Connection | None = None
 
 
 @dataclass
@@ -299,6 +303,10 @@ class SmtpHandler:
             self._log(current, Action.REJECT.value, reply, len(tx.raw), reason="mail loop")
             return reply
         try:
+            if trusted(tx.connection.client_ip, self.config.smtp.trusted_relays):
+                relayed = await self._judge_relayed_client(tx)
+                if relayed is not tx:
+                    current.relayed_by, tx = tx.connection, relayed
             outcome = await self.pipeline.run_phase(Phase.DATA, tx, final=True)
         except asyncio.CancelledError:
             # The connection went away while the checks ran: nothing stored, but logged.
@@ -313,6 +321,22 @@ class SmtpHandler:
         # Shielded: once the message is being stored, a vanished client must not cut the
         # store, the delivery notice or the log line in half.
         return await shielded(self._finish(current))
+
+    async def _judge_relayed_client(self, tx: Transaction) -> Transaction:
+        """Mail our own backup MX relayed: judge the client named by the Received field it
+        added on top (SPF, DNS lists, HELO checks run again for that client), not the backup
+        MX. Unchanged when that field names no client, or another trusted relay."""
+        client = first_received_client(tx.raw)
+        if client is None or trusted(client[0], self.config.smtp.trusted_relays):
+            return tx
+        ip, helo = client
+        relay = tx.connection
+        connection = Connection(relay.id, ip, helo=helo or relay.helo, esmtp=relay.esmtp)
+        relayed = Transaction(tx.id, connection, tx.envelope, tx.raw, results=tx.results)
+        for phase in (Phase.CONNECT, Phase.HELO, Phase.MAIL):
+            relayed = (await self.pipeline.run_phase(phase, relayed)).tx
+        log.info("transaction %s: relayed by %s, judged as from %s", tx.id, relay.client_ip, ip)
+        return relayed
 
     def abandon(self, session: SessionState, reply: str = "") -> None:
         """RSET, a new HELO/EHLO, STARTTLS, QUIT, a timeout or a lost connection end the open
@@ -342,7 +366,10 @@ class SmtpHandler:
             extra = [authentication_results_field(self.hostname, tx)]
             if verdict.action is Action.TAG:
                 raw = prefix_subject(raw, verdict.subject_prefix)
-            data = stamp(raw, gateway_headers(tx, verdict, self.hostname, extra))
+            hop = tx
+            if current.relayed_by is not None:  # our Received names who connected: the relay
+                hop = Transaction(tx.id, current.relayed_by, tx.envelope, tx.raw, tx.results)
+            data = stamp(raw, gateway_headers(hop, verdict, self.hostname, extra))
             try:
                 if verdict.action in (Action.ACCEPT, Action.TAG):
                     env = tx.envelope

@@ -12,8 +12,11 @@ import struct
 
 import pytest
 
+from gateway.net.dns import Resolver
+from gateway.pipeline.registry import Services
 from gateway.smtp.proxy import V2_SIGNATURE
-from tests.support.gateway_fixture import GatewayFactory, RunningGateway
+from tests.support.dns_server import DnsTestServer
+from tests.support.gateway_fixture import GatewayFactory, RunningGateway, only_checks
 
 MESSAGE = b"From: <a@sender.test>\r\nSubject: hi\r\n\r\nHello.\r\n"
 
@@ -204,3 +207,55 @@ def test_xforward_from_anyone_else_is_refused(gateway_factory: GatewayFactory) -
         _, text = smtp.ehlo()
         assert b"XFORWARD" not in text
         assert smtp.docmd("XFORWARD", "ADDR=203.0.113.7")[0] == 550
+
+
+# -- the organisation's own backup MX -----------------------------------------------------------
+
+
+def relayed_message(client_ip: str) -> bytes:
+    return (
+        f"Received: from mail.legit.test (mail.legit.test [{client_ip}])\r\n"
+        "\tby backup.example.test (Postfix) with ESMTPS id 4Yx;\r\n"
+        "\tTue, 08 Dec 2026 04:00:00 +0000\r\n"
+        "From: <alice@legit.test>\r\nTo: <bob@example.test>\r\nSubject: via backup MX\r\n"
+        "Date: Tue, 08 Dec 2026 04:00:00 +0000\r\nMessage-ID: <1@legit.test>\r\n\r\nHello.\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("trusted_relays", "client", "spf"),
+    [
+        (["127.0.0.0/8"], "192.0.2.7", "SPF_PASS"),  # the client the backup MX saw: allowed
+        (["127.0.0.0/8"], "203.0.113.9", "SPF_FAIL"),  # ... and one that is not
+        ([], "192.0.2.7", "SPF_FAIL"),  # not a trusted relay: the relay itself is judged
+    ],
+)
+def test_mail_from_a_trusted_backup_mx_is_judged_by_its_received_client(
+    gateway_factory: GatewayFactory,
+    dns_server: DnsTestServer,
+    caplog: pytest.LogCaptureFixture,
+    trusted_relays: list[str],
+    client: str,
+    spf: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.transaction")
+    dns_server.set_zone("legit.test", {"@": {"TXT": ["v=spf1 ip4:192.0.2.0/24 -all"]}})
+    resolver = Resolver([dns_server.address], timeout_s=0.5, lifetime_s=1.0, cache_entries=0)
+    gateway = gateway_factory(
+        {
+            "smtp": {"trusted_relays": trusted_relays},
+            "dns": {"nameservers": [dns_server.address]},
+            "checks": only_checks("headers", "spf"),
+        },
+        services=Services(resolver=resolver),
+    )
+    with gateway.client() as smtp:
+        assert (
+            smtp.sendmail("alice@legit.test", ["bob@example.test"], relayed_message(client)) == {}
+        )
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.transaction"]
+    assert spf in [s["name"] for s in line["symbols"]]
+    assert line["client_ip"] == (client if trusted_relays else "127.0.0.1")
+    [msg_id] = gateway.spool.ids()
+    # Our own Received names who connected: the backup MX.
+    assert b"Received: from client.test ([127.0.0.1])" in gateway.spool.read_data(msg_id)
