@@ -7,8 +7,9 @@ CONFIG ?= rules/gateway.example.toml
 # whose held-out part decides whether the model may quarantine alone (docs/learning.md).
 PUBLIC_CORPUS ?= ../shared/corpus/spamassassin-public
 CORPUS ?=
-# Where `gateway learn` and quarantine --learn file messages: <[storage] dir>/feedback.
-FEEDBACK ?= var/feedback
+# Where `gateway learn` and quarantine --learn file messages: <[storage] dir>/feedback of
+# CONFIG unless FEEDBACK names another store.
+FEEDBACK ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: install system-deps bench-deps run test lint bench train clean
@@ -16,7 +17,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,14 +34,23 @@ system-deps:
 bench-deps:
 	sh benchmarks/install-postfix-tools.sh
 
-# The gateway on 127.0.0.1:2525 relaying to a local test sink on 127.0.0.1:2526 that files
-# mail into var/sink/new. Ctrl-C stops both. Run as root (a container, CI), it stays root:
-# a developer's run, not a deployment (docs/deploy.md drops to a user of its own).
+# The gateway on 127.0.0.1:2525 relaying to a local test sink on SINK (127.0.0.1:2526) that
+# files mail into var/sink/new. Both stop on Ctrl-C, and when make alone gets SIGTERM (which it
+# passes on) or SIGINT from a script or supervisor: make only waits for its children then, so
+# the recipe watches make's signal mask (make stops catching SIGINT once it got one) and make
+# itself, and stops both with SIGTERM (the gateway drains). Run as root (a container, CI), it
+# stays root: a developer's run, not a deployment (docs/deploy.md drops to a user of its own).
+SINK ?= 127.0.0.1:2526
 run: install
 	mkdir -p var
-	@bash -c 'set -m; $(VENV)/bin/gateway sink --listen 127.0.0.1:2526 --maildir var/sink & sink=$$!; \
-	  trap "kill $$sink 2>/dev/null; wait $$sink 2>/dev/null" EXIT; \
-	  $(VENV)/bin/gateway serve --config $(CONFIG) $(if $(filter 0,$(shell id -u)),--user root)'
+	@bash -c 'make_pid=$(shell echo $$PPID); \
+	  $(VENV)/bin/gateway sink --listen $(SINK) --maildir var/sink & sink=$$!; \
+	  $(VENV)/bin/gateway serve --config $(CONFIG) $(if $(filter 0,$(shell id -u)),--user root) & serve=$$!; \
+	  stop() { trap - INT TERM HUP; kill -TERM $$serve $$sink 2>/dev/null; wait $$serve $$sink; }; \
+	  trap "stop; exit 130" INT TERM HUP; \
+	  make_waits() { mask=$$(awk "/^SigCgt/ {print \$$2}" /proc/$$make_pid/status 2>/dev/null) && \
+	    (( 0x$$mask & 2 )); }; \
+	  while kill -0 $$serve 2>/dev/null && make_waits; do sleep 0.5 & wait $$!; done; stop'
 
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests
@@ -54,11 +64,12 @@ bench: install system-deps bench-deps
 	$(PY) benchmarks/run_all.py
 
 # Retrain the classifier: CORPUS and PUBLIC_CORPUS may name several directories (space-
-# separated; PUBLIC_CORPUS= leaves the public corpus out); FEEDBACK is the feedback store (with
-# [storage] dir = /var/lib/mailgate: FEEDBACK=/var/lib/mailgate/feedback).
+# separated; PUBLIC_CORPUS= leaves the public corpus out, which a fresh clone does not have:
+# `make train` says where it comes from); the feedback store is CONFIG's ([storage] dir), e.g.
+# make train CONFIG=/etc/mailgate/gateway.toml CORPUS=/srv/mail/labelled PUBLIC_CORPUS=
 train: install
 	$(PY) -m training $(foreach c,$(PUBLIC_CORPUS),--public-corpus $(c)) \
-	  $(foreach c,$(CORPUS),--corpus $(c)) --feedback $(FEEDBACK)
+	  $(foreach c,$(CORPUS),--corpus $(c)) --config $(CONFIG) $(if $(FEEDBACK),--feedback $(FEEDBACK))
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -61,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--mail-from", default="", help="envelope sender (default: null sender)")
     scan.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeat)")
     scan.add_argument("--json", action="store_true", help="one JSON object per file")
+    scan.add_argument(
+        "-c",
+        "--check",
+        action="store_true",
+        help="exit with the strongest verdict (as spamc -c): 0 accept, 3 tag, 4 quarantine, "
+        "5 tempfail, 6 reject; 1 a file could not be scanned, 2 configuration error",
+    )
     scan.add_argument("files", nargs="+", metavar="FILE")
 
     add_queue_commands(sub)
@@ -73,13 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train",
         help="retrain the classifier: train [--corpus DIR...] [--public-corpus DIR...] "
-        "[--out DIR] [--feedback DIR] "
+        "[--out DIR] [--feedback DIR | --config PATH] "
         "[--list-share S] [--force] (`make train`)",
     )
 
     init = sub.add_parser("init", help="write a commented config and the shipped rules to DIR")
     init.add_argument("dir", metavar="DIR", help="e.g. /etc/mailgate")
     init.add_argument("--force", action="store_true", help="overwrite files already there")
+    send_test = sub.add_parser(
+        "send-test", help="send a GTUBE test message over SMTP and print every reply"
+    )
+    _config_option(send_test)
+    send_test.add_argument("--gtube", choices=("reject", "quarantine"), required=True)
+    send_test.add_argument("--from", dest="mail_from", default="gtube-test@example.invalid")
+    send_test.add_argument("--to", help="recipient (default: postmaster@ first relay domain)")
+    send_test.add_argument("--helo", help="name to greet with (default: this host's name)")
+    send_test.add_argument("target", metavar="HOST:PORT", help="the gateway, e.g. 127.0.0.1:2525")
 
     sink = sub.add_parser("sink", help="a test SMTP server filing mail into a Maildir")
     sink.add_argument("--listen", default="127.0.0.1:2526")
@@ -110,12 +127,24 @@ def _check_config(config: Config) -> int:
     asyncio.run(pipeline.close())
     names = ", ".join(c.name for c in pipeline.checks)
     print(f"{config.source or 'defaults'}: ok ({len(pipeline.checks)} checks: {names})")
+    # What the admin's rule files change: what to re-read after an upgrade (docs/upgrading.md).
+    from gateway.config import SHIPPED_RULES_DIR
+
+    local = sorted(
+        name
+        for name in {p.name for p in SHIPPED_RULES_DIR.glob("*.toml")}
+        if config.rule_file(name) != SHIPPED_RULES_DIR / name and name != "gateway.example.toml"
+    )
+    mine = ", ".join(local) or "none"
+    print(f"rules: shipped {SHIPPED_RULES_DIR}; local {config.rules_dir}: {mine}")
+    for line in pipeline.policy.overrides:
+        print(f"  override {line}")
     return EXIT_OK
 
 
 def _scan(config: Config, args: argparse.Namespace) -> int:
     from gateway.runtime import build_pipeline
-    from gateway.scan import ASSUMED_CLIENT_IP, ScanEnvelope, scan_files
+    from gateway.scan import ASSUMED_CLIENT_IP, ScanEnvelope, exit_code, scan_files
 
     pipeline = build_pipeline(config)
     rcpts = tuple(args.rcpt) or (f"postmaster@{config.relay.domains[0]}",)
@@ -129,7 +158,7 @@ def _scan(config: Config, args: argparse.Namespace) -> int:
             await pipeline.close()
         for output in outputs:
             print(output.text, file=sys.stderr if output.failed else sys.stdout)
-        return 1 if any(o.failed for o in outputs) else EXIT_OK
+        return exit_code(outputs, args.check)
 
     return asyncio.run(run())
 
@@ -153,10 +182,21 @@ def _run(args: argparse.Namespace) -> int:
         print(init_config_dir(Path(args.dir), force=args.force))
         return EXIT_OK
     config = load_config(args.config if args.config else default_config_path())
+    if args.command == "send-test":
+        from gateway.sendtest import send_test
+
+        try:
+            host, port = parse_hostport(args.target, 25)
+        except ValueError:
+            raise GatewayError(f"send-test: {args.target!r} is not HOST:PORT") from None
+        rcpt = args.to or f"postmaster@{config.relay.domains[0]}"
+        helo = args.helo or socket.getfqdn()
+        return send_test(args.gtube, host, port, args.mail_from, rcpt, helo)
+    log = config.log
     if args.command == "serve":
-        configure_logging(config.log.level, config.log.file)
+        configure_logging(log.level, log.format, log.syslog, log.file)
     else:
-        configure_logging("warning")
+        configure_logging("warning", log.format, log.syslog)
     if args.command == "serve":
         from gateway.runtime import serve
 

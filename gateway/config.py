@@ -115,8 +115,29 @@ class SmtpConfig:
     bare_lf: Literal["reject", "normalize"] = "reject"
     tls_cert: str = ""
     tls_key: str = ""
+    # Behind HAProxy or a load balancer: connections from trusted_proxies (CIDRs) must start
+    # with a PROXY header (v1 or v2) naming the real client, which every check then sees.
+    proxy_protocol: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+    # A Postfix front end (smtpd_authorized_xclient_hosts' counterpart): these networks may
+    # name the real client with XCLIENT ADDR=...; nobody else is offered the command.
+    xclient_networks: tuple[str, ...] = ()
+    # A Postfix upstream with smtp_send_xforward_command (smtpd_authorized_xforward_hosts'
+    # counterpart): these networks may name each transaction's client with XFORWARD ADDR=...
+    xforward_networks: tuple[str, ...] = ()
+    # The organisation's own relays (a backup MX): for mail from them, the client named by
+    # the Received field they added on top is judged (SPF, DNS lists, HELO), not the relay.
+    trusted_relays: tuple[str, ...] = ()
 
     def validate(self, problems: list[str], path: str) -> None:
+        for key in ("trusted_proxies", "xclient_networks", "xforward_networks", "trusted_relays"):
+            for network in getattr(self, key):
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    problems.append(f"{path}.{key}: {network!r} is not an IP network")
+        if self.proxy_protocol and not self.trusted_proxies:
+            problems.append(f"{path}.proxy_protocol: needs trusted_proxies (the proxies' networks)")
         if err := _valid_hostport(self.listen):
             problems.append(f"{path}.listen: {err}")
         if not _HOSTNAME.fullmatch(self.hostname):
@@ -219,11 +240,16 @@ class VerifyConfig:
     max_waiting: int = 100  # probes waiting for a free connection; more are "unavailable" at once
     cache_entries: int = 10000
     probe_sender: str = ""  # MAIL FROM of probes; "" = the null sender, as Postfix does
+    # A recipient the internal server confirmed within this time is accepted while that server
+    # cannot answer (kept on disk under [storage] dir); 0 = off.
+    known_ttl_s: float = 14 * 86400.0
 
     def validate(self, problems: list[str], path: str) -> None:
         _positive(self, problems, path, "timeout_s", "connections", "cache_entries", "max_waiting")
-        if self.positive_ttl_s < 0 or self.negative_ttl_s < 0:
-            problems.append(f"{path}: positive_ttl_s and negative_ttl_s must be 0 or more")
+        if self.positive_ttl_s < 0 or self.negative_ttl_s < 0 or self.known_ttl_s < 0:
+            problems.append(
+                f"{path}: positive_ttl_s, negative_ttl_s and known_ttl_s must be 0 or more"
+            )
 
 
 @dataclass(frozen=True)
@@ -310,7 +336,9 @@ class DnsConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     deadline_s: float = 60.0  # all DATA checks of one message together
-    rules_dir: str = ""  # default: the directory of the config file, else the shipped rules/
+    # The admin's rule files; a file not there is read from the shipped rules/, and scores.toml
+    # and actions.toml there are layered over the shipped ones. Default: the config's directory.
+    rules_dir: str = ""
 
     def validate(self, problems: list[str], path: str) -> None:
         _positive(self, problems, path, "deadline_s")
@@ -320,6 +348,10 @@ class PipelineConfig:
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     file: str = ""  # "" = stderr (journald); a file is reopened on SIGUSR1 (logrotate)
+    # One format per stream: "json" (log shippers), "text" (a terminal), "auto" = text on a
+    # terminal, else json.
+    format: Literal["auto", "json", "text"] = "auto"
+    syslog: str = ""  # "" = stderr; "/dev/log" or "host:port" (UDP): syslog, facility mail
 
 
 @dataclass(frozen=True)
@@ -624,18 +656,11 @@ class Config:
             return Path(self.source).resolve().parent
         return SHIPPED_RULES_DIR
 
-    def rules_dir_hint(self) -> str | None:
-        """Why rule files are missing, when the rules directory was implied by the config
-        file's place (an admin's short override config elsewhere) and has no scores file."""
-        if self.pipeline.rules_dir or not self.source:
-            return None
-        if (self.rules_dir / "scores.toml").exists():
-            return None
-        return (
-            f"rule files are read from the config file's directory ({self.rules_dir}) unless "
-            f"[pipeline] rules_dir is set: copy the shipped ones from {SHIPPED_RULES_DIR} "
-            f'there, or set rules_dir = "{SHIPPED_RULES_DIR}"'
-        )
+    def rule_file(self, name: str) -> Path:
+        """The admin's copy of a rule file if there is one, else the shipped file: a file the
+        admin never changed follows upgrades."""
+        local = self.rules_dir / name
+        return local if local.exists() else SHIPPED_RULES_DIR / name
 
 
 def _positive(obj: object, problems: list[str], path: str, *names: str) -> None:

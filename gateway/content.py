@@ -14,6 +14,7 @@ import email.message
 import email.policy
 import email.utils
 import importlib.util
+import ipaddress
 import itertools
 import re
 import unicodedata
@@ -482,6 +483,30 @@ def received_fields(raw: bytes) -> int:
     """How many Received header fields `raw` has (in its first MAX_HEADER_BLOCK_BYTES): the
     hop count RFC 5321 6.3 detects mail loops by."""
     return len(_RECEIVED_FIELD.findall(header_block(raw)))
+
+
+_RECEIVED_FROM = re.compile(r"^\s*from\s+(\S+)(.*?)(?:\sby\s|;|$)", re.IGNORECASE | re.DOTALL)
+_IP_LITERAL = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
+
+
+def first_received_client(raw: bytes) -> tuple[str, str] | None:
+    """(client IP, HELO name) from the `from` clause of the topmost Received field: what the
+    relay that added it saw. None when there is none or it names no IP literal."""
+    received = parse_headers(raw).get_all("Received") or []
+    if not received:
+        return None
+    match = _RECEIVED_FROM.match(" ".join(str(received[0]).split()))
+    if match is None:
+        return None
+    helo, rest = match.group(1), match.group(2)
+    for candidate in (helo, rest):
+        for literal in _IP_LITERAL.finditer(candidate):
+            try:
+                address = ipaddress.ip_address(literal.group(1))
+            except ValueError:
+                continue
+            return str(address), "" if helo.startswith("[") else helo
+    return None
 
 
 def _header_block_end(raw: bytes) -> int:

@@ -29,6 +29,7 @@ class Action(StrEnum):
     """What happens to a message. Declared from mildest to strongest (see `severity`)."""
 
     ACCEPT = "accept"
+    TAG = "tag"  # delivered, marked as probable spam (X-Spam-Flag) for the users' Junk rules
     QUARANTINE = "quarantine"
     TEMPFAIL = "tempfail"
     REJECT = "reject"
@@ -40,7 +41,13 @@ class Action(StrEnum):
         return _SEVERITY[self]
 
 
-_SEVERITY = {Action.ACCEPT: 0, Action.QUARANTINE: 1, Action.TEMPFAIL: 2, Action.REJECT: 3}
+_SEVERITY = {
+    Action.ACCEPT: 0,
+    Action.TAG: 1,
+    Action.QUARANTINE: 2,
+    Action.TEMPFAIL: 3,
+    Action.REJECT: 4,
+}
 
 
 class OnError(StrEnum):
@@ -207,6 +214,8 @@ class Verdict:
     reason: str
     forced_by: ScoredSymbol | None = None
     reply: str | None = None  # a configured SMTP reply for a forced action, if any
+    tag_at: float | None = None  # the junk tag threshold, None when tagging is off
+    subject_prefix: str = ""  # put before the Subject of tagged mail ("" = left alone)
 
     @property
     def is_spam(self) -> bool:

@@ -20,14 +20,15 @@ import os
 import queue
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway import heap
-from gateway.config import Config, parse_hostport
-from gateway.errors import ConfigError, GatewayError
+from gateway.config import SHIPPED_RULES_DIR, Config, parse_hostport
+from gateway.errors import GatewayError
 from gateway.files import private_dir
 from gateway.net.dns import Resolver
 from gateway.observe import metrics
@@ -48,6 +49,7 @@ from gateway.quarantine.store import QuarantineStore
 from gateway.queue.admin import stats as queue_stats
 from gateway.queue.delivery import DeliveryService
 from gateway.queue.dsn import SpoolBouncer
+from gateway.queue.known_recipients import KNOWN_RECIPIENTS_FILE, KnownRecipients
 from gateway.queue.spool import Spool
 from gateway.queue.verify import RecipientVerifier
 from gateway.setup import certificate_problem
@@ -71,13 +73,20 @@ def build_pipeline(config: Config, services: Services | None = None) -> Pipeline
     """Checks + policy as configured; raises ConfigError / ModelError with clear messages."""
     if services is None:
         services = Services(resolver=Resolver.from_config(config.dns))
-    try:
-        checks = build_checks(config, services)
-        policy = load_policy(config.rules_dir)
-    except ConfigError as exc:
-        hint = config.rules_dir_hint()
-        raise ConfigError([*exc.problems, hint] if hint else exc.problems) from None
+    checks = build_checks(config, services)
+    policy = load_policy(config.rules_dir, SHIPPED_RULES_DIR)
     return Pipeline(checks, policy, config.pipeline.deadline_s, declared=declared_symbols(config))
+
+
+def known_recipients(config: Config) -> KnownRecipients | None:
+    """The on-disk recipients the internal server confirmed ([verify] known_ttl_s)."""
+    if config.verify.known_ttl_s <= 0:
+        return None
+    try:
+        return KnownRecipients(config.storage_dir / KNOWN_RECIPIENTS_FILE)
+    except (OSError, sqlite3.Error) as exc:  # RCPT still works, as before, without it
+        log.warning("verify: known recipients unavailable: %s", exc)
+        return None
 
 
 class Runtime:
@@ -109,7 +118,9 @@ class Runtime:
             self.spool, config.relay, config.queue, config.smtp.hostname, bouncer
         )
         self.verifier = (
-            RecipientVerifier(config.relay, config.verify, config.smtp.hostname)
+            RecipientVerifier(
+                config.relay, config.verify, config.smtp.hostname, known=known_recipients(config)
+            )
             if config.verify.enabled
             else None
         )
@@ -338,7 +349,7 @@ def _worker_main(
     ready: multiprocessing.queues.Queue[int],
     identity: Identity | None,
 ) -> None:
-    configure_logging(config.log.level, config.log.file)
+    configure_logging(config.log.level, config.log.format, config.log.syslog, config.log.file)
     sock = bind_listener(listen, reuse_port=True)
     metrics_sock = bind_metrics(config, reuse_port=True)
     become(config, identity)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.mailsources import MailSourceError, iter_messages, split_mbox
-from gateway.model import Connection, Envelope, Transaction, Verdict, new_id
+from gateway.model import Action, Connection, Envelope, Transaction, Verdict, new_id
 from gateway.net.dns import begin_scope
 from gateway.pipeline.engine import Pipeline
 
@@ -98,6 +98,28 @@ def render_text(path: str, verdict: Verdict, note: str = "") -> str:
 class ScanOutput:
     text: str
     failed: bool  # the file could not be read: `text` is the error line
+    action: Action | None = None  # the verdict's action, None when failed
+
+
+# `gateway scan --check`: the exit code says the strongest verdict over all messages, as
+# `spamc -c` does (0 and 1-2 keep the meanings every gateway command gives them).
+CHECK_EXIT_CODES = {
+    Action.ACCEPT: 0,
+    Action.TAG: 3,
+    Action.QUARANTINE: 4,
+    Action.TEMPFAIL: 5,
+    Action.REJECT: 6,
+}
+EXIT_FAILED = 1
+
+
+def exit_code(outputs: Sequence[ScanOutput], check: bool) -> int:
+    """1 when a file could not be scanned; else with `check` the strongest verdict's code."""
+    if any(o.failed for o in outputs):
+        return EXIT_FAILED
+    if not check:
+        return 0
+    return max((CHECK_EXIT_CODES[o.action] for o in outputs if o.action is not None), default=0)
 
 
 def split_file(raw: bytes) -> list[bytes]:
@@ -128,7 +150,7 @@ async def scan_files(
             if as_json
             else render_text(origin, verdict, note)
         )
-        outputs.append(ScanOutput(text, False))
+        outputs.append(ScanOutput(text, False, verdict.action))
 
     def skipped(path: Path, reason: str) -> None:
         outputs.append(ScanOutput(f"gateway scan: {path}: skipped: {reason}", True))

@@ -1,5 +1,5 @@
-"""`python -m training [--corpus DIR...] [--public-corpus DIR...] [--out DIR] [--feedback DIR]
-[--list-share S] [--force]`.
+"""`gateway train` (also `python -m training`, `make train`): [--corpus DIR...]
+[--public-corpus DIR...] [--out DIR] [--feedback DIR | --config PATH] [--list-share S] [--force].
 
 Exit codes: 0 model written, 1 refused (worse than the current model, or too little data),
 2 bad arguments or unreadable corpus.
@@ -12,16 +12,28 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.config import SHIPPED_MODEL
+from gateway.config import SHIPPED_MODEL, load_config
+from gateway.errors import ConfigError
+from gateway.feedback import feedback_dir
 from gateway.mailsources import MailSourceError
 from training.readers import CorpusError
-from training.run import CARD_FILE, Sources, TrainingRefused, run
 from training.weights import LIST_MAIL_SHARE, share_argument
+
+# A fresh clone has no public corpus: it is not shipped (its licence is unclear, 30 MB).
+PUBLIC_CORPUS_HINT = """\
+train: the public corpus is not part of the project. Either
+  - train on your own labelled mail only: make train PUBLIC_CORPUS= CORPUS=DIR
+    (gateway train --corpus DIR); DIR holds ham/ and spam/, each a directory of raw
+    messages, a Maildir or an mbox (docs/learning.md), or
+  - fetch the SpamAssassin public corpus (https://spamassassin.apache.org/old/publiccorpus/:
+    the 20030228 easy_ham, easy_ham_2, hard_ham, spam, spam_2 tarballs), unpack the ham
+    tarballs' messages into DIR/ham and the spam ones into DIR/spam, and give
+    PUBLIC_CORPUS=DIR (gateway train --public-corpus DIR)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m training", description="train the spam classifier and write its card"
+        prog="gateway train", description="train the spam classifier and write its card"
     )
     parser.add_argument(
         "--corpus",
@@ -55,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--feedback",
         type=Path,
         metavar="DIR",
-        help="feedback store with ham/ and spam/ (the gateway's <storage dir>/feedback)",
+        help="feedback store with ham/ and spam/ (the gateway's <storage dir>/feedback; "
+        "default: the one of --config)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="the gateway's configuration: its [storage] dir holds the feedback store that "
+        "gateway learn and quarantine --learn fill",
     )
     parser.add_argument(
         "--list-share",
@@ -75,12 +95,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        from training.run import CARD_FILE, Sources, TrainingRefused, run
+    except ModuleNotFoundError as exc:  # tqdm and matplotlib come with the [train] extra only
+        print(
+            f"train: {exc.name} is missing: training needs the [train] extra "
+            "(pip install 'mailgate[train]'; make install has it)",
+            file=sys.stderr,
+        )
+        return 2
     if not args.corpus and not args.public_corpus:
         parser.error("give --corpus (your mail) and/or --public-corpus")
     for corpus in [*args.public_corpus, *args.corpus]:
         if not corpus.is_dir():
             print(f"train: {corpus}: not a directory", file=sys.stderr)
+            if corpus in args.public_corpus:
+                print(PUBLIC_CORPUS_HINT, file=sys.stderr)
             return 2
+    if args.feedback is None and args.config is not None:
+        try:
+            store = feedback_dir(load_config(args.config).storage_dir)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"train: {problem}", file=sys.stderr)
+            return 2
+        print(f"train: feedback store {store} (from {args.config})", file=sys.stderr)
+        args.feedback = store
     started = time.perf_counter()
     try:
         sources = Sources(args.corpus, args.feedback, args.public_corpus)

@@ -55,11 +55,11 @@ class Pipeline:
             if self._declared is None
             else [
                 f"{SCORES_FILE}: symbol {name} is scored but no check emits it"
-                for name in sorted(set(policy.symbols) - known)
+                for name in sorted(set(policy.symbols) - known - policy.inherited)
             ]
             + [
                 f"{ACTIONS_FILE}: forced action for {name}, which no check emits"
-                for name in sorted(set(policy.forced) - known)
+                for name in sorted(set(policy.forced) - known - policy.inherited)
             ]
         )
         if typos:

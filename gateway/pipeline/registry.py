@@ -74,7 +74,7 @@ def _attachments(config: Config, services: Services) -> Check | None:
     c, av = config.checks.attachments, config.checks.antivirus
     if not c.enabled:
         return None
-    rules = load_type_rules(config.rules_dir / ATTACHMENT_RULES_FILE)
+    rules = load_type_rules(config.rule_file(ATTACHMENT_RULES_FILE))
     archive = ArchiveLimits(
         c.max_archive_depth,
         c.max_nested_archive_bytes,
@@ -91,13 +91,13 @@ def _rules(config: Config, services: Services) -> Check | None:
     c = config.checks.rules
     if not c.enabled:
         return None
-    paths = [config.rules_dir / name for name in c.files]
+    paths = [config.rule_file(name) for name in c.files]
     return RulesCheck(paths, c.timeout_s, c.on_error, c.max_header_chars, c.max_body_chars)
 
 
 def _lists(config: Config, services: Services) -> Check | None:
     c = config.checks.lists
-    return ListsCheck(config.rules_dir / c.file, c.timeout_s, c.on_error) if c.enabled else None
+    return ListsCheck(config.rule_file(c.file), c.timeout_s, c.on_error) if c.enabled else None
 
 
 # The phishing checks (issue 27): data in rules/brands.toml and rules/phishing_hosts.toml; our
@@ -141,7 +141,7 @@ def _resolver_for(check: str, services: Services) -> Resolver:
 
 def _dnsbl(config: Config, services: Services) -> Check | None:
     c = config.checks.dnsbl
-    zones = load_zones(config.rules_dir / c.zones_file, "ip") if c.enabled else []
+    zones = load_zones(config.rule_file(c.zones_file), "ip") if c.enabled else []
     if not zones:  # every list is off by default: nothing to query
         return None
     check_class = DnsblAtRcptCheck if c.phase == "rcpt" else DnsblCheck
@@ -158,7 +158,7 @@ def _dnsbl(config: Config, services: Services) -> Check | None:
 
 def _uribl(config: Config, services: Services) -> Check | None:
     c = config.checks.uribl
-    zones = load_zones(config.rules_dir / c.zones_file, "domain") if c.enabled else []
+    zones = load_zones(config.rule_file(c.zones_file), "domain") if c.enabled else []
     if not zones:
         return None
     return UriblCheck(
@@ -264,9 +264,9 @@ def declared_symbols(config: Config) -> frozenset[str]:
     """Every symbol any check could emit under this configuration's rule files, enabled or not:
     what rules/scores.toml and actions.toml may name without being a typo."""
     zones = [
-        *load_zones(config.rules_dir / config.checks.dnsbl.zones_file, "ip", include_disabled=True),
+        *load_zones(config.rule_file(config.checks.dnsbl.zones_file), "ip", include_disabled=True),
         *load_zones(
-            config.rules_dir / config.checks.uribl.zones_file, "domain", include_disabled=True
+            config.rule_file(config.checks.uribl.zones_file), "domain", include_disabled=True
         ),
     ]
     return declared_class_symbols().union(*(zone.symbols() for zone in zones))

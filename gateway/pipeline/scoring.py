@@ -1,7 +1,9 @@
 """Scoring: pure functions from check results to a Verdict, and the policy they read.
 
 The policy comes from `rules/scores.toml` (symbol weights, groups with caps) and
-`rules/actions.toml` (thresholds, forced actions with optional SMTP replies).
+`rules/actions.toml` (thresholds, forced actions with optional SMTP replies). An admin's files
+of the same names are layered over the shipped ones entry by entry (`load_policy`): they hold
+only what the admin changed, and a symbol a new release adds keeps its shipped score.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ForcedAction:
 class Thresholds:
     quarantine: float
     reject: float
+    tag: float | None = None  # delivered with X-Spam-Flag: YES from here; None = no tagging
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,12 @@ class Policy:
     thresholds: Thresholds
     forced: Mapping[str, ForcedAction]
     domain_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+    # Names scored or forced only by the shipped files under an admin's own files: a rule file
+    # the admin copied before a release added them may not emit them, which is no typo.
+    inherited: frozenset[str] = frozenset()
+    # What the admin's files change against the shipped ones, one line each (check-config).
+    overrides: tuple[str, ...] = ()
+    subject_prefix: str = ""  # [tag] subject_prefix: marks tagged mail for readers without rules
 
     def thresholds_for(self, recipients: Iterable[str]) -> Thresholds:
         """The strictest thresholds among the recipients' domains (a domain may need its own)."""
@@ -54,8 +63,11 @@ class Policy:
             domain = rcpt.rpartition("@")[2].lower()
             own = self.domain_thresholds.get(domain)
             if own is not None:
+                tags = [t for t in (chosen.tag, own.tag) if t is not None]
                 chosen = Thresholds(
-                    min(chosen.quarantine, own.quarantine), min(chosen.reject, own.reject)
+                    min(chosen.quarantine, own.quarantine),
+                    min(chosen.reject, own.reject),
+                    min(tags) if tags else None,
                 )
         return chosen
 
@@ -87,12 +99,10 @@ class Policy:
     def restricted_to(self, emitted: Mapping[str, frozenset[str]]) -> Policy:
         """The policy without symbols of checks that are disabled in this configuration."""
         known = set().union(*emitted.values()) if emitted else set()
-        return Policy(
+        return dataclasses.replace(
+            self,
             symbols={k: v for k, v in self.symbols.items() if k in known},
-            group_caps=self.group_caps,
-            thresholds=self.thresholds,
             forced={k: v for k, v in self.forced.items() if k in known},
-            domain_thresholds=self.domain_thresholds,
         )
 
 
@@ -105,17 +115,20 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
 
 
 def _thresholds(table: Any, where: str, problems: list[str]) -> Thresholds | None:
-    if not isinstance(table, dict) or set(table) - {"quarantine", "reject"}:
-        problems.append(f"{where}: expected a table with quarantine and reject")
+    if not isinstance(table, dict) or set(table) - {"quarantine", "reject", "tag"}:
+        problems.append(f"{where}: expected a table with quarantine, reject and optional tag")
         return None
-    quarantine, reject = table.get("quarantine"), table.get("reject")
+    quarantine, reject, tag = table.get("quarantine"), table.get("reject"), table.get("tag")
     if not (is_number(quarantine) and is_number(reject)):
         problems.append(f"{where}: quarantine and reject must both be numbers")
         return None
     if quarantine > reject:
         problems.append(f"{where}: quarantine ({quarantine}) must not exceed reject ({reject})")
         return None
-    return Thresholds(float(quarantine), float(reject))
+    if tag is not None and not (is_number(tag) and tag <= quarantine):
+        problems.append(f"{where}: tag must be a number not above quarantine ({quarantine})")
+        return None
+    return Thresholds(float(quarantine), float(reject), None if tag is None else float(tag))
 
 
 def _parse_scores(
@@ -157,9 +170,9 @@ def _parse_scores(
 def _parse_actions(
     data: dict[str, Any], problems: list[str]
 ) -> tuple[Thresholds | None, dict[str, ForcedAction], dict[str, Thresholds]]:
-    for key in set(data) - {"thresholds", "forced", "domain"}:
+    for key in set(data) - {"thresholds", "forced", "domain", "tag"}:
         problems.append(
-            f"{ACTIONS_FILE}: unknown table {key!r} (known: thresholds, forced, domain)"
+            f"{ACTIONS_FILE}: unknown table {key!r} (known: thresholds, forced, domain, tag)"
         )
     thresholds = _thresholds(data.get("thresholds"), f"{ACTIONS_FILE}: thresholds", problems)
     forced: dict[str, ForcedAction] = {}
@@ -174,7 +187,7 @@ def _parse_actions(
         except ValueError:
             action = Action.ACCEPT
         if action == Action.ACCEPT:  # allowing is done by negative scores, never by force
-            problems.append(f"{where}: action must be one of quarantine, tempfail, reject")
+            problems.append(f"{where}: action must be one of tag, quarantine, tempfail, reject")
             continue
         reply = table.get("reply")
         if reply is not None and not _valid_reply(reply, action):
@@ -192,6 +205,18 @@ def _parse_actions(
     return thresholds, forced, domains
 
 
+def _subject_prefix(data: dict[str, Any], problems: list[str]) -> str:
+    table = data.get("tag", {})
+    prefix = table.get("subject_prefix", "") if isinstance(table, dict) else None
+    if not isinstance(table, dict) or set(table) - {"subject_prefix"}:
+        problems.append(f"{ACTIONS_FILE}: tag: expected a table with subject_prefix")
+    elif not isinstance(prefix, str) or any(c in prefix for c in "\r\n"):
+        problems.append(f"{ACTIONS_FILE}: tag.subject_prefix: one line of text")
+    else:
+        return prefix
+    return ""
+
+
 def _valid_reply(reply: Any, action: Action) -> bool:
     if not isinstance(reply, str):
         return False
@@ -202,15 +227,106 @@ def _valid_reply(reply: Any, action: Action) -> bool:
     return first is not None and parts[0][0] == first and parts[1].startswith(first + ".")
 
 
-def load_policy(rules_dir: Path) -> Policy:
+def load_policy(rules_dir: Path, shipped_dir: Path | None = None) -> Policy:
+    """The policy from `rules_dir`; with `shipped_dir` (another directory), the shipped files
+    there with the admin's files in `rules_dir` layered over them (either may be missing)."""
     problems: list[str] = []
-    symbols, caps = _parse_scores(_read_toml(rules_dir / SCORES_FILE, problems), problems)
-    thresholds, forced, domains = _parse_actions(
-        _read_toml(rules_dir / ACTIONS_FILE, problems), problems
-    )
+    if shipped_dir is None or _same_dir(rules_dir, shipped_dir):
+        scores_data = _read_toml(rules_dir / SCORES_FILE, problems)
+        actions_data = _read_toml(rules_dir / ACTIONS_FILE, problems)
+        layered = None
+    else:
+        shipped_scores = _read_toml(shipped_dir / SCORES_FILE, problems)
+        shipped_actions = _read_toml(shipped_dir / ACTIONS_FILE, problems)
+        local_scores = _read_local(rules_dir / SCORES_FILE, problems)
+        local_actions = _read_local(rules_dir / ACTIONS_FILE, problems)
+        scores_data, score_changes = _layer(SCORES_FILE, shipped_scores, local_scores, problems)
+        actions_data, action_changes = _layer(
+            ACTIONS_FILE, shipped_actions, local_actions, problems
+        )
+        mentioned = set(local_scores.get("symbol", {})) | set(local_actions.get("forced", {}))
+        layered = (mentioned, (*score_changes, *action_changes))
+    symbols, caps = _parse_scores(scores_data, problems)
+    thresholds, forced, domains = _parse_actions(actions_data, problems)
+    prefix = _subject_prefix(actions_data, problems)
     if problems or thresholds is None:
         raise ConfigError(problems or [f"{ACTIONS_FILE}: thresholds missing"])
-    return Policy(symbols, caps, thresholds, forced, domains)
+    policy = Policy(symbols, caps, thresholds, forced, domains, subject_prefix=prefix)
+    if layered is None:
+        return policy
+    mentioned, changes = layered
+    inherited = frozenset((set(symbols) | set(forced)) - mentioned)
+    return dataclasses.replace(policy, inherited=inherited, overrides=changes)
+
+
+# In an admin's actions.toml, `action = "none"` takes a shipped forced action away (deleting
+# the table from a layered file would only bring the shipped one back).
+NO_FORCED_ACTION = "none"
+# Tables whose entries are layered one by one, and per entry key by key ("whole": the admin's
+# entry replaces the shipped one).
+_LAYERED = {
+    SCORES_FILE: {"symbol": "keys", "group": "keys"},
+    ACTIONS_FILE: {"thresholds": "value", "forced": "whole", "domain": "whole", "tag": "value"},
+}
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _read_local(path: Path, problems: list[str]) -> dict[str, Any]:
+    return _read_toml(path, problems) if path.exists() else {}
+
+
+def _layer(
+    name: str, shipped: dict[str, Any], local: dict[str, Any], problems: list[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """`shipped` with `local` laid over it, and one line per entry the admin changed."""
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in shipped.items()}
+    changes: list[str] = []
+    same = 0
+    for table, entries in local.items():
+        how = _LAYERED[name].get(table)
+        if how is None or not isinstance(entries, dict):
+            merged[table] = entries  # reported as unknown by the parser
+            continue
+        into = merged.setdefault(table, {})
+        for key, value in entries.items():
+            before = into.get(key)
+            if how == "keys" and isinstance(value, dict) and isinstance(before, dict):
+                after = {**before, **value}
+            else:
+                after = value
+            if table == "forced" and _forced_action(value) == NO_FORCED_ACTION:
+                into.pop(key, None)
+                changes.append(f"{name}: {table}.{key}: shipped forced action turned off")
+                continue
+            if after == before:
+                same += 1
+                continue
+            into[key] = after
+            if before is None:
+                changes.append(f"{name}: {table}.{key}: {_show(after)} (not in the shipped file)")
+            else:
+                changes.append(f"{name}: {table}.{key}: {_show(after)} (shipped: {_show(before)})")
+    if same:
+        changes.append(f"{name}: {same} entries equal to the shipped ones (may be deleted)")
+    return merged, changes
+
+
+def _forced_action(value: Any) -> Any:
+    return value.get("action") if isinstance(value, dict) else value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        if set(value) >= {"score"}:  # a symbol: its score is what matters at a glance
+            return f"score {value['score']}"
+        return ", ".join(f"{k} = {v!r}" for k, v in value.items() if k != "description")
+    return repr(value)
 
 
 def score_symbols(policy: Policy, results: Iterable[CheckResult]) -> list[ScoredSymbol]:
@@ -257,6 +373,9 @@ def decide(
         elif total >= limits.quarantine:
             action = Action.QUARANTINE
             reason = f"score {total:.2f} >= quarantine threshold {limits.quarantine:g}"
+        elif limits.tag is not None and total >= limits.tag:
+            action = Action.TAG
+            reason = f"score {total:.2f} >= tag threshold {limits.tag:g}"
 
     for result in results:
         failed = result.error is not None and on_error.get(result.check) == OnError.TEMPFAIL
@@ -270,7 +389,8 @@ def decide(
 
     for symbol in scored:
         rule = policy.forced.get(symbol.name)
-        if rule is None or (not final and rule.action == Action.QUARANTINE):
+        # Holding or marking a message needs the message: both wait for DATA.
+        if rule is None or (not final and rule.action in (Action.QUARANTINE, Action.TAG)):
             continue
         if rule.action.severity > action.severity:
             action, forced_by = rule.action, symbol
@@ -286,4 +406,6 @@ def decide(
         reason=reason,
         forced_by=forced_by,
         reply=reply,
+        tag_at=limits.tag,
+        subject_prefix=policy.subject_prefix,
     )

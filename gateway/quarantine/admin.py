@@ -4,6 +4,7 @@ classifier with it. Works on one id at a time; the CLI picks the ids and reports
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Callable
 from typing import Protocol
 
@@ -83,10 +84,27 @@ def delete(store: QuarantineStore, qid: str, *, learn_spam: Learn | None = None)
     store.delete(qid)
 
 
+# Our own verdict field, which the gateway put on top of the held message (smtp/stamp.py).
+_OUR_SPAM_STATUS = re.compile(rb"(?im)^(X-Spam-Status:[ \t]*)Yes\b")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+
+
 def with_release_header(raw: bytes, qid: str, released_by: str, now: float | None) -> bytes:
-    """The original message with one header on top saying who released it and when."""
+    """The original message with one header on top saying who released it and when, and our
+    X-Spam-Status turned to "No": a person decided it is not spam, so the users' Junk rules
+    must not file it away again."""
     newline = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
     who = "".join(c for c in released_by if c.isascii() and c.isprintable() and c != ";")
     who = who or "unknown"
     value = f"id={qid}; by={who}; {email.utils.formatdate(now, usegmt=True)}"
-    return f"{RELEASE_HEADER}: {value}".encode() + newline + raw
+    return f"{RELEASE_HEADER}: {value}".encode() + newline + _as_released(raw)
+
+
+def _as_released(raw: bytes) -> bytes:
+    """The first X-Spam-Status of the header section (ours: stamped on top) saying No."""
+    blank = _BLANK_LINE.search(raw)
+    head_end = len(raw) if blank is None else blank.start()
+    match = _OUR_SPAM_STATUS.search(raw, 0, head_end)
+    if match is None:
+        return raw
+    return raw[: match.start()] + match.group(1) + b"No" + raw[match.end() :]

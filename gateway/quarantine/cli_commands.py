@@ -80,6 +80,8 @@ def add_quarantine_commands(
     delete_parser.add_argument(
         "--yes", action="store_true", help="act on every filter match without asking"
     )
+    for acting in (release_parser, delete_parser):
+        acting.add_argument("--json", action="store_true", help="a JSON array, one result per id")
     for action_parser in (list_parser, show_parser, release_parser, delete_parser):
         # Also after the action (`quarantine list --config F`), as admins type it; SUPPRESS
         # keeps a --config given before the action when none follows it.
@@ -154,13 +156,14 @@ def _release(args: argparse.Namespace, config: Config, store: QuarantineStore) -
     released_by = _current_user()
     hostname = config.smtp.hostname
 
-    def one(qid: str) -> str:
+    def one(qid: str) -> Outcome:
         queue_id = admin.release(
             store, spool, qid, released_by=released_by, authserv_id=hostname, learn_ham=learn
         )
-        return f"released {qid} as queue id {queue_id}" + (" (learned as ham)" if learn else "")
+        text = f"released {qid} as queue id {queue_id}" + (" (learned as ham)" if learn else "")
+        return text, {"result": "released", "queue_id": queue_id, "learned": learn is not None}
 
-    return _for_each(ids, one)
+    return _for_each(ids, one, args.json)
 
 
 def _delete(args: argparse.Namespace, config: Config, store: QuarantineStore) -> int:
@@ -169,11 +172,12 @@ def _delete(args: argparse.Namespace, config: Config, store: QuarantineStore) ->
         return 2
     learn = _learner(config, "spam") if args.learn_spam else None
 
-    def one(qid: str) -> str:
+    def one(qid: str) -> Outcome:
         admin.delete(store, qid, learn_spam=learn)
-        return f"deleted {qid}" + (" (learned as spam)" if learn else "")
+        text = f"deleted {qid}" + (" (learned as spam)" if learn else "")
+        return text, {"result": "deleted", "learned": learn is not None}
 
-    return _for_each(ids, one)
+    return _for_each(ids, one, args.json)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -206,15 +210,29 @@ def _chosen_ids(args: argparse.Namespace, store: QuarantineStore, verb: str) -> 
     return []
 
 
-def _for_each(ids: list[str], action: Callable[[str], str]) -> int:
-    """Run `action` on every id, report each outcome; 1 if any failed or nothing was chosen."""
+# What one release or delete did: the line for people, the fields for --json.
+Outcome = tuple[str, dict[str, object]]
+
+
+def _for_each(ids: list[str], action: Callable[[str], Outcome], as_json: bool = False) -> int:
+    """Run `action` on every id, report each outcome; 1 if any failed or nothing was chosen.
+    With `as_json`, stdout is one JSON array of {"id", "result", ...} or {"id", "error"};
+    the errors still go to stderr too."""
     failed = 0
+    results: list[dict[str, object]] = []
     for qid in ids:
         try:
-            print(render.safe_text(action(qid)))
+            text, fields = action(qid)
         except (GatewayError, OSError) as exc:
             failed += 1
             _error(render.safe_text(str(exc)))
+            results.append({"id": qid, "error": str(exc)})
+            continue
+        results.append({"id": qid, **fields})
+        if not as_json:
+            print(render.safe_text(text))
+    if as_json:
+        print(json.dumps(results, indent=2))
     return 1 if failed or not ids else 0
 
 

@@ -191,7 +191,12 @@ def _recipient_line(recipient: RecipientState) -> str:
 def message_headers(data: bytes) -> str:
     """The header block of a message, for `show` (never the body: it may be private)."""
     message = parse_headers(data)
-    return "".join(f"{k}: {v}\n" for k, v in message.items())
+    # A folded field keeps its lines, each continuation indented: its CRLF and TAB would
+    # otherwise reach the terminal as "??" (printable() replaces control characters).
+    return "".join(
+        f"{k}: " + "\n    ".join(p.strip() for p in str(v).splitlines()) + "\n"
+        for k, v in message.items()
+    )
 
 
 def _iso(timestamp: float) -> str:

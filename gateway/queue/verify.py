@@ -7,6 +7,10 @@ the next RCPT asks again. Concurrent RCPTs for one address share a single probe.
 A hung or tarpitting internal server must not stall RCPT: the wait for a free pooled
 connection counts inside `timeout_s`, and at most `max_waiting` probes wait for one; the rest
 are "unavailable" at once (the configured temporary reply).
+
+With `known` (queue/known_recipients.py), every "ok" is also kept on disk for `known_ttl_s`:
+while the internal server cannot answer, an address it confirmed within that time is "ok"
+(the mail is queued and delivered once the server is back) instead of a 451 for every RCPT.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from gateway.config import RelayConfig, VerifyConfig
+from gateway.queue.known_recipients import KnownRecipients
 from gateway.queue.relay import ProbeResult, RelayConnection
 
 log = logging.getLogger(__name__)
@@ -31,9 +36,13 @@ class RecipientVerifier:
         verify: VerifyConfig,
         hostname: str,
         clock: Callable[[], float] = time.monotonic,
+        known: KnownRecipients | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.verify_config = verify
         self.clock = clock
+        self.known = known
+        self.wall_clock = wall_clock
         probe_relay = dataclasses.replace(relay, timeout_s=verify.timeout_s)
         self._pool: asyncio.Queue[RelayConnection] = asyncio.Queue()
         self._connections = [
@@ -44,6 +53,7 @@ class RecipientVerifier:
         self._cache: OrderedDict[str, tuple[ProbeResult, float]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[ProbeResult]] = {}
         self.probes = 0  # how many probes went to the internal server (for tests and metrics)
+        self.known_answers = 0  # "ok" from the known recipients during an outage
         self._waiting = 0  # probes waiting for a free connection
 
     async def verify(self, rcpt: str) -> ProbeResult:
@@ -66,6 +76,25 @@ class RecipientVerifier:
     async def _probe_and_remember(self, rcpt: str, key: str) -> ProbeResult:
         result = await self._probe(rcpt)
         self._remember(key, result)
+        if self.known is None:
+            return result
+        known = self.known
+        if result == "ok":
+            await asyncio.to_thread(known.remember, key, self.wall_clock())
+        elif result == "unknown":
+            await asyncio.to_thread(known.forget, key)
+        elif result == "unavailable":
+            since = self.wall_clock() - self.verify_config.known_ttl_s
+            confirmed = await asyncio.to_thread(known.verified_since, key, since)
+            if confirmed is not None:
+                age_h = (self.wall_clock() - confirmed) / 3600
+                log.info(
+                    "verify: %s -> ok: internal server unavailable, confirmed %.1f h ago",
+                    rcpt,
+                    age_h,
+                )
+                self.known_answers += 1
+                return "ok"  # not cached in memory: the next RCPT asks the server again
         return result
 
     async def _probe(self, rcpt: str) -> ProbeResult:
@@ -111,3 +140,5 @@ class RecipientVerifier:
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._connections), return_exceptions=True)
+        if self.known is not None:
+            self.known.close()

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 from gateway.authresults import authentication_results_field, sender_authenticated
 from gateway.config import Config
-from gateway.content import received_fields
+from gateway.content import first_received_client, received_fields
 from gateway.errors import QuarantineFull, SpoolFull
 from gateway.model import (
     Action,
@@ -45,7 +45,8 @@ from gateway.smtp import replies
 from gateway.smtp.addresses import RelayDenied, RelayGate
 from gateway.smtp.data import DataCollector, DataProblem
 from gateway.smtp.limits import MessageMemory
-from gateway.smtp.stamp import gateway_headers, stamp
+from gateway.smtp.proxy import trusted
+from gateway.smtp.stamp import gateway_headers, prefix_subject, stamp
 from gateway.threads import shielded
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ class OpenTransaction:
     dsn_envid: str = ""
     rcpt_notify: list[tuple[str, ...]] = field(default_factory=list)
     rcpt_orcpt: list[str] = field(default_factory=list)
+    # A trusted relay (backup MX) that handed the message on: the client its Received names
+    # was judged, our Received names the relay.
+    relayed_by: Connection | None = None
 
 
 @dataclass
@@ -296,6 +300,10 @@ class SmtpHandler:
             self._log(current, Action.REJECT.value, reply, len(tx.raw), reason="mail loop")
             return reply
         try:
+            if trusted(tx.connection.client_ip, self.config.smtp.trusted_relays):
+                relayed = await self._judge_relayed_client(tx)
+                if relayed is not tx:
+                    current.relayed_by, tx = tx.connection, relayed
             outcome = await self.pipeline.run_phase(Phase.DATA, tx, final=True)
         except asyncio.CancelledError:
             # The connection went away while the checks ran: nothing stored, but logged.
@@ -310,6 +318,22 @@ class SmtpHandler:
         # Shielded: once the message is being stored, a vanished client must not cut the
         # store, the delivery notice or the log line in half.
         return await shielded(self._finish(current))
+
+    async def _judge_relayed_client(self, tx: Transaction) -> Transaction:
+        """Mail our own backup MX relayed: judge the client named by the Received field it
+        added on top (SPF, DNS lists, HELO checks run again for that client), not the backup
+        MX. Unchanged when that field names no client, or another trusted relay."""
+        client = first_received_client(tx.raw)
+        if client is None or trusted(client[0], self.config.smtp.trusted_relays):
+            return tx
+        ip, helo = client
+        relay = tx.connection
+        connection = Connection(relay.id, ip, helo=helo or relay.helo, esmtp=relay.esmtp)
+        relayed = Transaction(tx.id, connection, tx.envelope, tx.raw, results=tx.results)
+        for phase in (Phase.CONNECT, Phase.HELO, Phase.MAIL):
+            relayed = (await self.pipeline.run_phase(phase, relayed)).tx
+        log.info("transaction %s: relayed by %s, judged as from %s", tx.id, relay.client_ip, ip)
+        return relayed
 
     def abandon(self, session: SessionState, reply: str = "") -> None:
         """RSET, a new HELO/EHLO, STARTTLS, QUIT, a timeout or a lost connection end the open
@@ -338,15 +362,18 @@ class SmtpHandler:
             # internal server: removed from what is queued. The quarantine keeps them as
             # evidence; a release removes them there (gateway.quarantine.admin).
             extra = [authentication_results_field(self.hostname, tx)]
-            ours = gateway_headers(tx, verdict, self.hostname, extra)
+            hop = tx
+            if current.relayed_by is not None:  # our Received names who connected: the relay
+                hop = Transaction(tx.id, current.relayed_by, tx.envelope, tx.raw, tx.results)
+            ours = gateway_headers(hop, verdict, self.hostname, extra)
             try:
-                if verdict.action is Action.ACCEPT:
+                if verdict.action in (Action.ACCEPT, Action.TAG):
                     env = tx.envelope
                     prepared = self.spool.prepare(
                         tx.id,
                         env.mail_from,
                         env.rcpt_tos,
-                        stamp(remove_our_fields(tx.raw, self.hostname), ours),
+                        stamp(_for_delivery(tx.raw, self.hostname, verdict), ours),
                         dsn_ret=current.dsn_ret,
                         dsn_envid=current.dsn_envid,
                         rcpt_notify=current.rcpt_notify,
@@ -458,3 +485,12 @@ def public_reason(verdict: Verdict) -> str:
     if verdict.action is Action.TEMPFAIL and verdict.forced_by is None:
         return verdict.reason.partition(":")[0]
     return verdict.reason
+
+
+def _for_delivery(raw: bytes, hostname: str, verdict: Verdict) -> bytes:
+    """What is queued under our stamp: without the sender's copies of our fields, and with
+    the junk tag's Subject prefix when the verdict is `tag`."""
+    cleaned = remove_our_fields(raw, hostname)
+    return (
+        prefix_subject(cleaned, verdict.subject_prefix) if verdict.action is Action.TAG else cleaned
+    )

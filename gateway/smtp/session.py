@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import logging
 import math
 import re
@@ -24,7 +26,7 @@ from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import __ident__ as aiosmtpd_ident
 
 from gateway.config import SmtpConfig
-from gateway.model import Connection, new_id
+from gateway.model import CheckResult, Connection, new_id
 from gateway.net.dns import begin_scope
 from gateway.observe import metrics
 from gateway.smtp import replies
@@ -38,6 +40,7 @@ from gateway.smtp.data import TRANSPARENCY_EXTRA, DataCollector
 from gateway.smtp.handler import SessionState, SmtpHandler
 from gateway.smtp.limits import ConnectionLimiter
 from gateway.smtp.lines import READ_SIZE, LineReader
+from gateway.smtp.proxy import HEADER_TIMEOUT_S, ProxyHeaderError, read_proxy_header, trusted
 from gateway.threads import holding
 
 if TYPE_CHECKING:
@@ -163,6 +166,11 @@ class GatewaySMTP(SMTP):
         self.limiter = limiter
         self.front_end = front_end
         self.state: SessionState | None = None
+        self._peer_ip = ""  # the connected peer's address (set on connect), for XCLIENT
+        # XFORWARD: the session's own client and results while a forwarded one stands in for
+        # the next transaction, and whether that transaction has begun.
+        self._own_client: tuple[Connection, dict[str, CheckResult]] | None = None
+        self._xforward_pending = False
         self.busy = False  # between reading a command and sending its reply
         self.shutdown_requested = False
         self._bad_commands = 0
@@ -186,6 +194,8 @@ class GatewaySMTP(SMTP):
             "VRFY": self.smtp_VRFY,
             "HELP": self.smtp_HELP,
             "STARTTLS": self.smtp_STARTTLS,
+            "XCLIENT": self.smtp_XCLIENT,
+            "XFORWARD": self.smtp_XFORWARD,
         }
 
     # -- the session ---------------------------------------------------------------------------
@@ -195,6 +205,16 @@ class GatewaySMTP(SMTP):
         begin_scope()  # after one DNS lookup of this connection timed out, the next fail at once
         peer: Any = self.transport.get_extra_info("peername")
         client_ip, client_port = str(peer[0]), int(peer[1])
+        self._peer_ip = client_ip  # who is really connected: may it use XCLIENT?
+        if self.config.proxy_protocol and trusted(client_ip, self.config.trusted_proxies):
+            try:
+                proxied = await asyncio.wait_for(read_proxy_header(self._reader), HEADER_TIMEOUT_S)
+            except (ProxyHeaderError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                log.warning("PROXY header from %s: %s; connection closed", client_ip, exc or "EOF")
+                self._close()
+                return
+            if proxied is not None:
+                client_ip, client_port = proxied
         state = self.state = SessionState(Connection(new_id(), client_ip, client_port))
         refusal = self.limiter.acquire(client_ip)
         if refusal is not None:
@@ -216,7 +236,7 @@ class GatewaySMTP(SMTP):
             await self.push(replies.greeting(self.config.hostname, self.config.banner))
             await self._command_loop()
         except Hangup as hangup:
-            self.gateway.abandon(state, hangup.reply or "")
+            self.gateway.abandon(self.state or state, hangup.reply or "")
             await self._close_with(hangup.reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             self._close()
@@ -224,7 +244,7 @@ class GatewaySMTP(SMTP):
             self._close()  # connection lost or the backstop timer: nothing left to answer
             raise
         finally:
-            self.gateway.abandon(state)
+            self.gateway.abandon(self.state or state)  # XCLIENT may have replaced the state
             self.limiter.release(client_ip)
             self.front_end.session_ended(self)
             metrics.session_ended(time.monotonic() - started)
@@ -472,9 +492,94 @@ class GatewaySMTP(SMTP):
         ]
         if self.tls_context is not None and not self._state().connection.tls:
             extensions.append("STARTTLS")
+        if self._xclient_allowed():
+            extensions.append("XCLIENT ADDR PORT NAME HELO PROTO")
+        if self._allowed(self.config.xforward_networks):
+            extensions.append("XFORWARD NAME ADDR PORT PROTO HELO SOURCE IDENT")
         return replies.ehlo(self.config.hostname, extensions)
 
+    def _xclient_allowed(self) -> bool:
+        return self._allowed(self.config.xclient_networks)
+
+    def _allowed(self, networks: tuple[str, ...]) -> bool:
+        return bool(networks) and trusted(self._peer_ip, networks)
+
+    async def smtp_XFORWARD(self, arg: str) -> Reply:
+        """Postfix's XFORWARD (a content filter's upstream, smtp_send_xforward_command): the
+        client named stands in for the session's own for the next mail transaction only; the
+        connect checks run for it (www.postfix.org/XFORWARD_README.html)."""
+        state = self._state()
+        if not self._allowed(self.config.xforward_networks):
+            return replies.XCLIENT_DENIED
+        if state.open is not None:
+            return replies.XCLIENT_IN_TRANSACTION
+        usage = "XFORWARD ADDR=address [PORT=port] [HELO=name] [NAME=name] ..."
+        attributes = parse_xclient(arg)
+        if attributes is None:
+            return replies.syntax(usage)
+        # Postfix may spread the attributes over several XFORWARD commands: each adds to what
+        # stands in for the next transaction.
+        if self._own_client is None or not self._xforward_pending:
+            self._own_client = self._own_client or (state.connection, state.results)
+            state.connection = dataclasses.replace(self._own_client[0])
+            state.results = dict(self._own_client[1])
+            self._xforward_pending = True
+        connection = state.connection
+        if "HELO" in attributes:
+            connection.helo = attributes["HELO"]
+        if attributes.get("PORT", "").isdigit():
+            connection.client_port = int(attributes["PORT"])
+        if "ADDR" in attributes:
+            try:
+                address = ipaddress.ip_address(attributes["ADDR"].removeprefix("IPV6:"))
+            except ValueError:
+                return replies.syntax(usage)
+            connection.client_ip = str(address)
+            refusal = await self.gateway.connect(state)  # the connect checks, for this client
+            if refusal is not None:
+                raise Hangup(refusal)
+        return replies.XFORWARD_OK
+
+    def _end_xforward(self) -> None:
+        """At MAIL: a forwarded client stands in for one transaction, then the session's own
+        client is back (unless XFORWARD named another since)."""
+        if self._own_client is not None and not self._xforward_pending:
+            state = self._state()
+            state.connection, state.results = self._own_client
+            self._own_client = None
+        self._xforward_pending = False
+
+    async def smtp_XCLIENT(self, arg: str) -> Reply:
+        """Postfix's XCLIENT from a trusted front end: the client it names becomes this
+        session's client, as if it had connected (connect checks run again), and the session
+        starts over with a 220 greeting (www.postfix.org/XCLIENT_README.html)."""
+        state = self._state()
+        if not self._xclient_allowed():
+            return replies.XCLIENT_DENIED
+        if state.open is not None:
+            return replies.XCLIENT_IN_TRANSACTION
+        usage = "XCLIENT ADDR=address [PORT=port] [NAME=name] [HELO=name] [PROTO=proto]"
+        attributes = parse_xclient(arg)
+        if attributes is None:
+            return replies.syntax(usage)
+        old = state.connection
+        address = attributes.get("ADDR", old.client_ip)
+        port = attributes.get("PORT", str(old.client_port))
+        try:
+            client_ip = str(ipaddress.ip_address(address.removeprefix("IPV6:")))
+            client_port = int(port) if port.isdigit() else 0
+        except ValueError:
+            return replies.syntax(usage)
+        connection = Connection(new_id(), client_ip, client_port, tls=old.tls)
+        new = self.state = SessionState(connection)
+        refusal = await self.gateway.connect(new)
+        if refusal is not None:
+            raise Hangup(refusal)
+        return replies.greeting(self.config.hostname, self.config.banner)
+
     async def smtp_MAIL(self, arg: str) -> Reply:
+        if self._state().open is None:
+            self._end_xforward()
         state = self._state()
         if not state.connection.helo:
             return replies.NEED_HELO
@@ -625,6 +730,38 @@ class GatewaySMTP(SMTP):
             self.session.ssl = {"cipher": tls_transport.get_extra_info("cipher")}
         self.gateway.reset_after_tls(state)
         return None
+
+
+def parse_xclient(arg: str) -> dict[str, str] | None:
+    """`NAME=value ...` (values xtext-encoded) -> {NAME: value}; None when malformed.
+    "[UNAVAILABLE]" and "[TEMPUNAVAIL]" values mean "not known" and are left out."""
+    attributes: dict[str, str] = {}
+    for item in arg.split():
+        name, equals, value = item.partition("=")
+        if not equals or not name.isalpha():
+            return None
+        decoded = xtext_decode(value)
+        if decoded is None:
+            return None
+        if decoded.upper() not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+            attributes[name.upper()] = decoded
+    return attributes if arg.strip() else None
+
+
+def xtext_decode(value: str) -> str | None:
+    """RFC 3461 4: "+XX" is the byte 0xXX."""
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "+":
+            code = value[i + 1 : i + 3]
+            if len(code) != 2 or not all(c in "0123456789ABCDEF" for c in code):
+                return None
+            out.append(chr(int(code, 16)))
+            i += 3
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
 
 
 def _repeated(params: Sequence[str]) -> bool:

@@ -6,6 +6,9 @@ our Received), X-Spam-Score, X-Spam-Status, then our Received (RFC 5321 4.4). Li
 X-Spam-Status follows SpamAssassin's shape, `Yes|No, score=S required=R symbols=A,B`:
 `required` is the quarantine threshold, so "Yes" means exactly "held or refused as spam"
 (score at or above `required`, or an action forced by a symbol); `symbols=none` when empty.
+Mail at or above the junk tag threshold (actions.toml `tag`) is delivered with
+`X-Spam-Flag: YES` as well, the field users' Junk rules look for (docs/junk-tag.md), and with
+`[tag] subject_prefix` before its Subject when one is set.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from ipaddress import ip_address
 
-from gateway.model import Transaction, Verdict
+from gateway.model import Action, Transaction, Verdict
 
 FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
 _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
@@ -49,10 +52,29 @@ def spam_headers(verdict: Verdict) -> list[str]:
     flag = "Yes" if verdict.is_spam else "No"
     names = ",".join(dict.fromkeys(verdict.symbol_names())) or "none"
     status = f"{flag}, score={verdict.score:.2f} required={verdict.quarantine_at:.2f}"
+    tagged = ["X-Spam-Flag: YES"] if verdict.action is Action.TAG else []
     return [
+        *tagged,
         f"X-Spam-Score: {verdict.score:.2f}",
         fold(f"X-Spam-Status: {status} symbols={names}", ","),
     ]
+
+
+_SUBJECT = re.compile(rb"(?im)^subject[ \t]*:[ \t]?")
+
+
+def prefix_subject(raw: bytes, prefix: str) -> bytes:
+    """`raw` with `prefix` put before its first Subject's text, or a Subject of just the
+    prefix added when it has none. Only the header section is searched."""
+    if not prefix:
+        return raw
+    end = raw.find(b"\r\n\r\n")
+    head = raw if end < 0 else raw[: end + 2]
+    match = _SUBJECT.search(head)
+    text = prefix.encode("utf-8")
+    if match is None:
+        return stamp(raw, [f"Subject: {prefix.rstrip()}"])
+    return raw[: match.end()] + text + raw[match.end() :]
 
 
 def received(tx: Transaction, hostname: str, now: datetime | None = None) -> str:

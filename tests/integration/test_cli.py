@@ -134,3 +134,28 @@ def test_learn_says_which_files_it_skipped(tmp_path: Path) -> None:
     assert "skipped" in result.stderr and "empty.eml" in result.stderr
     assert "recorded 1 message(s) as ham" in result.stdout
     assert len(list((tmp_path / "var" / "feedback" / "ham").iterdir())) == 1
+
+
+def test_scan_check_exits_with_the_strongest_verdict(
+    tmp_path: Path, dns_server: DnsTestServer
+) -> None:
+    """`gateway scan --check` for scripts (as `spamc -c`): 0 ham, 6 reject (issue 32)."""
+    dns_server.set_zone(".", {})
+    config = write_config(
+        tmp_path / "gw.toml",
+        {
+            "relay": {"domains": ["example.test"]},
+            "dns": {"nameservers": [dns_server.address], "timeout_s": 0.5, "lifetime_s": 1.0},
+            "checks": {"antivirus": {"enabled": False}, "classifier": {"enabled": False}},
+        },
+    )
+    quarantine = tmp_path / "gtube-quarantine.eml"
+    quarantine.write_bytes(
+        b"From: a@b.test\r\nSubject: t\r\n\r\n"
+        b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-QUARANTINE*C.34X\r\n"
+    )
+    ham, spam = str(EXAMPLES / "ham-meeting.eml"), str(EXAMPLES / "spam-broken.eml")
+    assert gateway("scan", "--config", str(config), "--check", ham).returncode == 0
+    assert gateway("scan", "--config", str(config), "-c", str(quarantine)).returncode == 4
+    assert gateway("scan", "--config", str(config), "-c", ham, spam).returncode == 6
+    assert gateway("scan", "--config", str(config), ham, spam).returncode == 0  # no --check

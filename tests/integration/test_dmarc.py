@@ -104,7 +104,8 @@ def test_p_none_failure_is_only_scored(dns_server: DnsTestServer) -> None:
     _serve(dns_server, "v=DMARC1; p=none; rua=mailto:d@example.test")
     outcome = _run(dns_server, _message())
     assert _dmarc_symbols(outcome) == ["DMARC_FAIL"]
-    assert outcome.verdict.action == Action.ACCEPT
+    # Delivered, neither held nor refused; its score may mark it for the Junk folder (tag).
+    assert outcome.verdict.action in (Action.ACCEPT, Action.TAG)
 
 
 def test_pct_zero_applies_the_next_less_strict_policy(dns_server: DnsTestServer) -> None:

@@ -151,20 +151,3 @@ def test_serve_with_an_unusable_storage_dir_says_so_in_one_line(
     assert done.stderr.splitlines()[-1] == (
         f"gateway: cannot use [storage] dir {tmp_path}/a-file/var: Not a directory"
     )
-
-
-def test_a_short_config_away_from_the_rules_says_where_rules_are_read(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """An admin's override-only config in its own directory: the missing rule file is named,
-    and so is the rule that put it there and the two ways out."""
-    path = tmp_path / "gateway.toml"
-    path.write_text('[relay]\ndomains = ["example.test"]\n', encoding="utf-8")
-    assert cli.main(["check-config", "--config", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert f"{tmp_path}/" in err and "no such file" in err
-    assert f"read from the config file's directory ({tmp_path})" in err
-    assert f'rules_dir = "{SHIPPED_RULES_DIR}"' in err
-    shutil.copy(SHIPPED_RULES_DIR / "scores.toml", tmp_path)
-    cli.main(["check-config", "--config", str(path)])
-    assert "config file's directory" not in capsys.readouterr().err  # rules were copied here

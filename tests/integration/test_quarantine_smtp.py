@@ -97,7 +97,10 @@ def test_held_message_is_listed_shown_released_and_arrives_intact(
     assert got.mail_from == "news@sender.test" and got.rcpt_tos == ("bob@example.test",)
     assert got.data.startswith(f"{RELEASE_HEADER}: id={qid};".encode())
     assert got.data.endswith(ORIGINAL)  # the client's headers and body, byte for byte
-    assert b"\r\nX-Spam-Status: Yes" in got.data  # the gateway's own stamp stays visible
+    # The gateway's own stamp stays visible, turned to "No": a Junk rule must not file the
+    # released message away again (issue 32); the score and symbols stay for the record.
+    assert b"\r\nX-Spam-Status: No, score=" in got.data
+    assert b"X-Spam-Status: Yes" not in got.data
     [ham] = (feedback_dir(gateway.config.storage_dir) / "ham").iterdir()
     assert ham.read_bytes().endswith(ORIGINAL)
     assert cli(gateway, "release", qid) == 1  # a second release is refused, nothing resent

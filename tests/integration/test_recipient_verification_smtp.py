@@ -45,3 +45,39 @@ def test_internal_server_down_defers_or_accepts_as_configured(
     downstream.stop()
     assert rcpt_reply(deferring.port, "bob@example.test") == replies.RECIPIENT_UNVERIFIED
     assert rcpt_reply(accepting.port, "bob@example.test").startswith("250 ")
+
+
+@pytest.mark.timeout(90)
+def test_recipients_confirmed_before_an_outage_are_still_accepted_after_a_restart(
+    gateway_process: GatewayProcessFactory, downstream: Downstream
+) -> None:
+    """An Exchange patch night (issue 32): bob was verified, the gateway restarted (or
+    another worker answers), then the internal server went down. bob's mail is accepted and
+    queued; carol, never confirmed, still gets the temporary refusal."""
+    gw = gateway_process({"relay": {"port": downstream.port}})
+    assert rcpt_reply(gw.port, "bob@example.test").startswith("250 ")
+    gw.terminate()  # the in-memory cache goes with the process
+    gw.start()
+    downstream.stop()
+    assert rcpt_reply(gw.port, "Bob@Example.test").startswith("250 ")
+    assert rcpt_reply(gw.port, "carol@example.test") == replies.RECIPIENT_UNVERIFIED
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=15) as client:
+        refused = client.sendmail(
+            "sender@outside.test",
+            ["bob@example.test"],
+            b"From: <sender@outside.test>\r\nSubject: patch night\r\n\r\nHello.\r\n",
+        )
+    assert refused == {}  # queued; delivered once the internal server is back
+    assert "internal server unavailable, confirmed 0.0 h ago" in gw.log_tail(200)
+
+
+@pytest.mark.timeout(60)
+def test_known_recipients_off_defers_as_before(
+    gateway_process: GatewayProcessFactory, downstream: Downstream
+) -> None:
+    gw = gateway_process({"relay": {"port": downstream.port}, "verify": {"known_ttl_s": 0}})
+    assert rcpt_reply(gw.port, "bob@example.test").startswith("250 ")
+    gw.terminate()
+    gw.start()
+    downstream.stop()
+    assert rcpt_reply(gw.port, "bob@example.test") == replies.RECIPIENT_UNVERIFIED

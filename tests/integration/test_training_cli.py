@@ -131,3 +131,36 @@ def test_bad_arguments_and_corpora_are_clear_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     bad_share = train("--corpus", tiny, "--list-share", "0")
     assert bad_share.returncode == 2 and "0: must be above 0 and at most 1" in bad_share.stderr
+
+
+def test_config_names_the_feedback_store(tmp_path: Path) -> None:
+    """`gateway train --config` finds what `gateway learn` filed, with no path to repeat."""
+    corpus = write_corpus(tmp_path / "corpus", n_ham=30, n_spam=20)
+    storage = tmp_path / "var"
+    extra = write_corpus(tmp_path / "extra", n_ham=5, n_spam=5, seed=8)
+    for side in ("ham", "spam"):
+        for path in (extra / side).iterdir():
+            record_feedback(storage, side, path.read_bytes())  # type: ignore[arg-type]
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[storage]\ndir = "{storage}"\n')
+    done = train("--public-corpus", corpus, "--config", config, "--out", tmp_path / "models")
+    assert done.returncode == 0, done.stderr
+    assert f"feedback: 10 message(s) from {storage / 'feedback'} (5 ham, 5 spam)" in done.stderr
+
+
+def test_fresh_clone_without_the_public_corpus_says_where_it_comes_from(tmp_path: Path) -> None:
+    """`make train` on a fresh clone: ../shared is the developers' machine, not the project."""
+    done = train("--public-corpus", tmp_path / "spamassassin-public")
+    assert done.returncode == 2
+    assert "the public corpus is not part of the project" in done.stderr
+    assert "make train PUBLIC_CORPUS= CORPUS=DIR" in done.stderr
+    assert "spamassassin.apache.org/old/publiccorpus" in done.stderr
+
+
+def test_help_says_gateway_train() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "train", "--help"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=50, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.startswith("usage: gateway train ")
+    assert "--config PATH" in done.stdout

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ChecksConfig, Config, config_from_dict
+from gateway.config import SHIPPED_RULES_DIR, ChecksConfig, Config, config_from_dict
 from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.registry import Services, build_checks
 from gateway.pipeline.scoring import load_policy
@@ -149,7 +149,9 @@ class RunningGateway:
         self._stop = asyncio.Event()
         checks = build_checks(self.config, self.services)
         pipeline = Pipeline(
-            checks, load_policy(self.config.rules_dir), self.config.pipeline.deadline_s
+            checks,
+            load_policy(self.config.rules_dir, SHIPPED_RULES_DIR),
+            self.config.pipeline.deadline_s,
         )
         self.front_end = SmtpFrontEnd(
             self.config, pipeline, self.spool, self.delivery, self.quarantine

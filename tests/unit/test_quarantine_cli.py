@@ -209,3 +209,22 @@ def test_since_takes_durations_and_iso_times() -> None:
     assert parse_since("2026-11-29T13:00+01:00", now) == now.timestamp()
     with pytest.raises(argparse.ArgumentTypeError):
         parse_since("last tuesday", now)
+
+
+def test_release_and_delete_json_for_scripts(
+    quarantine_config: Config, quarantine_store: QuarantineStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`quarantine release|delete --json`, as the README promises (issue 32)."""
+    first, second = hold(quarantine_store), hold(quarantine_store)
+    assert run(quarantine_config, "release", first, "--json") == 0
+    [released] = json.loads(capsys.readouterr().out)
+    assert released["id"] == first and released["result"] == "released"
+    assert released["queue_id"] in spool_of(quarantine_config).ids()
+    assert released["learned"] is False
+    missing = "0123456789abcdef"
+    assert run(quarantine_config, "delete", second, missing, "--json", "--learn-spam") == 1
+    captured = capsys.readouterr()
+    deleted, refused = json.loads(captured.out)
+    assert deleted == {"id": second, "result": "deleted", "learned": True}
+    assert refused["id"] == missing and "no such quarantined message" in refused["error"]
+    assert refused["error"] in captured.err

@@ -153,3 +153,21 @@ def test_cli_show_and_flush(
     assert cli(config, "show", "missing") == 1
     assert cli(config, "flush", "--json") == 0
     assert json.loads(capsys.readouterr().out) == {"flushed": ["m1", "m2"], "busy": []}
+
+
+def test_show_keeps_folded_headers_readable(
+    config: Config, spool: Spool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Our Received is folded (CRLF TAB): shown on indented lines, not as 'from x??by y'."""
+    folded = (
+        b"Received: from client.test ([192.0.2.1])\r\n\tby mx.gateway.test with ESMTP id m3\r\n"
+        b"\tfor <bob@example.test>; Tue, 08 Dec 2026 04:00:00 +0000\r\n" + MESSAGE
+    )
+    spool.enqueue("m3", "alice@example.org", ["bob@example.test"], folded, now=NOW)
+    assert cli(config, "show", "m3") == 0
+    out = capsys.readouterr().out
+    assert "?" not in out.split("Subject")[0]
+    assert (
+        "Received: from client.test ([192.0.2.1])\n    by mx.gateway.test with ESMTP id m3\n"
+        "    for <bob@example.test>; Tue, 08 Dec 2026 04:00:00 +0000\n" in out
+    )

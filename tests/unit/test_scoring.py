@@ -142,3 +142,25 @@ def test_bad_policy_files_are_explained(tmp_path: Path) -> None:
     assert "quarantine (9) must not exceed reject (3)" in text
     assert "forced.OK: action must be one of" in text
     assert "forced.X.reply: must start with a 5xx" in text
+
+
+def test_tag_threshold_marks_mail_between_accept_and_quarantine() -> None:
+    tagging = policy(thresholds=Thresholds(6.0, 10.0, tag=3.0), subject_prefix="[SPAM] ")
+    verdict = decide(tagging, [result("x", "C")], {})
+    assert (verdict.action, verdict.tag_at, verdict.subject_prefix) == (Action.TAG, 3.0, "[SPAM] ")
+    assert "tag threshold 3" in verdict.reason
+    assert decide(tagging, [result("x", "A", "C")], {}).action is Action.QUARANTINE
+    assert decide(policy(), [result("x", "C")], {}).action is Action.ACCEPT  # no tag: accept
+    # Before DATA a tag is not applied: the message is not known yet.
+    assert decide(tagging, [result("x", "C")], {}, final=False).action is Action.ACCEPT
+
+
+def test_shipped_actions_tag_below_quarantine(tmp_path: Path) -> None:
+    shipped = load_policy(SHIPPED_RULES_DIR).thresholds
+    assert shipped.tag is not None and shipped.tag < shipped.quarantine
+    (tmp_path / "actions.toml").write_text("[thresholds]\ntag = 7.0\n")
+    with pytest.raises(ConfigError) as info:
+        load_policy(tmp_path, SHIPPED_RULES_DIR)
+    assert info.value.problems == [
+        "actions.toml: thresholds: tag must be a number not above quarantine (6.0)"
+    ]
