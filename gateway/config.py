@@ -657,10 +657,14 @@ class Config:
         return SHIPPED_RULES_DIR
 
     def rule_file(self, name: str) -> Path:
-        """The admin's copy of a rule file if there is one, else the shipped file: a file the
-        admin never changed follows upgrades."""
-        local = self.rules_dir / name
-        return local if local.exists() else SHIPPED_RULES_DIR / name
+        return rule_file_in(self.rules_dir, name)
+
+
+def rule_file_in(rules_dir: Path, name: str) -> Path:
+    """The admin's copy of a rule file in `rules_dir` if there is one, else the shipped file:
+    a file the admin never changed follows upgrades."""
+    local = rules_dir / name
+    return local if local.exists() else SHIPPED_RULES_DIR / name
 
 
 def _positive(obj: object, problems: list[str], path: str, *names: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from confusable_homoglyphs import confusables
 
+from gateway.config import rule_file_in
 from gateway.content import Anchor, Content
 from gateway.errors import ConfigError
 from gateway.files import read_toml
@@ -130,9 +131,11 @@ def _strings(value: Any, where: str, problems: list[str]) -> list[str]:
 
 
 def load_phishing_data(rules_dir: Path) -> PhishingData:
-    """Both data files of `rules_dir`; ConfigError with one line per problem."""
+    """Both data files of `rules_dir` (each the shipped one where the admin has none);
+    ConfigError with one line per problem."""
     problems: list[str] = []
-    brands_path, hosts_path = rules_dir / BRANDS_FILE, rules_dir / HOSTS_FILE
+    brands_path = rule_file_in(rules_dir, BRANDS_FILE)
+    hosts_path = rule_file_in(rules_dir, HOSTS_FILE)
     data = read_toml(brands_path)
     if unknown := set(data) - {"brand"}:
         problems.append(f"{brands_path}: unknown tables {sorted(unknown)} (known: brand)")

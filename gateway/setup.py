@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import ssl
 import time
 from pathlib import Path
@@ -20,11 +19,37 @@ INSTALLED_STORAGE = "/var/lib/mailgate"
 CERT_WARN_DAYS = 14
 
 
+# What `gateway init` writes beside gateway.toml: the two files an admin tunes, as overrides
+# over the shipped ones (an entry not there keeps its shipped value, and a release's new symbol
+# its shipped score); every other rule file is read from the package until the admin copies it.
+_OVERRIDES = {
+    "scores.toml": """\
+# Your scores: only what you change from the shipped scores.toml, entry by entry; a symbol not
+# named here keeps its shipped score (docs/upgrading.md). `gateway check-config` lists every
+# override with the shipped value. For example:
+#
+# [symbol.ML_SPAM]
+# score = 6.5
+""",
+    "actions.toml": """\
+# Your thresholds and forced actions: only what you change from the shipped actions.toml
+# (docs/upgrading.md); NAME = "none" under [forced] turns a shipped forced action off. For
+# example:
+#
+# [thresholds]
+# quarantine = 5.0
+#
+# [forced]
+# SPF_FAIL = "reject"
+""",
+}
+
+
 def init_config_dir(directory: Path, force: bool) -> str:
-    """Write gateway.toml (the commented example, storage in /var/lib/mailgate) and the shipped
-    rule files into `directory`; return the next steps. GatewayError if a file is there."""
-    rules = sorted(p for p in SHIPPED_RULES_DIR.glob("*.toml") if p.name != EXAMPLE)
-    targets = [directory / CONFIG_NAME, *(directory / p.name for p in rules)]
+    """Write gateway.toml (the commented example, storage in /var/lib/mailgate) and override
+    files for scores and actions into `directory`; return the next steps. GatewayError if a
+    file is there."""
+    targets = [directory / CONFIG_NAME, *(directory / name for name in _OVERRIDES)]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not force:
         raise GatewayError(
@@ -41,15 +66,16 @@ def init_config_dir(directory: Path, force: bool) -> str:
             1,
         )
         (directory / CONFIG_NAME).write_text(text)
-        for rule_file in rules:
-            shutil.copyfile(rule_file, directory / rule_file.name)
+        for name, overrides in _OVERRIDES.items():
+            (directory / name).write_text(overrides)
     except OSError as exc:
         raise GatewayError(f"init: cannot write to {directory}: {exc.strerror or exc}") from None
     config = directory / CONFIG_NAME
     where = "" if config.resolve() == INSTALLED_CONFIG else f" --config {config}"
     return "\n".join(
         [
-            f"wrote {config} and {len(rules)} rule files to {directory}",
+            f"wrote {config}, and scores.toml and actions.toml for your overrides, to {directory}",
+            f"(the other rule files are read from {SHIPPED_RULES_DIR} until you copy one there)",
             "next:",
             f"  1. edit {config}: [smtp] listen and hostname, [relay] host and domains,",
             '     [process] user (e.g. "mailgate"), [metrics] listen, tls_cert/tls_key',
