@@ -20,6 +20,7 @@ from gateway.checks.dmarc import DmarcCheck
 from gateway.checks.dnsbl import DnsblAtRcptCheck, DnsblCheck
 from gateway.checks.filetypes import RULES_FILE as ATTACHMENT_RULES_FILE
 from gateway.checks.filetypes import load_type_rules
+from gateway.checks.greylist import SYMBOLS as GREYLIST_SYMBOLS
 from gateway.checks.gtube import GtubeCheck
 from gateway.checks.headers import HeadersCheck
 from gateway.checks.lists import ListsCheck
@@ -226,7 +227,9 @@ def declared_symbols(config: Config) -> frozenset[str]:
             config.rules_dir / config.checks.uribl.zones_file, "domain", include_disabled=True
         ),
     ]
-    return declared_class_symbols().union(*(zone.symbols() for zone in zones))
+    # The greylist step (checks/greylist.py) runs after the verdict, not in the runner.
+    declared = declared_class_symbols() | GREYLIST_SYMBOLS
+    return declared.union(*(zone.symbols() for zone in zones))
 
 
 def build_checks(config: Config, services: Services) -> list[Check]:
