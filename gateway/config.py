@@ -543,6 +543,14 @@ class GreylistCheckConfig(CheckConfig):
 
 
 @dataclass(frozen=True)
+class RateLimitCheckConfig(CheckConfig):
+    """Rate limits at RCPT (gateway/checks/ratelimit.py); the limits are in `file`."""
+
+    timeout_s: float = 2.0  # one decision of the state (a lock held by another worker)
+    file: str = "ratelimits.toml"  # in the rules directory; reloaded on SIGHUP
+
+
+@dataclass(frozen=True)
 class ChecksConfig:
     headers: HeadersCheckConfig = field(default_factory=HeadersCheckConfig)
     gtube: GtubeCheckConfig = field(default_factory=GtubeCheckConfig)
@@ -559,6 +567,7 @@ class ChecksConfig:
     uribl: UriblCheckConfig = field(default_factory=UriblCheckConfig)
     classifier: ClassifierCheckConfig = field(default_factory=ClassifierCheckConfig)
     greylist: GreylistCheckConfig = field(default_factory=GreylistCheckConfig)
+    ratelimit: RateLimitCheckConfig = field(default_factory=RateLimitCheckConfig)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
-import time
-from typing import Protocol
 
 from gateway.config import Config, GreylistCheckConfig
 from gateway.model import Action, OnError, ScoredSymbol, Transaction, Verdict
@@ -25,6 +22,7 @@ from gateway.state.greylist import (
     GreylistTimes,
     SqliteGreylistStore,
 )
+from gateway.state.keys import Clock, SystemClock, client_network
 
 log = logging.getLogger(__name__)
 
@@ -35,28 +33,6 @@ SYMBOLS = frozenset({DEFERRED, ERROR})
 STATE_FILE = "greylist.sqlite"
 # Checks whose negative symbols mean "a client we trust": allow lists and DNSWL zones.
 _TRUST_CHECKS = ("lists", "dnsbl")
-
-
-class Clock(Protocol):
-    def time(self) -> float: ...
-
-
-class SystemClock:
-    def time(self) -> float:
-        return time.time()
-
-
-def client_network(client_ip: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
-    """The client's network as greylisting sees it: mail servers retry from a sibling address
-    of the same farm, so the triplet names the /24 (IPv4) or /64 (IPv6), not the address."""
-    try:
-        ip = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return client_ip
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 class Greylist:

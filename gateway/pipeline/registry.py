@@ -25,6 +25,8 @@ from gateway.checks.gtube import GtubeCheck
 from gateway.checks.headers import HeadersCheck
 from gateway.checks.lists import ListsCheck
 from gateway.checks.mime import MimeCheck
+from gateway.checks.ratelimit import STATE_FILE as RATELIMIT_STATE_FILE
+from gateway.checks.ratelimit import RateLimitCheck, load_limits
 from gateway.checks.rules import RulesCheck
 from gateway.checks.spf import SpfCheck
 from gateway.checks.uribl import UriblCheck
@@ -34,6 +36,8 @@ from gateway.errors import ConfigError
 from gateway.net.clamd import ClamdClient, parse_address
 from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check, declared_class_symbols
+from gateway.state.keys import Clock
+from gateway.state.ratelimit import SqliteRateLimitStore
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Services:
     """Shared I/O clients the checks use; built once per process by the composition root."""
 
     resolver: Resolver | None = None  # the one DNS client (gateway.net.dns)
+    clock: Clock | None = None  # wall time of the state (rate limits); tests move their own
 
 
 def _headers(config: Config, services: Services) -> Check | None:
@@ -94,6 +99,17 @@ def _rules(config: Config, services: Services) -> Check | None:
 def _lists(config: Config, services: Services) -> Check | None:
     c = config.checks.lists
     return ListsCheck(config.rules_dir / c.file, c.timeout_s, c.on_error) if c.enabled else None
+
+
+def _ratelimit(config: Config, services: Services) -> Check | None:
+    c = config.checks.ratelimit
+    path = config.rules_dir / c.file
+    # A rules directory copied before rate limits existed has no such file: no limits.
+    limits = load_limits(path) if c.enabled and path.exists() else []
+    if not limits:  # none configured as shipped: nothing to count
+        return None
+    store = SqliteRateLimitStore(config.storage_dir / RATELIMIT_STATE_FILE)
+    return RateLimitCheck(limits, store, services.clock, c.timeout_s, c.on_error)
 
 
 def _resolver_for(check: str, services: Services) -> Resolver:
@@ -206,6 +222,7 @@ _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _gtube,
     _dnsbl,
     _lists,
+    _ratelimit,
     _rules,
     _uribl,
     _antivirus,

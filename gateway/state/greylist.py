@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.errors import GatewayError
-
-BUSY_TIMEOUT_MS = 5000  # another worker's decision holds the write lock for well under 1 ms
-PRUNE_INTERVAL_S = 600.0  # how often (by the injected clock) expired rows are removed
+from gateway.state.keys import BUSY_TIMEOUT_MS, PRUNE_INTERVAL_S, StateError
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ class GreylistStore(Protocol):
     def close(self) -> None: ...
 
 
-class GreylistStateError(GatewayError):
+class GreylistStateError(StateError):
     """The greylist state could not be read or written."""
 
 

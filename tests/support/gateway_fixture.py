@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from gateway.checks.greylist import Clock, build_greylist
+from gateway.checks.greylist import build_greylist
 from gateway.config import ChecksConfig, Config, config_from_dict
 from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.registry import Services, build_checks
@@ -36,6 +36,7 @@ from gateway.quarantine.store import QuarantineStore
 from gateway.queue.spool import Spool
 from gateway.smtp.handler import DeliveryNotifier
 from gateway.smtp.server import SmtpFrontEnd
+from gateway.state.keys import Clock
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 15.0

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.checks.greylist import DEFERRED, Greylist, client_network
+from gateway.checks.greylist import DEFERRED, Greylist
 from gateway.config import GreylistCheckConfig
 from gateway.model import Action, Connection, Envelope, ScoredSymbol, Transaction, Verdict
 from gateway.state.greylist import GreylistTimes, SqliteGreylistStore
+from gateway.state.keys import client_network
 
 TIMES = GreylistTimes(min_delay_s=300, window_s=86400, pass_ttl_s=36 * 86400, auto_allow_after=3)
 T0 = 1_800_000_000.0
