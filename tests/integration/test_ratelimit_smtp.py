@@ -161,3 +161,22 @@ def test_a_locked_state_lets_mail_through_and_logs_it(
     logged = [r.transaction for r in caplog.records if hasattr(r, "transaction")][-1]
     assert "RATELIMIT_ERROR" in str(logged["symbols"])
     assert len(gw.spool.ids()) == 1
+
+
+def test_a_421_reply_ends_the_session(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
+    rules = rules_with(tmp_path, LIMITS.replace("max = 50", "max = 1"))
+    actions = (rules / "actions.toml").read_text(encoding="utf-8")
+    closing = '"421 4.7.1 Rate limit exceeded, closing: {reason}"'
+    (rules / "actions.toml").write_text(
+        actions.replace('"450 4.7.1 Rate limit exceeded, try again later: {reason}"', closing),
+        encoding="utf-8",
+    )
+    gw = gateway_factory(limited(rules), services=Services(clock=ManualClock()))
+    assert send(gw, "a@sender.test", ["bob@example.test"]) == (250, "queued")
+    with gw.client() as smtp:
+        smtp.ehlo()
+        smtp.mail("a@sender.test")
+        code, text = smtp.rcpt("bob@example.test")
+        assert code == 421 and b"limit=client_network" in text
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            smtp.noop()

@@ -1,6 +1,6 @@
-"""The added cost per message of greylisting with the embedded state (SQLite, WAL).
+"""The added cost per message of greylisting and rate limits with the embedded state (SQLite).
 
-    .venv/bin/python benchmarks/bench_greylist.py [--messages 400] [--rounds 5] [--senders 200]
+    .venv/bin/python benchmarks/bench_state.py [--messages 400] [--rounds 5] [--senders 200]
 
 Two figures, both measured in this run against their own baseline (the machine is shared):
 - the greylist step alone (`Greylist.judge`: thread hop + one IMMEDIATE transaction), in
@@ -9,7 +9,8 @@ Two figures, both measured in this run against their own baseline (the machine i
   (headers + gtube checks, spool, no delivery), with greylisting off and on, rounds
   interleaved, CPU time of client and gateway; every message goes through the state
   (only_above_score = -100) and its triplet has passed already, the steady state of a site
-  that greylists. Reported as a ratio.
+  that greylists. Reported as a ratio; the same for 4 rate limits (client network, sender,
+  sender domain, recipient; never reached) against the same baseline.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import smtplib
 import statistics
 import sys
@@ -29,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.checks.greylist import Greylist, build_greylist  # noqa: E402
-from gateway.config import GreylistCheckConfig  # noqa: E402
+from gateway.config import SHIPPED_RULES_DIR, GreylistCheckConfig  # noqa: E402
 from gateway.model import Action, Connection, Envelope, Transaction, Verdict  # noqa: E402
+from gateway.pipeline.registry import Services  # noqa: E402
 from tests.support.gateway_fixture import (  # noqa: E402
     RunningGateway,
     gateway_config,
@@ -38,6 +41,11 @@ from tests.support.gateway_fixture import (  # noqa: E402
 )
 
 T0 = 1_800_000_000.0
+# One limit per key, none ever reached: each message takes 4 buckets (the cost measured).
+LIMITS = "".join(
+    f'[limit.{key}]\nkey = "{key}"\nmax = 1000000000\nwindow_s = 3600\n'
+    for key in ("client_network", "sender", "sender_domain", "recipient")
+)
 
 
 class Clock:
@@ -89,6 +97,26 @@ def step_cost_us(greylist: Greylist, calls: int, known: bool) -> float:
     return asyncio.run(run())
 
 
+def compare(what: str, off: RunningGateway, on: RunningGateway, args: argparse.Namespace) -> None:
+    ratios, per_off, per_on = [], [], []
+    for r in range(args.rounds):  # the order alternates: neither always goes first
+        if r % 2:
+            b = send_all(on, args.messages, args.senders) / args.messages
+            a = send_all(off, args.messages, args.senders) / args.messages
+        else:
+            a = send_all(off, args.messages, args.senders) / args.messages
+            b = send_all(on, args.messages, args.senders) / args.messages
+        ratios.append(b / a)
+        per_off.append(a * 1e3)
+        per_on.append(b * 1e3)
+    print(
+        f"end to end, {args.messages} messages x {args.rounds} rounds, one client:"
+        f" {statistics.median(per_off):.2f} ms CPU/msg without {what},"
+        f" {statistics.median(per_on):.2f} ms CPU/msg with it (embedded state):"
+        f" ratio {statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)})"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=400)
@@ -111,34 +139,28 @@ def main() -> int:
         clock = Clock()
         off = RunningGateway(gateway_config(Path(tmp) / "off", overrides(False))).start()
         on = RunningGateway(gateway_config(Path(tmp) / "on", overrides(True)), clock=clock).start()
+        rules = Path(tmp) / "rules"
+        shutil.copytree(SHIPPED_RULES_DIR, rules)
+        (rules / "ratelimits.toml").write_text(LIMITS, encoding="utf-8")
+        limited = overrides(False)
+        limited["checks"]["ratelimit"] = {"enabled": True}
+        limited["pipeline"] = {"rules_dir": str(rules)}
+        rl = RunningGateway(
+            gateway_config(Path(tmp) / "rl", limited), services=Services(clock=Clock())
+        ).start()
         try:
             for sender in range(args.senders):  # every triplet seen once, then passed
                 # The 451 of first sight is expected.
                 with on.client() as smtp, contextlib.suppress(smtplib.SMTPDataError):
                     smtp.sendmail(f"s{sender}@sender.test", ["bob@example.test"], message(0))
             clock.now += 301
-            send_all(off, 50, args.senders)  # warm both
-            send_all(on, 50, args.senders)
-            ratios, per_off, per_on = [], [], []
-            for r in range(args.rounds):  # the order alternates: neither always goes first
-                if r % 2:
-                    b = send_all(on, args.messages, args.senders) / args.messages
-                    a = send_all(off, args.messages, args.senders) / args.messages
-                else:
-                    a = send_all(off, args.messages, args.senders) / args.messages
-                    b = send_all(on, args.messages, args.senders) / args.messages
-                ratios.append(b / a)
-                per_off.append(a * 1e3)
-                per_on.append(b * 1e3)
+            for gw in (off, on, rl):  # warm all
+                send_all(gw, 50, args.senders)
+            compare("greylisting", off, on, args)
+            compare("4 rate limits", off, rl, args)
         finally:
-            off.stop()
-            on.stop()
-    print(
-        f"end to end, {args.messages} messages x {args.rounds} rounds, one client:"
-        f" {statistics.median(per_off):.2f} ms CPU/msg without greylisting,"
-        f" {statistics.median(per_on):.2f} ms CPU/msg with it (embedded state):"
-        f" ratio {statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)})"
-    )
+            for gw in (off, on, rl):
+                gw.stop()
     return 0
 
 
