@@ -139,7 +139,7 @@ class SqliteGreylistStore:
                 )
             else:  # retried too early: the first sight stands
                 retry_in_s = max(retry_in_s, found[0] + t.min_delay_s - now)
-        if retry_in_s > 0:
+        if retry_in_s > 0 or new:  # first sight is always deferred, even with min_delay_s = 0
             return GreylistDecision(False, round(retry_in_s, 3), new)
         self._count_pass(network, now)
         return GreylistDecision(True)
