@@ -25,6 +25,7 @@ BENCHMARKS: list[tuple[str, list[str], bool]] = [
     ("bench_rules.py", [], True),
     ("bench_classifier.py", [], True),
     ("bench_quarantine.py", [], False),
+    ("bench_state.py", [], False),
 ]
 TIMEOUT_S = 1800
 

@@ -598,6 +598,40 @@ class UriblCheckConfig(DnsListCheckConfig):
 
 
 @dataclass(frozen=True)
+class GreylistCheckConfig(CheckConfig):
+    """Greylisting after the verdict (gateway/checks/greylist.py); docs/greylisting.md."""
+
+    enabled: bool = False  # delays first mail from new senders by min_delay_s: opt in
+    timeout_s: float = 2.0  # one decision of the state (a lock held by another worker)
+    only_above_score: float = 3.0  # greylist accepted mail scoring this or more
+    min_delay_s: float = 300.0
+    window_s: float = 86400.0
+    pass_ttl_s: float = 36 * 86400.0
+    auto_allow_after: int = 5  # 0 = never
+    ipv4_prefix_length: int = 24
+    ipv6_prefix_length: int = 64
+
+    def validate(self, problems: list[str], path: str) -> None:
+        _positive(self, problems, path, "timeout_s", "window_s", "pass_ttl_s")
+        if not 0 <= self.min_delay_s < self.window_s:
+            problems.append(f"{path}: min_delay_s must be 0 or more and below window_s")
+        if self.auto_allow_after < 0:
+            problems.append(f"{path}.auto_allow_after: must be 0 (never) or more")
+        if not 1 <= self.ipv4_prefix_length <= 32:
+            problems.append(f"{path}.ipv4_prefix_length: must be between 1 and 32")
+        if not 1 <= self.ipv6_prefix_length <= 128:
+            problems.append(f"{path}.ipv6_prefix_length: must be between 1 and 128")
+
+
+@dataclass(frozen=True)
+class RateLimitCheckConfig(CheckConfig):
+    """Rate limits at RCPT (gateway/checks/ratelimit.py); the limits are in `file`."""
+
+    timeout_s: float = 2.0  # one decision of the state (a lock held by another worker)
+    file: str = "ratelimits.toml"  # in the rules directory; reloaded on SIGHUP
+
+
+@dataclass(frozen=True)
 class ChecksConfig:
     headers: HeadersCheckConfig = field(default_factory=HeadersCheckConfig)
     gtube: GtubeCheckConfig = field(default_factory=GtubeCheckConfig)
@@ -618,6 +652,8 @@ class ChecksConfig:
     dnsbl: DnsblCheckConfig = field(default_factory=DnsblCheckConfig)
     uribl: UriblCheckConfig = field(default_factory=UriblCheckConfig)
     classifier: ClassifierCheckConfig = field(default_factory=ClassifierCheckConfig)
+    greylist: GreylistCheckConfig = field(default_factory=GreylistCheckConfig)
+    ratelimit: RateLimitCheckConfig = field(default_factory=RateLimitCheckConfig)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway import heap
+from gateway.checks.greylist import build_greylist
 from gateway.config import SHIPPED_RULES_DIR, Config, parse_hostport
 from gateway.errors import GatewayError
 from gateway.files import private_dir
@@ -124,8 +125,15 @@ class Runtime:
             if config.verify.enabled
             else None
         )
+        self.greylist = build_greylist(config)
         self.front_end = SmtpFrontEnd(
-            config, self.pipeline, self.spool, self.delivery, self.quarantine, self.verifier
+            config,
+            self.pipeline,
+            self.spool,
+            self.delivery,
+            self.quarantine,
+            self.verifier,
+            self.greylist,
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self._heap_return: asyncio.Task[None] | None = None
@@ -167,6 +175,8 @@ class Runtime:
             await self.verifier.close()
         await self.delivery.stop()
         await self.pipeline.close()
+        if self.greylist is not None:
+            self.greylist.close()
         # After delivery: no delivered message's bytes stay behind in recycled/.
         await asyncio.to_thread(self.spool.close)
 

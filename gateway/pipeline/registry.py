@@ -21,6 +21,7 @@ from gateway.checks.dmarc import DmarcCheck
 from gateway.checks.dnsbl import DnsblAtRcptCheck, DnsblCheck
 from gateway.checks.filetypes import RULES_FILE as ATTACHMENT_RULES_FILE
 from gateway.checks.filetypes import load_type_rules
+from gateway.checks.greylist import SYMBOLS as GREYLIST_SYMBOLS
 from gateway.checks.gtube import GtubeCheck
 from gateway.checks.harvest import HarvestCheck
 from gateway.checks.headers import HeadersCheck
@@ -28,6 +29,8 @@ from gateway.checks.links import LinkCheck
 from gateway.checks.lists import ListsCheck
 from gateway.checks.lookalike import LookalikeCheck
 from gateway.checks.mime import MimeCheck
+from gateway.checks.ratelimit import STATE_FILE as RATELIMIT_STATE_FILE
+from gateway.checks.ratelimit import RateLimitCheck, load_limits
 from gateway.checks.rules import RulesCheck
 from gateway.checks.sender import SenderCheck
 from gateway.checks.spf import SpfCheck
@@ -38,6 +41,8 @@ from gateway.errors import ConfigError
 from gateway.net.clamd import ClamdClient, parse_address
 from gateway.net.dns import Resolver
 from gateway.pipeline.check import Check, declared_class_symbols
+from gateway.state.keys import Clock
+from gateway.state.ratelimit import SqliteRateLimitStore
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Services:
     """Shared I/O clients the checks use; built once per process by the composition root."""
 
     resolver: Resolver | None = None  # the one DNS client (gateway.net.dns)
+    clock: Clock | None = None  # wall time of the state (rate limits); tests move their own
 
 
 def _headers(config: Config, services: Services) -> Check | None:
@@ -131,6 +137,17 @@ def _harvest(config: Config, services: Services) -> Check | None:
 def _sender(config: Config, services: Services) -> Check | None:
     c = config.checks.sender
     return SenderCheck(config.rules_dir, c.timeout_s, c.on_error) if c.enabled else None
+
+
+def _ratelimit(config: Config, services: Services) -> Check | None:
+    c = config.checks.ratelimit
+    path = config.rules_dir / c.file
+    # A rules directory copied before rate limits existed has no such file: no limits.
+    limits = load_limits(path) if c.enabled and path.exists() else []
+    if not limits:  # none configured as shipped: nothing to count
+        return None
+    store = SqliteRateLimitStore(config.storage_dir / RATELIMIT_STATE_FILE)
+    return RateLimitCheck(limits, store, services.clock, c.timeout_s, c.on_error)
 
 
 def _resolver_for(check: str, services: Services) -> Resolver:
@@ -243,6 +260,7 @@ _FACTORIES: tuple[Callable[[Config, Services], Check | None], ...] = (
     _gtube,
     _dnsbl,
     _lists,
+    _ratelimit,
     _rules,
     _brand,
     _lookalike,
@@ -269,7 +287,9 @@ def declared_symbols(config: Config) -> frozenset[str]:
             config.rule_file(config.checks.uribl.zones_file), "domain", include_disabled=True
         ),
     ]
-    return declared_class_symbols().union(*(zone.symbols() for zone in zones))
+    # The greylist step (checks/greylist.py) runs after the verdict, not in the runner.
+    declared = declared_class_symbols() | GREYLIST_SYMBOLS
+    return declared.union(*(zone.symbols() for zone in zones))
 
 
 def build_checks(config: Config, services: Services) -> list[Check]:

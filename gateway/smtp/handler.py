@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from gateway.authresults import authentication_results_field, sender_authenticated
+from gateway.checks.greylist import Greylist
 from gateway.config import Config
 from gateway.content import first_received_client, received_fields
 from gateway.errors import QuarantineFull, SpoolFull
@@ -110,8 +111,10 @@ class SmtpHandler:
         delivery: DeliveryNotifier,
         quarantine: QuarantineSink,
         verifier: RecipientChecker | None = None,
+        greylist: Greylist | None = None,
     ) -> None:
         self.config = config
+        self.greylist = greylist
         self.pipeline = pipeline
         self.spool = spool
         self.committer = GroupCommitter(spool)
@@ -315,6 +318,8 @@ class SmtpHandler:
             self._log(current, Action.TEMPFAIL.value, reply, len(tx.raw))
             return reply
         current.tx, current.verdict = outcome.tx, outcome.verdict
+        if self.greylist is not None:  # needs the score: a step after the verdict
+            current.verdict = await self.greylist.judge(outcome.tx, outcome.verdict)
         # Shielded: once the message is being stored, a vanished client must not cut the
         # store, the delivery notice or the log line in half.
         return await shielded(self._finish(current))

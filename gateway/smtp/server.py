@@ -14,6 +14,7 @@ import math
 import socket
 import ssl
 
+from gateway.checks.greylist import Greylist
 from gateway.config import Config, SmtpConfig, parse_hostport
 from gateway.errors import GatewayError
 from gateway.pipeline.engine import Pipeline
@@ -78,9 +79,12 @@ class SmtpFrontEnd:
         delivery: DeliveryNotifier,
         quarantine: QuarantineSink,
         verifier: RecipientChecker | None = None,
+        greylist: Greylist | None = None,
     ) -> None:
         self.config = config
-        self.handler = SmtpHandler(config, pipeline, spool, delivery, quarantine, verifier)
+        self.handler = SmtpHandler(
+            config, pipeline, spool, delivery, quarantine, verifier, greylist
+        )
         smtp = config.smtp
         self.limiter = ConnectionLimiter(
             smtp.max_connections,

@@ -312,6 +312,10 @@ class GatewaySMTP(SMTP):
             self._excused_503s -= 1
             return reply
         self._excuse_followers(command, first)
+        if first is not None and first.startswith("421"):
+            # RFC 5321 3.8: 421 closes the channel (a forced action's reply may say so, e.g.
+            # RATELIMIT_EXCEEDED configured to end the session instead of 450).
+            raise Hangup(first)
         if first is not None and first.startswith("5"):
             return self._bad(first)
         if command == "MAIL" and first is not None and first.startswith("4"):

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from gateway.checks.greylist import build_greylist
 from gateway.config import SHIPPED_RULES_DIR, ChecksConfig, Config, config_from_dict
 from gateway.pipeline.engine import Pipeline
 from gateway.pipeline.registry import Services, build_checks
@@ -35,6 +36,7 @@ from gateway.quarantine.store import QuarantineStore
 from gateway.queue.spool import Spool
 from gateway.smtp.handler import DeliveryNotifier
 from gateway.smtp.server import SmtpFrontEnd
+from gateway.state.keys import Clock
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 15.0
@@ -95,8 +97,10 @@ class RunningGateway:
         delivery: DeliveryNotifier | None = None,
         services: Services | None = None,
         sock: socket.socket | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self.clock = clock  # the greylist's clock, when a test moves time itself
         self.sock = sock  # an already bound listening socket (SO_REUSEPORT tests), or None
         self.spool = Spool(config.queue_dir, config.queue.min_free_bytes)
         self.quarantine = QuarantineStore(config.quarantine_dir)
@@ -153,8 +157,9 @@ class RunningGateway:
             load_policy(self.config.rules_dir, SHIPPED_RULES_DIR),
             self.config.pipeline.deadline_s,
         )
+        greylist = build_greylist(self.config, self.clock)
         self.front_end = SmtpFrontEnd(
-            self.config, pipeline, self.spool, self.delivery, self.quarantine
+            self.config, pipeline, self.spool, self.delivery, self.quarantine, greylist=greylist
         )
         self.host, self.port = await self.front_end.start(self.sock)
         self._ready.set()
@@ -163,6 +168,8 @@ class RunningGateway:
         finally:
             await self.front_end.stop(drain_timeout_s=5.0)
             await pipeline.close()
+            if greylist is not None:
+                greylist.close()
 
 
 GatewayFactory = Callable[..., RunningGateway]
@@ -178,9 +185,11 @@ def gateway_factory(tmp_path: Path) -> Iterator[GatewayFactory]:
         delivery: DeliveryNotifier | None = None,
         services: Services | None = None,
         sock: socket.socket | None = None,
+        clock: Clock | None = None,
     ) -> RunningGateway:
         storage = tmp_path / f"var{len(started)}"
-        gateway = RunningGateway(gateway_config(storage, overrides), delivery, services, sock)
+        config = gateway_config(storage, overrides)
+        gateway = RunningGateway(config, delivery, services, sock, clock)
         started.append(gateway)
         return gateway.start()
 
