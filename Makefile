@@ -37,8 +37,10 @@ bench-deps:
 # The gateway on 127.0.0.1:2525 relaying to a local test sink on SINK (127.0.0.1:2526) that
 # files mail into var/sink/new. Both stop on Ctrl-C, and when make alone gets SIGTERM (which it
 # passes on) or SIGINT from a script or supervisor: make only waits for its children then, so
-# the recipe watches make's signal mask (make stops catching SIGINT once it got one) and make
-# itself, and stops both with SIGTERM (the gateway drains). Run as root (a container, CI), it
+# the recipe watches make's caught-signal mask (make stops catching SIGINT once it got one) and
+# make itself, and stops both with SIGTERM (the gateway drains). The mask is compared with its
+# value at start: a make started in the background (`make run &` in a script) ignores SIGINT
+# from the start and must run on all the same. Run as root (a container, CI), it
 # stays root: a developer's run, not a deployment (docs/deploy.md drops to a user of its own).
 SINK ?= 127.0.0.1:2526
 run: install
@@ -48,8 +50,9 @@ run: install
 	  $(VENV)/bin/gateway serve --config $(CONFIG) $(if $(filter 0,$(shell id -u)),--user root) & serve=$$!; \
 	  stop() { trap - INT TERM HUP; kill -TERM $$serve $$sink 2>/dev/null; wait $$serve $$sink; }; \
 	  trap "stop; exit 130" INT TERM HUP; \
-	  make_waits() { mask=$$(awk "/^SigCgt/ {print \$$2}" /proc/$$make_pid/status 2>/dev/null) && \
-	    (( 0x$$mask & 2 )); }; \
+	  caught() { awk "/^SigCgt/ {print \$$2}" /proc/$$make_pid/status 2>/dev/null; }; \
+	  at_start=$$(caught); \
+	  make_waits() { [ -n "$$at_start" ] && [ "$$(caught)" = "$$at_start" ]; }; \
 	  while kill -0 $$serve 2>/dev/null && make_waits; do sleep 0.5 & wait $$!; done; stop'
 
 test: install system-deps
