@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import smtplib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +19,34 @@ from tests.support.gateway_process import GatewayProcess, GatewayProcessFactory
 MESSAGE = b"From: a@outside.test\r\nSubject: hi\r\n\r\nhi\r\n"
 
 
+ESTABLISHED = "01"  # the st column of /proc/net/tcp
+FIND_TIMEOUT_S = 5.0
+
+
 def serving_worker(gw: GatewayProcess, client: smtplib.SMTP) -> int:
-    """The pid of the worker holding the server end of `client`'s connection."""
-    assert client.sock is not None
+    """The pid of the worker holding the server end of `client`'s connection. Only an
+    established socket counts: an earlier connection from the same client port may still be in
+    TIME_WAIT, with no inode (0) and no process."""
+    assert client.sock is not None and gw.process is not None
     client_port = client.sock.getsockname()[1]
-    inode = ""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port, remote_port = (int(a.split(":")[1], 16) for a in fields[1:3])
-        if local_port == gw.port and remote_port == client_port:
-            inode = fields[9]
-    assert inode, "server end of the connection not found"
-    assert gw.process is not None
-    for task in Path("/proc").glob("[0-9]*"):
-        if task.name == str(gw.process.pid):
-            continue
-        try:
-            links = [os.readlink(fd) for fd in (task / "fd").iterdir()]
-        except OSError:
-            continue
-        if f"socket:[{inode}]" in links:
-            return int(task.name)
+    deadline = time.monotonic() + FIND_TIMEOUT_S
+    while time.monotonic() < deadline:
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, remote_port = (int(a.split(":")[1], 16) for a in fields[1:3])
+            if (local_port, remote_port, fields[3]) == (gw.port, client_port, ESTABLISHED):
+                inodes.add(f"socket:[{fields[9]}]")
+        for task in Path("/proc").glob("[0-9]*"):
+            if task.name == str(gw.process.pid):
+                continue
+            try:
+                links = {os.readlink(fd) for fd in (task / "fd").iterdir()}
+            except OSError:
+                continue
+            if inodes & links:
+                return int(task.name)
+        time.sleep(0.05)
     raise AssertionError("no worker holds the connection")
 
 
