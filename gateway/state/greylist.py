@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.state.keys import BUSY_TIMEOUT_MS, PRUNE_INTERVAL_S, StateError
+from gateway.state.keys import PRUNE_INTERVAL_S, StateError
+from gateway.state.sqlite import immediate, open_shared
 
 
 @dataclass(frozen=True)
@@ -76,34 +77,20 @@ class SqliteGreylistStore:
         self._lock = threading.Lock()  # one connection per process, used from worker threads
         self._next_prune = 0.0
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # Losing the last seconds of greylist state to a power cut costs one more deferral,
-            # not mail: no fsync per decision.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            self._db = open_shared(path, _SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
             raise GreylistStateError(f"greylist state {path}: {exc}") from None
 
     def decide(
         self, network: str, sender: str, recipients: Sequence[str], now: float
     ) -> GreylistDecision:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    decision = self._decide(network, sender, recipients, now)
-                    if now >= self._next_prune:
-                        self._prune(now)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise GreylistStateError(f"greylist state {self.path}: {exc}") from None
+        try:
+            with immediate(self._db, self._lock):
+                decision = self._decide(network, sender, recipients, now)
+                if now >= self._next_prune:
+                    self._prune(now)
+        except sqlite3.Error as exc:
+            raise GreylistStateError(f"greylist state {self.path}: {exc}") from None
         return decision
 
     def _decide(

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.state.keys import BUSY_TIMEOUT_MS, PRUNE_INTERVAL_S, StateError
+from gateway.state.keys import PRUNE_INTERVAL_S, StateError
+from gateway.state.sqlite import immediate, open_shared
 
 
 @dataclass(frozen=True)
@@ -56,33 +57,22 @@ class SqliteRateLimitStore:
         self._lock = threading.Lock()
         self._next_prune = 0.0
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # a power cut forgets some counts
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            self._db = open_shared(path, _SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
             raise RateLimitStateError(f"rate-limit state {path}: {exc}") from None
 
     def take(self, takes: Sequence[Take], now: float) -> int | None:
         if not takes:
             return None
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    denied = self._take(takes, now)
-                    if now >= self._next_prune:
-                        self._db.execute("DELETE FROM buckets WHERE full_at < ?", (now,))
-                        self._next_prune = now + PRUNE_INTERVAL_S
-                    self._db.execute("COMMIT" if denied is None else "ROLLBACK")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise RateLimitStateError(f"rate-limit state {self.path}: {exc}") from None
+        try:
+            # A denied take writes nothing (`_take` updates only when every bucket allows).
+            with immediate(self._db, self._lock):
+                denied = self._take(takes, now)
+                if now >= self._next_prune:
+                    self._db.execute("DELETE FROM buckets WHERE full_at < ?", (now,))
+                    self._next_prune = now + PRUNE_INTERVAL_S
+        except sqlite3.Error as exc:
+            raise RateLimitStateError(f"rate-limit state {self.path}: {exc}") from None
         return denied
 
     def _take(self, takes: Sequence[Take], now: float) -> int | None:
